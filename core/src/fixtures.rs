@@ -1,0 +1,56 @@
+//! Small, deterministic models built with the ONNX writer, for tests, examples and benchmarks
+//! of crates that must not depend on burn (the SDK, the server). They are not trained: their
+//! weights are fixed pseudo-random values, so they run and give stable outputs.
+
+use crate::manifest::{InputSpec, Manifest, PerturberOutput, PerturberSpec};
+use crate::noise::NoiseKind;
+use crate::onnx::{Conv, GraphBuilder};
+
+fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// A perturber: two 3×3 convs → `σ_max · sigmoid`, on `size × size` images.
+pub fn perturber(size: usize, sigma_max: f32) -> (Vec<u8>, Manifest) {
+    let c = 8;
+    let w1 = values(1, c * 3 * 9, 0.3);
+    let w2 = values(2, 3 * c * 9, 0.3);
+    let b2 = vec![-1.0f32; 3];
+    let mut g = GraphBuilder::new("fixture_perturber");
+    let x = g.image_input("image", 3, size, size);
+    let h = g.conv(&x, Conv::new(&w1, [c, 3, 3, 3]).pad(1));
+    let h = g.relu(&h);
+    let z = g.conv(&h, Conv::new(&w2, [3, c, 3, 3]).bias(&b2).pad(1));
+    let s = g.sigmoid(&z);
+    let s = g.scale(&s, sigma_max);
+    g.output(&s, "sigma");
+    let spec = PerturberSpec { sigma_max, noise: NoiseKind::Gaussian, outputs: vec![PerturberOutput::Sigma], fill: 0.5 };
+    (g.finish(), Manifest::perturber("fixture-perturber", InputSpec::rgb(size, size), spec))
+}
+
+/// A recognizer: strided conv → ReLU → global average pool → linear, with `labels.len()` logits.
+pub fn recognizer(size: usize, labels: &[&str]) -> (Vec<u8>, Manifest) {
+    let (c, k) = (8, labels.len());
+    let w1 = values(3, c * 3 * 16, 0.4);
+    let b1 = values(4, c, 0.1);
+    let fc = values(5, c * k, 1.0);
+    let fb = values(6, k, 0.1);
+    let mut g = GraphBuilder::new("fixture_recognizer");
+    let x = g.image_input("image", 3, size, size);
+    let h = g.conv(&x, Conv::new(&w1, [c, 3, 4, 4]).bias(&b1).stride(4));
+    let h = g.relu(&h);
+    let h = g.global_avg_pool(&h);
+    let h = g.flatten(&h);
+    let y = g.linear(&h, &fc, [c, k], Some(&fb));
+    g.output(&y, "logits");
+    let labels = labels.iter().map(|s| s.to_string()).collect();
+    (g.finish(), Manifest::recognizer("fixture-recognizer", InputSpec::rgb(size, size), "fixture", labels))
+}

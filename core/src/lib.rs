@@ -1,0 +1,40 @@
+//! # scrim-core
+//!
+//! The runtime half of Scrim, shared by the mobile SDK, the cloud server and the CLI. It does no
+//! network I/O and does not depend on burn: models arrive as ONNX files with a JSON manifest.
+//!
+//! - [`imaging`]: decode JPEG/PNG/WebP safely, resize, convert to tensors, encode PNG.
+//! - [`noise`]: CSPRNG noise and the perturbation formula.
+//! - [`runtime`]: [`Model`], ONNX inference over tract.
+//! - [`manifest`]: the JSON description that travels with every ONNX file.
+//! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`.
+//! - [`perturb`]: [`Perturber`], the one on-device perturbation path.
+//! - [`fixtures`]: tiny untrained models for tests of crates without burn.
+//!
+//! ```no_run
+//! use scrim_core::{BatchMode, Model, Perturber};
+//! # fn main() -> scrim_core::Result<()> {
+//! let model = Model::load_path("runs/demo/perturber.onnx".as_ref(), BatchMode::Single)?;
+//! let perturber = Perturber::new(model)?;
+//! let upload = perturber.perturb(&std::fs::read("photo.jpg").unwrap_or_default())?;
+//! println!("{}x{} PNG, {} bytes", upload.width, upload.height, upload.png.len());
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod fixtures;
+pub mod imaging;
+pub mod manifest;
+pub mod noise;
+pub mod onnx;
+pub mod perturb;
+pub mod runtime;
+mod tensor;
+
+pub use error::{Error, Result};
+pub use imaging::DecodeLimits;
+pub use manifest::{InputSpec, Manifest, Role};
+pub use noise::{NoiseKind, NoiseSource};
+pub use perturb::{PerturbedImage, Perturber};
+pub use runtime::{BatchMode, Model, Output};
+pub use tensor::ImageTensor;

@@ -1,0 +1,387 @@
+//! The JSON manifest that travels next to every ONNX file (`model.onnx` → `model.json`).
+//!
+//! ONNX + manifest is the only artifact that passes from training to runtime. The manifest says
+//! what the model is for, what it expects and how to read its output; it never holds a secret.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::noise::NoiseKind;
+use crate::{Error, Result};
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// What a model does in the Scrim pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs on the device: image → per-pixel noise scale σ.
+    Perturber,
+    /// Runs in the cloud: perturbed image → class logits.
+    Recognizer,
+}
+
+/// Input image size of a model (always RGB, NCHW).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Channels (3 for RGB).
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+}
+
+impl InputSpec {
+    /// An RGB input of `height × width`.
+    pub fn rgb(height: usize, width: usize) -> Self {
+        Self { channels: 3, height, width }
+    }
+    /// `CxHxW`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}x{}x{}", self.channels, self.height, self.width)
+    }
+    /// Values per image.
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    /// True for a zero-sized input (never valid).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-channel normalisation applied to `[0,1]` pixels before the model: `(x − mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Per-channel mean.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation (all > 0).
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// No normalisation: the model sees `[0,1]` pixels.
+    pub fn identity(channels: usize) -> Self {
+        Self { mean: vec![0.0; channels], std: vec![1.0; channels] }
+    }
+    /// True when applying it changes nothing.
+    pub fn is_identity(&self) -> bool {
+        self.mean.iter().all(|&m| m == 0.0) && self.std.iter().all(|&s| s == 1.0)
+    }
+}
+
+/// What the perturber's output means and how the device turns it into an upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerturberSpec {
+    /// Upper bound of σ (the σ head is `σ_max · sigmoid`).
+    pub sigma_max: f32,
+    /// Noise distribution drawn on the device.
+    pub noise: NoiseKind,
+    /// Names of the ONNX outputs, in order. `sigma` is always first; `shift` (a deterministic
+    /// per-pixel offset μ(x)) and `keep` (suppression: 1 keeps the pixel, 0 replaces it with
+    /// `fill`) are optional.
+    #[serde(default = "default_outputs")]
+    pub outputs: Vec<PerturberOutput>,
+    /// Value that suppressed pixels are replaced with.
+    #[serde(default = "default_fill")]
+    pub fill: f32,
+}
+
+fn default_outputs() -> Vec<PerturberOutput> {
+    vec![PerturberOutput::Sigma]
+}
+fn default_fill() -> f32 {
+    0.5
+}
+
+/// One named output of a perturber graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PerturberOutput {
+    /// σ(x), the noise scale, shape of the input.
+    Sigma,
+    /// μ(x), a deterministic offset added before the noise.
+    Shift,
+    /// k(x) ∈ [0,1], the fraction of the pixel kept (1 − suppression).
+    Keep,
+}
+
+/// A key-based transform the recognizer was trained behind. Names the scheme, never the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequirement {
+    /// Transform scheme: `shuffle`, `np`, `ffx` or `patch`.
+    pub scheme: String,
+    /// Block size in pixels.
+    pub block: usize,
+}
+
+/// The manifest of one ONNX model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version; this build reads [`MANIFEST_VERSION`].
+    pub format_version: u32,
+    /// What the model does.
+    pub role: Role,
+    /// A short name shown by the server and the CLI.
+    pub name: String,
+    /// Input image size.
+    pub input: InputSpec,
+    /// Normalisation applied before the model.
+    pub normalization: Normalization,
+    /// The desired task (e.g. `gender`), for recognizers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Class names, one per logit (recognizers only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Perturber output semantics (perturbers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perturber: Option<PerturberSpec>,
+    /// Key-based image transform the images must go through before this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyRequirement>,
+    /// Tool and version that wrote the model.
+    #[serde(default)]
+    pub producer: String,
+}
+
+impl Manifest {
+    /// A recognizer manifest with identity normalisation.
+    pub fn recognizer(name: &str, input: InputSpec, task: &str, labels: Vec<String>) -> Self {
+        Self {
+            format_version: MANIFEST_VERSION,
+            role: Role::Recognizer,
+            name: name.into(),
+            normalization: Normalization::identity(input.channels),
+            input,
+            task: Some(task.into()),
+            labels,
+            perturber: None,
+            key: None,
+            producer: producer(),
+        }
+    }
+
+    /// A perturber manifest with identity normalisation.
+    pub fn perturber(name: &str, input: InputSpec, spec: PerturberSpec) -> Self {
+        Self {
+            format_version: MANIFEST_VERSION,
+            role: Role::Perturber,
+            name: name.into(),
+            normalization: Normalization::identity(input.channels),
+            input,
+            task: None,
+            labels: Vec::new(),
+            perturber: Some(spec),
+            key: None,
+            producer: producer(),
+        }
+    }
+
+    /// Parses and validates a manifest.
+    ///
+    /// # Errors
+    /// [`Error::InvalidManifest`] naming the field at fault.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let m: Manifest = serde_json::from_str(json).map_err(|e| {
+            Error::InvalidManifest(format!("not a valid Scrim manifest: {e}"))
+        })?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Reads and validates the manifest at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if unreadable, [`Error::InvalidManifest`] if invalid (with the path).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = crate::error::read_file(path)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            Error::InvalidManifest(format!("{}: not UTF-8 text", path.display()))
+        })?;
+        Self::from_json(&text).map_err(|e| match e {
+            Error::InvalidManifest(msg) => {
+                Error::InvalidManifest(format!("{}: {msg}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// The manifest path that belongs to an ONNX path (`x/model.onnx` → `x/model.json`).
+    pub fn path_for(onnx: &Path) -> PathBuf {
+        onnx.with_extension("json")
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data into a String cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Writes the manifest as pretty JSON.
+    ///
+    /// # Errors
+    /// [`Error::Io`] on a write failure.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_json() + "\n").map_err(|e| Error::io(path, e))
+    }
+
+    /// Checks every field, saying exactly what is wrong.
+    ///
+    /// # Errors
+    /// [`Error::InvalidManifest`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidManifest(msg));
+        if self.format_version != MANIFEST_VERSION {
+            return bad(format!(
+                "format_version is {}, this build reads version {MANIFEST_VERSION}",
+                self.format_version
+            ));
+        }
+        let i = &self.input;
+        if i.channels != 3 {
+            return bad(format!("input.channels must be 3 (RGB), got {}", i.channels));
+        }
+        if i.height == 0 || i.width == 0 || i.height > 4096 || i.width > 4096 {
+            return bad(format!(
+                "input.height and input.width must be in 1..=4096, got {}x{}",
+                i.height, i.width
+            ));
+        }
+        let n = &self.normalization;
+        if n.mean.len() != i.channels || n.std.len() != i.channels {
+            return bad(format!(
+                "normalization.mean and normalization.std need {} values each, got {} and {}",
+                i.channels,
+                n.mean.len(),
+                n.std.len()
+            ));
+        }
+        if let Some(s) = n.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return bad(format!("normalization.std values must be positive, got {s}"));
+        }
+        if n.mean.iter().any(|m| !m.is_finite()) {
+            return bad("normalization.mean values must be finite".into());
+        }
+        match self.role {
+            Role::Recognizer => {
+                if self.labels.len() < 2 {
+                    return bad(format!(
+                        "a recognizer needs at least 2 labels, got {}",
+                        self.labels.len()
+                    ));
+                }
+                if self.perturber.is_some() {
+                    return bad("a recognizer must not have a `perturber` section".into());
+                }
+            }
+            Role::Perturber => {
+                let Some(p) = &self.perturber else {
+                    return bad("a perturber needs a `perturber` section (sigma_max, noise)".into());
+                };
+                if !(p.sigma_max.is_finite() && p.sigma_max > 0.0 && p.sigma_max <= 10.0) {
+                    return bad(format!(
+                        "perturber.sigma_max must be in (0, 10], got {}",
+                        p.sigma_max
+                    ));
+                }
+                if p.outputs.first() != Some(&PerturberOutput::Sigma) {
+                    return bad("perturber.outputs must start with \"sigma\"".into());
+                }
+                let mut seen = p.outputs.clone();
+                seen.sort_by_key(|o| *o as u8);
+                seen.dedup();
+                if seen.len() != p.outputs.len() {
+                    return bad("perturber.outputs lists an output twice".into());
+                }
+                if !(0.0..=1.0).contains(&p.fill) {
+                    return bad(format!("perturber.fill must be in [0, 1], got {}", p.fill));
+                }
+            }
+        }
+        if let Some(k) = &self.key {
+            if !["shuffle", "np", "ffx", "patch"].contains(&k.scheme.as_str()) {
+                return bad(format!(
+                    "key.scheme must be one of shuffle, np, ffx, patch; got {:?}",
+                    k.scheme
+                ));
+            }
+            if k.block == 0 || i.height % k.block != 0 || i.width % k.block != 0 {
+                return bad(format!(
+                    "key.block ({}) must divide the input size {}x{}",
+                    k.block, i.height, i.width
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn producer() -> String {
+    format!("scrim {}", env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest::recognizer("r", InputSpec::rgb(32, 32), "gender", vec!["m".into(), "f".into()])
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let m = sample();
+        assert_eq!(Manifest::from_json(&m.to_json()).ok(), Some(m));
+    }
+
+    #[test]
+    fn rejects_bad_fields_with_the_field_name() {
+        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
+            (Box::new(|m| m.format_version = 9), "format_version"),
+            (Box::new(|m| m.input.channels = 1), "input.channels"),
+            (Box::new(|m| m.input.height = 0), "input.height"),
+            (Box::new(|m| m.labels.truncate(1)), "at least 2 labels"),
+            (Box::new(|m| m.normalization.std[1] = 0.0), "normalization.std"),
+            (Box::new(|m| m.normalization.mean.pop().map(|_| ()).unwrap_or(())), "normalization.mean"),
+            (
+                Box::new(|m| m.key = Some(KeyRequirement { scheme: "rot13".into(), block: 4 })),
+                "key.scheme",
+            ),
+            (
+                Box::new(|m| m.key = Some(KeyRequirement { scheme: "np".into(), block: 5 })),
+                "key.block",
+            ),
+            (Box::new(|m| m.role = Role::Perturber), "perturber"),
+        ];
+        for (mutate, needle) in cases {
+            let mut m = sample();
+            mutate(&mut m);
+            let err = Manifest::from_json(&m.to_json()).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_json() {
+        let err = Manifest::from_json("{\"role\": \"perturber\"").expect_err("truncated");
+        assert!(matches!(err, Error::InvalidManifest(_)), "{err}");
+        let err = Manifest::from_json("{\"role\": \"juggler\"}").expect_err("role");
+        assert!(err.to_string().contains("role") || err.to_string().contains("juggler"), "{err}");
+    }
+
+    #[test]
+    fn perturber_spec_is_checked() {
+        let spec = PerturberSpec {
+            sigma_max: 0.0,
+            noise: NoiseKind::Gaussian,
+            outputs: default_outputs(),
+            fill: 0.5,
+        };
+        let m = Manifest::perturber("p", InputSpec::rgb(8, 8), spec);
+        assert!(m.validate().expect_err("sigma").to_string().contains("sigma_max"));
+    }
+}

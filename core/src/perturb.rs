@@ -1,0 +1,138 @@
+//! The one perturbation path: image bytes → σ network → CSPRNG noise → 8-bit PNG.
+//!
+//! The SDK, the CLI, the server tests and the end-to-end tests all call [`Perturber`], so what is
+//! measured in an audit is exactly what a phone uploads.
+
+use crate::imaging::{self, DecodeLimits};
+use crate::manifest::{Manifest, PerturberOutput, PerturberSpec, Role};
+use crate::noise::{self, NoiseSource, PerturbationMaps};
+use crate::runtime::{BatchMode, Model};
+use crate::tensor::ImageTensor;
+use crate::{Error, Result};
+
+/// A perturbed image, ready to upload.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PerturbedImage {
+    /// Lossless 8-bit PNG at the model's input size.
+    pub png: Vec<u8>,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl std::fmt::Debug for PerturbedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerturbedImage")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("png_bytes", &self.png.len())
+            .finish()
+    }
+}
+
+/// The on-device perturber: a σ network plus a noise source. Cheap to share between threads.
+#[derive(Debug)]
+pub struct Perturber {
+    model: Model,
+    noise: NoiseSource,
+    limits: DecodeLimits,
+}
+
+impl Perturber {
+    /// Builds a perturber from a loaded model, with OS-seeded noise.
+    ///
+    /// # Errors
+    /// [`Error::InvalidManifest`] if the model is not a perturber.
+    pub fn new(model: Model) -> Result<Self> {
+        Self::with_noise(model, NoiseSource::from_os())
+    }
+
+    /// Builds a perturber with a given noise source (use [`NoiseSource::seeded_for_tests`] only
+    /// in tests and reproducible experiments).
+    ///
+    /// # Errors
+    /// [`Error::InvalidManifest`] if the model is not a perturber.
+    pub fn with_noise(model: Model, noise: NoiseSource) -> Result<Self> {
+        if model.manifest().role != Role::Perturber {
+            return Err(Error::InvalidManifest(format!(
+                "{:?} is a {:?}, not a perturber",
+                model.manifest().name,
+                model.manifest().role
+            )));
+        }
+        Ok(Self { model, noise, limits: DecodeLimits::default() })
+    }
+
+    /// Loads ONNX bytes and manifest JSON.
+    ///
+    /// # Errors
+    /// As [`Model::load`] and [`Manifest::from_json`].
+    pub fn from_bytes(onnx: &[u8], manifest_json: &str, noise: NoiseSource) -> Result<Self> {
+        let manifest = Manifest::from_json(manifest_json)?;
+        Self::with_noise(Model::load(onnx, manifest, BatchMode::Single)?, noise)
+    }
+
+    /// Changes the decoding limits for incoming images.
+    pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The perturber's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        self.model.manifest()
+    }
+
+    fn spec(&self) -> &PerturberSpec {
+        // Checked in `with_noise` (role) and by manifest validation (section present).
+        self.model.manifest().perturber.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    /// Runs the σ network on one image in `[0,1]` at the model's size.
+    ///
+    /// # Errors
+    /// [`Error::WrongSize`] for another size; [`Error::InvalidModel`] if inference fails.
+    pub fn maps(&self, x: &ImageTensor) -> Result<PerturbationMaps> {
+        let spec = self.spec();
+        let mut outs = self.model.run(x)?.into_iter();
+        let mut maps = PerturbationMaps {
+            sigma: ImageTensor::zeros(x.shape()),
+            shift: None,
+            keep: None,
+            fill: spec.fill,
+        };
+        for name in &spec.outputs {
+            let o = outs.next().ok_or_else(|| Error::InvalidModel("missing output".into()))?;
+            let t = ImageTensor::new(x.shape(), o.data)?;
+            match name {
+                PerturberOutput::Sigma => maps.sigma = t,
+                PerturberOutput::Shift => maps.shift = Some(t),
+                PerturberOutput::Keep => maps.keep = Some(t),
+            }
+        }
+        Ok(maps)
+    }
+
+    /// Perturbs one image tensor in `[0,1]` at the model's size; the result holds 8-bit levels.
+    ///
+    /// # Errors
+    /// As [`Perturber::maps`].
+    pub fn perturb_tensor(&self, x: &ImageTensor) -> Result<ImageTensor> {
+        let maps = self.maps(x)?;
+        noise::apply(x, &maps, self.spec().noise, &self.noise)
+    }
+
+    /// Decodes any supported image, resizes it to the model's input, perturbs it and encodes the
+    /// result as PNG. The raw image never leaves this function.
+    ///
+    /// # Errors
+    /// [`Error::InvalidImage`] / [`Error::ImageTooLarge`] for bad input, as [`imaging::decode`].
+    pub fn perturb(&self, image_bytes: &[u8]) -> Result<PerturbedImage> {
+        let rgb = imaging::decode(image_bytes, self.limits)?;
+        let x = imaging::to_tensor(&rgb, self.manifest().input);
+        let y = self.perturb_tensor(&x)?;
+        let out = imaging::tensor_to_rgb(&y)?;
+        Ok(PerturbedImage { width: out.width(), height: out.height(), png: imaging::encode_png(&out)? })
+    }
+}

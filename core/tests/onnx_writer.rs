@@ -1,0 +1,87 @@
+//! The ONNX writer's graphs load in tract and match a direct computation.
+
+mod support;
+
+use scrim_core::manifest::{Manifest, PerturberOutput, PerturberSpec};
+use scrim_core::{BatchMode, ImageTensor, InputSpec, Model, NoiseKind};
+use support::graphs::{self, T};
+
+fn manifest_for(case: &graphs::Case) -> Manifest {
+    let [_, h, w] = case.input;
+    if case.outputs[0] == "sigma" {
+        let spec = PerturberSpec {
+            sigma_max: 0.7,
+            noise: NoiseKind::Gaussian,
+            outputs: vec![PerturberOutput::Sigma, PerturberOutput::Shift],
+            fill: 0.5,
+        };
+        Manifest::perturber(case.name, InputSpec::rgb(h, w), spec)
+    } else {
+        let labels = (0..4).map(|i| format!("class{i}")).collect();
+        Manifest::recognizer(case.name, InputSpec::rgb(h, w), "test", labels)
+    }
+}
+
+#[test]
+fn tract_matches_direct_computation() {
+    for case in graphs::all() {
+        let [c, h, w] = case.input;
+        for batch in [BatchMode::Single, BatchMode::Dynamic] {
+            let model = Model::load(&case.onnx, manifest_for(&case), batch)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let n = if batch == BatchMode::Single { 1 } else { 3 };
+            let data = graphs::values(99, n * c * h * w, 1.0).iter().map(|v| v * 0.5 + 0.5).collect();
+            let input = ImageTensor::new([n, c, h, w], data).expect("shape");
+            let outs = model.run(&input).expect("run");
+            assert_eq!(outs.len(), case.outputs.len(), "{}", case.name);
+            for i in 0..n {
+                let x = T { c, h, w, d: input.image(i).to_vec() };
+                let want = (case.reference)(&x);
+                for (o, (got, want)) in outs.iter().zip(&want).enumerate() {
+                    let per = got.data.len() / n;
+                    let got = &got.data[i * per..(i + 1) * per];
+                    assert_eq!(got.len(), want.len(), "{} output {o}", case.name);
+                    let max_err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                    assert!(max_err <= 1e-4, "{} output {o} image {i}: max error {max_err}", case.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_input_size_is_rejected_with_both_sizes() {
+    let case = graphs::classifier();
+    let model = Model::load(&case.onnx, manifest_for(&case), BatchMode::Single).expect("load");
+    let err = model.run(&ImageTensor::zeros([1, 3, 8, 8])).expect_err("size");
+    let msg = err.to_string();
+    assert!(msg.contains("1x3x12x12") && msg.contains("1x3x8x8"), "{msg}");
+    let err = model.run(&ImageTensor::zeros([2, 3, 12, 12])).expect_err("batch");
+    assert!(matches!(err, scrim_core::Error::WrongSize { .. }), "{err}");
+}
+
+#[test]
+fn manifest_and_graph_must_agree() {
+    let case = graphs::classifier();
+    // The classifier has 4 logits; a manifest with 3 labels must be refused at load time.
+    let mut m = manifest_for(&case);
+    m.labels.pop();
+    let err = Model::load(&case.onnx, m, BatchMode::Single).expect_err("labels");
+    assert!(err.to_string().contains("3 labels"), "{err}");
+    // A manifest that declares another input size cannot run the graph.
+    let mut m = manifest_for(&case);
+    m.input = InputSpec::rgb(10, 10);
+    let err = Model::load(&case.onnx, m, BatchMode::Single).expect_err("declared size");
+    assert!(err.to_string().contains("Nx3x12x12") && err.to_string().contains("3x10x10"), "{err}");
+    // Garbage bytes are an InvalidModel error, not a panic.
+    let err = Model::load(b"not onnx at all", manifest_for(&case), BatchMode::Single).expect_err("garbage");
+    assert!(matches!(err, scrim_core::Error::InvalidModel(_)), "{err}");
+    // A perturber manifest whose output list does not match the graph.
+    let case = graphs::conv_stack();
+    let mut m = manifest_for(&case);
+    if let Some(p) = m.perturber.as_mut() {
+        p.outputs.truncate(1);
+    }
+    let err = Model::load(&case.onnx, m, BatchMode::Single).expect_err("outputs");
+    assert!(err.to_string().contains("2 outputs"), "{err}");
+}

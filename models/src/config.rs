@@ -1,0 +1,124 @@
+//! The training configuration, saved as `config.json` next to the weights of every run.
+
+use burn::optim::AdamConfig;
+use burn::prelude::*;
+
+use crate::nets::{PerturberConfig, RecognizerConfig};
+
+/// Everything that defines a co-training run. Saved with the run, so a run can be reloaded,
+/// resumed and reproduced.
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// Data source as on the command line (`utkface:DIR`, `synthetic`, ...).
+    pub data: String,
+    /// The desired attribute the recognizer learns.
+    pub desired: String,
+    /// The sensitive attribute (needed for `adversarial` and for the audit).
+    #[config(default = "None")]
+    pub sensitive: Option<String>,
+    /// Square input size in pixels.
+    #[config(default = 32)]
+    pub size: usize,
+    /// The perturber.
+    pub perturber: PerturberConfig,
+    /// The recognizer.
+    pub recognizer: RecognizerConfig,
+    /// The adversary (adversarial mode).
+    #[config(default = "None")]
+    pub adversary: Option<RecognizerConfig>,
+    /// Adam for every network.
+    pub optimizer: AdamConfig,
+    /// λ: weight of the noise reward `−λ · mean(log σ)`.
+    #[config(default = 0.1)]
+    pub lambda: f64,
+    /// Total epochs, warm-up included.
+    #[config(default = 12)]
+    pub epochs: usize,
+    /// Epochs that train the recognizer alone on clean images before co-training.
+    #[config(default = 2)]
+    pub warmup_epochs: usize,
+    /// Co-training epochs over which λ ramps linearly from 0 to its value.
+    #[config(default = 2)]
+    pub lambda_ramp_epochs: usize,
+    /// Mini-batch size.
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate (cosine decay to a tenth of it over the run).
+    #[config(default = 2e-3)]
+    pub learning_rate: f64,
+    /// Seed for initialisation, shuffling, training noise and the split.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Noise kind: `gaussian` or `laplace`.
+    #[config(default = "String::from(\"gaussian\")")]
+    pub noise: String,
+    /// Adversarial mode: train an adversary on perturbed images and reward the perturber for
+    /// pushing its prediction to the class prior.
+    #[config(default = false)]
+    pub adversarial: bool,
+    /// Weight of the adversarial term.
+    #[config(default = 1.0)]
+    pub adversary_weight: f64,
+    /// Validation share of each class.
+    #[config(default = 0.1)]
+    pub val_fraction: f64,
+    /// Test share of each class.
+    #[config(default = 0.2)]
+    pub test_fraction: f64,
+    /// Backend: `flex`, `ndarray` or `wgpu`.
+    #[config(default = "String::from(\"flex\")")]
+    pub backend: String,
+}
+
+impl TrainConfig {
+    /// λ in effect during `epoch` (0-based): 0 in warm-up, then a linear ramp.
+    pub fn lambda_at(&self, epoch: usize) -> f64 {
+        if epoch < self.warmup_epochs {
+            return 0.0;
+        }
+        let k = epoch - self.warmup_epochs + 1;
+        self.lambda * (k as f64 / self.lambda_ramp_epochs.max(1) as f64).min(1.0)
+    }
+
+    /// Learning rate during `epoch`: cosine from the peak to a tenth of it.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let t = epoch as f64 / self.epochs.max(2).saturating_sub(1) as f64;
+        let min = self.learning_rate * 0.1;
+        min + 0.5 * (self.learning_rate - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
+
+    /// True once λ has reached its full value: the epochs eligible as "best".
+    pub fn is_full_lambda(&self, epoch: usize) -> bool {
+        epoch + 1 >= self.warmup_epochs + self.lambda_ramp_epochs.max(1)
+            || self.epochs <= self.warmup_epochs + self.lambda_ramp_epochs
+                && epoch + 1 == self.epochs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TrainConfig {
+        TrainConfig::new(
+            "synthetic".into(),
+            "shape".into(),
+            PerturberConfig::new(),
+            RecognizerConfig::new(2),
+            AdamConfig::new(),
+        )
+    }
+
+    #[test]
+    fn schedules() {
+        let c = cfg().with_lambda(0.5).with_warmup_epochs(2).with_lambda_ramp_epochs(2).with_epochs(6);
+        let l: Vec<f64> = (0..6).map(|e| c.lambda_at(e)).collect();
+        assert_eq!(l, vec![0.0, 0.0, 0.25, 0.5, 0.5, 0.5]);
+        assert!((c.lr_at(0) - c.learning_rate).abs() < 1e-12);
+        assert!((c.lr_at(5) - c.learning_rate * 0.1).abs() < 1e-12);
+        assert!(!c.is_full_lambda(2) && c.is_full_lambda(3));
+        // A run too short to reach full λ still has an eligible last epoch.
+        let short = c.with_epochs(3);
+        assert!(short.is_full_lambda(2));
+    }
+}

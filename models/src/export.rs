@@ -1,0 +1,163 @@
+//! Export of trained networks to ONNX (through scrim-core's writer) with their manifests, and the
+//! check that tract reproduces burn's outputs.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use scrim_core::manifest::{Manifest, PerturberOutput, PerturberSpec};
+use scrim_core::onnx::{Conv, GraphBuilder, Value};
+use scrim_core::{BatchMode, InputSpec, Model, NoiseKind};
+
+use crate::batch;
+use crate::data::Dataset;
+use crate::nets::{Perturber, Recognizer};
+use crate::run::RunDir;
+use crate::{Error, Result};
+
+struct ConvWeights {
+    w: Vec<f32>,
+    shape: [usize; 4],
+    b: Option<Vec<f32>>,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+}
+
+fn conv_weights(conv: &Conv2d, pad: usize) -> ConvWeights {
+    let weight = conv.weight.val();
+    let shape = weight.dims();
+    ConvWeights {
+        w: batch::to_vec(weight),
+        shape,
+        b: conv.bias.as_ref().map(|b| batch::to_vec(b.val())),
+        stride: conv.stride[0],
+        pad,
+        groups: conv.groups,
+    }
+}
+
+fn emit_conv(g: &mut GraphBuilder, x: &Value, cw: &ConvWeights) -> Value {
+    let mut c = Conv::new(&cw.w, cw.shape).stride(cw.stride).pad(cw.pad).groups(cw.groups);
+    if let Some(b) = &cw.b {
+        c = c.bias(b);
+    }
+    g.conv(x, c)
+}
+
+/// The perturber as ONNX: input `image [N,3,H,W]`, output `sigma [N,3,H,W]`.
+pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
+    let mut g = GraphBuilder::new("scrim_perturber");
+    g.doc("Scrim perturber: image in [0,1] -> per-pixel noise scale sigma");
+    let mut h = g.image_input("image", 3, input.height, input.width);
+    for conv in &p.hidden {
+        h = emit_conv(&mut g, &h, &conv_weights(conv, 1));
+        h = g.relu(&h);
+    }
+    let z = emit_conv(&mut g, &h, &conv_weights(&p.head, 1));
+    let s = g.sigmoid(&z);
+    let sigma = g.scale(&s, p.sigma_max as f32);
+    g.output(&sigma, "sigma");
+    g.finish()
+}
+
+/// The recognizer as ONNX: input `image [N,3,H,W]`, output `logits [N,K]`.
+pub fn recognizer_onnx(c: &Recognizer, input: InputSpec) -> Vec<u8> {
+    let mut g = GraphBuilder::new("scrim_recognizer");
+    g.doc("Scrim recognizer: perturbed image in [0,1] -> class logits");
+    let mut h = g.image_input("image", 3, input.height, input.width);
+    for b in &c.blocks {
+        h = emit_conv(&mut g, &h, &conv_weights(&b.conv, 1));
+        let bn = &b.bn;
+        h = g.batch_norm(
+            &h,
+            &batch::to_vec(bn.gamma.val()),
+            &batch::to_vec(bn.beta.val()),
+            &batch::to_vec(bn.running_mean.value()),
+            &batch::to_vec(bn.running_var.value()),
+            bn.epsilon as f32,
+        );
+        h = g.relu(&h);
+        h = g.max_pool(&h, 2, 2, 0);
+    }
+    let pooled = g.global_avg_pool(&h);
+    let flat = g.flatten(&pooled);
+    let w = c.fc.weight.val();
+    let shape = w.dims();
+    let bias = c.fc.bias.as_ref().map(|b| batch::to_vec(b.val()));
+    let logits = g.linear(&flat, &batch::to_vec(w), shape, bias.as_deref());
+    g.output(&logits, "logits");
+    g.finish()
+}
+
+/// What [`export`] checked.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExportCheck {
+    /// Images compared.
+    pub images: usize,
+    /// max |tract − burn| of σ.
+    pub perturber_max_abs_diff: f32,
+    /// max |tract − burn| of the logits.
+    pub recognizer_max_abs_diff: f32,
+}
+
+/// Tolerance of the tract-vs-burn check.
+pub const EXPORT_TOLERANCE: f32 = 1e-4;
+
+/// Writes `perturber.onnx`, `recognizer.onnx` and their manifests into the run, then runs both
+/// in tract and in burn on `check` images and requires them to agree within
+/// [`EXPORT_TOLERANCE`].
+///
+/// # Errors
+/// [`Error::Train`] when tract and burn disagree; I/O and model errors otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn export(
+    run: &RunDir,
+    perturber: &Perturber,
+    recognizer: &Recognizer,
+    ds: &Dataset,
+    desired: &str,
+    noise: NoiseKind,
+    check: &[usize],
+    device: &Device,
+) -> Result<ExportCheck> {
+    let input = ds.input();
+    let p = perturber.valid();
+    let c = recognizer.valid();
+    let attr = ds.attribute(desired)?;
+    let p_manifest = Manifest::perturber(
+        "scrim-perturber",
+        input,
+        PerturberSpec { sigma_max: p.sigma_max as f32, noise, outputs: vec![PerturberOutput::Sigma], fill: 0.5 },
+    );
+    let c_manifest = Manifest::recognizer("scrim-recognizer", input, &attr.name, attr.classes.clone());
+    let p_bytes = perturber_onnx(&p, input);
+    let c_bytes = recognizer_onnx(&c, input);
+    for (path, bytes, manifest) in
+        [(run.perturber_onnx(), &p_bytes, &p_manifest), (run.recognizer_onnx(), &c_bytes, &c_manifest)]
+    {
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+        manifest.save(&Manifest::path_for(&path))?;
+    }
+    let tp = Model::load(&p_bytes, p_manifest, BatchMode::Dynamic)?;
+    let tc = Model::load(&c_bytes, c_manifest, BatchMode::Dynamic)?;
+    let x = batch::images(ds, check, device);
+    let xs = batch::to_image_tensor(x.clone());
+    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let burn_sigma = batch::to_vec(p.forward(x.clone()).sigma);
+    let tract_sigma = &tp.run(&xs)?[0].data;
+    let burn_logits = batch::to_vec(c.forward(x));
+    let tract_logits = &tc.run(&xs)?[0].data;
+    let report = ExportCheck {
+        images: check.len(),
+        perturber_max_abs_diff: max_diff(&burn_sigma, tract_sigma),
+        recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
+    };
+    if report.perturber_max_abs_diff > EXPORT_TOLERANCE || report.recognizer_max_abs_diff > EXPORT_TOLERANCE {
+        return Err(Error::Train(format!(
+            "the exported ONNX disagrees with burn: max |diff| σ {:.2e}, logits {:.2e} (> {EXPORT_TOLERANCE:.0e})",
+            report.perturber_max_abs_diff, report.recognizer_max_abs_diff
+        )));
+    }
+    run.save_json("export-check.json", &report)?;
+    Ok(report)
+}

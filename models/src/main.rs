@@ -1,0 +1,241 @@
+//! `scrim`: co-train, export, perturb, classify and demo. Thin over `scrim_models`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use scrim_models::workflow::{self, DemoOptions, TrainRequest};
+use scrim_models::{Result, data::DataSpec};
+
+#[derive(Parser, Debug)]
+#[command(name = "scrim", version, about = "Scrim: privacy-preserving perturbation for cloud image recognition")]
+struct Cli {
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Co-train a perturber and a recognizer, export both to ONNX, and test them.
+    Train(TrainArgs),
+    /// Perturb images with a trained perturber (8-bit PNGs, same file names).
+    Perturb(PerturbArgs),
+    /// Classify images with a trained recognizer (JSON lines).
+    Classify(ClassifyArgs),
+    /// First-run demo on built-in synthetic data: train, export, perturb, attack. No downloads.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Data: utkface:DIR, imagefolder:DIR[#SUBDIR], csv:FILE or synthetic[:N]. DIR may be a .tar.gz.
+    #[arg(long)]
+    data: String,
+    /// The label the cloud recognizer must keep (e.g. gender; `shape` for synthetic).
+    #[arg(long)]
+    desired: String,
+    /// The label to hide (e.g. race); needed for --adversarial, recorded for the audit.
+    #[arg(long)]
+    sensitive: Option<String>,
+    /// Input size in pixels (square).
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Privacy/utility trade-off λ in CE − λ·mean(log σ).
+    #[arg(long, default_value_t = 0.1)]
+    lambda: f64,
+    /// Epochs (warm-up included).
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    /// Recognizer-only warm-up epochs on clean images.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// Upper bound of σ.
+    #[arg(long, default_value_t = 1.0)]
+    sigma_max: f64,
+    /// Noise kind: gaussian or laplace.
+    #[arg(long, default_value = "gaussian")]
+    noise: String,
+    /// Recognizer widths, comma-separated (depth = count).
+    #[arg(long, default_value = "32,64,128", value_delimiter = ',')]
+    widths: Vec<usize>,
+    /// Train an adversary on the sensitive label and reward the perturber for defeating it.
+    #[arg(long)]
+    adversarial: bool,
+    /// Weight of the adversarial term.
+    #[arg(long, default_value_t = 1.0)]
+    adversary_weight: f64,
+    /// Seed (initialisation, shuffling, training noise, split).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Backend: flex (default), ndarray or wgpu (cargo features).
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Noise draws averaged in the final test evaluation.
+    #[arg(long, default_value_t = 3)]
+    draws: usize,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Do not read or write the decoded-image cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Run folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct PerturbArgs {
+    /// A run folder from `scrim train` (uses its perturber.onnx).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// A perturber ONNX file (with its .json manifest beside it).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// An image file or a folder of images.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    output: PathBuf,
+    /// Deterministic noise, for tests and reproducible experiments only.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct ClassifyArgs {
+    /// A run folder (uses its recognizer.onnx).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// A recognizer ONNX file (with its .json manifest beside it).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// An image file or a folder of images.
+    #[arg(long)]
+    input: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Run folder.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Synthetic images to generate.
+    #[arg(long, default_value_t = 3000)]
+    count: usize,
+    /// Co-training epochs.
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress = !cli.quiet;
+    match cli.command {
+        Command::Train(a) => train(a, progress),
+        Command::Perturb(a) => {
+            let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "perturber")?;
+            let files = workflow::list_images(&a.input)?;
+            let written = workflow::perturb_files(&model, &files, &a.output, a.seed)?;
+            eprintln!("wrote {} perturbed PNGs to {}", written.len(), a.output.display());
+            Ok(())
+        }
+        Command::Classify(a) => {
+            let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "recognizer")?;
+            let files = workflow::list_images(&a.input)?;
+            for c in workflow::classify_files(&model, &files)? {
+                let labels: Vec<_> = c.labels.iter().map(|(l, s)| serde_json::json!({"label": l, "score": s})).collect();
+                println!("{}", serde_json::json!({"file": c.file, "labels": labels}));
+            }
+            Ok(())
+        }
+        Command::Demo(a) => {
+            let report = workflow::demo(&DemoOptions { out: a.out, count: a.count, epochs: a.epochs, progress, ..Default::default() })?;
+            print_demo(&report);
+            Ok(())
+        }
+    }
+}
+
+fn train(a: TrainArgs, progress: bool) -> Result<()> {
+    let data: DataSpec = a.data.parse()?;
+    let mut req = TrainRequest::new(data, &a.desired, a.out);
+    let c = &mut req.config;
+    c.sensitive = a.sensitive;
+    c.size = a.size;
+    c.lambda = a.lambda;
+    c.epochs = a.epochs;
+    c.warmup_epochs = a.warmup;
+    c.batch_size = a.batch_size;
+    c.learning_rate = a.lr;
+    c.perturber.sigma_max = a.sigma_max;
+    c.noise = a.noise;
+    c.recognizer.widths = a.widths;
+    c.adversarial = a.adversarial;
+    c.adversary_weight = a.adversary_weight;
+    c.seed = a.seed;
+    c.backend = a.backend;
+    req.resume = a.resume;
+    req.cache = !a.no_cache;
+    req.progress = progress;
+    req.draws = a.draws;
+    let s = workflow::train_run(&req)?;
+    println!(
+        "test accuracy ({}): clean {:.3}, perturbed {:.3} ± {:.3} (mean of {} draws), majority {:.3}; mean σ {:.3}; trained in {:.0} s",
+        s.desired,
+        s.test_clean.accuracy,
+        s.test_perturbed.accuracy,
+        s.test_perturbed.ci95(),
+        s.draws,
+        s.majority,
+        s.mean_sigma,
+        s.train_seconds
+    );
+    println!("wrote {}/perturber.onnx and recognizer.onnx (+ manifests)", s.run.display());
+    Ok(())
+}
+
+fn print_demo(r: &scrim_models::workflow::DemoReport) {
+    let (d, s) = &r.labels;
+    println!();
+    println!("Scrim demo (synthetic data, desired = {d}, sensitive = {s}; test split)");
+    println!("| images    | {d} accuracy (cloud recognizer) | {s} accuracy (fresh attacker) |");
+    println!("|-----------|------------------------------------|-------------------------------|");
+    for row in &r.rows {
+        println!(
+            "| {:<9} | {:>34} | {:>29} |",
+            row.images,
+            format!("{:.1}% ± {:.1}", 100.0 * row.desired.accuracy, 100.0 * row.desired.ci95()),
+            format!("{:.1}% ± {:.1}", 100.0 * row.attacker.accuracy, 100.0 * row.attacker.ci95())
+        );
+    }
+    println!("majority-class rate of {s}: {:.1}%; mean σ {:.3}", 100.0 * r.sensitive_majority, r.train.mean_sigma);
+    println!("artifacts: {}/perturber.onnx, recognizer.onnx (+ .json manifests)", r.train.run.display());
+}

@@ -1,0 +1,242 @@
+//! A run folder: everything one co-training run writes, and how to read it back.
+//!
+//! ```text
+//! runs/NAME/
+//!   config.json            the full TrainConfig (reload, resume, reproduce)
+//!   split.json             train/val/test indices into the dataset
+//!   metrics.jsonl          one EpochMetrics line per epoch
+//!   best-*.bpk             the kept checkpoint (burnpack)
+//!   last-*.bpk, last-optim-*.bpk, checkpoint.json   for --resume
+//!   perturber.onnx + perturber.json, recognizer.onnx + recognizer.json   the artifacts
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::data::Split;
+use crate::train::{EpochMetrics, Nets};
+use crate::{Error, Result};
+
+/// Training progress saved with the `last` checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Epoch of the best checkpoint.
+    pub best_epoch: Option<usize>,
+    /// Its validation objective.
+    pub best_objective: Option<f64>,
+}
+
+/// A run folder.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Input(format!("{}: cannot read or write weights: {e}", path.display()))
+}
+
+impl RunDir {
+    /// Creates the folder (and parents) if needed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be created.
+    pub fn create(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Opens an existing run (it must have a `config.json`).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the folder is not a run.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join("config.json").is_file() {
+            return Err(Error::Input(format!(
+                "{} is not a training run (no config.json); train one with `scrim train --out {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// A file in the folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+    /// The exported perturber.
+    pub fn perturber_onnx(&self) -> PathBuf {
+        self.file("perturber.onnx")
+    }
+    /// The exported recognizer.
+    pub fn recognizer_onnx(&self) -> PathBuf {
+        self.file("recognizer.onnx")
+    }
+
+    fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
+        let path = self.file(name);
+        let text = serde_json::to_string_pretty(value).map_err(|e| Error::Train(e.to_string()))?;
+        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
+    }
+
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
+        let path = self.file(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+    }
+
+    /// Saves the training configuration.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save_config(&self, cfg: &TrainConfig) -> Result<()> {
+        self.write_json("config.json", cfg)
+    }
+    /// Loads the training configuration.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Input`] for a malformed file.
+    pub fn load_config(&self) -> Result<TrainConfig> {
+        self.read_json("config.json")
+    }
+    /// Saves the split.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save_split(&self, split: &Split) -> Result<()> {
+        self.write_json("split.json", split)
+    }
+    /// Loads the split.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Input`].
+    pub fn load_split(&self) -> Result<Split> {
+        self.read_json("split.json")
+    }
+    /// Saves any JSON document into the run.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
+        self.write_json(name, value)
+    }
+
+    pub(crate) fn reset_metrics(&self) -> Result<()> {
+        let path = self.file("metrics.jsonl");
+        std::fs::write(&path, "").map_err(|e| Error::io(&path, e))
+    }
+
+    pub(crate) fn append_metrics(&self, m: &EpochMetrics) -> Result<()> {
+        let path = self.file("metrics.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let line = serde_json::to_string(m).map_err(|e| Error::Train(e.to_string()))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+    }
+
+    /// Reads `metrics.jsonl`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Input`].
+    pub fn metrics(&self) -> Result<Vec<EpochMetrics>> {
+        let path = self.file("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|e| Error::Input(format!("{}: {e}", path.display()))))
+            .collect()
+    }
+
+    fn save_nets(&self, prefix: &str, nets: &Nets) -> Result<()> {
+        let save = |name: &str, m: Box<dyn FnOnce(&Path) -> Result<()>>| m(&self.file(&format!("{prefix}-{name}.bpk")));
+        let p = nets.perturber.clone();
+        save("perturber", Box::new(move |f| p.save_file(f).map_err(|e| record_err(f, e))))?;
+        let c = nets.recognizer.clone();
+        save("recognizer", Box::new(move |f| c.save_file(f).map_err(|e| record_err(f, e))))?;
+        if let Some(a) = nets.adversary.clone() {
+            save("adversary", Box::new(move |f| a.save_file(f).map_err(|e| record_err(f, e))))?;
+        }
+        Ok(())
+    }
+
+    fn load_nets(&self, prefix: &str, template: &Nets, device: &Device) -> Result<Nets> {
+        let f = |name: &str| self.file(&format!("{prefix}-{name}.bpk"));
+        let p = template.perturber.clone().fork(device);
+        let c = template.recognizer.clone().fork(device);
+        Ok(Nets {
+            perturber: p.try_load_file(f("perturber")).map_err(|e| record_err(&f("perturber"), e))?,
+            recognizer: c.try_load_file(f("recognizer")).map_err(|e| record_err(&f("recognizer"), e))?,
+            adversary: match &template.adversary {
+                Some(a) => Some(
+                    a.clone().fork(device).try_load_file(f("adversary")).map_err(|e| record_err(&f("adversary"), e))?,
+                ),
+                None => None,
+            },
+        })
+    }
+
+    pub(crate) fn save_best(&self, nets: &Nets) -> Result<()> {
+        self.save_nets("best", nets)
+    }
+
+    /// Loads the best checkpoint into networks shaped like `template`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the weights are missing or do not fit.
+    pub fn load_best(&self, template: &Nets, device: &Device) -> Result<Nets> {
+        self.load_nets("best", template, device)
+    }
+
+    pub(crate) fn save_last(
+        &self,
+        nets: &Nets,
+        state: &Checkpoint,
+        p: &ModuleOptimizer,
+        c: &ModuleOptimizer,
+        a: &ModuleOptimizer,
+    ) -> Result<()> {
+        self.save_nets("last", nets)?;
+        for (name, o) in [("perturber", p), ("recognizer", c), ("adversary", a)] {
+            let f = self.file(&format!("last-optim-{name}.bpk"));
+            o.save(&f).map_err(|e| record_err(&f, e))?;
+        }
+        self.write_json("checkpoint.json", state)
+    }
+
+    pub(crate) fn load_last(&self, template: &Nets, device: &Device) -> Result<Option<(Nets, Checkpoint)>> {
+        if !self.file("checkpoint.json").is_file() {
+            return Ok(None);
+        }
+        let state: Checkpoint = self.read_json("checkpoint.json")?;
+        Ok(Some((self.load_nets("last", template, device)?, state)))
+    }
+
+    pub(crate) fn load_optimizers(
+        &self,
+        p: ModuleOptimizer,
+        c: ModuleOptimizer,
+        a: ModuleOptimizer,
+    ) -> Result<(ModuleOptimizer, ModuleOptimizer, ModuleOptimizer)> {
+        let load = |o: ModuleOptimizer, name: &str| {
+            let f = self.file(&format!("last-optim-{name}.bpk"));
+            o.load(&f).map_err(|e| record_err(&f, e))
+        };
+        Ok((load(p, "perturber")?, load(c, "recognizer")?, load(a, "adversary")?))
+    }
+}

@@ -1,0 +1,367 @@
+//! Co-training of the perturber and the recognizer (and, in adversarial mode, an adversary),
+//! written as a hand loop in the style of burn's GAN example: several models, one optimiser each.
+//!
+//! Schedule:
+//! 1. **Warm-up** (`warmup_epochs`): the recognizer alone on clean images, so the perturber's
+//!    first gradients come from a recognizer that already knows the task.
+//! 2. **Co-training**: `x' = q(clip(x + σ(x) ⊙ ε, 0, 1))` with reparameterised noise and 8-bit
+//!    quantisation through a straight-through estimator, and the loss
+//!    `CE(C(x'), y) − λ · mean(log σ(x))`, λ ramping linearly over `lambda_ramp_epochs`.
+//! 3. **Adversarial mode**: per batch, first the adversary learns the sensitive label from the
+//!    detached `x'`; then perturber and recognizer add `w · CE(prior, A(x'))`, which is smallest
+//!    when the adversary's prediction equals the class prior (not merely when it is wrong).
+//!
+//! Every epoch is validated; the checkpoint with the lowest validation objective among the
+//! epochs at full λ is kept as `best`, and `last` allows `--resume`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::{Distribution, activation};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::batch;
+use crate::config::TrainConfig;
+use crate::data::{Dataset, Split};
+use crate::nets::{Perturber, PerturberOut, Recognizer, RecognizerConfig};
+use crate::run::{Checkpoint, RunDir};
+use crate::{Error, Result};
+
+/// Options that do not change what is trained.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Continue from the run's last checkpoint.
+    pub resume: bool,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// `warmup` or `cotrain`.
+    pub phase: String,
+    /// λ in effect.
+    pub lambda: f64,
+    /// Learning rate in effect.
+    pub lr: f64,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy of the recognizer (on what it trained on).
+    pub train_acc: f64,
+    /// Validation accuracy on clean images.
+    pub val_acc_clean: f64,
+    /// Validation accuracy on perturbed images (one noise draw).
+    pub val_acc_perturbed: f64,
+    /// Validation cross-entropy on perturbed images.
+    pub val_ce: f64,
+    /// Mean σ on validation images.
+    pub mean_sigma: f64,
+    /// Mean log σ on validation images.
+    pub mean_log_sigma: f64,
+    /// The validation objective `CE − λ·mean log σ` (+ adversarial term), at full λ.
+    pub val_objective: f64,
+    /// Adversary accuracy on perturbed validation images (adversarial mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adversary_val_acc: Option<f64>,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+    /// Training throughput.
+    pub images_per_sec: f64,
+}
+
+/// The three networks under training.
+#[derive(Debug, Clone)]
+pub struct Nets {
+    /// The perturber.
+    pub perturber: Perturber,
+    /// The recognizer.
+    pub recognizer: Recognizer,
+    /// The adversary, in adversarial mode.
+    pub adversary: Option<Recognizer>,
+}
+
+/// Indices of the desired and sensitive attributes in the dataset.
+struct Targets {
+    desired: usize,
+    sensitive: Option<usize>,
+    prior: Vec<f32>,
+}
+
+fn targets(cfg: &TrainConfig, ds: &Dataset, split: &Split) -> Result<Targets> {
+    let pos = |name: &str| -> Result<usize> {
+        let a = ds.attribute(name)?;
+        Ok(ds.attributes.iter().position(|b| b.name == a.name).unwrap_or(0))
+    };
+    let desired = pos(&cfg.desired)?;
+    let sensitive = cfg.sensitive.as_deref().map(pos).transpose()?;
+    if cfg.adversarial && sensitive.is_none() {
+        return Err(Error::Input("--adversarial needs --sensitive LABEL".into()));
+    }
+    let mut prior = Vec::new();
+    if let Some(s) = sensitive {
+        let a = &ds.attributes[s];
+        let mut counts = vec![0f32; a.classes.len()];
+        for &i in &split.train {
+            counts[a.labels[i] as usize] += 1.0;
+        }
+        let total: f32 = counts.iter().sum::<f32>().max(1.0);
+        prior = counts.iter().map(|c| c / total).collect();
+    }
+    Ok(Targets { desired, sensitive, prior })
+}
+
+/// Draws training noise of unit variance (Gaussian or Laplace) shaped like `like`.
+fn unit_noise(like: &Tensor<4>, kind: scrim_core::NoiseKind) -> Tensor<4> {
+    let device = like.device();
+    let shape = like.shape();
+    match kind {
+        scrim_core::NoiseKind::Gaussian => Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device),
+        scrim_core::NoiseKind::Laplace => {
+            let u = Tensor::<4>::random(shape, Distribution::Uniform(-0.499_999, 0.499_999), &device);
+            let mag = u.clone().abs().mul_scalar(-2.0).add_scalar(1.0).log();
+            u.sign().mul(mag).mul_scalar(-std::f64::consts::FRAC_1_SQRT_2)
+        }
+    }
+}
+
+/// `x' = q(clip(x + σ ⊙ ε, 0, 1))`, with `q` 8-bit rounding passed straight through in the
+/// backward pass, so training sees exactly the values an 8-bit upload carries.
+pub fn perturb(x: Tensor<4>, out: &PerturberOut, kind: scrim_core::NoiseKind) -> Tensor<4> {
+    let eps = unit_noise(&x, kind);
+    let noisy = (x + out.sigma.clone() * eps).clamp(0.0, 1.0);
+    quantize_ste(noisy)
+}
+
+/// 8-bit rounding with a straight-through gradient.
+pub fn quantize_ste(x: Tensor<4>) -> Tensor<4> {
+    let q = x.clone().mul_scalar(255.0).round().div_scalar(255.0);
+    x.clone() + (q - x).detach()
+}
+
+/// Cross-entropy between the class prior and the adversary's prediction: smallest when the
+/// adversary predicts the prior for every image.
+fn prior_cross_entropy(logits: Tensor<2>, prior: &[f32]) -> Tensor<1> {
+    let [_, k] = logits.dims();
+    let p = Tensor::<1>::from_floats(prior, &logits.device()).reshape([1, k]);
+    activation::log_softmax(logits, 1).mul(p).sum_dim(1).mean().neg()
+}
+
+/// Trains a run from scratch or resumes it, writing everything into `run`.
+///
+/// # Errors
+/// [`Error::Input`] for unknown labels or incompatible resume state, [`Error::Io`] for files.
+pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts: &TrainOptions) -> Result<Nets> {
+    let backend: Backend = cfg.backend.parse()?;
+    let device = backend.train_device()?;
+    let eval_device = backend.device()?;
+    let noise: scrim_core::NoiseKind = cfg.noise.parse()?;
+    let t = targets(cfg, ds, split)?;
+    device.seed(cfg.seed);
+
+    let n_sensitive = t.sensitive.map(|s| ds.attributes[s].classes.len());
+    let adversary_cfg = if cfg.adversarial {
+        Some(cfg.adversary.clone().unwrap_or_else(|| RecognizerConfig::new(n_sensitive.unwrap_or(2))))
+    } else {
+        None
+    };
+    let mut nets = Nets {
+        perturber: cfg.perturber.init(&device),
+        recognizer: cfg.recognizer.init(&device),
+        adversary: adversary_cfg.as_ref().map(|c| c.init(&device)),
+    };
+    let mut opt_p = cfg.optimizer.init();
+    let mut opt_c = cfg.optimizer.init();
+    let mut opt_a = cfg.optimizer.init();
+    let mut state = Checkpoint::default();
+    if opts.resume {
+        if let Some(saved) = run.load_last(&nets, &device)? {
+            (nets, state) = saved;
+            (opt_p, opt_c, opt_a) = run.load_optimizers(opt_p, opt_c, opt_a)?;
+            tracing::info!("resuming after epoch {}", state.epochs_done);
+        } else {
+            tracing::warn!("--resume: no checkpoint in {}, starting from scratch", run.path().display());
+        }
+    } else {
+        run.reset_metrics()?;
+    }
+    run.save_config(cfg)?;
+    run.save_split(split)?;
+
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    for epoch in state.epochs_done..cfg.epochs {
+        let started = Instant::now();
+        device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
+        let lambda = cfg.lambda_at(epoch);
+        let lr = cfg.lr_at(epoch);
+        let warmup = epoch < cfg.warmup_epochs;
+        let mut order = split.train.clone();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37)));
+        let bar = crate::progress::bar(order.len() as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs), opts.progress);
+        let (mut loss_sum, mut correct, mut seen, mut sigma_sum) = (0.0f64, 0usize, 0usize, 0.0f64);
+        for idx in batch::chunks(&order, cfg.batch_size) {
+            let x = batch::images(ds, idx, &device);
+            let y = batch::labels(ds, t.desired, idx, &device);
+            let (loss, logits, sigma_mean) = if warmup {
+                let logits = nets.recognizer.forward(x);
+                (loss_fn.forward(logits.clone(), y.clone()), logits, 0.0)
+            } else {
+                let out = nets.perturber.forward(x.clone());
+                let xp = perturb(x, &out, noise);
+                let logits = nets.recognizer.forward(xp.clone());
+                let mut loss = loss_fn.forward(logits.clone(), y.clone())
+                    + out.log_sigma.clone().mean().mul_scalar(-lambda);
+                if let (Some(adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
+                    let ys = batch::labels(ds, s, idx, &device);
+                    let a_loss = loss_fn.forward(adv.forward(xp.clone().detach()), ys);
+                    let mut g = a_loss.backward();
+                    let ga = GradientsParams::from_module(&mut g, &adv);
+                    let adv = opt_a.step(lr, adv, ga);
+                    let reward = prior_cross_entropy(adv.forward(xp), &t.prior);
+                    loss = loss + reward.mul_scalar(cfg.adversary_weight);
+                    nets.adversary = Some(adv);
+                }
+                let s = f64::from(batch::to_vec(out.sigma.mean()).first().copied().unwrap_or(0.0));
+                (loss, logits, s)
+            };
+            let mut grads = loss.backward();
+            if !warmup {
+                let gp = GradientsParams::from_module(&mut grads, &nets.perturber);
+                nets.perturber = opt_p.step(lr, nets.perturber.clone(), gp);
+            }
+            let gc = GradientsParams::from_module(&mut grads, &nets.recognizer);
+            nets.recognizer = opt_c.step(lr, nets.recognizer.clone(), gc);
+
+            let l = f64::from(batch::to_vec(loss).first().copied().unwrap_or(f32::NAN));
+            let labels: Vec<u16> = idx.iter().map(|&i| ds.attributes[t.desired].labels[i]).collect();
+            let hits = batch::predictions(logits).iter().zip(&labels).filter(|(p, l)| **p == **l as usize).count();
+            loss_sum += l * idx.len() as f64;
+            correct += hits;
+            seen += idx.len();
+            sigma_sum += sigma_mean * idx.len() as f64;
+            bar.inc(idx.len() as u64);
+            bar.set_prefix(format!(
+                "loss {:.3} acc {:.3} σ {:.3}",
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+                sigma_sum / seen as f64
+            ));
+            if !l.is_finite() {
+                return Err(Error::Train(format!(
+                    "the loss diverged (NaN/inf) in epoch {}; lower --lr or --lambda",
+                    epoch + 1
+                )));
+            }
+        }
+        bar.finish_and_clear();
+        let train_secs = started.elapsed().as_secs_f64();
+        let mut m = validate(&nets, cfg, ds, &split.val, &t, noise, &eval_device)?;
+        m.epoch = epoch;
+        m.phase = if warmup { "warmup" } else { "cotrain" }.into();
+        m.lambda = lambda;
+        m.lr = lr;
+        m.train_loss = loss_sum / seen.max(1) as f64;
+        m.train_acc = correct as f64 / seen.max(1) as f64;
+        m.seconds = started.elapsed().as_secs_f64();
+        m.images_per_sec = seen as f64 / train_secs.max(1e-9);
+        eprintln!(
+            "epoch {:>3}/{} {:<7} λ {:.3} | train loss {:.3} acc {:.3} | val acc clean {:.3} perturbed {:.3} σ {:.3}{} | {:.0} img/s",
+            epoch + 1,
+            cfg.epochs,
+            m.phase,
+            lambda,
+            m.train_loss,
+            m.train_acc,
+            m.val_acc_clean,
+            m.val_acc_perturbed,
+            m.mean_sigma,
+            m.adversary_val_acc.map(|a| format!(" adv {a:.3}")).unwrap_or_default(),
+            m.images_per_sec
+        );
+        run.append_metrics(&m)?;
+        state.epochs_done = epoch + 1;
+        let eligible = !warmup && cfg.is_full_lambda(epoch);
+        if eligible && state.best_objective.is_none_or(|b| m.val_objective < b) {
+            state.best_objective = Some(m.val_objective);
+            state.best_epoch = Some(epoch);
+            run.save_best(&nets)?;
+        }
+        run.save_last(&nets, &state, &opt_p, &opt_c, &opt_a)?;
+    }
+    if state.best_epoch.is_none() {
+        // Only warm-up epochs ran (epochs ≤ warmup): the last state is all there is.
+        run.save_best(&nets)?;
+    }
+    run.load_best(&nets, &device)
+}
+
+/// Validation metrics of the current networks on `indices`.
+fn validate(
+    nets: &Nets,
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    indices: &[usize],
+    t: &Targets,
+    noise: scrim_core::NoiseKind,
+    device: &Device,
+) -> Result<EpochMetrics> {
+    let p = nets.perturber.valid();
+    let c = nets.recognizer.valid();
+    let a = nets.adversary.as_ref().map(Module::valid);
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let (mut clean_ok, mut pert_ok, mut adv_ok, mut ce, mut sig, mut logsig, mut reward) =
+        (0usize, 0usize, 0usize, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for idx in batch::chunks(indices, 256) {
+        let x = batch::images(ds, idx, device);
+        let y = batch::labels(ds, t.desired, idx, device);
+        let labels: Vec<usize> = idx.iter().map(|&i| ds.attributes[t.desired].labels[i] as usize).collect();
+        let hits = |logits: Tensor<2>, labels: &[usize]| {
+            batch::predictions(logits).iter().zip(labels).filter(|(p, l)| p == l).count()
+        };
+        clean_ok += hits(c.forward(x.clone()), &labels);
+        let out = p.forward(x.clone());
+        let xp = perturb(x, &out, noise);
+        let logits = c.forward(xp.clone());
+        let n = idx.len() as f64;
+        ce += f64::from(batch::to_vec(loss_fn.forward(logits.clone(), y)).first().copied().unwrap_or(0.0)) * n;
+        pert_ok += hits(logits, &labels);
+        sig += f64::from(batch::to_vec(out.sigma.mean()).first().copied().unwrap_or(0.0)) * n;
+        logsig += f64::from(batch::to_vec(out.log_sigma.mean()).first().copied().unwrap_or(0.0)) * n;
+        if let (Some(a), Some(s)) = (&a, t.sensitive) {
+            let sl: Vec<usize> = idx.iter().map(|&i| ds.attributes[s].labels[i] as usize).collect();
+            let logits = a.forward(xp);
+            reward += f64::from(batch::to_vec(prior_cross_entropy(logits.clone(), &t.prior)).first().copied().unwrap_or(0.0)) * n;
+            adv_ok += hits(logits, &sl);
+        }
+    }
+    let n = indices.len().max(1) as f64;
+    let mut objective = ce / n - cfg.lambda * logsig / n;
+    if a.is_some() {
+        objective += cfg.adversary_weight * reward / n;
+    }
+    Ok(EpochMetrics {
+        val_acc_clean: clean_ok as f64 / n,
+        val_acc_perturbed: pert_ok as f64 / n,
+        val_ce: ce / n,
+        mean_sigma: sig / n,
+        mean_log_sigma: logsig / n,
+        val_objective: objective,
+        adversary_val_acc: a.as_ref().map(|_| adv_ok as f64 / n),
+        ..Default::default()
+    })
+}
+
+/// Writes a short check that a run folder exists and is a training run.
+pub fn is_run(path: &Path) -> bool {
+    path.join("config.json").is_file()
+}
