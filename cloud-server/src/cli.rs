@@ -1,0 +1,288 @@
+//! Command-line arguments of the `scrim-cloud` binary, and how they merge with the TOML file and
+//! the environment into a [`Config`].
+//!
+//! Precedence, highest first: flags, `SCRIM_CLOUD_*` environment variables, the TOML file
+//! (`--config`), the defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::bench::BenchOptions;
+use crate::config::{TOKENS_ENV, parse_token_list};
+use crate::{Config, Result};
+
+/// `scrim-cloud`: serve a Scrim recognizer over HTTP, or load-test it.
+#[derive(Debug, Parser)]
+#[command(name = "scrim-cloud", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a recognizer (`recognizer.onnx` + `recognizer.json`) over HTTP.
+    Serve(ServeArgs),
+    /// Load-test the server on loopback and compare with raw tract throughput.
+    Bench(BenchArgs),
+}
+
+/// Flags of `scrim-cloud serve`. Every flag also reads `SCRIM_CLOUD_<NAME>`; API tokens come
+/// from `--tokens-file` or `SCRIM_CLOUD_TOKENS` (comma-separated), never from a flag.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// The recognizer ONNX file, e.g. runs/NAME/recognizer.onnx (manifest read from the .json
+    /// beside it).
+    #[arg(long, env = "SCRIM_CLOUD_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long, env = "SCRIM_CLOUD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// A TOML file with any of the settings (keys as the flag names, with underscores).
+    #[arg(long, env = "SCRIM_CLOUD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A file with one API token per line; when given, /v1 requires `Authorization: Bearer`.
+    #[arg(long, env = "SCRIM_CLOUD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Largest number of images per model run [default: 32].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Longest wait for a batch to fill, in ms (only while requests are arriving) [default: 2].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_WAIT_MS")]
+    pub max_wait_ms: Option<u64>,
+    /// Images admitted and not yet answered; beyond it, 503 + Retry-After [default: 256].
+    #[arg(long, env = "SCRIM_CLOUD_QUEUE")]
+    pub queue: Option<usize>,
+    /// Inference threads; 0 = one per CPU core [default: 0].
+    #[arg(long, env = "SCRIM_CLOUD_WORKERS")]
+    pub workers: Option<usize>,
+    /// Largest body of /v1/classify, in bytes [default: 4194304].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest body of /v1/classify/batch, in bytes [default: 33554432].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_BATCH_BODY_BYTES")]
+    pub max_batch_body_bytes: Option<usize>,
+    /// Most images in one batch request [default: 64].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_BATCH_IMAGES")]
+    pub max_batch_images: Option<usize>,
+    /// Largest width × height decoded [default: 4000000].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_PIXELS")]
+    pub max_pixels: Option<u64>,
+    /// Time limit of a request, in ms [default: 10000].
+    #[arg(long, env = "SCRIM_CLOUD_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Time in-flight requests get after SIGTERM, in ms [default: 30000].
+    #[arg(long, env = "SCRIM_CLOUD_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Retry-After of 503 responses, in seconds [default: 1].
+    #[arg(long, env = "SCRIM_CLOUD_RETRY_AFTER_SECS")]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The configuration: the TOML file (if any), then these arguments (flags or environment),
+    /// then the tokens of `SCRIM_CLOUD_TOKENS`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] / [`crate::Error::Config`] for an unreadable or invalid TOML file.
+    pub fn into_config(self) -> Result<Config> {
+        let tokens = std::env::var(TOKENS_ENV).ok();
+        self.merge(tokens.as_deref())
+    }
+
+    pub(crate) fn merge(self, tokens_env: Option<&str>) -> Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
+        }
+        overlay!(
+            model,
+            listen,
+            max_batch,
+            max_wait_ms,
+            queue,
+            workers,
+            max_body_bytes,
+            max_batch_body_bytes,
+            max_batch_images,
+            max_pixels,
+            request_timeout_ms,
+            shutdown_grace_ms,
+            retry_after_secs
+        );
+        if self.tokens_file.is_some() {
+            c.tokens_file = self.tokens_file;
+        }
+        if let Some(list) = tokens_env {
+            c.tokens.extend(parse_token_list(list));
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Flags of `scrim-cloud bench`. They deliberately read no environment variables.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A recognizer ONNX file; without it, a small fixture recognizer is generated.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Input size of the fixture recognizer.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 4, 16])]
+    pub clients: Vec<usize>,
+    /// Requests per concurrency level [default: 2000, or 50 with --quick].
+    #[arg(long)]
+    pub requests: Option<usize>,
+    /// Smoke test: no warm-up, short measurements, 5 s cap per level.
+    #[arg(long)]
+    pub quick: bool,
+    /// Time cap per concurrency level, in seconds.
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
+    /// Server batching: largest batch [default: 32].
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Server batching: longest wait, in ms [default: 2].
+    #[arg(long)]
+    pub max_wait_ms: Option<u64>,
+    /// Inference threads for the server and the raw measurement; 0 = one per core.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchArgs {
+    /// The bench options these flags describe.
+    pub fn options(&self) -> BenchOptions {
+        let mut o = if self.quick {
+            BenchOptions::quick(self.requests.unwrap_or(50))
+        } else {
+            BenchOptions {
+                requests: self.requests.unwrap_or(2000),
+                ..BenchOptions::default()
+            }
+        };
+        o.model = self.model.clone();
+        o.size = self.size;
+        o.clients = self.clients.clone();
+        if let Some(s) = self.max_seconds.filter(|s| s.is_finite() && *s > 0.0) {
+            o.max_duration = Duration::from_secs_f64(s.min(600.0));
+        }
+        if let Some(v) = self.max_batch {
+            o.max_batch = v;
+        }
+        if let Some(v) = self.max_wait_ms {
+            o.max_wait_ms = v;
+        }
+        if let Some(v) = self.workers {
+            o.workers = v;
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).expect("parse")
+    }
+
+    #[test]
+    fn flags_override_the_toml_file_and_tokens_come_from_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = dir.path().join("scrim-cloud.toml");
+        std::fs::write(
+            &toml,
+            "model = \"from-file.onnx\"\nmax_batch = 8\nqueue = 100\n",
+        )
+        .expect("write");
+        let cli = parse(&[
+            "scrim-cloud",
+            "serve",
+            "--config",
+            toml.to_str().expect("utf-8"),
+            "--max-batch",
+            "4",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let c = args.merge(Some("a-secret,b-secret")).expect("config");
+        assert_eq!(c.model, PathBuf::from("from-file.onnx"));
+        assert_eq!(c.max_batch, 4, "flag beats file");
+        assert_eq!(c.queue, 100, "file beats default");
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.tokens.len(), 2);
+    }
+
+    #[test]
+    fn serve_needs_a_model_and_rejects_bad_values() {
+        let Command::Serve(args) = parse(&["scrim-cloud", "serve"]).command else {
+            panic!("serve")
+        };
+        assert!(
+            args.merge(None)
+                .expect_err("no model")
+                .to_string()
+                .contains("--model")
+        );
+        let Command::Serve(args) = parse(&[
+            "scrim-cloud",
+            "serve",
+            "--model",
+            "m.onnx",
+            "--max-batch",
+            "0",
+        ])
+        .command
+        else {
+            panic!("serve")
+        };
+        assert!(args.merge(None).is_err());
+        assert!(Cli::try_parse_from(["scrim-cloud", "serve", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn bench_quick_defaults() {
+        let Command::Bench(args) = parse(&[
+            "scrim-cloud",
+            "bench",
+            "--quick",
+            "--requests",
+            "20",
+            "--clients",
+            "1,2",
+        ])
+        .command
+        else {
+            panic!("bench")
+        };
+        let o = args.options();
+        assert_eq!(
+            (o.requests, o.warmup, o.clients.clone()),
+            (20, 0, vec![1, 2])
+        );
+        let Command::Bench(args) = parse(&["scrim-cloud", "bench"]).command else {
+            panic!("bench")
+        };
+        assert_eq!(args.options().clients, vec![1, 4, 16]);
+        assert_eq!(args.options().requests, 2000);
+    }
+}

@@ -1,0 +1,330 @@
+//! Server configuration: one struct with explicit defaults, loaded once at the edge.
+//!
+//! Sources, lowest precedence first: [`Config::default`], a TOML file, `SCRIM_CLOUD_*`
+//! environment variables, command-line flags (the last two are merged by the `scrim-cloud`
+//! binary, see `cli`). Tokens never come from the TOML file: they come from a token file
+//! (`tokens_file`), the `SCRIM_CLOUD_TOKENS` environment variable, or code.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Environment variable holding comma-separated API tokens.
+pub const TOKENS_ENV: &str = "SCRIM_CLOUD_TOKENS";
+
+/// Everything the server needs to start. Construct with [`Config::new`] and adjust the public
+/// fields, or load a TOML file with [`Config::from_toml_file`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The recognizer ONNX file; its manifest is the `.json` beside it.
+    pub model: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Largest number of images run through the model at once.
+    pub max_batch: usize,
+    /// Longest time the first image of a batch waits for others, in milliseconds (it waits
+    /// only while other requests are on their way).
+    pub max_wait_ms: u64,
+    /// Images admitted and not yet answered; beyond it requests get 503 + `Retry-After`.
+    pub queue: usize,
+    /// Inference threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Largest body of `POST /v1/classify`, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest body of `POST /v1/classify/batch`, in bytes.
+    pub max_batch_body_bytes: usize,
+    /// Most images in one batch request.
+    pub max_batch_images: usize,
+    /// Largest `width × height` decoded (checked before decoding).
+    pub max_pixels: u64,
+    /// Time limit for a whole request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// After SIGTERM / Ctrl-C, how long in-flight requests may take to finish, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// `Retry-After` sent with 503 responses, in seconds.
+    pub retry_after_secs: u64,
+    /// A file with one API token per line (`#` comments and blank lines ignored).
+    pub tokens_file: Option<PathBuf>,
+    /// API tokens given directly (environment or code). Never read from TOML.
+    #[serde(skip)]
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::new(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            max_batch: 32,
+            max_wait_ms: 2,
+            queue: 256,
+            workers: 0,
+            max_body_bytes: 4 << 20,
+            max_batch_body_bytes: 32 << 20,
+            max_batch_images: 64,
+            max_pixels: 4_000_000,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 30_000,
+            retry_after_secs: 1,
+            tokens_file: None,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults, serving `model` (a `recognizer.onnx` with its `recognizer.json` beside it).
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Parses TOML; keys are the field names (`max_batch = 16`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the offending key.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(format!("TOML: {}", e.message().trim())))
+    }
+
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if unreadable, [`Error::Config`] if invalid (with the path).
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message().trim())))
+    }
+
+    /// Number of inference threads after resolving `workers = 0`.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// Checks every value, saying what is wrong and what is allowed.
+    ///
+    /// # Errors
+    /// [`Error::Config`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if self.model.as_os_str().is_empty() {
+            return bad("no model given: pass --model PATH/recognizer.onnx".into());
+        }
+        if !(1..=1024).contains(&self.max_batch) {
+            return bad(format!(
+                "max_batch must be in 1..=1024, got {}",
+                self.max_batch
+            ));
+        }
+        if self.max_wait_ms > 10_000 {
+            return bad(format!(
+                "max_wait_ms must be at most 10000, got {}",
+                self.max_wait_ms
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.queue) {
+            return bad(format!("queue must be in 1..=1000000, got {}", self.queue));
+        }
+        if self.workers > 1024 {
+            return bad(format!(
+                "workers must be at most 1024, got {}",
+                self.workers
+            ));
+        }
+        if self.max_body_bytes == 0 || self.max_batch_body_bytes == 0 {
+            return bad("max_body_bytes and max_batch_body_bytes must be positive".into());
+        }
+        if !(1..=1024).contains(&self.max_batch_images) {
+            return bad(format!(
+                "max_batch_images must be in 1..=1024, got {}",
+                self.max_batch_images
+            ));
+        }
+        if self.max_batch_images > self.queue {
+            return bad(format!(
+                "max_batch_images ({}) must not exceed queue ({}): such a batch could never be \
+                 admitted",
+                self.max_batch_images, self.queue
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms must be positive".into());
+        }
+        if self.max_pixels == 0 {
+            return bad("max_pixels must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// All API tokens: [`Config::tokens`] plus those in `tokens_file`. Empty means auth is off.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for an unreadable file; [`Error::Config`] for a token file without tokens
+    /// (an empty file must not silently turn auth off) or a token with inner whitespace.
+    pub fn load_tokens(&self) -> Result<Vec<ApiToken>> {
+        let mut tokens = self.tokens.clone();
+        if let Some(path) = &self.tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let from_file = parse_token_lines(&text).map_err(|line| {
+                Error::Config(format!(
+                    "{}: line {line}: a token must not contain spaces",
+                    path.display()
+                ))
+            })?;
+            if from_file.is_empty() {
+                return Err(Error::Config(format!(
+                    "{}: the token file holds no token; remove --tokens-file to run without auth",
+                    path.display()
+                )));
+            }
+            tokens.extend(from_file);
+        }
+        if tokens.iter().any(|t| t.0.is_empty()) {
+            return Err(Error::Config("an API token is empty".into()));
+        }
+        Ok(tokens)
+    }
+}
+
+/// Parses a token file: one token per line, `#` comments and blank lines ignored. On a malformed
+/// line, returns its 1-based number (never its content, which may be a secret).
+fn parse_token_lines(text: &str) -> std::result::Result<Vec<ApiToken>, usize> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.split_whitespace().count() != 1 {
+            return Err(i + 1);
+        }
+        out.push(ApiToken::new(line));
+    }
+    Ok(out)
+}
+
+/// Parses the comma-separated `SCRIM_CLOUD_TOKENS` value (blank entries ignored).
+pub fn parse_token_list(value: &str) -> Vec<ApiToken> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(ApiToken::new)
+        .collect()
+}
+
+/// An API bearer token. Its `Debug` prints nothing secret, and it is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The secret bytes, for the constant-time comparison in `auth`.
+    pub(crate) fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_with_a_model() {
+        let c = Config::new("runs/x/recognizer.onnx");
+        c.validate().expect("defaults");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.worker_threads() >= 1);
+        assert!(Config::default().validate().is_err(), "no model");
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let c = Config::from_toml_str(
+            "model = \"m.onnx\"\nlisten = \"0.0.0.0:9000\"\nmax_batch = 8\nmax_wait_ms = 5\n",
+        )
+        .expect("toml");
+        assert_eq!(c.max_batch, 8);
+        assert_eq!(c.max_wait_ms, 5);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.queue, Config::default().queue);
+        let err = Config::from_toml_str("max_bacth = 8").expect_err("typo");
+        assert!(err.to_string().contains("max_bacth"), "{err}");
+        // Tokens cannot be put in a config file.
+        assert!(Config::from_toml_str("tokens = [\"abc\"]").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|c| c.max_batch = 0), "max_batch"),
+            (Box::new(|c| c.queue = 0), "queue"),
+            (Box::new(|c| c.max_wait_ms = 60_000), "max_wait_ms"),
+            (Box::new(|c| c.max_batch_images = 0), "max_batch_images"),
+            (
+                Box::new(|c| c.max_batch_images = 500),
+                "must not exceed queue",
+            ),
+            (Box::new(|c| c.request_timeout_ms = 0), "request_timeout_ms"),
+            (Box::new(|c| c.max_body_bytes = 0), "max_body_bytes"),
+        ];
+        for (mutate, needle) in cases {
+            let mut c = Config::new("m.onnx");
+            mutate(&mut c);
+            let err = c.validate().expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_come_from_file_and_list_and_never_show_in_debug() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "# ops\n\n  alpha-secret \nbeta-secret\n").expect("write");
+        let mut c = Config::new("m.onnx");
+        c.tokens = parse_token_list(" gamma-secret, ,delta-secret");
+        c.tokens_file = Some(file.clone());
+        let tokens = c.load_tokens().expect("tokens");
+        assert_eq!(tokens.len(), 4);
+        assert_eq!(tokens[2].expose(), b"alpha-secret");
+        let debug = format!("{c:?} {tokens:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+
+        std::fs::write(&file, "# nothing here\n").expect("write");
+        let err = c.load_tokens().expect_err("empty file");
+        assert!(err.to_string().contains("no token"), "{err}");
+        std::fs::write(&file, "two words-secret\n").expect("write");
+        let err = c.load_tokens().expect_err("spaces").to_string();
+        assert!(err.contains("line 1") && !err.contains("secret"), "{err}");
+    }
+}

@@ -1,0 +1,202 @@
+//! The state every handler shares: the loaded model(s), the batching pool, auth, metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use scrim_core::{BatchMode, DecodeLimits, Manifest, Model, Role};
+
+use crate::auth::{Auth, Level};
+use crate::batcher::{BatchSettings, Batcher};
+use crate::metrics::Metrics;
+use crate::{Config, Error, Result};
+
+/// One servable model: its manifest and the pool that runs it.
+#[derive(Debug)]
+pub(crate) struct ModelSlot {
+    pub(crate) manifest: Manifest,
+    pub(crate) batcher: Batcher,
+}
+
+/// Request limits, copied out of the [`Config`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_batch_body_bytes: usize,
+    pub(crate) max_batch_images: usize,
+    pub(crate) request_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Models by level. Today there is exactly one, at [`Level::DEFAULT`].
+    models: BTreeMap<Level, ModelSlot>,
+    auth: Auth,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    ready: AtomicBool,
+}
+
+/// Everything the router needs, cheap to clone. Build it with [`AppState::new`] (loads the model
+/// named by the config) or [`AppState::with_model`] (an already loaded model), then pass it to
+/// [`app`](crate::app).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+impl AppState {
+    /// Validates `config`, loads the recognizer and its manifest, reads the API tokens and starts
+    /// the inference pool.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration; [`Error::Model`] for a missing or invalid
+    /// model or manifest (the message says which file and what is wrong); [`Error::Io`] for an
+    /// unreadable token file.
+    pub fn new(config: &Config) -> Result<Self> {
+        config.validate()?;
+        let model = Model::load_path(&config.model, BatchMode::Dynamic).map_err(|e| match e {
+            scrim_core::Error::Io { path, source }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Error::Model(scrim_core::Error::Io {
+                    path,
+                    source: std::io::Error::new(
+                        source.kind(),
+                        "not found (the server needs recognizer.onnx and recognizer.json \
+                         side by side, as written by `scrim train`)",
+                    ),
+                })
+            }
+            other => Error::Model(other),
+        })?;
+        Self::with_model(config, model)
+    }
+
+    /// As [`AppState::new`], with a model that is already loaded (in [`BatchMode::Dynamic`]).
+    /// `config.model` is not read.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration or a model that is not a recognizer loaded
+    /// for dynamic batches; [`Error::Io`] for an unreadable token file.
+    pub fn with_model(config: &Config, model: Model) -> Result<Self> {
+        let mut config = config.clone();
+        if config.model.as_os_str().is_empty() {
+            config.model = "<in memory>".into();
+        }
+        config.validate()?;
+        let manifest = model.manifest().clone();
+        if manifest.role != Role::Recognizer {
+            return Err(Error::Config(format!(
+                "model {:?} is a {:?}, but the server serves recognizers (recognizer.onnx)",
+                manifest.name, manifest.role
+            )));
+        }
+        if model.batch_mode() != BatchMode::Dynamic {
+            return Err(Error::Config(
+                "the model must be loaded with BatchMode::Dynamic".into(),
+            ));
+        }
+        let pixels = (manifest.input.width * manifest.input.height) as u64;
+        if config.max_pixels < pixels {
+            return Err(Error::Config(format!(
+                "max_pixels ({}) is below the model's input size {}x{} = {pixels} pixels",
+                config.max_pixels, manifest.input.width, manifest.input.height
+            )));
+        }
+        let auth = Auth::new(config.load_tokens()?);
+        let metrics = Arc::new(Metrics::default());
+        let settings = BatchSettings {
+            max_batch: config.max_batch,
+            max_wait: Duration::from_millis(config.max_wait_ms),
+            queue: config.queue,
+            workers: config.worker_threads(),
+            retry_after_secs: config.retry_after_secs,
+            decode: DecodeLimits {
+                max_pixels: config.max_pixels,
+            },
+        };
+        let batcher = Batcher::start(model, settings, Arc::clone(&metrics))?;
+        let limits = Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_batch_body_bytes: config.max_batch_body_bytes,
+            max_batch_images: config.max_batch_images,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        };
+        let mut models = BTreeMap::new();
+        models.insert(Level::DEFAULT, ModelSlot { manifest, batcher });
+        tracing::info!(
+            auth = auth.enabled(),
+            max_batch = settings.max_batch,
+            max_wait_ms = config.max_wait_ms,
+            queue = settings.queue,
+            workers = settings.workers,
+            "state ready"
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                models,
+                auth,
+                metrics,
+                limits,
+                ready: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    /// The manifest of the model served to callers without a special level.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.shared.models.get(&Level::DEFAULT).map(|s| &s.manifest)
+    }
+
+    /// Whether `/readyz` reports ready. Turned off when shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst)
+    }
+
+    /// Marks the server ready or draining (for `/readyz`).
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether bearer tokens are required on `/v1`.
+    pub fn auth_enabled(&self) -> bool {
+        self.shared.auth.enabled()
+    }
+
+    /// Prometheus text of all metrics (what `GET /metrics` returns).
+    pub fn render_metrics(&self) -> String {
+        let gauges = self.default_slot().map(|s| s.batcher.gauges()).unwrap_or(
+            crate::metrics::QueueGauges {
+                depth: 0,
+                capacity: 0,
+                workers: 0,
+            },
+        );
+        self.shared.metrics.render(gauges, self.is_ready())
+    }
+
+    pub(crate) fn slot(&self, level: Level) -> Result<&ModelSlot> {
+        self.shared
+            .models
+            .get(&level)
+            .ok_or_else(|| Error::Internal(format!("no model for level {level:?}")))
+    }
+
+    fn default_slot(&self) -> Option<&ModelSlot> {
+        self.shared.models.get(&Level::DEFAULT)
+    }
+
+    pub(crate) fn auth(&self) -> &Auth {
+        &self.shared.auth
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+}
