@@ -10,9 +10,13 @@ use scrim_core::fixtures;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let out = args.next().ok_or("usage: fixture_models OUT_DIR [SIZE] [LABEL...]")?;
+    let out = args
+        .next()
+        .ok_or("usage: fixture_models OUT_DIR [SIZE] [LABEL...]")?;
     let size: usize = match args.next() {
-        Some(s) => s.parse().map_err(|_| format!("SIZE must be a positive integer, got {s:?}"))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("SIZE must be a positive integer, got {s:?}"))?,
         None => 16,
     };
     let mut labels: Vec<String> = args.collect();
@@ -25,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(out)?;
     let (perturber, p_manifest) = fixtures::perturber(size, 0.3);
     let (recognizer, r_manifest) = fixtures::recognizer(size, &labels);
-    for (name, onnx, manifest) in [("perturber", perturber, p_manifest), ("recognizer", recognizer, r_manifest)] {
+    for (name, onnx, manifest) in [
+        ("perturber", perturber, p_manifest),
+        ("recognizer", recognizer, r_manifest),
+    ] {
         manifest.validate()?;
         let path = out.join(format!("{name}.onnx"));
         std::fs::write(&path, onnx)?;

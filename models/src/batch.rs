@@ -24,7 +24,7 @@ pub fn labels(ds: &Dataset, attr: usize, indices: &[usize], device: &Device) -> 
 
 /// A burn tensor's values as `f32`.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
 }
 
 /// Class predictions (argmax) of logits `[B, K]`.

@@ -46,6 +46,12 @@ pub struct TrainConfig {
     /// Peak learning rate (cosine decay to a tenth of it over the run).
     #[config(default = 2e-3)]
     pub learning_rate: f64,
+    /// The perturber's learning rate is this multiple of the recognizer's, so its σ head can
+    /// travel from the initial noise level within a short run. Too high (10 was tried) lets σ
+    /// outrun the recognizer at larger λ: the recognizer fails, CE stops resisting, and σ
+    /// saturates everywhere.
+    #[config(default = 2.0)]
+    pub perturber_lr_scale: f64,
     /// Seed for initialisation, shuffling, training noise and the split.
     #[config(default = 42)]
     pub seed: u64,

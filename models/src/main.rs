@@ -58,6 +58,12 @@ struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+    /// The perturber's learning rate as a multiple of --lr.
+    #[arg(long, default_value_t = 2.0)]
+    perturber_lr_scale: f64,
+    /// Initial σ as a fraction of σ_max (sets the σ head's bias).
+    #[arg(long, default_value_t = 0.12)]
+    sigma_init: f64,
     /// Upper bound of σ.
     #[arg(long, default_value_t = 1.0)]
     sigma_max: f64,
@@ -133,8 +139,8 @@ struct DemoArgs {
     /// Synthetic images to generate.
     #[arg(long, default_value_t = 3000)]
     count: usize,
-    /// Co-training epochs.
-    #[arg(long, default_value_t = 8)]
+    /// Co-training epochs (warm-up included).
+    #[arg(long, default_value_t = 12)]
     epochs: usize,
 }
 
@@ -196,6 +202,11 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.batch_size = a.batch_size;
     c.learning_rate = a.lr;
     c.perturber.sigma_max = a.sigma_max;
+    c.perturber_lr_scale = a.perturber_lr_scale;
+    if !(a.sigma_init > 0.0 && a.sigma_init < 1.0) {
+        return Err(scrim_models::Error::Input(format!("--sigma-init must be in (0, 1), got {}", a.sigma_init)));
+    }
+    c.perturber.head_bias = (a.sigma_init / (1.0 - a.sigma_init)).ln();
     c.noise = a.noise;
     c.recognizer.widths = a.widths;
     c.adversarial = a.adversarial;
@@ -226,16 +237,18 @@ fn print_demo(r: &scrim_models::workflow::DemoReport) {
     let (d, s) = &r.labels;
     println!();
     println!("Scrim demo (synthetic data, desired = {d}, sensitive = {s}; test split)");
-    println!("| images    | {d} accuracy (cloud recognizer) | {s} accuracy (fresh attacker) |");
-    println!("|-----------|------------------------------------|-------------------------------|");
+    println!("| images uploaded | {d} accuracy (cloud recognizer) | {s} accuracy (fresh attacker) |");
+    println!("|-----------------|------------------------------------|-------------------------------|");
     for row in &r.rows {
         println!(
-            "| {:<9} | {:>34} | {:>29} |",
+            "| {:<15} | {:>34} | {:>29} |",
             row.images,
             format!("{:.1}% ± {:.1}", 100.0 * row.desired.accuracy, 100.0 * row.desired.ci95()),
             format!("{:.1}% ± {:.1}", 100.0 * row.attacker.accuracy, 100.0 * row.attacker.ci95())
         );
     }
     println!("majority-class rate of {s}: {:.1}%; mean σ {:.3}", 100.0 * r.sensitive_majority, r.train.mean_sigma);
+    println!("clean: a recognizer and an attacker trained on raw images; perturbed: the co-trained");
+    println!("recognizer on Scrim uploads, and an attacker trained from scratch on Scrim uploads.");
     println!("artifacts: {}/perturber.onnx, recognizer.onnx (+ .json manifests)", r.train.run.display());
 }

@@ -1,7 +1,7 @@
 //! The three networks: the on-device [`Perturber`], the cloud [`Recognizer`], and the
 //! [`Recognizer`] family reused as adversary and attacker.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -62,7 +62,8 @@ impl PerturberConfig {
             cin = self.channels;
         }
         let mut head = conv3(cin, 3, device);
-        head.bias = head.bias.map(|b| b.map(|t| t.zeros_like().add_scalar(self.head_bias)));
+        // A fresh trainable parameter: mapping the initialised one would yield a constant.
+        head.bias = Some(Param::from_tensor(Tensor::full([3], self.head_bias, device)));
         Perturber { hidden, head, sigma_max: self.sigma_max }
     }
 }
@@ -140,5 +141,31 @@ impl Recognizer {
         }
         let [n, c, _, _] = h.dims();
         self.fc.forward(h.mean_dims(&[2, 3]).reshape([n, c]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::GradientsParams;
+
+    #[test]
+    fn every_parameter_is_trainable_and_shapes_hold() {
+        let device = Device::flex().autodiff();
+        let p = PerturberConfig::new().init(&device);
+        let x = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &device);
+        let out = p.forward(x.clone());
+        assert_eq!(out.sigma.dims(), [2, 3, 8, 8]);
+        // σ starts at σ_max·sigmoid(head_bias) on average (weights are small around it).
+        let grads = GradientsParams::from_grads(out.log_sigma.mean().backward(), &p);
+        // 2 hidden convs and the head, each with weight and bias: a frozen parameter (e.g. a
+        // bias rebuilt from an initialised one) would be missing here.
+        assert_eq!(grads.len(), 6);
+        let c = RecognizerConfig::new(3).with_widths(vec![4, 8]).init(&device);
+        let logits = c.forward(x);
+        assert_eq!(logits.dims(), [2, 3]);
+        let grads = GradientsParams::from_grads(logits.mean().backward(), &c);
+        // conv w+b and BN γ+β per block, and the linear head's w+b.
+        assert_eq!(grads.len(), 2 * 4 + 2);
     }
 }

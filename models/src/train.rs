@@ -237,7 +237,7 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts:
             let mut grads = loss.backward();
             if !warmup {
                 let gp = GradientsParams::from_module(&mut grads, &nets.perturber);
-                nets.perturber = opt_p.step(lr, nets.perturber.clone(), gp);
+                nets.perturber = opt_p.step(lr * cfg.perturber_lr_scale, nets.perturber.clone(), gp);
             }
             let gc = GradientsParams::from_module(&mut grads, &nets.recognizer);
             nets.recognizer = opt_c.step(lr, nets.recognizer.clone(), gc);

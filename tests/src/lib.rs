@@ -1,1 +1,1 @@
-//! placeholder
+//! End-to-end tests across the Scrim workspace live in `tests/`; this library is empty.

@@ -227,6 +227,9 @@ fn cached(
     opts: &LoadOptions,
     load: impl FnOnce() -> Result<Dataset>,
 ) -> Result<Dataset> {
+    if !root.exists() {
+        return Err(Error::Input(format!("{spec}: {} does not exist", root.display())));
+    }
     if !opts.cache {
         return load();
     }
