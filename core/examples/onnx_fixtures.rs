@@ -10,13 +10,18 @@ use scrim_core::manifest::Manifest;
 use scrim_core::{BatchMode, ImageTensor, InputSpec, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args().nth(1).ok_or("usage: onnx_fixtures OUT_DIR")?;
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: onnx_fixtures OUT_DIR")?;
     let out = std::path::Path::new(&out);
     std::fs::create_dir_all(out)?;
     for case in graphs::all() {
         let [c, h, w] = case.input;
         let n = 2;
-        let input: Vec<f32> = graphs::values(7, n * c * h * w, 0.5).iter().map(|v| v + 0.5).collect();
+        let input: Vec<f32> = graphs::values(7, n * c * h * w, 0.5)
+            .iter()
+            .map(|v| v + 0.5)
+            .collect();
         // Run in tract with a dynamic batch; the manifest role only decides the output check, so
         // use a recognizer manifest for the classifier and a perturber one for the stack.
         let manifest = if case.outputs[0] == "sigma" {
@@ -45,7 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })).collect::<Vec<_>>(),
         });
         std::fs::write(out.join(format!("{}.json", case.name)), fixture.to_string())?;
-        println!("wrote {}", out.join(format!("{}.onnx", case.name)).display());
+        println!(
+            "wrote {}",
+            out.join(format!("{}.onnx", case.name)).display()
+        );
     }
     Ok(())
 }

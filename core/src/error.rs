@@ -11,7 +11,9 @@ pub enum Error {
     #[error("invalid image: {0}")]
     InvalidImage(String),
     /// The image is larger than the configured pixel limit (decompression-bomb guard).
-    #[error("image too large: {width}x{height} = {pixels} pixels exceeds the limit of {limit} pixels")]
+    #[error(
+        "image too large: {width}x{height} = {pixels} pixels exceeds the limit of {limit} pixels"
+    )]
     ImageTooLarge {
         /// Declared width.
         width: u32,
@@ -60,7 +62,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

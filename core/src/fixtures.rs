@@ -32,8 +32,16 @@ pub fn perturber(size: usize, sigma_max: f32) -> (Vec<u8>, Manifest) {
     let s = g.sigmoid(&z);
     let s = g.scale(&s, sigma_max);
     g.output(&s, "sigma");
-    let spec = PerturberSpec { sigma_max, noise: NoiseKind::Gaussian, outputs: vec![PerturberOutput::Sigma], fill: 0.5 };
-    (g.finish(), Manifest::perturber("fixture-perturber", InputSpec::rgb(size, size), spec))
+    let spec = PerturberSpec {
+        sigma_max,
+        noise: NoiseKind::Gaussian,
+        outputs: vec![PerturberOutput::Sigma],
+        fill: 0.5,
+    };
+    (
+        g.finish(),
+        Manifest::perturber("fixture-perturber", InputSpec::rgb(size, size), spec),
+    )
 }
 
 /// A recognizer: strided conv → ReLU → global average pool → linear, with `labels.len()` logits.
@@ -52,5 +60,13 @@ pub fn recognizer(size: usize, labels: &[&str]) -> (Vec<u8>, Manifest) {
     let y = g.linear(&h, &fc, [c, k], Some(&fb));
     g.output(&y, "logits");
     let labels = labels.iter().map(|s| s.to_string()).collect();
-    (g.finish(), Manifest::recognizer("fixture-recognizer", InputSpec::rgb(size, size), "fixture", labels))
+    (
+        g.finish(),
+        Manifest::recognizer(
+            "fixture-recognizer",
+            InputSpec::rgb(size, size),
+            "fixture",
+            labels,
+        ),
+    )
 }

@@ -28,7 +28,9 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS }
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
     }
 }
 
@@ -63,12 +65,19 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage> {
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
-        return Err(Error::ImageTooLarge { width, height, pixels, limit: limits.max_pixels });
+        return Err(Error::ImageTooLarge {
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
     }
     if pixels == 0 {
         return Err(Error::InvalidImage("image has zero width or height".into()));
     }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| invalid(&e))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
@@ -178,7 +187,9 @@ mod tests {
     use super::*;
 
     fn gradient(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8]))
+        RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
+        })
     }
 
     #[test]
@@ -207,7 +218,11 @@ mod tests {
 
     #[test]
     fn garbage_is_a_typed_error() {
-        for bytes in [&b""[..], b"hello world, not an image", &[0x89, b'P', b'N', b'G', 0, 0]] {
+        for bytes in [
+            &b""[..],
+            b"hello world, not an image",
+            &[0x89, b'P', b'N', b'G', 0, 0],
+        ] {
             let err = decode(bytes, DecodeLimits::default()).expect_err("garbage");
             assert!(matches!(err, Error::InvalidImage(_)), "{err}");
         }
@@ -222,7 +237,14 @@ mod tests {
         let png = encode_png(&gradient(100, 100)).expect("encode");
         let err = decode(&png, DecodeLimits { max_pixels: 9_999 }).expect_err("too big");
         assert!(
-            matches!(err, Error::ImageTooLarge { pixels: 10_000, limit: 9_999, .. }),
+            matches!(
+                err,
+                Error::ImageTooLarge {
+                    pixels: 10_000,
+                    limit: 9_999,
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("100x100"));

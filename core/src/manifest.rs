@@ -37,7 +37,11 @@ pub struct InputSpec {
 impl InputSpec {
     /// An RGB input of `height × width`.
     pub fn rgb(height: usize, width: usize) -> Self {
-        Self { channels: 3, height, width }
+        Self {
+            channels: 3,
+            height,
+            width,
+        }
     }
     /// `CxHxW`, for messages.
     pub fn describe(&self) -> String {
@@ -65,7 +69,10 @@ pub struct Normalization {
 impl Normalization {
     /// No normalisation: the model sees `[0,1]` pixels.
     pub fn identity(channels: usize) -> Self {
-        Self { mean: vec![0.0; channels], std: vec![1.0; channels] }
+        Self {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+        }
     }
     /// True when applying it changes nothing.
     pub fn is_identity(&self) -> bool {
@@ -186,9 +193,8 @@ impl Manifest {
     /// # Errors
     /// [`Error::InvalidManifest`] naming the field at fault.
     pub fn from_json(json: &str) -> Result<Self> {
-        let m: Manifest = serde_json::from_str(json).map_err(|e| {
-            Error::InvalidManifest(format!("not a valid Scrim manifest: {e}"))
-        })?;
+        let m: Manifest = serde_json::from_str(json)
+            .map_err(|e| Error::InvalidManifest(format!("not a valid Scrim manifest: {e}")))?;
         m.validate()?;
         Ok(m)
     }
@@ -199,9 +205,8 @@ impl Manifest {
     /// [`Error::Io`] if unreadable, [`Error::InvalidManifest`] if invalid (with the path).
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = crate::error::read_file(path)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            Error::InvalidManifest(format!("{}: not UTF-8 text", path.display()))
-        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::InvalidManifest(format!("{}: not UTF-8 text", path.display())))?;
         Self::from_json(&text).map_err(|e| match e {
             Error::InvalidManifest(msg) => {
                 Error::InvalidManifest(format!("{}: {msg}", path.display()))
@@ -243,7 +248,10 @@ impl Manifest {
         }
         let i = &self.input;
         if i.channels != 3 {
-            return bad(format!("input.channels must be 3 (RGB), got {}", i.channels));
+            return bad(format!(
+                "input.channels must be 3 (RGB), got {}",
+                i.channels
+            ));
         }
         if i.height == 0 || i.width == 0 || i.height > 4096 || i.width > 4096 {
             return bad(format!(
@@ -261,7 +269,9 @@ impl Manifest {
             ));
         }
         if let Some(s) = n.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return bad(format!("normalization.std values must be positive, got {s}"));
+            return bad(format!(
+                "normalization.std values must be positive, got {s}"
+            ));
         }
         if n.mean.iter().any(|m| !m.is_finite()) {
             return bad("normalization.mean values must be finite".into());
@@ -329,7 +339,12 @@ mod tests {
     use super::*;
 
     fn sample() -> Manifest {
-        Manifest::recognizer("r", InputSpec::rgb(32, 32), "gender", vec!["m".into(), "f".into()])
+        Manifest::recognizer(
+            "r",
+            InputSpec::rgb(32, 32),
+            "gender",
+            vec!["m".into(), "f".into()],
+        )
     }
 
     #[test]
@@ -345,14 +360,30 @@ mod tests {
             (Box::new(|m| m.input.channels = 1), "input.channels"),
             (Box::new(|m| m.input.height = 0), "input.height"),
             (Box::new(|m| m.labels.truncate(1)), "at least 2 labels"),
-            (Box::new(|m| m.normalization.std[1] = 0.0), "normalization.std"),
-            (Box::new(|m| m.normalization.mean.pop().map(|_| ()).unwrap_or(())), "normalization.mean"),
             (
-                Box::new(|m| m.key = Some(KeyRequirement { scheme: "rot13".into(), block: 4 })),
+                Box::new(|m| m.normalization.std[1] = 0.0),
+                "normalization.std",
+            ),
+            (
+                Box::new(|m| m.normalization.mean.pop().map(|_| ()).unwrap_or(())),
+                "normalization.mean",
+            ),
+            (
+                Box::new(|m| {
+                    m.key = Some(KeyRequirement {
+                        scheme: "rot13".into(),
+                        block: 4,
+                    })
+                }),
                 "key.scheme",
             ),
             (
-                Box::new(|m| m.key = Some(KeyRequirement { scheme: "np".into(), block: 5 })),
+                Box::new(|m| {
+                    m.key = Some(KeyRequirement {
+                        scheme: "np".into(),
+                        block: 5,
+                    })
+                }),
                 "key.block",
             ),
             (Box::new(|m| m.role = Role::Perturber), "perturber"),
@@ -360,7 +391,9 @@ mod tests {
         for (mutate, needle) in cases {
             let mut m = sample();
             mutate(&mut m);
-            let err = Manifest::from_json(&m.to_json()).expect_err(needle).to_string();
+            let err = Manifest::from_json(&m.to_json())
+                .expect_err(needle)
+                .to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
         }
     }
@@ -370,7 +403,10 @@ mod tests {
         let err = Manifest::from_json("{\"role\": \"perturber\"").expect_err("truncated");
         assert!(matches!(err, Error::InvalidManifest(_)), "{err}");
         let err = Manifest::from_json("{\"role\": \"juggler\"}").expect_err("role");
-        assert!(err.to_string().contains("role") || err.to_string().contains("juggler"), "{err}");
+        assert!(
+            err.to_string().contains("role") || err.to_string().contains("juggler"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -382,6 +418,11 @@ mod tests {
             fill: 0.5,
         };
         let m = Manifest::perturber("p", InputSpec::rgb(8, 8), spec);
-        assert!(m.validate().expect_err("sigma").to_string().contains("sigma_max"));
+        assert!(
+            m.validate()
+                .expect_err("sigma")
+                .to_string()
+                .contains("sigma_max")
+        );
     }
 }

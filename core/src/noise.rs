@@ -63,7 +63,11 @@ pub struct NoiseSource {
 impl std::fmt::Debug for NoiseSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The state of a seeded generator is as good as the noise itself: never print it.
-        let kind = if self.seeded.is_some() { "seeded-for-tests" } else { "os-csprng" };
+        let kind = if self.seeded.is_some() {
+            "seeded-for-tests"
+        } else {
+            "os-csprng"
+        };
         f.debug_struct("NoiseSource").field("kind", &kind).finish()
     }
 }
@@ -83,7 +87,9 @@ impl NoiseSource {
     /// A deterministic generator, **for tests and reproducible experiments only**: anyone who
     /// knows the seed can subtract the noise.
     pub fn seeded_for_tests(seed: u64) -> Self {
-        Self { seeded: Some(Mutex::new(ChaCha20Rng::seed_from_u64(seed))) }
+        Self {
+            seeded: Some(Mutex::new(ChaCha20Rng::seed_from_u64(seed))),
+        }
     }
 
     /// True for [`NoiseSource::seeded_for_tests`].
@@ -96,7 +102,9 @@ impl NoiseSource {
         match &self.seeded {
             None => ChaCha20Rng::from_os_rng(),
             Some(master) => {
-                let mut guard = master.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut guard = master
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 ChaCha20Rng::from_seed(guard.random())
             }
         }
@@ -128,7 +136,11 @@ pub fn apply(
     kind: NoiseKind,
     source: &NoiseSource,
 ) -> Result<ImageTensor> {
-    for (name, t) in [("sigma", Some(&maps.sigma)), ("shift", maps.shift.as_ref()), ("keep", maps.keep.as_ref())] {
+    for (name, t) in [
+        ("sigma", Some(&maps.sigma)),
+        ("shift", maps.shift.as_ref()),
+        ("keep", maps.keep.as_ref()),
+    ] {
         if let Some(t) = t
             && t.shape() != x.shape()
         {
@@ -167,7 +179,11 @@ mod tests {
     fn stats(xs: &[f32]) -> (f64, f64) {
         let n = xs.len() as f64;
         let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = xs.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        let var = xs
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
         (mean, var.sqrt())
     }
 
@@ -184,7 +200,9 @@ mod tests {
         }
         // Laplace has heavier tails: P(|ε| > 3) is ~1.4% against ~0.27% for a Gaussian.
         let mut rng = NoiseSource::seeded_for_tests(8).rng();
-        let tail = (0..100_000).filter(|_| NoiseKind::Laplace.sample(&mut rng).abs() > 3.0).count();
+        let tail = (0..100_000)
+            .filter(|_| NoiseKind::Laplace.sample(&mut rng).abs() > 3.0)
+            .count();
         assert!((900..2000).contains(&tail), "laplace tail count {tail}");
     }
 
@@ -195,9 +213,19 @@ mod tests {
         let x = ImageTensor::new([1, 3, h, w], vec![0.5; 3 * h * w]).expect("shape");
         let mut sigma = ImageTensor::zeros([1, 3, h, w]);
         sigma.data_mut()[..h * w].fill(0.05);
-        let maps = PerturbationMaps { sigma, shift: None, keep: None, fill: 0.5 };
-        let out = apply(&x, &maps, NoiseKind::Gaussian, &NoiseSource::seeded_for_tests(1))
-            .expect("apply");
+        let maps = PerturbationMaps {
+            sigma,
+            shift: None,
+            keep: None,
+            fill: 0.5,
+        };
+        let out = apply(
+            &x,
+            &maps,
+            NoiseKind::Gaussian,
+            &NoiseSource::seeded_for_tests(1),
+        )
+        .expect("apply");
         let (m, s) = stats(&out.data()[..h * w]);
         // Quantisation adds variance 1/(12·255²) ≈ (0.0011)²; 4096 samples → std error ~0.0011.
         assert!((m - 0.5).abs() < 0.004, "mean {m}");
@@ -205,7 +233,11 @@ mod tests {
         // σ = 0 leaves pixels exactly as quantised.
         assert!(out.data()[h * w..].iter().all(|&v| v == 128.0 / 255.0));
         // Every value is an 8-bit level in [0,1].
-        assert!(out.data().iter().all(|&v| (v * 255.0 - (v * 255.0).round()).abs() < 1e-4));
+        assert!(
+            out.data()
+                .iter()
+                .all(|&v| (v * 255.0 - (v * 255.0).round()).abs() < 1e-4)
+        );
     }
 
     #[test]
@@ -214,7 +246,9 @@ mod tests {
         let maps = PerturbationMaps {
             sigma: ImageTensor::zeros([1, 3, 1, 2]),
             shift: Some(ImageTensor::new([1, 3, 1, 2], vec![0.5; 6]).expect("shape")),
-            keep: Some(ImageTensor::new([1, 3, 1, 2], vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0]).expect("k")),
+            keep: Some(
+                ImageTensor::new([1, 3, 1, 2], vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0]).expect("k"),
+            ),
             fill: 0.25,
         };
         let out = apply(&x, &maps, NoiseKind::Gaussian, &NoiseSource::from_os()).expect("apply");
@@ -245,8 +279,20 @@ mod tests {
         let a = apply(&x, &maps, NoiseKind::Gaussian, &os).expect("a");
         let b = apply(&x, &maps, NoiseKind::Gaussian, &os).expect("b");
         assert_ne!(a, b);
-        let s1 = apply(&x, &maps, NoiseKind::Gaussian, &NoiseSource::seeded_for_tests(3)).expect("s");
-        let s2 = apply(&x, &maps, NoiseKind::Gaussian, &NoiseSource::seeded_for_tests(3)).expect("s");
+        let s1 = apply(
+            &x,
+            &maps,
+            NoiseKind::Gaussian,
+            &NoiseSource::seeded_for_tests(3),
+        )
+        .expect("s");
+        let s2 = apply(
+            &x,
+            &maps,
+            NoiseKind::Gaussian,
+            &NoiseSource::seeded_for_tests(3),
+        )
+        .expect("s");
         assert_eq!(s1, s2);
         assert!(!format!("{:?}", NoiseSource::seeded_for_tests(3)).contains('3'));
     }
@@ -260,7 +306,8 @@ mod tests {
             keep: None,
             fill: 0.5,
         };
-        let err = apply(&x, &maps, NoiseKind::Gaussian, &NoiseSource::from_os()).expect_err("shape");
+        let err =
+            apply(&x, &maps, NoiseKind::Gaussian, &NoiseSource::from_os()).expect_err("shape");
         assert!(matches!(err, Error::WrongSize { .. }));
     }
 }

@@ -46,7 +46,14 @@ pub struct Conv<'a> {
 impl<'a> Conv<'a> {
     /// A stride-1, unpadded, ungrouped convolution without bias.
     pub fn new(weight: &'a [f32], shape: [usize; 4]) -> Self {
-        Self { weight, shape, bias: None, stride: [1, 1], pads: [0; 4], groups: 1 }
+        Self {
+            weight,
+            shape,
+            bias: None,
+            stride: [1, 1],
+            pads: [0; 4],
+            groups: 1,
+        }
     }
     /// Adds a bias (one value per output channel).
     pub fn bias(mut self, bias: &'a [f32]) -> Self {
@@ -128,7 +135,8 @@ impl GraphBuilder {
             raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ..Default::default()
         });
-        self.shapes.insert(name.clone(), shape.iter().map(|&d| Dim::Fixed(d)).collect());
+        self.shapes
+            .insert(name.clone(), shape.iter().map(|&d| Dim::Fixed(d)).collect());
         Value(name)
     }
 
@@ -146,7 +154,13 @@ impl GraphBuilder {
             ints("dilations", &[1, 1]),
             int("group", p.groups as i64),
         ];
-        let shape = self.spatial(x, p.shape[0], [p.shape[2], p.shape[3]], p.stride, [p.pads[0], p.pads[2]]);
+        let shape = self.spatial(
+            x,
+            p.shape[0],
+            [p.shape[2], p.shape[3]],
+            p.stride,
+            [p.pads[0], p.pads[2]],
+        );
         self.node_shaped("Conv", &inputs, attrs, shape)
     }
 
@@ -245,15 +259,28 @@ impl GraphBuilder {
     }
     /// `GlobalAveragePool`: `[N, C, H, W] → [N, C, 1, 1]`.
     pub fn global_avg_pool(&mut self, x: &Value) -> Value {
-        let shape = vec![Dim::Sym("N"), Dim::Fixed(self.dim(x, 1)), Dim::Fixed(1), Dim::Fixed(1)];
+        let shape = vec![
+            Dim::Sym("N"),
+            Dim::Fixed(self.dim(x, 1)),
+            Dim::Fixed(1),
+            Dim::Fixed(1),
+        ];
         self.node_shaped("GlobalAveragePool", &[x.clone()], vec![], shape)
     }
     /// `Flatten` from axis 1: `[N, ...] → [N, prod]`.
     pub fn flatten(&mut self, x: &Value) -> Value {
         let rest = self.shapes.get(&x.0).map_or(1, |s| {
-            s[1..].iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 1 }).product()
+            s[1..]
+                .iter()
+                .map(|d| if let Dim::Fixed(n) = d { *n } else { 1 })
+                .product()
         });
-        self.node_shaped("Flatten", &[x.clone()], vec![int("axis", 1)], vec![Dim::Sym("N"), Dim::Fixed(rest)])
+        self.node_shaped(
+            "Flatten",
+            &[x.clone()],
+            vec![int("axis", 1)],
+            vec![Dim::Sym("N"), Dim::Fixed(rest)],
+        )
     }
     /// Nearest-neighbour upsampling of H and W by an integer factor (`Resize`).
     pub fn upsample_nearest(&mut self, x: &Value, factor: usize) -> Value {
@@ -275,13 +302,24 @@ impl GraphBuilder {
         self.node_shaped("Resize", &[x.clone(), roi, scales], attrs, shape)
     }
     /// Fully connected layer `x · W + b` with burn's weight layout `W: [in, out]`.
-    pub fn linear(&mut self, x: &Value, weight: &[f32], shape: [usize; 2], bias: Option<&[f32]>) -> Value {
+    pub fn linear(
+        &mut self,
+        x: &Value,
+        weight: &[f32],
+        shape: [usize; 2],
+        bias: Option<&[f32]>,
+    ) -> Value {
         let w = self.constant("fc_w", &shape, weight);
         let mut inputs = vec![x.clone(), w];
         if let Some(b) = bias {
             inputs.push(self.constant("fc_b", &[shape[1]], b));
         }
-        self.node_shaped("Gemm", &inputs, vec![int("transB", 0)], vec![Dim::Sym("N"), Dim::Fixed(shape[1])])
+        self.node_shaped(
+            "Gemm",
+            &inputs,
+            vec![int("transB", 0)],
+            vec![Dim::Sym("N"), Dim::Fixed(shape[1])],
+        )
     }
 
     /// Marks `v` as a graph output named `name` (through an `Identity`, so names are free).
@@ -309,7 +347,10 @@ impl GraphBuilder {
         };
         let model = pb::ModelProto {
             ir_version: IR_VERSION,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
             producer_name: "scrim".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             doc_string: self.doc,
@@ -333,7 +374,14 @@ impl GraphBuilder {
     }
 
     /// `[N, channels, H', W']` of a windowed op over `x`.
-    fn spatial(&self, x: &Value, channels: usize, k: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> Vec<Dim> {
+    fn spatial(
+        &self,
+        x: &Value,
+        channels: usize,
+        k: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+    ) -> Vec<Dim> {
         let out = |d: usize, i: usize| (d + 2 * pad[i]).saturating_sub(k[i]) / stride[i].max(1) + 1;
         vec![
             Dim::Sym("N"),
@@ -348,13 +396,26 @@ impl GraphBuilder {
         let shape = inputs
             .iter()
             .filter_map(|v| self.shapes.get(&v.0))
-            .max_by_key(|s| (s.len(), s.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 0 }).sum::<usize>()))
+            .max_by_key(|s| {
+                (
+                    s.len(),
+                    s.iter()
+                        .map(|d| if let Dim::Fixed(n) = d { *n } else { 0 })
+                        .sum::<usize>(),
+                )
+            })
             .cloned()
             .unwrap_or_default();
         self.node_shaped(op, inputs, attribute, shape)
     }
 
-    fn node_shaped(&mut self, op: &str, inputs: &[Value], attribute: Vec<pb::AttributeProto>, shape: Vec<Dim>) -> Value {
+    fn node_shaped(
+        &mut self,
+        op: &str,
+        inputs: &[Value],
+        attribute: Vec<pb::AttributeProto>,
+        shape: Vec<Dim>,
+    ) -> Value {
         let out = self.fresh(&op.to_lowercase());
         self.shapes.insert(out.clone(), shape);
         self.nodes.push(pb::NodeProto {
@@ -399,11 +460,19 @@ fn float_type(dims: &[Dim]) -> pb::TypeProto {
 }
 
 fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
-    pb::ValueInfoProto { name: name.into(), r#type: Some(float_type(dims)), ..Default::default() }
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(float_type(dims)),
+        ..Default::default()
+    }
 }
 
 fn attr(name: &str, kind: pb::attribute_proto::AttributeType) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: kind as i32, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: kind as i32,
+        ..Default::default()
+    }
 }
 fn ints(name: &str, v: &[usize]) -> pb::AttributeProto {
     pb::AttributeProto {
@@ -412,11 +481,20 @@ fn ints(name: &str, v: &[usize]) -> pb::AttributeProto {
     }
 }
 fn int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto { i: v, ..attr(name, pb::attribute_proto::AttributeType::Int) }
+    pb::AttributeProto {
+        i: v,
+        ..attr(name, pb::attribute_proto::AttributeType::Int)
+    }
 }
 fn float(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto { f: v, ..attr(name, pb::attribute_proto::AttributeType::Float) }
+    pb::AttributeProto {
+        f: v,
+        ..attr(name, pb::attribute_proto::AttributeType::Float)
+    }
 }
 fn string(name: &str, v: &str) -> pb::AttributeProto {
-    pb::AttributeProto { s: v.as_bytes().to_vec(), ..attr(name, pb::attribute_proto::AttributeType::String) }
+    pb::AttributeProto {
+        s: v.as_bytes().to_vec(),
+        ..attr(name, pb::attribute_proto::AttributeType::String)
+    }
 }

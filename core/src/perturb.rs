@@ -61,7 +61,11 @@ impl Perturber {
                 model.manifest().role
             )));
         }
-        Ok(Self { model, noise, limits: DecodeLimits::default() })
+        Ok(Self {
+            model,
+            noise,
+            limits: DecodeLimits::default(),
+        })
     }
 
     /// Loads ONNX bytes and manifest JSON.
@@ -86,7 +90,11 @@ impl Perturber {
 
     fn spec(&self) -> &PerturberSpec {
         // Checked in `with_noise` (role) and by manifest validation (section present).
-        self.model.manifest().perturber.as_ref().unwrap_or_else(|| unreachable!())
+        self.model
+            .manifest()
+            .perturber
+            .as_ref()
+            .unwrap_or_else(|| unreachable!())
     }
 
     /// Runs the σ network on one image in `[0,1]` at the model's size.
@@ -103,7 +111,9 @@ impl Perturber {
             fill: spec.fill,
         };
         for name in &spec.outputs {
-            let o = outs.next().ok_or_else(|| Error::InvalidModel("missing output".into()))?;
+            let o = outs
+                .next()
+                .ok_or_else(|| Error::InvalidModel("missing output".into()))?;
             let t = ImageTensor::new(x.shape(), o.data)?;
             match name {
                 PerturberOutput::Sigma => maps.sigma = t,
@@ -133,6 +143,10 @@ impl Perturber {
         let x = imaging::to_tensor(&rgb, self.manifest().input);
         let y = self.perturb_tensor(&x)?;
         let out = imaging::tensor_to_rgb(&y)?;
-        Ok(PerturbedImage { width: out.width(), height: out.height(), png: imaging::encode_png(&out)? })
+        Ok(PerturbedImage {
+            width: out.width(),
+            height: out.height(),
+            png: imaging::encode_png(&out)?,
+        })
     }
 }

@@ -77,8 +77,13 @@ impl Model {
             BatchMode::Single => f32::fact([1, i.channels, i.height, i.width]).into(),
             BatchMode::Dynamic => {
                 let n = inference.symbols.sym("N");
-                f32::fact(&[n.to_dim(), i.channels.to_dim(), i.height.to_dim(), i.width.to_dim()])
-                    .into()
+                f32::fact(&[
+                    n.to_dim(),
+                    i.channels.to_dim(),
+                    i.height.to_dim(),
+                    i.width.to_dim(),
+                ])
+                .into()
             }
         };
         inference
@@ -94,7 +99,11 @@ impl Model {
             })?
             .into_runnable()
             .map_err(|e| model_err("cannot plan the graph", e))?;
-        let model = Self { plan, manifest, batch };
+        let model = Self {
+            plan,
+            manifest,
+            batch,
+        };
         model.check_outputs()?;
         Ok(model)
     }
@@ -135,7 +144,11 @@ impl Model {
             BatchMode::Dynamic => n >= 1,
         };
         if (c, h, w) != (i.channels, i.height, i.width) || !batch_ok {
-            let batch = if self.batch == BatchMode::Single { "1" } else { "N" };
+            let batch = if self.batch == BatchMode::Single {
+                "1"
+            } else {
+                "N"
+            };
             return Err(Error::WrongSize {
                 expected: format!("{batch}x{}", i.describe()),
                 found: format!("{n}x{}", images.describe()),
@@ -154,10 +167,13 @@ impl Model {
         outputs
             .iter()
             .map(|t| {
-                let view = t
-                    .to_plain_array_view::<f32>()
-                    .map_err(|e| Error::InvalidModel(format!("non-f32 output: {}", root_cause(&e))))?;
-                Ok(Output { shape: view.shape().to_vec(), data: view.iter().copied().collect() })
+                let view = t.to_plain_array_view::<f32>().map_err(|e| {
+                    Error::InvalidModel(format!("non-f32 output: {}", root_cause(&e)))
+                })?;
+                Ok(Output {
+                    shape: view.shape().to_vec(),
+                    data: view.iter().copied().collect(),
+                })
             })
             .collect()
     }
@@ -198,9 +214,10 @@ impl Model {
                 }
             }
             Role::Perturber => {
-                let spec = self.manifest.perturber.as_ref().ok_or_else(|| {
-                    Error::InvalidManifest("perturber section missing".into())
-                })?;
+                let spec =
+                    self.manifest.perturber.as_ref().ok_or_else(|| {
+                        Error::InvalidManifest("perturber section missing".into())
+                    })?;
                 if outs.len() != spec.outputs.len() {
                     return Err(Error::InvalidModel(format!(
                         "the perturber graph has {} outputs, the manifest lists {:?}",
@@ -232,7 +249,11 @@ fn check_declared_input(model: &InferenceModel, manifest: &Manifest) -> Result<(
     let dims: Vec<Option<usize>> = fact
         .shape
         .dims()
-        .map(|d| d.concretize().and_then(|d| d.as_i64()).and_then(|v| usize::try_from(v).ok()))
+        .map(|d| {
+            d.concretize()
+                .and_then(|d| d.as_i64())
+                .and_then(|v| usize::try_from(v).ok())
+        })
         .collect();
     if dims.len() == 4 {
         let want = [Some(i.channels), Some(i.height), Some(i.width)];

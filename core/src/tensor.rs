@@ -14,7 +14,9 @@ pub struct ImageTensor {
 impl std::fmt::Debug for ImageTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never dump pixel data into logs.
-        f.debug_struct("ImageTensor").field("shape", &self.shape).finish_non_exhaustive()
+        f.debug_struct("ImageTensor")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,7 +38,10 @@ impl ImageTensor {
 
     /// A tensor of zeros.
     pub fn zeros(shape: [usize; 4]) -> Self {
-        Self { shape, data: vec![0.0; shape.iter().product()] }
+        Self {
+            shape,
+            data: vec![0.0; shape.iter().product()],
+        }
     }
 
     /// `[n, c, h, w]`.
@@ -90,13 +95,21 @@ impl ImageTensor {
             data.extend_from_slice(&img.data);
         }
         let n = data.len() / first.image_len().max(1);
-        Ok(Self { shape: [n, c, h, w], data })
+        Ok(Self {
+            shape: [n, c, h, w],
+            data,
+        })
     }
 
     /// Splits a batch into single-image tensors.
     pub fn unstack(&self) -> Vec<ImageTensor> {
         let [n, c, h, w] = self.shape;
-        (0..n).map(|i| Self { shape: [1, c, h, w], data: self.image(i).to_vec() }).collect()
+        (0..n)
+            .map(|i| Self {
+                shape: [1, c, h, w],
+                data: self.image(i).to_vec(),
+            })
+            .collect()
     }
 
     /// Human-readable `CxHxW` of one image, for error messages.

@@ -30,19 +30,35 @@ fn tract_matches_direct_computation() {
             let model = Model::load(&case.onnx, manifest_for(&case), batch)
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name));
             let n = if batch == BatchMode::Single { 1 } else { 3 };
-            let data = graphs::values(99, n * c * h * w, 1.0).iter().map(|v| v * 0.5 + 0.5).collect();
+            let data = graphs::values(99, n * c * h * w, 1.0)
+                .iter()
+                .map(|v| v * 0.5 + 0.5)
+                .collect();
             let input = ImageTensor::new([n, c, h, w], data).expect("shape");
             let outs = model.run(&input).expect("run");
             assert_eq!(outs.len(), case.outputs.len(), "{}", case.name);
             for i in 0..n {
-                let x = T { c, h, w, d: input.image(i).to_vec() };
+                let x = T {
+                    c,
+                    h,
+                    w,
+                    d: input.image(i).to_vec(),
+                };
                 let want = (case.reference)(&x);
                 for (o, (got, want)) in outs.iter().zip(&want).enumerate() {
                     let per = got.data.len() / n;
                     let got = &got.data[i * per..(i + 1) * per];
                     assert_eq!(got.len(), want.len(), "{} output {o}", case.name);
-                    let max_err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                    assert!(max_err <= 1e-4, "{} output {o} image {i}: max error {max_err}", case.name);
+                    let max_err = got
+                        .iter()
+                        .zip(want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    assert!(
+                        max_err <= 1e-4,
+                        "{} output {o} image {i}: max error {max_err}",
+                        case.name
+                    );
                 }
             }
         }
@@ -53,10 +69,17 @@ fn tract_matches_direct_computation() {
 fn wrong_input_size_is_rejected_with_both_sizes() {
     let case = graphs::classifier();
     let model = Model::load(&case.onnx, manifest_for(&case), BatchMode::Single).expect("load");
-    let err = model.run(&ImageTensor::zeros([1, 3, 8, 8])).expect_err("size");
+    let err = model
+        .run(&ImageTensor::zeros([1, 3, 8, 8]))
+        .expect_err("size");
     let msg = err.to_string();
-    assert!(msg.contains("1x3x12x12") && msg.contains("1x3x8x8"), "{msg}");
-    let err = model.run(&ImageTensor::zeros([2, 3, 12, 12])).expect_err("batch");
+    assert!(
+        msg.contains("1x3x12x12") && msg.contains("1x3x8x8"),
+        "{msg}"
+    );
+    let err = model
+        .run(&ImageTensor::zeros([2, 3, 12, 12]))
+        .expect_err("batch");
     assert!(matches!(err, scrim_core::Error::WrongSize { .. }), "{err}");
 }
 
@@ -72,9 +95,13 @@ fn manifest_and_graph_must_agree() {
     let mut m = manifest_for(&case);
     m.input = InputSpec::rgb(10, 10);
     let err = Model::load(&case.onnx, m, BatchMode::Single).expect_err("declared size");
-    assert!(err.to_string().contains("Nx3x12x12") && err.to_string().contains("3x10x10"), "{err}");
+    assert!(
+        err.to_string().contains("Nx3x12x12") && err.to_string().contains("3x10x10"),
+        "{err}"
+    );
     // Garbage bytes are an InvalidModel error, not a panic.
-    let err = Model::load(b"not onnx at all", manifest_for(&case), BatchMode::Single).expect_err("garbage");
+    let err = Model::load(b"not onnx at all", manifest_for(&case), BatchMode::Single)
+        .expect_err("garbage");
     assert!(matches!(err, scrim_core::Error::InvalidModel(_)), "{err}");
     // A perturber manifest whose output list does not match the graph.
     let case = graphs::conv_stack();

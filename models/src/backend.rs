@@ -29,7 +29,9 @@ impl std::str::FromStr for Backend {
             "flex" => Ok(Backend::Flex),
             "ndarray" => Ok(Backend::Ndarray),
             "wgpu" => Ok(Backend::Wgpu),
-            other => Err(Error::Input(format!("unknown backend {other:?}; use flex, ndarray or wgpu"))),
+            other => Err(Error::Input(format!(
+                "unknown backend {other:?}; use flex, ndarray or wgpu"
+            ))),
         }
     }
 }

@@ -18,13 +18,19 @@ pub fn images(ds: &Dataset, indices: &[usize], device: &Device) -> Tensor<4> {
 
 /// Labels of attribute `attr` for `indices` as an int tensor.
 pub fn labels(ds: &Dataset, attr: usize, indices: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = indices.iter().map(|&i| i64::from(ds.attributes[attr].labels[i])).collect();
+    let v: Vec<i64> = indices
+        .iter()
+        .map(|&i| i64::from(ds.attributes[attr].labels[i]))
+        .collect();
     Tensor::from_data(TensorData::new(v, [indices.len()]), device)
 }
 
 /// A burn tensor's values as `f32`.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
 }
 
 /// Class predictions (argmax) of logits `[B, K]`.
@@ -34,7 +40,13 @@ pub fn predictions(logits: Tensor<2>) -> Vec<usize> {
     (0..b)
         .map(|i| {
             let row = &v[i * k..(i + 1) * k];
-            row.iter().enumerate().fold((0, f32::MIN), |best, (j, &x)| if x > best.1 { (j, x) } else { best }).0
+            row.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |best, (j, &x)| if x > best.1 { (j, x) } else { best },
+                )
+                .0
         })
         .collect()
 }

@@ -117,7 +117,11 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let c = cfg().with_lambda(0.5).with_warmup_epochs(2).with_lambda_ramp_epochs(2).with_epochs(6);
+        let c = cfg()
+            .with_lambda(0.5)
+            .with_warmup_epochs(2)
+            .with_lambda_ramp_epochs(2)
+            .with_epochs(6);
         let l: Vec<f64> = (0..6).map(|e| c.lambda_at(e)).collect();
         assert_eq!(l, vec![0.0, 0.0, 0.25, 0.5, 0.5, 0.5]);
         assert!((c.lr_at(0) - c.learning_rate).abs() < 1e-12);

@@ -25,7 +25,9 @@ pub fn perturb_dataset(perturber: &Perturber, ds: &Dataset, progress: bool) -> R
     let s = ds.size;
     let n = ds.len();
     let bar = crate::progress::bar(n as u64, "perturbing", progress);
-    let threads = std::thread::available_parallelism().map_or(2, |t| t.get()).min(n.max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |t| t.get())
+        .min(n.max(1));
     let chunk = n.div_ceil(threads).max(1);
     let parts: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
@@ -51,7 +53,10 @@ pub fn perturb_dataset(perturber: &Perturber, ds: &Dataset, progress: bool) -> R
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Train("a perturbation thread panicked".into()))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Train("a perturbation thread panicked".into())))
+            })
             .collect()
     });
     bar.finish_and_clear();
@@ -59,7 +64,10 @@ pub fn perturb_dataset(perturber: &Perturber, ds: &Dataset, progress: bool) -> R
     for p in parts {
         images.extend(p?);
     }
-    Ok(Dataset { images, ..ds.clone() })
+    Ok(Dataset {
+        images,
+        ..ds.clone()
+    })
 }
 
 /// Accuracy and balanced accuracy (mean per-class recall) of predictions.
@@ -82,8 +90,12 @@ impl Accuracy {
             tot[l as usize] += 1;
             hit[l as usize] += usize::from(p == l as usize);
         }
-        let present: Vec<f64> =
-            hit.iter().zip(&tot).filter(|(_, t)| **t > 0).map(|(h, t)| *h as f64 / *t as f64).collect();
+        let present: Vec<f64> = hit
+            .iter()
+            .zip(&tot)
+            .filter(|(_, t)| **t > 0)
+            .map(|(h, t)| *h as f64 / *t as f64)
+            .collect();
         Self {
             accuracy: hit.iter().sum::<usize>() as f64 / pred.len().max(1) as f64,
             balanced: present.iter().sum::<f64>() / present.len().max(1) as f64,
@@ -118,7 +130,12 @@ pub fn onnx_accuracy(model: &Model, ds: &Dataset, attr: &str) -> Result<Accuracy
         let out = model.run(&ImageTensor::new([idx.len(), 3, s, s], data)?)?;
         let k = out[0].shape.get(1).copied().unwrap_or(1);
         for row in out[0].data.chunks(k) {
-            pred.push(row.iter().enumerate().fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b }).0);
+            pred.push(
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b })
+                    .0,
+            );
         }
     }
     Ok(Accuracy::score(&pred, &a.labels, a.classes.len()))
@@ -172,12 +189,18 @@ pub fn train_classifier(
     progress: bool,
 ) -> Result<Trained> {
     let a = train.attribute(attr)?;
-    let attr_idx = train.attributes.iter().position(|b| b.name == a.name).unwrap_or(0);
+    let attr_idx = train
+        .attributes
+        .iter()
+        .position(|b| b.name == a.name)
+        .unwrap_or(0);
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.seed);
     let mut model = match init {
         Some(m) => m.clone().fork(&train_device),
-        None => RecognizerConfig::new(a.classes.len()).with_widths(cfg.widths.clone()).init(&train_device),
+        None => RecognizerConfig::new(a.classes.len())
+            .with_widths(cfg.widths.clone())
+            .init(&train_device),
     };
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
@@ -187,7 +210,9 @@ pub fn train_classifier(
     let mut order: Vec<usize> = (0..train.len()).collect();
     let bar = crate::progress::bar((cfg.epochs * train.len()) as u64, label, progress);
     for epoch in 0..cfg.epochs {
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed.wrapping_add(epoch as u64),
+        ));
         for idx in batch::chunks(&order, cfg.batch_size) {
             let x = batch::images(train, idx, &train_device);
             let y = batch::labels(train, attr_idx, idx, &train_device);
@@ -211,19 +236,29 @@ pub fn train_classifier(
     }
     bar.finish_and_clear();
     let model = best.map(|(_, m)| m).unwrap_or_else(|| model.valid());
-    Ok(Trained { model, val_history: history })
+    Ok(Trained {
+        model,
+        val_history: history,
+    })
 }
 
 /// Accuracy of a burn classifier on attribute `attr` of `ds`.
 ///
 /// # Errors
 /// [`Error::Input`] for an unknown attribute.
-pub fn burn_accuracy(model: &Recognizer, ds: &Dataset, attr: &str, device: &Device) -> Result<Accuracy> {
+pub fn burn_accuracy(
+    model: &Recognizer,
+    ds: &Dataset,
+    attr: &str,
+    device: &Device,
+) -> Result<Accuracy> {
     let a = ds.attribute(attr)?;
     let all: Vec<usize> = (0..ds.len()).collect();
     let mut pred = Vec::with_capacity(ds.len());
     for idx in all.chunks(256) {
-        pred.extend(batch::predictions(model.forward(batch::images(ds, idx, device))));
+        pred.extend(batch::predictions(
+            model.forward(batch::images(ds, idx, device)),
+        ));
     }
     Ok(Accuracy::score(&pred, &a.labels, a.classes.len()))
 }

@@ -37,7 +37,10 @@ fn conv_weights(conv: &Conv2d, pad: usize) -> ConvWeights {
 }
 
 fn emit_conv(g: &mut GraphBuilder, x: &Value, cw: &ConvWeights) -> Value {
-    let mut c = Conv::new(&cw.w, cw.shape).stride(cw.stride).pad(cw.pad).groups(cw.groups);
+    let mut c = Conv::new(&cw.w, cw.shape)
+        .stride(cw.stride)
+        .pad(cw.pad)
+        .groups(cw.groups);
     if let Some(b) = &cw.b {
         c = c.bias(b);
     }
@@ -127,14 +130,21 @@ pub fn export(
     let p_manifest = Manifest::perturber(
         "scrim-perturber",
         input,
-        PerturberSpec { sigma_max: p.sigma_max as f32, noise, outputs: vec![PerturberOutput::Sigma], fill: 0.5 },
+        PerturberSpec {
+            sigma_max: p.sigma_max as f32,
+            noise,
+            outputs: vec![PerturberOutput::Sigma],
+            fill: 0.5,
+        },
     );
-    let c_manifest = Manifest::recognizer("scrim-recognizer", input, &attr.name, attr.classes.clone());
+    let c_manifest =
+        Manifest::recognizer("scrim-recognizer", input, &attr.name, attr.classes.clone());
     let p_bytes = perturber_onnx(&p, input);
     let c_bytes = recognizer_onnx(&c, input);
-    for (path, bytes, manifest) in
-        [(run.perturber_onnx(), &p_bytes, &p_manifest), (run.recognizer_onnx(), &c_bytes, &c_manifest)]
-    {
+    for (path, bytes, manifest) in [
+        (run.perturber_onnx(), &p_bytes, &p_manifest),
+        (run.recognizer_onnx(), &c_bytes, &c_manifest),
+    ] {
         std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
         manifest.save(&Manifest::path_for(&path))?;
     }
@@ -142,7 +152,12 @@ pub fn export(
     let tc = Model::load(&c_bytes, c_manifest, BatchMode::Dynamic)?;
     let x = batch::images(ds, check, device);
     let xs = batch::to_image_tensor(x.clone());
-    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
     let burn_sigma = batch::to_vec(p.forward(x.clone()).sigma);
     let tract_sigma = &tp.run(&xs)?[0].data;
     let burn_logits = batch::to_vec(c.forward(x));
@@ -152,7 +167,9 @@ pub fn export(
         perturber_max_abs_diff: max_diff(&burn_sigma, tract_sigma),
         recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
     };
-    if report.perturber_max_abs_diff > EXPORT_TOLERANCE || report.recognizer_max_abs_diff > EXPORT_TOLERANCE {
+    if report.perturber_max_abs_diff > EXPORT_TOLERANCE
+        || report.recognizer_max_abs_diff > EXPORT_TOLERANCE
+    {
         return Err(Error::Train(format!(
             "the exported ONNX disagrees with burn: max |diff| σ {:.2e}, logits {:.2e} (> {EXPORT_TOLERANCE:.0e})",
             report.perturber_max_abs_diff, report.recognizer_max_abs_diff

@@ -8,7 +8,11 @@ use scrim_models::workflow::{self, DemoOptions, TrainRequest};
 use scrim_models::{Result, data::DataSpec};
 
 #[derive(Parser, Debug)]
-#[command(name = "scrim", version, about = "Scrim: privacy-preserving perturbation for cloud image recognition")]
+#[command(
+    name = "scrim",
+    version,
+    about = "Scrim: privacy-preserving perturbation for cloud image recognition"
+)]
 struct Cli {
     /// Hide progress bars.
     #[arg(long, global = true)]
@@ -170,20 +174,35 @@ fn run(cli: Cli) -> Result<()> {
             let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "perturber")?;
             let files = workflow::list_images(&a.input)?;
             let written = workflow::perturb_files(&model, &files, &a.output, a.seed)?;
-            eprintln!("wrote {} perturbed PNGs to {}", written.len(), a.output.display());
+            eprintln!(
+                "wrote {} perturbed PNGs to {}",
+                written.len(),
+                a.output.display()
+            );
             Ok(())
         }
         Command::Classify(a) => {
-            let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "recognizer")?;
+            let model =
+                workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "recognizer")?;
             let files = workflow::list_images(&a.input)?;
             for c in workflow::classify_files(&model, &files)? {
-                let labels: Vec<_> = c.labels.iter().map(|(l, s)| serde_json::json!({"label": l, "score": s})).collect();
+                let labels: Vec<_> = c
+                    .labels
+                    .iter()
+                    .map(|(l, s)| serde_json::json!({"label": l, "score": s}))
+                    .collect();
                 println!("{}", serde_json::json!({"file": c.file, "labels": labels}));
             }
             Ok(())
         }
         Command::Demo(a) => {
-            let report = workflow::demo(&DemoOptions { out: a.out, count: a.count, epochs: a.epochs, progress, ..Default::default() })?;
+            let report = workflow::demo(&DemoOptions {
+                out: a.out,
+                count: a.count,
+                epochs: a.epochs,
+                progress,
+                ..Default::default()
+            })?;
             print_demo(&report);
             Ok(())
         }
@@ -204,7 +223,10 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.perturber.sigma_max = a.sigma_max;
     c.perturber_lr_scale = a.perturber_lr_scale;
     if !(a.sigma_init > 0.0 && a.sigma_init < 1.0) {
-        return Err(scrim_models::Error::Input(format!("--sigma-init must be in (0, 1), got {}", a.sigma_init)));
+        return Err(scrim_models::Error::Input(format!(
+            "--sigma-init must be in (0, 1), got {}",
+            a.sigma_init
+        )));
     }
     c.perturber.head_bias = (a.sigma_init / (1.0 - a.sigma_init)).ln();
     c.noise = a.noise;
@@ -229,7 +251,10 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
         s.mean_sigma,
         s.train_seconds
     );
-    println!("wrote {}/perturber.onnx and recognizer.onnx (+ manifests)", s.run.display());
+    println!(
+        "wrote {}/perturber.onnx and recognizer.onnx (+ manifests)",
+        s.run.display()
+    );
     Ok(())
 }
 
@@ -237,18 +262,39 @@ fn print_demo(r: &scrim_models::workflow::DemoReport) {
     let (d, s) = &r.labels;
     println!();
     println!("Scrim demo (synthetic data, desired = {d}, sensitive = {s}; test split)");
-    println!("| images uploaded | {d} accuracy (cloud recognizer) | {s} accuracy (fresh attacker) |");
-    println!("|-----------------|------------------------------------|-------------------------------|");
+    println!(
+        "| images uploaded | {d} accuracy (cloud recognizer) | {s} accuracy (fresh attacker) |"
+    );
+    println!(
+        "|-----------------|------------------------------------|-------------------------------|"
+    );
     for row in &r.rows {
         println!(
             "| {:<15} | {:>34} | {:>29} |",
             row.images,
-            format!("{:.1}% ± {:.1}", 100.0 * row.desired.accuracy, 100.0 * row.desired.ci95()),
-            format!("{:.1}% ± {:.1}", 100.0 * row.attacker.accuracy, 100.0 * row.attacker.ci95())
+            format!(
+                "{:.1}% ± {:.1}",
+                100.0 * row.desired.accuracy,
+                100.0 * row.desired.ci95()
+            ),
+            format!(
+                "{:.1}% ± {:.1}",
+                100.0 * row.attacker.accuracy,
+                100.0 * row.attacker.ci95()
+            )
         );
     }
-    println!("majority-class rate of {s}: {:.1}%; mean σ {:.3}", 100.0 * r.sensitive_majority, r.train.mean_sigma);
-    println!("clean: a recognizer and an attacker trained on raw images; perturbed: the co-trained");
+    println!(
+        "majority-class rate of {s}: {:.1}%; mean σ {:.3}",
+        100.0 * r.sensitive_majority,
+        r.train.mean_sigma
+    );
+    println!(
+        "clean: a recognizer and an attacker trained on raw images; perturbed: the co-trained"
+    );
     println!("recognizer on Scrim uploads, and an attacker trained from scratch on Scrim uploads.");
-    println!("artifacts: {}/perturber.onnx, recognizer.onnx (+ .json manifests)", r.train.run.display());
+    println!(
+        "artifacts: {}/perturber.onnx, recognizer.onnx (+ .json manifests)",
+        r.train.run.display()
+    );
 }

@@ -63,8 +63,16 @@ impl PerturberConfig {
         }
         let mut head = conv3(cin, 3, device);
         // A fresh trainable parameter: mapping the initialised one would yield a constant.
-        head.bias = Some(Param::from_tensor(Tensor::full([3], self.head_bias, device)));
-        Perturber { hidden, head, sigma_max: self.sigma_max }
+        head.bias = Some(Param::from_tensor(Tensor::full(
+            [3],
+            self.head_bias,
+            device,
+        )));
+        Perturber {
+            hidden,
+            head,
+            sigma_max: self.sigma_max,
+        }
     }
 }
 
@@ -127,7 +135,10 @@ impl RecognizerConfig {
             });
             cin = w;
         }
-        Recognizer { blocks, fc: LinearConfig::new(cin, self.num_classes).init(device) }
+        Recognizer {
+            blocks,
+            fc: LinearConfig::new(cin, self.num_classes).init(device),
+        }
     }
 }
 
@@ -137,7 +148,9 @@ impl Recognizer {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = x;
         for b in &self.blocks {
-            h = b.pool.forward(activation::relu(b.bn.forward(b.conv.forward(h))));
+            h = b
+                .pool
+                .forward(activation::relu(b.bn.forward(b.conv.forward(h))));
         }
         let [n, c, _, _] = h.dims();
         self.fc.forward(h.mean_dims(&[2, 3]).reshape([n, c]))
@@ -161,7 +174,9 @@ mod tests {
         // 2 hidden convs and the head, each with weight and bias: a frozen parameter (e.g. a
         // bias rebuilt from an initialised one) would be missing here.
         assert_eq!(grads.len(), 6);
-        let c = RecognizerConfig::new(3).with_widths(vec![4, 8]).init(&device);
+        let c = RecognizerConfig::new(3)
+            .with_widths(vec![4, 8])
+            .init(&device);
         let logits = c.forward(x);
         assert_eq!(logits.dims(), [2, 3]);
         let grads = GradientsParams::from_grads(logits.mean().backward(), &c);

@@ -6,9 +6,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub fn bar(len: u64, message: &str, show: bool) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(len), target(show));
     pb.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {prefix}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {prefix}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(message.to_string());
     pb
@@ -26,5 +28,9 @@ pub fn spinner(message: &str, show: bool) -> ProgressBar {
 }
 
 fn target(show: bool) -> ProgressDrawTarget {
-    if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() }
+    if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    }
 }

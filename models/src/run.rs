@@ -41,7 +41,10 @@ pub struct RunDir {
 }
 
 fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Input(format!("{}: cannot read or write weights: {e}", path.display()))
+    Error::Input(format!(
+        "{}: cannot read or write weights: {e}",
+        path.display()
+    ))
 }
 
 impl RunDir {
@@ -51,7 +54,9 @@ impl RunDir {
     /// [`Error::Io`] when it cannot be created.
     pub fn create(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Opens an existing run (it must have a `config.json`).
@@ -66,7 +71,9 @@ impl RunDir {
                 path.display()
             )));
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// The folder.
@@ -159,18 +166,32 @@ impl RunDir {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| Error::Input(format!("{}: {e}", path.display()))))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+            })
             .collect()
     }
 
     fn save_nets(&self, prefix: &str, nets: &Nets) -> Result<()> {
-        let save = |name: &str, m: Box<dyn FnOnce(&Path) -> Result<()>>| m(&self.file(&format!("{prefix}-{name}.bpk")));
+        let save = |name: &str, m: Box<dyn FnOnce(&Path) -> Result<()>>| {
+            m(&self.file(&format!("{prefix}-{name}.bpk")))
+        };
         let p = nets.perturber.clone();
-        save("perturber", Box::new(move |f| p.save_file(f).map_err(|e| record_err(f, e))))?;
+        save(
+            "perturber",
+            Box::new(move |f| p.save_file(f).map_err(|e| record_err(f, e))),
+        )?;
         let c = nets.recognizer.clone();
-        save("recognizer", Box::new(move |f| c.save_file(f).map_err(|e| record_err(f, e))))?;
+        save(
+            "recognizer",
+            Box::new(move |f| c.save_file(f).map_err(|e| record_err(f, e))),
+        )?;
         if let Some(a) = nets.adversary.clone() {
-            save("adversary", Box::new(move |f| a.save_file(f).map_err(|e| record_err(f, e))))?;
+            save(
+                "adversary",
+                Box::new(move |f| a.save_file(f).map_err(|e| record_err(f, e))),
+            )?;
         }
         Ok(())
     }
@@ -180,11 +201,18 @@ impl RunDir {
         let p = template.perturber.clone().fork(device);
         let c = template.recognizer.clone().fork(device);
         Ok(Nets {
-            perturber: p.try_load_file(f("perturber")).map_err(|e| record_err(&f("perturber"), e))?,
-            recognizer: c.try_load_file(f("recognizer")).map_err(|e| record_err(&f("recognizer"), e))?,
+            perturber: p
+                .try_load_file(f("perturber"))
+                .map_err(|e| record_err(&f("perturber"), e))?,
+            recognizer: c
+                .try_load_file(f("recognizer"))
+                .map_err(|e| record_err(&f("recognizer"), e))?,
             adversary: match &template.adversary {
                 Some(a) => Some(
-                    a.clone().fork(device).try_load_file(f("adversary")).map_err(|e| record_err(&f("adversary"), e))?,
+                    a.clone()
+                        .fork(device)
+                        .try_load_file(f("adversary"))
+                        .map_err(|e| record_err(&f("adversary"), e))?,
                 ),
                 None => None,
             },
@@ -219,7 +247,11 @@ impl RunDir {
         self.write_json("checkpoint.json", state)
     }
 
-    pub(crate) fn load_last(&self, template: &Nets, device: &Device) -> Result<Option<(Nets, Checkpoint)>> {
+    pub(crate) fn load_last(
+        &self,
+        template: &Nets,
+        device: &Device,
+    ) -> Result<Option<(Nets, Checkpoint)>> {
         if !self.file("checkpoint.json").is_file() {
             return Ok(None);
         }
@@ -237,6 +269,10 @@ impl RunDir {
             let f = self.file(&format!("last-optim-{name}.bpk"));
             o.load(&f).map_err(|e| record_err(&f, e))
         };
-        Ok((load(p, "perturber")?, load(c, "recognizer")?, load(a, "adversary")?))
+        Ok((
+            load(p, "perturber")?,
+            load(c, "recognizer")?,
+            load(a, "adversary")?,
+        ))
     }
 }

@@ -101,7 +101,11 @@ struct Targets {
 fn targets(cfg: &TrainConfig, ds: &Dataset, split: &Split) -> Result<Targets> {
     let pos = |name: &str| -> Result<usize> {
         let a = ds.attribute(name)?;
-        Ok(ds.attributes.iter().position(|b| b.name == a.name).unwrap_or(0))
+        Ok(ds
+            .attributes
+            .iter()
+            .position(|b| b.name == a.name)
+            .unwrap_or(0))
     };
     let desired = pos(&cfg.desired)?;
     let sensitive = cfg.sensitive.as_deref().map(pos).transpose()?;
@@ -118,7 +122,11 @@ fn targets(cfg: &TrainConfig, ds: &Dataset, split: &Split) -> Result<Targets> {
         let total: f32 = counts.iter().sum::<f32>().max(1.0);
         prior = counts.iter().map(|c| c / total).collect();
     }
-    Ok(Targets { desired, sensitive, prior })
+    Ok(Targets {
+        desired,
+        sensitive,
+        prior,
+    })
 }
 
 /// Draws training noise of unit variance (Gaussian or Laplace) shaped like `like`.
@@ -126,11 +134,16 @@ fn unit_noise(like: &Tensor<4>, kind: scrim_core::NoiseKind) -> Tensor<4> {
     let device = like.device();
     let shape = like.shape();
     match kind {
-        scrim_core::NoiseKind::Gaussian => Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device),
+        scrim_core::NoiseKind::Gaussian => {
+            Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device)
+        }
         scrim_core::NoiseKind::Laplace => {
-            let u = Tensor::<4>::random(shape, Distribution::Uniform(-0.499_999, 0.499_999), &device);
+            let u =
+                Tensor::<4>::random(shape, Distribution::Uniform(-0.499_999, 0.499_999), &device);
             let mag = u.clone().abs().mul_scalar(-2.0).add_scalar(1.0).log();
-            u.sign().mul(mag).mul_scalar(-std::f64::consts::FRAC_1_SQRT_2)
+            u.sign()
+                .mul(mag)
+                .mul_scalar(-std::f64::consts::FRAC_1_SQRT_2)
         }
     }
 }
@@ -154,14 +167,24 @@ pub fn quantize_ste(x: Tensor<4>) -> Tensor<4> {
 fn prior_cross_entropy(logits: Tensor<2>, prior: &[f32]) -> Tensor<1> {
     let [_, k] = logits.dims();
     let p = Tensor::<1>::from_floats(prior, &logits.device()).reshape([1, k]);
-    activation::log_softmax(logits, 1).mul(p).sum_dim(1).mean().neg()
+    activation::log_softmax(logits, 1)
+        .mul(p)
+        .sum_dim(1)
+        .mean()
+        .neg()
 }
 
 /// Trains a run from scratch or resumes it, writing everything into `run`.
 ///
 /// # Errors
 /// [`Error::Input`] for unknown labels or incompatible resume state, [`Error::Io`] for files.
-pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts: &TrainOptions) -> Result<Nets> {
+pub fn train(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    split: &Split,
+    run: &RunDir,
+    opts: &TrainOptions,
+) -> Result<Nets> {
     let backend: Backend = cfg.backend.parse()?;
     let device = backend.train_device()?;
     let eval_device = backend.device()?;
@@ -171,7 +194,11 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts:
 
     let n_sensitive = t.sensitive.map(|s| ds.attributes[s].classes.len());
     let adversary_cfg = if cfg.adversarial {
-        Some(cfg.adversary.clone().unwrap_or_else(|| RecognizerConfig::new(n_sensitive.unwrap_or(2))))
+        Some(
+            cfg.adversary
+                .clone()
+                .unwrap_or_else(|| RecognizerConfig::new(n_sensitive.unwrap_or(2))),
+        )
     } else {
         None
     };
@@ -190,7 +217,10 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts:
             (opt_p, opt_c, opt_a) = run.load_optimizers(opt_p, opt_c, opt_a)?;
             tracing::info!("resuming after epoch {}", state.epochs_done);
         } else {
-            tracing::warn!("--resume: no checkpoint in {}, starting from scratch", run.path().display());
+            tracing::warn!(
+                "--resume: no checkpoint in {}, starting from scratch",
+                run.path().display()
+            );
         }
     } else {
         run.reset_metrics()?;
@@ -206,8 +236,14 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts:
         let lr = cfg.lr_at(epoch);
         let warmup = epoch < cfg.warmup_epochs;
         let mut order = split.train.clone();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37)));
-        let bar = crate::progress::bar(order.len() as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs), opts.progress);
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37),
+        ));
+        let bar = crate::progress::bar(
+            order.len() as u64,
+            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            opts.progress,
+        );
         let (mut loss_sum, mut correct, mut seen, mut sigma_sum) = (0.0f64, 0usize, 0usize, 0.0f64);
         for idx in batch::chunks(&order, cfg.batch_size) {
             let x = batch::images(ds, idx, &device);
@@ -231,20 +267,33 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts:
                     loss = loss + reward.mul_scalar(cfg.adversary_weight);
                     nets.adversary = Some(adv);
                 }
-                let s = f64::from(batch::to_vec(out.sigma.mean()).first().copied().unwrap_or(0.0));
+                let s = f64::from(
+                    batch::to_vec(out.sigma.mean())
+                        .first()
+                        .copied()
+                        .unwrap_or(0.0),
+                );
                 (loss, logits, s)
             };
             let mut grads = loss.backward();
             if !warmup {
                 let gp = GradientsParams::from_module(&mut grads, &nets.perturber);
-                nets.perturber = opt_p.step(lr * cfg.perturber_lr_scale, nets.perturber.clone(), gp);
+                nets.perturber =
+                    opt_p.step(lr * cfg.perturber_lr_scale, nets.perturber.clone(), gp);
             }
             let gc = GradientsParams::from_module(&mut grads, &nets.recognizer);
             nets.recognizer = opt_c.step(lr, nets.recognizer.clone(), gc);
 
             let l = f64::from(batch::to_vec(loss).first().copied().unwrap_or(f32::NAN));
-            let labels: Vec<u16> = idx.iter().map(|&i| ds.attributes[t.desired].labels[i]).collect();
-            let hits = batch::predictions(logits).iter().zip(&labels).filter(|(p, l)| **p == **l as usize).count();
+            let labels: Vec<u16> = idx
+                .iter()
+                .map(|&i| ds.attributes[t.desired].labels[i])
+                .collect();
+            let hits = batch::predictions(logits)
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| **p == **l as usize)
+                .count();
             loss_sum += l * idx.len() as f64;
             correct += hits;
             seen += idx.len();
@@ -285,7 +334,9 @@ pub fn train(cfg: &TrainConfig, ds: &Dataset, split: &Split, run: &RunDir, opts:
             m.val_acc_clean,
             m.val_acc_perturbed,
             m.mean_sigma,
-            m.adversary_val_acc.map(|a| format!(" adv {a:.3}")).unwrap_or_default(),
+            m.adversary_val_acc
+                .map(|a| format!(" adv {a:.3}"))
+                .unwrap_or_default(),
             m.images_per_sec
         );
         run.append_metrics(&m)?;
@@ -324,23 +375,53 @@ fn validate(
     for idx in batch::chunks(indices, 256) {
         let x = batch::images(ds, idx, device);
         let y = batch::labels(ds, t.desired, idx, device);
-        let labels: Vec<usize> = idx.iter().map(|&i| ds.attributes[t.desired].labels[i] as usize).collect();
+        let labels: Vec<usize> = idx
+            .iter()
+            .map(|&i| ds.attributes[t.desired].labels[i] as usize)
+            .collect();
         let hits = |logits: Tensor<2>, labels: &[usize]| {
-            batch::predictions(logits).iter().zip(labels).filter(|(p, l)| p == l).count()
+            batch::predictions(logits)
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| p == l)
+                .count()
         };
         clean_ok += hits(c.forward(x.clone()), &labels);
         let out = p.forward(x.clone());
         let xp = perturb(x, &out, noise);
         let logits = c.forward(xp.clone());
         let n = idx.len() as f64;
-        ce += f64::from(batch::to_vec(loss_fn.forward(logits.clone(), y)).first().copied().unwrap_or(0.0)) * n;
+        ce += f64::from(
+            batch::to_vec(loss_fn.forward(logits.clone(), y))
+                .first()
+                .copied()
+                .unwrap_or(0.0),
+        ) * n;
         pert_ok += hits(logits, &labels);
-        sig += f64::from(batch::to_vec(out.sigma.mean()).first().copied().unwrap_or(0.0)) * n;
-        logsig += f64::from(batch::to_vec(out.log_sigma.mean()).first().copied().unwrap_or(0.0)) * n;
+        sig += f64::from(
+            batch::to_vec(out.sigma.mean())
+                .first()
+                .copied()
+                .unwrap_or(0.0),
+        ) * n;
+        logsig += f64::from(
+            batch::to_vec(out.log_sigma.mean())
+                .first()
+                .copied()
+                .unwrap_or(0.0),
+        ) * n;
         if let (Some(a), Some(s)) = (&a, t.sensitive) {
-            let sl: Vec<usize> = idx.iter().map(|&i| ds.attributes[s].labels[i] as usize).collect();
+            let sl: Vec<usize> = idx
+                .iter()
+                .map(|&i| ds.attributes[s].labels[i] as usize)
+                .collect();
             let logits = a.forward(xp);
-            reward += f64::from(batch::to_vec(prior_cross_entropy(logits.clone(), &t.prior)).first().copied().unwrap_or(0.0)) * n;
+            reward += f64::from(
+                batch::to_vec(prior_cross_entropy(logits.clone(), &t.prior))
+                    .first()
+                    .copied()
+                    .unwrap_or(0.0),
+            ) * n;
             adv_ok += hits(logits, &sl);
         }
     }

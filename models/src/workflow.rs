@@ -94,8 +94,20 @@ pub struct TrainSummary {
 ///
 /// # Errors
 /// Data errors.
-pub fn load_data(spec: &DataSpec, cfg: &TrainConfig, progress: bool, cache: bool) -> Result<(Dataset, Split)> {
-    let ds = data::load(spec, &LoadOptions { size: cfg.size, cache, progress })?;
+pub fn load_data(
+    spec: &DataSpec,
+    cfg: &TrainConfig,
+    progress: bool,
+    cache: bool,
+) -> Result<(Dataset, Split)> {
+    let ds = data::load(
+        spec,
+        &LoadOptions {
+            size: cfg.size,
+            cache,
+            progress,
+        },
+    )?;
     ds.attribute(&cfg.desired)?;
     if let Some(s) = &cfg.sensitive {
         ds.attribute(s)?;
@@ -103,7 +115,10 @@ pub fn load_data(spec: &DataSpec, cfg: &TrainConfig, progress: bool, cache: bool
     let split = Split::stratified(
         &ds,
         &cfg.desired,
-        SplitFractions { val: cfg.val_fraction, test: cfg.test_fraction },
+        SplitFractions {
+            val: cfg.val_fraction,
+            test: cfg.test_fraction,
+        },
         cfg.seed,
     )?;
     Ok((ds, split))
@@ -129,17 +144,38 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
         split.val.len(),
         split.test.len(),
         cfg.desired,
-        cfg.sensitive.as_ref().map(|s| format!(", sensitive {s:?}")).unwrap_or_default()
+        cfg.sensitive
+            .as_ref()
+            .map(|s| format!(", sensitive {s:?}"))
+            .unwrap_or_default()
     );
     let run = RunDir::create(&req.out)?;
     let started = Instant::now();
-    let nets = train::train(cfg, &ds, &split, &run, &TrainOptions { resume: req.resume, progress: req.progress })?;
+    let nets = train::train(
+        cfg,
+        &ds,
+        &split,
+        &run,
+        &TrainOptions {
+            resume: req.resume,
+            progress: req.progress,
+        },
+    )?;
     let train_seconds = started.elapsed().as_secs_f64();
     let backend: Backend = cfg.backend.parse()?;
     let device = backend.device()?;
     let check: Vec<usize> = split.val.iter().copied().take(16).collect();
     let noise = cfg.noise.parse()?;
-    let export_check = crate::export::export(&run, &nets.perturber, &nets.recognizer, &ds, &cfg.desired, noise, &check, &device)?;
+    let export_check = crate::export::export(
+        &run,
+        &nets.perturber,
+        &nets.recognizer,
+        &ds,
+        &cfg.desired,
+        noise,
+        &check,
+        &device,
+    )?;
     let test = ds.subset(&split.test);
     let recognizer = Model::load_path(&run.recognizer_onnx(), BatchMode::Dynamic)?;
     let perturber = Perturber::with_noise(
@@ -147,7 +183,14 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
         NoiseSource::seeded_for_tests(cfg.seed ^ 0x7e57),
     )?;
     let test_clean = eval::onnx_accuracy(&recognizer, &test, &cfg.desired)?;
-    let (test_perturbed, mean_sigma) = perturbed_accuracy(&perturber, &recognizer, &test, &cfg.desired, req.draws.max(1), req.progress)?;
+    let (test_perturbed, mean_sigma) = perturbed_accuracy(
+        &perturber,
+        &recognizer,
+        &test,
+        &cfg.desired,
+        req.draws.max(1),
+        req.progress,
+    )?;
     let summary = TrainSummary {
         run: req.out.clone(),
         desired: cfg.desired.clone(),
@@ -199,9 +242,13 @@ pub fn mean_sigma(perturber: &Perturber, ds: &Dataset) -> Result<f64> {
     let s = ds.size;
     let mut total = 0.0f64;
     for i in 0..ds.len() {
-        let x = scrim_core::ImageTensor::new([1, 3, s, s], ds.image(i).iter().map(|&b| f32::from(b) / 255.0).collect())?;
+        let x = scrim_core::ImageTensor::new(
+            [1, 3, s, s],
+            ds.image(i).iter().map(|&b| f32::from(b) / 255.0).collect(),
+        )?;
         let maps = perturber.maps(&x)?;
-        total += maps.sigma.data().iter().map(|&v| f64::from(v)).sum::<f64>() / maps.sigma.data().len() as f64;
+        total += maps.sigma.data().iter().map(|&v| f64::from(v)).sum::<f64>()
+            / maps.sigma.data().len() as f64;
     }
     Ok(total / ds.len().max(1) as f64)
 }
@@ -215,10 +262,15 @@ fn validate_config(cfg: &TrainConfig) -> Result<()> {
         )));
     }
     if !(cfg.lambda >= 0.0 && cfg.lambda.is_finite()) {
-        return Err(Error::Input(format!("--lambda must be ≥ 0, got {}", cfg.lambda)));
+        return Err(Error::Input(format!(
+            "--lambda must be ≥ 0, got {}",
+            cfg.lambda
+        )));
     }
     if cfg.epochs == 0 || cfg.batch_size == 0 {
-        return Err(Error::Input("--epochs and --batch-size must be positive".into()));
+        return Err(Error::Input(
+            "--epochs and --batch-size must be positive".into(),
+        ));
     }
     Ok(())
 }
@@ -240,13 +292,19 @@ pub fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
         .filter(|p| {
             p.is_file()
                 && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "webp")
+                    matches!(
+                        e.to_ascii_lowercase().as_str(),
+                        "jpg" | "jpeg" | "png" | "webp"
+                    )
                 })
         })
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::Input(format!("no JPEG, PNG or WebP images in {}", input.display())));
+        return Err(Error::Input(format!(
+            "no JPEG, PNG or WebP images in {}",
+            input.display()
+        )));
     }
     Ok(files)
 }
@@ -272,15 +330,25 @@ pub fn resolve_model(run: Option<&Path>, model: Option<&Path>, which: &str) -> R
 ///
 /// # Errors
 /// [`Error::Input`] / core errors, naming the file at fault.
-pub fn perturb_files(model: &Path, inputs: &[PathBuf], out: &Path, seed: Option<u64>) -> Result<Vec<PathBuf>> {
+pub fn perturb_files(
+    model: &Path,
+    inputs: &[PathBuf],
+    out: &Path,
+    seed: Option<u64>,
+) -> Result<Vec<PathBuf>> {
     let noise = seed.map_or_else(NoiseSource::from_os, NoiseSource::seeded_for_tests);
     let perturber = Perturber::with_noise(Model::load_path(model, BatchMode::Single)?, noise)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut written = Vec::new();
     for f in inputs {
         let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-        let img = perturber.perturb(&bytes).map_err(|e| Error::Input(format!("{}: {e}", f.display())))?;
-        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        let img = perturber
+            .perturb(&bytes)
+            .map_err(|e| Error::Input(format!("{}: {e}", f.display())))?;
+        let stem = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
         let dst = out.join(format!("{stem}.png"));
         std::fs::write(&dst, &img.png).map_err(|e| Error::io(&dst, e))?;
         written.push(dst);
@@ -309,10 +377,14 @@ pub fn classify_files(model: &Path, inputs: &[PathBuf]) -> Result<Vec<Classified
         .map(|f| {
             let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
             let named = |e: scrim_core::Error| Error::Input(format!("{}: {e}", f.display()));
-            let rgb = scrim_core::imaging::decode(&bytes, scrim_core::DecodeLimits::default()).map_err(named)?;
+            let rgb = scrim_core::imaging::decode(&bytes, scrim_core::DecodeLimits::default())
+                .map_err(named)?;
             let x = scrim_core::imaging::to_tensor(&rgb, m.input);
             let out = model.run(&x).map_err(named)?;
-            Ok(Classified { file: f.display().to_string(), labels: softmax_labels(&out[0].data, &m.labels) })
+            Ok(Classified {
+                file: f.display().to_string(),
+                labels: softmax_labels(&out[0].data, &m.labels),
+            })
         })
         .collect()
 }
@@ -322,7 +394,11 @@ pub fn softmax_labels(logits: &[f32], labels: &[String]) -> Vec<(String, f32)> {
     let max = logits.iter().copied().fold(f32::MIN, f32::max);
     let exp: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
     let sum: f32 = exp.iter().sum();
-    let mut out: Vec<(String, f32)> = labels.iter().cloned().zip(exp.iter().map(|e| e / sum)).collect();
+    let mut out: Vec<(String, f32)> = labels
+        .iter()
+        .cloned()
+        .zip(exp.iter().map(|e| e / sum))
+        .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
     out
 }
@@ -369,7 +445,13 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { out: "runs/demo".into(), count: 3000, epochs: 12, attacker_epochs: 8, progress: true }
+        Self {
+            out: "runs/demo".into(),
+            count: 3000,
+            epochs: 12,
+            attacker_epochs: 8,
+            progress: true,
+        }
     }
 }
 
@@ -379,7 +461,10 @@ impl Default for DemoOptions {
 /// # Errors
 /// Any training or evaluation error.
 pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
-    let data = DataSpec::Synthetic(data::SyntheticConfig { count: opts.count, ..Default::default() });
+    let data = DataSpec::Synthetic(data::SyntheticConfig {
+        count: opts.count,
+        ..Default::default()
+    });
     let mut req = TrainRequest::new(data, "shape", opts.out.clone());
     req.config.sensitive = Some("texture".into());
     req.config.epochs = opts.epochs;
@@ -394,8 +479,14 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
     let device = Backend::Flex.device()?;
     let perturber = Perturber::new(Model::load_path(&run.perturber_onnx(), BatchMode::Single)?)?;
     let recognizer = Model::load_path(&run.recognizer_onnx(), BatchMode::Dynamic)?;
-    let attacker_cfg = ClassifierConfig::new().with_epochs(opts.attacker_epochs).with_widths(vec![16, 32, 64]);
-    let (train_ds, val_ds, test_ds) = (ds.subset(&split.train), ds.subset(&split.val), ds.subset(&split.test));
+    let attacker_cfg = ClassifierConfig::new()
+        .with_epochs(opts.attacker_epochs)
+        .with_widths(vec![16, 32, 64]);
+    let (train_ds, val_ds, test_ds) = (
+        ds.subset(&split.train),
+        ds.subset(&split.val),
+        ds.subset(&split.test),
+    );
     let mut rows = Vec::new();
     for perturbed in [false, true] {
         let (tr, va, te) = if perturbed {
@@ -408,13 +499,31 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
             (train_ds.clone(), val_ds.clone(), test_ds.clone())
         };
         let name = if perturbed { "perturbed" } else { "clean" };
-        let attacker = eval::train_classifier(&tr, &va, "texture", &attacker_cfg, None, &device, &format!("attacker ({name})"), opts.progress)?;
+        let attacker = eval::train_classifier(
+            &tr,
+            &va,
+            "texture",
+            &attacker_cfg,
+            None,
+            &device,
+            &format!("attacker ({name})"),
+            opts.progress,
+        )?;
         // Without Scrim the cloud would run a recognizer trained on clean images; with Scrim it
         // runs the co-trained one (which is specialised to perturbed inputs).
         let desired = if perturbed {
             eval::onnx_accuracy(&recognizer, &te, "shape")?
         } else {
-            let baseline = eval::train_classifier(&tr, &va, "shape", &attacker_cfg, None, &device, "clean recognizer", opts.progress)?;
+            let baseline = eval::train_classifier(
+                &tr,
+                &va,
+                "shape",
+                &attacker_cfg,
+                None,
+                &device,
+                "clean recognizer",
+                opts.progress,
+            )?;
             eval::burn_accuracy(&baseline.model, &te, "shape", &device)?
         };
         rows.push(DemoRow {

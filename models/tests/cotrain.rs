@@ -6,7 +6,10 @@ use scrim_models::run::RunDir;
 use scrim_models::workflow::{self, TrainRequest};
 
 fn tiny_request(out: &std::path::Path, epochs: usize) -> TrainRequest {
-    let data = DataSpec::Synthetic(SyntheticConfig { count: 240, seed: 5 });
+    let data = DataSpec::Synthetic(SyntheticConfig {
+        count: 240,
+        seed: 5,
+    });
     let mut req = TrainRequest::new(data, "shape", out.to_path_buf());
     let c = &mut req.config;
     c.size = 16;
@@ -29,7 +32,14 @@ fn train_export_resume_perturb_classify() {
     // The export check ran and passed (≤ 1e-4), and the artifacts exist with manifests.
     assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
     assert!(summary.export_check.recognizer_max_abs_diff <= 1e-4);
-    for f in ["perturber.onnx", "perturber.json", "recognizer.onnx", "recognizer.json", "config.json", "split.json"] {
+    for f in [
+        "perturber.onnx",
+        "perturber.json",
+        "recognizer.onnx",
+        "recognizer.json",
+        "config.json",
+        "split.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let run = RunDir::open(&out).expect("open");
@@ -42,29 +52,57 @@ fn train_export_resume_perturb_classify() {
     req.resume = true;
     workflow::train_run(&req).expect("resume");
     let metrics = run.metrics().expect("metrics");
-    assert_eq!(metrics.iter().map(|m| m.epoch).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(
+        metrics.iter().map(|m| m.epoch).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
     assert_eq!(run.load_config().expect("config").epochs, 4);
 
     // Perturb two files (one JPEG, one PNG of another size) and classify the results.
     let inputs = dir.path().join("in");
     std::fs::create_dir_all(&inputs).expect("mkdir");
-    let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6) as u8, (y * 8) as u8, 128]));
+    let img = image::RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 8) as u8, 128])
+    });
     img.save(inputs.join("a.png")).expect("png");
     img.save(inputs.join("b.jpg")).expect("jpg");
     let files = workflow::list_images(&inputs).expect("list");
-    let written = workflow::perturb_files(&run.perturber_onnx(), &files, &dir.path().join("out"), Some(1))
-        .expect("perturb");
+    let written = workflow::perturb_files(
+        &run.perturber_onnx(),
+        &files,
+        &dir.path().join("out"),
+        Some(1),
+    )
+    .expect("perturb");
     assert_eq!(written.len(), 2);
     let back = image::open(&written[0]).expect("open").to_rgb8();
-    assert_eq!(back.dimensions(), (16, 16), "uploads are at the model's size");
-    let again = workflow::perturb_files(&run.perturber_onnx(), &files, &dir.path().join("out2"), Some(1))
-        .expect("perturb");
-    assert_eq!(std::fs::read(&written[0]).ok(), std::fs::read(&again[0]).ok(), "seeded noise repeats");
+    assert_eq!(
+        back.dimensions(),
+        (16, 16),
+        "uploads are at the model's size"
+    );
+    let again = workflow::perturb_files(
+        &run.perturber_onnx(),
+        &files,
+        &dir.path().join("out2"),
+        Some(1),
+    )
+    .expect("perturb");
+    assert_eq!(
+        std::fs::read(&written[0]).ok(),
+        std::fs::read(&again[0]).ok(),
+        "seeded noise repeats"
+    );
     let classified = workflow::classify_files(&run.recognizer_onnx(), &written).expect("classify");
     assert_eq!(classified.len(), 2);
     let total: f32 = classified[0].labels.iter().map(|(_, s)| s).sum();
     assert!((total - 1.0).abs() < 1e-4);
-    assert!(classified[0].labels.iter().all(|(l, _)| l == "circle" || l == "square"));
+    assert!(
+        classified[0]
+            .labels
+            .iter()
+            .all(|(l, _)| l == "circle" || l == "square")
+    );
 }
 
 #[test]
@@ -72,27 +110,41 @@ fn input_errors_are_messages_not_panics() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut req = tiny_request(&dir.path().join("r"), 1);
     req.config.desired = "colour".into();
-    let err = workflow::train_run(&req).expect_err("unknown label").to_string();
+    let err = workflow::train_run(&req)
+        .expect_err("unknown label")
+        .to_string();
     assert!(err.contains("colour") && err.contains("shape"), "{err}");
 
-    let req = TrainRequest::new(DataSpec::Utkface(dir.path().join("missing")), "gender", dir.path().join("r2"));
+    let req = TrainRequest::new(
+        DataSpec::Utkface(dir.path().join("missing")),
+        "gender",
+        dir.path().join("r2"),
+    );
     let err = workflow::train_run(&req).expect_err("missing").to_string();
     assert!(err.contains("does not exist"), "{err}");
 
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).expect("mkdir");
-    let req = TrainRequest::new(DataSpec::Utkface(empty.clone()), "gender", dir.path().join("r3"));
+    let req = TrainRequest::new(
+        DataSpec::Utkface(empty.clone()),
+        "gender",
+        dir.path().join("r3"),
+    );
     let err = workflow::train_run(&req).expect_err("empty").to_string();
     assert!(err.contains("no images"), "{err}");
 
-    let err = workflow::list_images(&empty).expect_err("no images").to_string();
+    let err = workflow::list_images(&empty)
+        .expect_err("no images")
+        .to_string();
     assert!(err.contains("no JPEG"), "{err}");
     let err = RunDir::open(&empty).expect_err("not a run").to_string();
     assert!(err.contains("not a training run"), "{err}");
     let bad = dir.path().join("bad.onnx");
     std::fs::write(&bad, b"nope").expect("write");
     std::fs::write(bad.with_extension("json"), b"{}").expect("write");
-    let err = workflow::perturb_files(&bad, &[], &dir.path().join("o"), None).expect_err("bad model").to_string();
+    let err = workflow::perturb_files(&bad, &[], &dir.path().join("o"), None)
+        .expect_err("bad model")
+        .to_string();
     assert!(err.contains("manifest"), "{err}");
 }
 
@@ -100,16 +152,29 @@ fn input_errors_are_messages_not_panics() {
 fn utkface_loader_skips_malformed_names() {
     let dir = tempfile::tempdir().expect("tempdir");
     let img = image::RgbImage::from_fn(20, 20, |x, _| image::Rgb([x as u8 * 10, 0, 0]));
-    for name in ["25_0_1_2017.jpg.chip.jpg", "30_1_3_2017.jpg.chip.jpg", "61_1_2017.jpg.chip.jpg"] {
-        img.save_with_format(dir.path().join(name), image::ImageFormat::Jpeg).expect("save");
+    for name in [
+        "25_0_1_2017.jpg.chip.jpg",
+        "30_1_3_2017.jpg.chip.jpg",
+        "61_1_2017.jpg.chip.jpg",
+    ] {
+        img.save_with_format(dir.path().join(name), image::ImageFormat::Jpeg)
+            .expect("save");
     }
     std::fs::write(dir.path().join("40_0_0_2017.jpg.chip.jpg"), b"corrupt").expect("write");
     let ds = scrim_models::data::load(
         &DataSpec::Utkface(dir.path().to_path_buf()),
-        &scrim_models::data::LoadOptions { size: 8, cache: false, progress: false },
+        &scrim_models::data::LoadOptions {
+            size: 8,
+            cache: false,
+            progress: false,
+        },
     )
     .expect("load");
-    assert_eq!(ds.len(), 2, "the malformed name and the corrupt file are skipped");
+    assert_eq!(
+        ds.len(),
+        2,
+        "the malformed name and the corrupt file are skipped"
+    );
     assert_eq!(ds.attribute("gender").expect("g").labels, vec![0, 1]);
     assert_eq!(ds.attribute("race").expect("r").labels, vec![1, 3]);
     assert_eq!(ds.attribute("age").expect("a").labels, vec![1, 2]);

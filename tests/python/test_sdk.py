@@ -76,8 +76,12 @@ def png_size(data):
 
 
 def write_fixtures(folder, size):
+    # A prebuilt example binary (scripts/test passes the one `cargo test` built) avoids a second
+    # cargo invocation with another feature set.
+    prebuilt = os.environ.get("SCRIM_FIXTURE_MODELS_BIN")
+    command = [prebuilt] if prebuilt else [CARGO, "run", "--release", "--quiet", "-p", "scrim-core", "--example", "fixture_models", "--"]
     subprocess.run(
-        [CARGO, "run", "--release", "--quiet", "-p", "scrim-core", "--example", "fixture_models", "--", str(folder), str(size), *LABELS],
+        [*command, str(folder), str(size), *LABELS],
         cwd=ROOT,
         check=True,
         stdout=subprocess.DEVNULL,

@@ -6,10 +6,14 @@ use scrim_core::onnx::{Conv, GraphBuilder};
 
 /// Deterministic pseudo-random values in `[-scale, scale]`.
 pub fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -38,7 +42,15 @@ impl T {
     }
 }
 
-pub fn conv(x: &T, w: &[f32], shape: [usize; 4], b: Option<&[f32]>, stride: usize, pad: usize, groups: usize) -> T {
+pub fn conv(
+    x: &T,
+    w: &[f32],
+    shape: [usize; 4],
+    b: Option<&[f32]>,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+) -> T {
     let [o, ipg, kh, kw] = shape;
     let oh = (x.h + 2 * pad - kh) / stride + 1;
     let ow = (x.w + 2 * pad - kw) / stride + 1;
@@ -64,7 +76,12 @@ pub fn conv(x: &T, w: &[f32], shape: [usize; 4], b: Option<&[f32]>, stride: usiz
             }
         }
     }
-    T { c: o, h: oh, w: ow, d }
+    T {
+        c: o,
+        h: oh,
+        w: ow,
+        d,
+    }
 }
 
 fn pool(x: &T, k: usize, stride: usize, pad: usize, max: bool) -> T {
@@ -89,7 +106,12 @@ fn pool(x: &T, k: usize, stride: usize, pad: usize, max: bool) -> T {
             }
         }
     }
-    T { c: x.c, h: oh, w: ow, d }
+    T {
+        c: x.c,
+        h: oh,
+        w: ow,
+        d,
+    }
 }
 
 fn erf(x: f32) -> f32 {
@@ -125,10 +147,16 @@ pub fn conv_stack() -> Case {
     let (c1, h, w) = (8, 16, 16);
     let w1 = values(1, c1 * 3 * 9, 0.4);
     let b1 = values(2, c1, 0.1);
-    let gamma = values(3, c1, 0.5).iter().map(|v| v + 1.0).collect::<Vec<_>>();
+    let gamma = values(3, c1, 0.5)
+        .iter()
+        .map(|v| v + 1.0)
+        .collect::<Vec<_>>();
     let beta = values(4, c1, 0.2);
     let mean = values(5, c1, 0.2);
-    let var = values(6, c1, 0.3).iter().map(|v| v.abs() + 0.5).collect::<Vec<_>>();
+    let var = values(6, c1, 0.3)
+        .iter()
+        .map(|v| v.abs() + 0.5)
+        .collect::<Vec<_>>();
     let wd = values(7, c1 * 9, 0.5);
     let wp = values(8, 3 * c1, 0.5);
     let bp = values(9, 3, 0.1);
@@ -138,7 +166,10 @@ pub fn conv_stack() -> Case {
     let y = g.conv(&x, Conv::new(&w1, [c1, 3, 3, 3]).bias(&b1).pad(1));
     let y = g.batch_norm(&y, &gamma, &beta, &mean, &var, 1e-5);
     let y = g.relu(&y);
-    let y = g.conv(&y, Conv::new(&wd, [c1, 1, 3, 3]).stride(2).pad(1).groups(c1));
+    let y = g.conv(
+        &y,
+        Conv::new(&wd, [c1, 1, 3, 3]).stride(2).pad(1).groups(c1),
+    );
     let y = g.leaky_relu(&y, 0.1);
     let y = g.max_pool(&y, 2, 2, 0);
     let y = g.avg_pool(&y, 3, 1, 1);
@@ -180,10 +211,20 @@ pub fn conv_stack() -> Case {
         };
         let y = conv(&up, &wp, [3, c1, 1, 1], Some(&bp), 1, 0, 1);
         let sigma = y.clone().map(|v| 0.7 / (1.0 + (-v).exp()));
-        let shift: Vec<f32> = y.d.iter().zip(&x.d).map(|(v, xv)| v.tanh() - xv + xv + 0.25).collect();
+        let shift: Vec<f32> =
+            y.d.iter()
+                .zip(&x.d)
+                .map(|(v, xv)| v.tanh() - xv + xv + 0.25)
+                .collect();
         vec![sigma.d, shift]
     };
-    Case { name: "conv_stack", onnx: g.finish(), input: [3, h, w], outputs: vec!["sigma", "shift"], reference: Box::new(reference) }
+    Case {
+        name: "conv_stack",
+        onnx: g.finish(),
+        input: [3, h, w],
+        outputs: vec!["sigma", "shift"],
+        reference: Box::new(reference),
+    }
 }
 
 /// Classifier-like stack: strided Conv → GELU → Mul → GlobalAveragePool → Flatten → Gemm.
@@ -211,13 +252,21 @@ pub fn classifier() -> Case {
             gl * gl
         });
         let plane = y.h * y.w;
-        let pooled: Vec<f32> = (0..y.c).map(|c| y.d[c * plane..(c + 1) * plane].iter().sum::<f32>() / plane as f32).collect();
+        let pooled: Vec<f32> = (0..y.c)
+            .map(|c| y.d[c * plane..(c + 1) * plane].iter().sum::<f32>() / plane as f32)
+            .collect();
         let logits = (0..k)
             .map(|j| fb[j] + (0..c1).map(|i| pooled[i] * fc[i * k + j]).sum::<f32>())
             .collect();
         vec![logits]
     };
-    Case { name: "classifier", onnx: g.finish(), input: [3, h, w], outputs: vec!["logits"], reference: Box::new(reference) }
+    Case {
+        name: "classifier",
+        onnx: g.finish(),
+        input: [3, h, w],
+        outputs: vec!["logits"],
+        reference: Box::new(reference),
+    }
 }
 
 pub fn all() -> Vec<Case> {

@@ -56,6 +56,9 @@ pub(super) fn write(key: &str, ds: &Dataset) {
         std::fs::rename(&tmp, dir.join(format!("{key}.json")))
     })();
     if let Err(e) = result {
-        tracing::warn!("could not write the decoded-image cache in {}: {e}", dir.display());
+        tracing::warn!(
+            "could not write the decoded-image cache in {}: {e}",
+            dir.display()
+        );
     }
 }

@@ -58,7 +58,10 @@ impl std::fmt::Debug for Dataset {
         f.debug_struct("Dataset")
             .field("len", &self.len())
             .field("size", &self.size)
-            .field("attributes", &self.attributes.iter().map(|a| &a.name).collect::<Vec<_>>())
+            .field(
+                "attributes",
+                &self.attributes.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -95,10 +98,16 @@ impl Dataset {
             "age" => "age_group",
             other => other,
         };
-        self.attributes.iter().find(|a| a.name == canonical).ok_or_else(|| {
-            let known: Vec<&str> = self.attributes.iter().map(|a| a.name.as_str()).collect();
-            Error::Input(format!("unknown label {name:?}; this dataset has: {}", known.join(", ")))
-        })
+        self.attributes
+            .iter()
+            .find(|a| a.name == canonical)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.attributes.iter().map(|a| a.name.as_str()).collect();
+                Error::Input(format!(
+                    "unknown label {name:?}; this dataset has: {}",
+                    known.join(", ")
+                ))
+            })
     }
 
     /// Keeps only the images at `indices` (in that order).
@@ -155,14 +164,19 @@ impl std::str::FromStr for DataSpec {
             "utkface" if !rest.is_empty() => Ok(DataSpec::Utkface(rest.into())),
             "imagefolder" if !rest.is_empty() => {
                 let (path, prefix) = rest.split_once('#').unwrap_or((rest, ""));
-                Ok(DataSpec::ImageFolder(path.into(), prefix.trim_matches('/').to_string()))
+                Ok(DataSpec::ImageFolder(
+                    path.into(),
+                    prefix.trim_matches('/').to_string(),
+                ))
             }
             "csv" if !rest.is_empty() => Ok(DataSpec::Csv(rest.into())),
             "synthetic" => {
                 let mut cfg = SyntheticConfig::default();
                 if !rest.is_empty() {
                     cfg.count = rest.parse().map_err(|_| {
-                        Error::Input(format!("synthetic:N needs a number of images, got {rest:?}"))
+                        Error::Input(format!(
+                            "synthetic:N needs a number of images, got {rest:?}"
+                        ))
                     })?;
                 }
                 Ok(DataSpec::Synthetic(cfg))
@@ -179,7 +193,9 @@ impl std::fmt::Display for DataSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DataSpec::Utkface(p) => write!(f, "utkface:{}", p.display()),
-            DataSpec::ImageFolder(p, pre) if pre.is_empty() => write!(f, "imagefolder:{}", p.display()),
+            DataSpec::ImageFolder(p, pre) if pre.is_empty() => {
+                write!(f, "imagefolder:{}", p.display())
+            }
             DataSpec::ImageFolder(p, pre) => write!(f, "imagefolder:{}#{pre}", p.display()),
             DataSpec::Csv(p) => write!(f, "csv:{}", p.display()),
             DataSpec::Synthetic(c) => write!(f, "synthetic:{}", c.count),
@@ -204,14 +220,17 @@ pub struct LoadOptions {
 /// [`Error::Input`] for a missing source, an empty dataset or malformed labels (CSV).
 pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Dataset> {
     if opts.size < 8 || opts.size > 512 {
-        return Err(Error::Input(format!("--size must be in 8..=512, got {}", opts.size)));
+        return Err(Error::Input(format!(
+            "--size must be in 8..=512, got {}",
+            opts.size
+        )));
     }
     let ds = match spec {
         DataSpec::Synthetic(cfg) => synthetic::generate(cfg, opts.size),
         DataSpec::Utkface(root) => cached(spec, root, "", opts, || load_utkface(root, opts))?,
-        DataSpec::ImageFolder(root, prefix) => {
-            cached(spec, root, prefix, opts, || load_imagefolder(root, prefix, opts))?
-        }
+        DataSpec::ImageFolder(root, prefix) => cached(spec, root, prefix, opts, || {
+            load_imagefolder(root, prefix, opts)
+        })?,
         DataSpec::Csv(file) => load_csv(file, opts)?,
     };
     if ds.is_empty() {
@@ -228,12 +247,19 @@ fn cached(
     load: impl FnOnce() -> Result<Dataset>,
 ) -> Result<Dataset> {
     if !root.exists() {
-        return Err(Error::Input(format!("{spec}: {} does not exist", root.display())));
+        return Err(Error::Input(format!(
+            "{spec}: {} does not exist",
+            root.display()
+        )));
     }
     if !opts.cache {
         return load();
     }
-    let key = cache::key(&format!("{spec}|{}|{}", opts.size, source::fingerprint(root, prefix)?));
+    let key = cache::key(&format!(
+        "{spec}|{}|{}",
+        opts.size,
+        source::fingerprint(root, prefix)?
+    ));
     if let Some(ds) = cache::read(&key) {
         return Ok(ds);
     }
@@ -243,8 +269,13 @@ fn cached(
 }
 
 /// UTKFace age groups (years): 0–17, 18–29, 30–44, 45–59, 60+.
-const AGE_GROUPS: [(&str, u32); 5] =
-    [("0-17", 17), ("18-29", 29), ("30-44", 44), ("45-59", 59), ("60+", u32::MAX)];
+const AGE_GROUPS: [(&str, u32); 5] = [
+    ("0-17", 17),
+    ("18-29", 29),
+    ("30-44", 44),
+    ("45-59", 59),
+    ("60+", u32::MAX),
+];
 
 /// Parses `age_gender_race_...` into (age group, gender, race); `None` when malformed.
 fn parse_utkface_name(file: &str) -> Option<(u16, u16, u16)> {
@@ -285,7 +316,12 @@ fn load_utkface(root: &Path, opts: &LoadOptions) -> Result<Dataset> {
         tracing::warn!(
             "skipped {} UTKFace files whose names lack a label field (e.g. {})",
             skipped.len(),
-            skipped.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            skipped
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -294,7 +330,11 @@ fn load_utkface(root: &Path, opts: &LoadOptions) -> Result<Dataset> {
         images,
         names,
         attributes: vec![
-            Attribute { name: "gender".into(), classes: strs(&["male", "female"]), labels: gender },
+            Attribute {
+                name: "gender".into(),
+                classes: strs(&["male", "female"]),
+                labels: gender,
+            },
             Attribute {
                 name: "race".into(),
                 classes: strs(&["white", "black", "asian", "indian", "other"]),
@@ -312,7 +352,11 @@ fn load_utkface(root: &Path, opts: &LoadOptions) -> Result<Dataset> {
 fn load_imagefolder(root: &Path, prefix: &str, opts: &LoadOptions) -> Result<Dataset> {
     let mut names = Vec::new();
     let mut class_of = Vec::new();
-    let prefix_dir = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    let prefix_dir = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
     let images = decode_all(root, &prefix_dir, opts, &mut |rel| {
         let inner = rel.strip_prefix(&prefix_dir).unwrap_or(rel);
         // Skip a single top-level folder in archives that wrap everything in one (e.g. "cifar10/").
@@ -335,12 +379,19 @@ fn load_imagefolder(root: &Path, prefix: &str, opts: &LoadOptions) -> Result<Dat
             classes.len()
         )));
     }
-    let labels = class_of.iter().map(|c| classes.binary_search(c).unwrap_or(0) as u16).collect();
+    let labels = class_of
+        .iter()
+        .map(|c| classes.binary_search(c).unwrap_or(0) as u16)
+        .collect();
     Ok(Dataset {
         size: opts.size,
         images,
         names,
-        attributes: vec![Attribute { name: "class".into(), classes, labels }],
+        attributes: vec![Attribute {
+            name: "class".into(),
+            classes,
+            labels,
+        }],
     })
 }
 
@@ -354,10 +405,16 @@ fn load_csv(file: &Path, opts: &LoadOptions) -> Result<Dataset> {
         .map(|s| s.trim().to_string())
         .collect();
     let path_col = header.iter().position(|h| h == "path").ok_or_else(|| {
-        Error::Input(format!("{}: the header needs a `path` column, got {header:?}", file.display()))
+        Error::Input(format!(
+            "{}: the header needs a `path` column, got {header:?}",
+            file.display()
+        ))
     })?;
     if header.len() < 2 {
-        return Err(Error::Input(format!("{}: no label columns besides `path`", file.display())));
+        return Err(Error::Input(format!(
+            "{}: no label columns besides `path`",
+            file.display()
+        )));
     }
     let base = file.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
@@ -379,9 +436,10 @@ fn load_csv(file: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let bar = crate::progress::bar(paths.len() as u64, "decoding", opts.progress);
     for p in &paths {
         let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-        images.extend(decode_resize(&bytes, opts.size).map_err(|e| {
-            Error::Input(format!("{}: {e}", p.display()))
-        })?);
+        images.extend(
+            decode_resize(&bytes, opts.size)
+                .map_err(|e| Error::Input(format!("{}: {e}", p.display())))?,
+        );
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -390,8 +448,15 @@ fn load_csv(file: &Path, opts: &LoadOptions) -> Result<Dataset> {
         let mut classes: Vec<String> = rows.iter().map(|r| r[col].clone()).collect();
         classes.sort();
         classes.dedup();
-        let labels = rows.iter().map(|r| classes.binary_search(&r[col]).unwrap_or(0) as u16).collect();
-        attributes.push(Attribute { name: name.clone(), classes, labels });
+        let labels = rows
+            .iter()
+            .map(|r| classes.binary_search(&r[col]).unwrap_or(0) as u16)
+            .collect();
+        attributes.push(Attribute {
+            name: name.clone(),
+            classes,
+            labels,
+        });
     }
     Ok(Dataset {
         size: opts.size,
@@ -451,7 +516,10 @@ fn decode_all(
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     bar.finish_and_clear();
     let mut images = Vec::new();
@@ -481,21 +549,32 @@ mod tests {
 
     #[test]
     fn utkface_names() {
-        assert_eq!(parse_utkface_name("41_0_3_20170119171541497.jpg.chip.jpg"), Some((2, 0, 3)));
+        assert_eq!(
+            parse_utkface_name("41_0_3_20170119171541497.jpg.chip.jpg"),
+            Some((2, 0, 3))
+        );
         assert_eq!(parse_utkface_name("2_1_2_2016.jpg"), Some((0, 1, 2)));
-        assert_eq!(parse_utkface_name("61_1_20170109142408075.jpg.chip.jpg"), None);
+        assert_eq!(
+            parse_utkface_name("61_1_20170109142408075.jpg.chip.jpg"),
+            None
+        );
         assert_eq!(parse_utkface_name("x_1_2_3.jpg"), None);
         assert_eq!(parse_utkface_name("30_2_1_3.jpg"), None);
     }
 
     #[test]
     fn data_specs_parse() {
-        assert_eq!("utkface:/d".parse::<DataSpec>().ok(), Some(DataSpec::Utkface("/d".into())));
+        assert_eq!(
+            "utkface:/d".parse::<DataSpec>().ok(),
+            Some(DataSpec::Utkface("/d".into()))
+        );
         assert_eq!(
             "imagefolder:c.tar.gz#train/".parse::<DataSpec>().ok(),
             Some(DataSpec::ImageFolder("c.tar.gz".into(), "train".into()))
         );
-        assert!(matches!("synthetic:500".parse::<DataSpec>(), Ok(DataSpec::Synthetic(c)) if c.count == 500));
+        assert!(
+            matches!("synthetic:500".parse::<DataSpec>(), Ok(DataSpec::Synthetic(c)) if c.count == 500)
+        );
         assert!("ftp:x".parse::<DataSpec>().is_err());
         assert!("utkface:".parse::<DataSpec>().is_err());
         assert!("synthetic:many".parse::<DataSpec>().is_err());

@@ -30,14 +30,29 @@ fn is_archive(path: &Path) -> bool {
 pub(crate) fn fingerprint(root: &Path, prefix: &str) -> Result<String> {
     let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if meta.is_file() {
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        return Ok(format!("{}|{}|{:?}|{prefix}", root.display(), meta.len(), mtime));
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        return Ok(format!(
+            "{}|{}|{:?}|{prefix}",
+            root.display(),
+            meta.len(),
+            mtime
+        ));
     }
     let mut entries = Vec::new();
     walk(root, &mut |p, m| {
-        let rel = p.strip_prefix(root).unwrap_or(p).to_string_lossy().into_owned();
+        let rel = p
+            .strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned();
         if rel.starts_with(prefix) && is_image(&rel) {
-            let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             entries.push(format!("{rel}|{}|{:?}", m.len(), mtime));
         }
     })?;
@@ -77,7 +92,11 @@ pub(crate) fn list(root: &Path, prefix: &str) -> Result<Vec<PathOrEntry>> {
     }
     let mut files = Vec::new();
     walk(root, &mut |p, _| {
-        let rel = p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
+        let rel = p
+            .strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/");
         if rel.starts_with(prefix) && is_image(&rel) {
             files.push(PathOrEntry::File(rel, p.to_path_buf()));
         }
@@ -104,7 +123,11 @@ impl PathOrEntry {
 /// Reads every image under `root` with the given prefix, calling `sink` for each (in path order
 /// for folders, archive order for archives). Archive paths lose a single leading folder only if
 /// the prefix names it.
-pub(crate) fn read_all(root: &Path, prefix: &str, sink: &mut dyn FnMut(RawFile) -> Result<()>) -> Result<()> {
+pub(crate) fn read_all(
+    root: &Path,
+    prefix: &str,
+    sink: &mut dyn FnMut(RawFile) -> Result<()>,
+) -> Result<()> {
     for item in list(root, prefix)? {
         match item {
             PathOrEntry::File(rel, path) => {
@@ -117,7 +140,11 @@ pub(crate) fn read_all(root: &Path, prefix: &str, sink: &mut dyn FnMut(RawFile) 
     Ok(())
 }
 
-fn read_archive(path: &Path, prefix: &str, sink: &mut dyn FnMut(RawFile) -> Result<()>) -> Result<()> {
+fn read_archive(
+    path: &Path,
+    prefix: &str,
+    sink: &mut dyn FnMut(RawFile) -> Result<()>,
+) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let lower = path.to_string_lossy().to_ascii_lowercase();
     let reader: Box<dyn Read> = if lower.ends_with(".tar") {
@@ -126,13 +153,18 @@ fn read_archive(path: &Path, prefix: &str, sink: &mut dyn FnMut(RawFile) -> Resu
         Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
     };
     let mut archive = tar::Archive::new(reader);
-    let bad = |e: std::io::Error| Error::Input(format!("{}: unreadable archive: {e}", path.display()));
+    let bad =
+        |e: std::io::Error| Error::Input(format!("{}: unreadable archive: {e}", path.display()));
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let rel = entry.path().map_err(bad)?.to_string_lossy().replace('\\', "/");
+        let rel = entry
+            .path()
+            .map_err(bad)?
+            .to_string_lossy()
+            .replace('\\', "/");
         let rel = rel.trim_start_matches("./").to_string();
         if !rel.starts_with(prefix) || !is_image(&rel) {
             continue;

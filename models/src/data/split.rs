@@ -20,7 +20,10 @@ pub struct SplitFractions {
 
 impl Default for SplitFractions {
     fn default() -> Self {
-        Self { val: 0.1, test: 0.2 }
+        Self {
+            val: 0.1,
+            test: 0.2,
+        }
     }
 }
 
@@ -40,13 +43,24 @@ impl Split {
     ///
     /// # Errors
     /// [`Error::Input`] for an unknown attribute, bad fractions, or a split with an empty part.
-    pub fn stratified(ds: &Dataset, attribute: &str, fractions: SplitFractions, seed: u64) -> Result<Self> {
+    pub fn stratified(
+        ds: &Dataset,
+        attribute: &str,
+        fractions: SplitFractions,
+        seed: u64,
+    ) -> Result<Self> {
         let attr = ds.attribute(attribute)?;
         let SplitFractions { val, test } = fractions;
         if !(0.0..1.0).contains(&val) || !(0.0..1.0).contains(&test) || val + test >= 1.0 {
-            return Err(Error::Input(format!("bad split fractions: val {val}, test {test}")));
+            return Err(Error::Input(format!(
+                "bad split fractions: val {val}, test {test}"
+            )));
         }
-        let mut split = Split { train: Vec::new(), val: Vec::new(), test: Vec::new() };
+        let mut split = Split {
+            train: Vec::new(),
+            val: Vec::new(),
+            test: Vec::new(),
+        };
         for class in 0..attr.classes.len() as u16 {
             let mut members: Vec<(u64, usize)> = (0..ds.len())
                 .filter(|&i| attr.labels[i] == class)
@@ -101,17 +115,31 @@ mod tests {
 
     #[test]
     fn split_is_deterministic_stratified_and_disjoint() {
-        let ds = synthetic::generate(&SyntheticConfig { count: 400, seed: 1 }, 16);
+        let ds = synthetic::generate(
+            &SyntheticConfig {
+                count: 400,
+                seed: 1,
+            },
+            16,
+        );
         let a = Split::stratified(&ds, "shape", SplitFractions::default(), 7).expect("split");
         let b = Split::stratified(&ds, "shape", SplitFractions::default(), 7).expect("split");
         assert_eq!(a, b);
-        let mut all: Vec<usize> = a.train.iter().chain(&a.val).chain(&a.test).copied().collect();
+        let mut all: Vec<usize> = a
+            .train
+            .iter()
+            .chain(&a.val)
+            .chain(&a.test)
+            .copied()
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..400).collect::<Vec<_>>());
         assert!((a.test.len() as i64 - 80).abs() <= 2, "{}", a.test.len());
         // Stratified: the class balance of the test part follows the whole set.
         let attr = ds.attribute("shape").expect("attr");
-        let share = |idx: &[usize]| idx.iter().filter(|&&i| attr.labels[i] == 1).count() as f64 / idx.len() as f64;
+        let share = |idx: &[usize]| {
+            idx.iter().filter(|&&i| attr.labels[i] == 1).count() as f64 / idx.len() as f64
+        };
         assert!((share(&a.test) - share(&(0..400).collect::<Vec<_>>())).abs() < 0.02);
         let c = Split::stratified(&ds, "shape", SplitFractions::default(), 8).expect("split");
         assert_ne!(a.test, c.test);
@@ -121,8 +149,25 @@ mod tests {
     fn too_small_or_bad_fractions_fail() {
         let ds = synthetic::generate(&SyntheticConfig { count: 3, seed: 1 }, 8);
         assert!(Split::stratified(&ds, "shape", SplitFractions::default(), 1).is_err());
-        let ds = synthetic::generate(&SyntheticConfig { count: 100, seed: 1 }, 8);
-        assert!(Split::stratified(&ds, "shape", SplitFractions { val: 0.6, test: 0.5 }, 1).is_err());
+        let ds = synthetic::generate(
+            &SyntheticConfig {
+                count: 100,
+                seed: 1,
+            },
+            8,
+        );
+        assert!(
+            Split::stratified(
+                &ds,
+                "shape",
+                SplitFractions {
+                    val: 0.6,
+                    test: 0.5
+                },
+                1
+            )
+            .is_err()
+        );
         assert!(Split::stratified(&ds, "nope", SplitFractions::default(), 1).is_err());
     }
 }

@@ -27,7 +27,10 @@ pub struct SyntheticConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        Self { count: 3000, seed: 2020 }
+        Self {
+            count: 3000,
+            seed: 2020,
+        }
     }
 }
 
@@ -47,9 +50,8 @@ pub fn generate(cfg: &SyntheticConfig, size: usize) -> Dataset {
         let grey: f32 = rng.random_range(0.3..0.7);
         let tint: [f32; 3] = std::array::from_fn(|_| rng.random_range(-0.05..0.05));
         let contrast = if rng.random_bool(0.5) { 0.35 } else { -0.35 };
-        let colour: [f32; 3] = std::array::from_fn(|c| {
-            grey + tint[c] + contrast + rng.random_range(-0.08..0.08)
-        });
+        let colour: [f32; 3] =
+            std::array::from_fn(|c| grey + tint[c] + contrast + rng.random_range(-0.08..0.08));
         let radius = rng.random_range(s * 0.14..s * 0.2);
         let cx = s / 2.0 + rng.random_range(-s / 16.0..s / 16.0);
         let cy = s / 2.0 + rng.random_range(-s / 16.0..s / 16.0);
@@ -71,7 +73,11 @@ pub fn generate(cfg: &SyntheticConfig, size: usize) -> Dataset {
                     0.0
                 };
                 for c in 0..3 {
-                    let base = if inside { colour[c] } else { grey + tint[c] + stripes };
+                    let base = if inside {
+                        colour[c]
+                    } else {
+                        grey + tint[c] + stripes
+                    };
                     let v = base + 0.02 * rng.random_range(-1.0f32..1.0);
                     img[c * plane + y * size + x] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
                 }
@@ -79,15 +85,25 @@ pub fn generate(cfg: &SyntheticConfig, size: usize) -> Dataset {
         }
         images.extend(img);
     }
-    let names = (0..cfg.count).map(|i| format!("synthetic/{i:06}")).collect();
+    let names = (0..cfg.count)
+        .map(|i| format!("synthetic/{i:06}"))
+        .collect();
     let classes = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
     Dataset {
         size,
         images,
         names,
         attributes: vec![
-            Attribute { name: "shape".into(), classes: classes("circle", "square"), labels: shape },
-            Attribute { name: "texture".into(), classes: classes("slash", "backslash"), labels: texture },
+            Attribute {
+                name: "shape".into(),
+                classes: classes("circle", "square"),
+                labels: shape,
+            },
+            Attribute {
+                name: "texture".into(),
+                classes: classes("slash", "backslash"),
+                labels: texture,
+            },
         ],
     }
 }
@@ -98,7 +114,10 @@ mod tests {
 
     #[test]
     fn deterministic_balanced_and_independent() {
-        let cfg = SyntheticConfig { count: 2000, seed: 3 };
+        let cfg = SyntheticConfig {
+            count: 2000,
+            seed: 3,
+        };
         let a = generate(&cfg, 16);
         assert_eq!(a.images, generate(&cfg, 16).images);
         assert_eq!(a.images.len(), 2000 * 3 * 16 * 16);
@@ -108,9 +127,16 @@ mod tests {
         assert!((ones(shape) - 0.5).abs() < 0.05);
         assert!((ones(texture) - 0.5).abs() < 0.05);
         // Independence: P(texture=1 | shape=1) ≈ P(texture=1).
-        let both = shape.iter().zip(texture).filter(|&(&s, &t)| s == 1 && t == 1).count() as f64;
+        let both = shape
+            .iter()
+            .zip(texture)
+            .filter(|&(&s, &t)| s == 1 && t == 1)
+            .count() as f64;
         let cond = both / shape.iter().filter(|&&s| s == 1).count() as f64;
         assert!((cond - ones(texture)).abs() < 0.05, "{cond}");
-        assert_ne!(a.images, generate(&SyntheticConfig { seed: 4, ..cfg }, 16).images);
+        assert_ne!(
+            a.images,
+            generate(&SyntheticConfig { seed: 4, ..cfg }, 16).images
+        );
     }
 }
