@@ -29,7 +29,7 @@ pub struct TrainConfig {
     /// Adam for every network.
     pub optimizer: AdamConfig,
     /// λ: weight of the noise reward `−λ · mean(log σ)`.
-    #[config(default = 0.1)]
+    #[config(default = 0.05)]
     pub lambda: f64,
     /// Total epochs, warm-up included.
     #[config(default = 12)]

@@ -48,7 +48,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 32)]
     size: usize,
     /// Privacy/utility trade-off λ in CE − λ·mean(log σ).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.05)]
     lambda: f64,
     /// Epochs (warm-up included).
     #[arg(long, default_value_t = 12)]
