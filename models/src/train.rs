@@ -14,7 +14,6 @@
 //! Every epoch is validated; the checkpoint with the lowest validation objective among the
 //! epochs at full λ is kept as `best`, and `last` allows `--resume`.
 
-use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -440,9 +439,4 @@ fn validate(
         adversary_val_acc: a.as_ref().map(|_| adv_ok as f64 / n),
         ..Default::default()
     })
-}
-
-/// Writes a short check that a run folder exists and is a training run.
-pub fn is_run(path: &Path) -> bool {
-    path.join("config.json").is_file()
 }
