@@ -65,6 +65,10 @@ pub struct TrainConfig {
     /// Weight of the adversarial term.
     #[config(default = 1.0)]
     pub adversary_weight: f64,
+    /// Re-initialise the adversary (and its optimiser) every this many co-training epochs;
+    /// 0 keeps one adversary for the whole run.
+    #[config(default = 0)]
+    pub adversary_reset_epochs: usize,
     /// Validation share of each class.
     #[config(default = 0.1)]
     pub val_fraction: f64,

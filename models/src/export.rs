@@ -10,7 +10,7 @@ use scrim_core::{BatchMode, InputSpec, Model, NoiseKind};
 
 use crate::batch;
 use crate::data::Dataset;
-use crate::nets::{Perturber, Recognizer};
+use crate::nets::{LUMA, Perturber, Recognizer};
 use crate::run::RunDir;
 use crate::{Error, Result};
 
@@ -47,19 +47,65 @@ fn emit_conv(g: &mut GraphBuilder, x: &Value, cw: &ConvWeights) -> Value {
     g.conv(x, c)
 }
 
-/// The perturber as ONNX: input `image [N,3,H,W]`, output `sigma [N,3,H,W]`.
+/// The perturber's ONNX outputs, in order: `sigma`, then `shift` and `keep` when it has them.
+pub fn perturber_outputs(p: &Perturber) -> Vec<PerturberOutput> {
+    let mut outputs = vec![PerturberOutput::Sigma];
+    if p.gray || p.shift.is_some() {
+        outputs.push(PerturberOutput::Shift);
+    }
+    if p.suppress {
+        outputs.push(PerturberOutput::Keep);
+    }
+    outputs
+}
+
+/// The perturber as ONNX: input `image [N,3,H,W]`, outputs `sigma` and, when present, `shift`
+/// and `keep`, each `[N,3,H,W]` (see [`perturber_outputs`]).
 pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
     let mut g = GraphBuilder::new("scrim_perturber");
-    g.doc("Scrim perturber: image in [0,1] -> per-pixel noise scale sigma");
-    let mut h = g.image_input("image", 3, input.height, input.width);
-    for conv in &p.hidden {
-        h = emit_conv(&mut g, &h, &conv_weights(conv, 1));
-        h = g.relu(&h);
-    }
-    let z = emit_conv(&mut g, &h, &conv_weights(&p.head, 1));
+    g.doc("Scrim perturber: image in [0,1] -> per-pixel noise scale sigma (+ shift, keep)");
+    let x = g.image_input("image", 3, input.height, input.width);
+    let mut h = x.clone();
+    let z = if let Some(map) = &p.map {
+        // Input-independent: a constant map, broadcast over the batch (x·0 carries the shape).
+        let m = map.val();
+        let zero = g.scale(&x, 0.0);
+        let c = g.constant("sigma_map", &m.dims(), &batch::to_vec(m));
+        g.add(&zero, &c)
+    } else {
+        for conv in &p.hidden {
+            h = emit_conv(&mut g, &h, &conv_weights(conv, 1));
+            h = g.relu(&h);
+        }
+        emit_conv(&mut g, &h, &conv_weights(&p.head, 1))
+    };
     let s = g.sigmoid(&z);
     let sigma = g.scale(&s, p.sigma_max as f32);
     g.output(&sigma, "sigma");
+    let learned = p.shift.as_ref().map(|conv| {
+        let t = emit_conv(&mut g, &h, &conv_weights(conv, 1));
+        let t = g.tanh(&t);
+        g.scale(&t, p.shift_max as f32)
+    });
+    let gray = p.gray.then(|| {
+        // A 1×1 conv with weights luma − identity: out_o = Σ_i L_i x_i − x_o.
+        let w: Vec<f32> = (0..3)
+            .flat_map(|o| (0..3).map(move |i| LUMA[i] - if i == o { 1.0 } else { 0.0 }))
+            .collect();
+        g.conv(&x, Conv::new(&w, [3, 3, 1, 1]))
+    });
+    let shift = match (gray, learned) {
+        (Some(a), Some(b)) => Some(g.add(&a, &b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(shift) = shift {
+        g.output(&shift, "shift");
+    }
+    if p.suppress {
+        let neg = g.scale(&z, -1.0);
+        let keep = g.sigmoid(&neg);
+        g.output(&keep, "keep");
+    }
     g.finish()
 }
 
@@ -133,8 +179,8 @@ pub fn export(
         PerturberSpec {
             sigma_max: p.sigma_max as f32,
             noise,
-            outputs: vec![PerturberOutput::Sigma],
-            fill: 0.5,
+            outputs: perturber_outputs(&p),
+            fill: p.fill as f32,
         },
     );
     let c_manifest =
@@ -158,13 +204,18 @@ pub fn export(
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max)
     };
-    let burn_sigma = batch::to_vec(p.forward(x.clone()).sigma);
-    let tract_sigma = &tp.run(&xs)?[0].data;
+    // Every perturber output (σ, then shift and keep when present), concatenated.
+    let out = p.forward(x.clone());
+    let mut burn_sigma = batch::to_vec(out.sigma);
+    for t in [out.shift, out.keep].into_iter().flatten() {
+        burn_sigma.extend(batch::to_vec(t));
+    }
+    let tract_sigma: Vec<f32> = tp.run(&xs)?.into_iter().flat_map(|t| t.data).collect();
     let burn_logits = batch::to_vec(c.forward(x));
     let tract_logits = &tc.run(&xs)?[0].data;
     let report = ExportCheck {
         images: check.len(),
-        perturber_max_abs_diff: max_diff(&burn_sigma, tract_sigma),
+        perturber_max_abs_diff: max_diff(&burn_sigma, &tract_sigma),
         recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
     };
     if report.perturber_max_abs_diff > EXPORT_TOLERANCE

@@ -83,6 +83,23 @@ struct TrainArgs {
     /// Weight of the adversarial term.
     #[arg(long, default_value_t = 1.0)]
     adversary_weight: f64,
+    /// Re-initialise the adversary every K co-training epochs (0 = never), so the perturber
+    /// cannot settle on fooling one adversary.
+    #[arg(long, default_value_t = 0)]
+    adversary_reset: usize,
+    /// Upload luma only: a fixed grey conversion on the device before the noise.
+    #[arg(long)]
+    gray: bool,
+    /// Suppression: pixels fade to mid-grey where σ saturates (k = 1 − σ/σ_max).
+    #[arg(long)]
+    suppress: bool,
+    /// Add a learned deterministic shift μ(x) bounded by this value (0 = off; useful with
+    /// --adversarial).
+    #[arg(long, default_value_t = 0.0)]
+    shift_max: f64,
+    /// Baseline: one learned σ map for every image (Cloak-style, input-independent).
+    #[arg(long)]
+    input_independent: bool,
     /// Seed (initialisation, shuffling, training noise, split).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -233,6 +250,18 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.recognizer.widths = a.widths;
     c.adversarial = a.adversarial;
     c.adversary_weight = a.adversary_weight;
+    c.adversary_reset_epochs = a.adversary_reset;
+    c.perturber.gray = a.gray;
+    c.perturber.suppress = a.suppress;
+    if !(a.shift_max >= 0.0 && a.shift_max <= 1.0) {
+        return Err(scrim_models::Error::Input(format!(
+            "--shift-max must be in [0, 1], got {}",
+            a.shift_max
+        )));
+    }
+    c.perturber.shift_max = a.shift_max;
+    c.perturber.input_independent = a.input_independent;
+    c.perturber.map_size = a.size;
     c.seed = a.seed;
     c.backend = a.backend;
     req.resume = a.resume;

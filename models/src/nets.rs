@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, Initializer, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
 
@@ -24,17 +24,54 @@ pub struct PerturberConfig {
     /// adapt to before λ pushes it up.
     #[config(default = -2.0)]
     pub head_bias: f64,
+    /// The Cloak-style baseline (Mireshghallah et al., WWW 2021): σ is one learned map shared
+    /// by every image, not a function of the image. Needs `map_size` = the input size.
+    #[config(default = false)]
+    pub input_independent: bool,
+    /// Side of the input-independent σ map.
+    #[config(default = 32)]
+    pub map_size: usize,
+    /// Adds a learned deterministic offset `μ(x) = shift_max · tanh(z)` before the noise
+    /// (0 disables it). Only the adversarial term gives it a reason to move.
+    #[config(default = 0.0)]
+    pub shift_max: f64,
+    /// Suppression: each pixel keeps the fraction `k = 1 − σ/σ_max` of itself and fades to
+    /// `fill` where σ saturates, so zero-mean noise no longer leaves the pixel's mean behind.
+    #[config(default = false)]
+    pub suppress: bool,
+    /// Uploads luma only: a fixed grey conversion (ITU-R BT.601 weights) before the noise.
+    #[config(default = false)]
+    pub gray: bool,
+    /// The value suppressed pixels fade to.
+    #[config(default = 0.5)]
+    pub fill: f64,
 }
 
-/// The perturber: `[N, 3, H, W]` in `[0,1]` → σ `[N, 3, H, W]` in `(0, σ_max)`.
+/// ITU-R BT.601 luma weights of R, G, B.
+pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+/// The perturber: `[N, 3, H, W]` in `[0,1]` → σ `[N, 3, H, W]` in `(0, σ_max)`, and optionally
+/// a shift μ and a keep fraction k (see [`PerturberConfig`]).
 #[derive(Module, Debug)]
 pub struct Perturber {
     /// Hidden 3×3 convs with ReLU.
     pub hidden: Vec<Conv2d>,
     /// The σ head (3×3 conv to 3 channels).
     pub head: Conv2d,
+    /// The shift head (3×3 conv to 3 channels), when `shift_max > 0`.
+    pub shift: Option<Conv2d>,
+    /// The input-independent σ logits `[1, 3, S, S]` (Cloak-style baseline).
+    pub map: Option<Param<Tensor<4>>>,
     /// σ_max.
     pub sigma_max: f64,
+    /// Bound of the learned shift.
+    pub shift_max: f64,
+    /// Suppression on.
+    pub suppress: bool,
+    /// Grey conversion on.
+    pub gray: bool,
+    /// Fill value of suppressed pixels.
+    pub fill: f64,
 }
 
 /// The perturber's outputs for one batch.
@@ -44,6 +81,12 @@ pub struct PerturberOut {
     pub sigma: Tensor<4>,
     /// log σ(x), computed stably from the head's logits.
     pub log_sigma: Tensor<4>,
+    /// μ(x), the deterministic offset (grey conversion and/or the learned shift).
+    pub shift: Option<Tensor<4>>,
+    /// k(x), the kept fraction of each pixel (suppression).
+    pub keep: Option<Tensor<4>>,
+    /// What suppressed pixels fade to.
+    pub fill: f64,
 }
 
 fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
@@ -57,7 +100,12 @@ impl PerturberConfig {
     pub fn init(&self, device: &Device) -> Perturber {
         let mut hidden = Vec::new();
         let mut cin = 3;
-        for _ in 0..self.hidden_layers {
+        let layers = if self.input_independent {
+            0
+        } else {
+            self.hidden_layers
+        };
+        for _ in 0..layers {
             hidden.push(conv3(cin, self.channels, device));
             cin = self.channels;
         }
@@ -68,10 +116,30 @@ impl PerturberConfig {
             self.head_bias,
             device,
         )));
+        // The shift head starts at μ = 0 exactly (zero weights still get gradients).
+        let shift = (self.shift_max > 0.0 && !self.input_independent).then(|| {
+            Conv2dConfig::new([cin, 3], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_initializer(Initializer::Zeros)
+                .init(device)
+        });
+        let map = self.input_independent.then(|| {
+            Param::from_tensor(Tensor::full(
+                [1, 3, self.map_size, self.map_size],
+                self.head_bias,
+                device,
+            ))
+        });
         Perturber {
             hidden,
             head,
+            shift,
+            map,
             sigma_max: self.sigma_max,
+            shift_max: self.shift_max,
+            suppress: self.suppress,
+            gray: self.gray,
+            fill: self.fill,
         }
     }
 }
@@ -80,15 +148,49 @@ impl Perturber {
     /// # Shapes
     /// `x: [N, 3, H, W]` → σ and log σ `[N, 3, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> PerturberOut {
-        let mut h = x;
-        for conv in &self.hidden {
-            h = activation::relu(conv.forward(h));
-        }
-        let z = self.head.forward(h);
+        let [n, c, h, w] = x.dims();
+        let (z, learned_shift) = match &self.map {
+            Some(map) => (map.val().expand([n, c, h, w]), None),
+            None => {
+                let mut f = x.clone();
+                for conv in &self.hidden {
+                    f = activation::relu(conv.forward(f));
+                }
+                let shift = self
+                    .shift
+                    .as_ref()
+                    .map(|s| activation::tanh(s.forward(f.clone())).mul_scalar(self.shift_max));
+                (self.head.forward(f), shift)
+            }
+        };
+        let gray = self.gray.then(|| gray_shift(x));
+        let shift = match (gray, learned_shift) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        let keep = self.suppress.then(|| activation::sigmoid(z.clone().neg()));
         let log_sigma = activation::log_sigmoid(z.clone()).add_scalar(self.sigma_max.ln());
         let sigma = activation::sigmoid(z).mul_scalar(self.sigma_max);
-        PerturberOut { sigma, log_sigma }
+        PerturberOut {
+            sigma,
+            log_sigma,
+            shift,
+            keep,
+            fill: self.fill,
+        }
     }
+}
+
+/// `luma(x) − x` per channel: the offset that turns an RGB image grey.
+///
+/// # Shapes
+/// `[N, 3, H, W]` → `[N, 3, H, W]`.
+pub fn gray_shift(x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let weights = Tensor::<1>::from_floats(LUMA, &device).reshape([1, 3, 1, 1]);
+    let y = x.clone().mul(weights).sum_dim(1);
+    let [n, c, h, w] = x.dims();
+    y.expand([n, c, h, w]) - x
 }
 
 /// Configuration of a recognizer (also used for adversaries and attackers): blocks of

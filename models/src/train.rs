@@ -147,11 +147,20 @@ fn unit_noise(like: &Tensor<4>, kind: scrim_core::NoiseKind) -> Tensor<4> {
     }
 }
 
-/// `x' = q(clip(x + σ ⊙ ε, 0, 1))`, with `q` 8-bit rounding passed straight through in the
+/// `x' = q(clip(k ⊙ (x + μ) + (1 − k)·fill + σ ⊙ ε, 0, 1))` (`μ = 0`, `k = 1` when the perturber
+/// has neither), with `q` 8-bit rounding passed straight through in the
 /// backward pass, so training sees exactly the values an 8-bit upload carries.
 pub fn perturb(x: Tensor<4>, out: &PerturberOut, kind: scrim_core::NoiseKind) -> Tensor<4> {
     let eps = unit_noise(&x, kind);
-    let noisy = (x + out.sigma.clone() * eps).clamp(0.0, 1.0);
+    let mut base = x;
+    if let Some(shift) = &out.shift {
+        base = base + shift.clone();
+    }
+    if let Some(keep) = &out.keep {
+        let fill = keep.clone().neg().add_scalar(1.0).mul_scalar(out.fill);
+        base = base * keep.clone() + fill;
+    }
+    let noisy = (base + out.sigma.clone() * eps).clamp(0.0, 1.0);
     quantize_ste(noisy)
 }
 
@@ -230,6 +239,16 @@ pub fn train(
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     for epoch in state.epochs_done..cfg.epochs {
         let started = Instant::now();
+        let cotrain_epoch = epoch.checked_sub(cfg.warmup_epochs);
+        if let (Some(k), Some(c)) = (cotrain_epoch, &adversary_cfg)
+            && cfg.adversary_reset_epochs > 0
+            && k > 0
+            && k % cfg.adversary_reset_epochs == 0
+        {
+            device.seed(cfg.seed.wrapping_add(0xad00 + epoch as u64));
+            nets.adversary = Some(c.init(&device));
+            opt_a = cfg.optimizer.init();
+        }
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
         let lambda = cfg.lambda_at(epoch);
         let lr = cfg.lr_at(epoch);
