@@ -197,7 +197,7 @@ pub fn train_classifier(
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.seed);
     let mut model = match init {
-        Some(m) => m.clone().fork(&train_device),
+        Some(m) => m.clone().fork(&train_device).train(),
         None => RecognizerConfig::new(a.classes.len())
             .with_widths(cfg.widths.clone())
             .init(&train_device),

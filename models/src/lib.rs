@@ -16,6 +16,7 @@
 //!
 //! Only this crate depends on burn; what it hands to the runtime is ONNX plus a manifest.
 
+pub mod audit;
 pub mod backend;
 pub mod batch;
 pub mod config;

@@ -1,5 +1,7 @@
 //! `scrim`: co-train, export, perturb, classify and demo. Thin over `scrim_models`.
 
+mod cli_audit;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +33,10 @@ enum Command {
     Classify(ClassifyArgs),
     /// First-run demo on built-in synthetic data: train, export, perturb, attack. No downloads.
     Demo(DemoArgs),
+    /// Privacy audit: fresh attackers on perturbed images, utility, baselines, frontier plot.
+    Audit(cli_audit::AuditArgs),
+    /// Train one run per (variant, λ) and audit them together: the privacy–utility frontier.
+    Sweep(cli_audit::SweepArgs),
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +193,8 @@ fn run(cli: Cli) -> Result<()> {
     let progress = !cli.quiet;
     match cli.command {
         Command::Train(a) => train(a, progress),
+        Command::Audit(a) => cli_audit::run_audit(a, progress),
+        Command::Sweep(a) => cli_audit::run_sweep(a, progress),
         Command::Perturb(a) => {
             let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "perturber")?;
             let files = workflow::list_images(&a.input)?;

@@ -1,0 +1,197 @@
+//! The `scrim audit` and `scrim sweep` arguments, and how they become requests.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use scrim_models::Result;
+use scrim_models::audit::{self, Attack, AuditReport, AuditRequest, Scheme, SweepRequest, Variant};
+use scrim_models::data::DataSpec;
+use scrim_models::workflow;
+
+/// What every audit shares.
+#[derive(Args, Debug)]
+pub struct AuditCommon {
+    /// Data: utkface:DIR, imagefolder:DIR[#SUBDIR], csv:FILE or synthetic[:N].
+    #[arg(long)]
+    data: String,
+    /// The desired label (utility).
+    #[arg(long)]
+    desired: String,
+    /// Sensitive labels to attack, comma-separated; the first is plotted (e.g. race,age_group).
+    #[arg(long, value_delimiter = ',', required = true)]
+    sensitive: Vec<String>,
+    /// Attackers, comma-separated: cnn, blur, finetune, reconstruct.
+    #[arg(long, value_delimiter = ',', default_value = "cnn,blur,finetune,reconstruct")]
+    attacks: Vec<Attack>,
+    /// Noise draws averaged for utility.
+    #[arg(long, default_value_t = 3)]
+    draws: usize,
+    /// Maximum epochs of each attacker (early stopping on perturbed validation images).
+    #[arg(long, default_value_t = 10)]
+    attacker_epochs: usize,
+    /// Attacker widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    attacker_widths: Vec<usize>,
+    /// Do not read or write the decoded-image cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Output folder (report.json, report.md, frontier.svg/png, samples.png).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl AuditCommon {
+    fn request(&self, progress: bool) -> Result<AuditRequest> {
+        let data: DataSpec = self.data.parse()?;
+        let sensitive: Vec<&str> = self.sensitive.iter().map(String::as_str).collect();
+        let mut req = AuditRequest::new(data, &self.desired, &sensitive, self.out.clone());
+        req.attacks = self.attacks.clone();
+        req.draws = self.draws;
+        req.attacker = req
+            .attacker
+            .with_epochs(self.attacker_epochs)
+            .with_widths(self.attacker_widths.clone());
+        req.progress = progress;
+        req.cache = !self.no_cache;
+        Ok(req)
+    }
+}
+
+/// `scrim audit`.
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    common: AuditCommon,
+    /// Run folders from `scrim train` (repeatable); the first run's split is used.
+    #[arg(long)]
+    run: Vec<PathBuf>,
+    /// A perturber ONNX from anywhere (its .json manifest beside it), for third-party audits.
+    #[arg(long)]
+    perturber: Option<PathBuf>,
+    /// The recognizer serving --perturber; without it utility uses a recognizer trained on
+    /// perturbed images.
+    #[arg(long)]
+    recognizer: Option<PathBuf>,
+    /// Baselines, comma-separated: none, uniform (σ matched to the first perturber's RMS σ).
+    #[arg(long, value_delimiter = ',', default_value = "none,uniform")]
+    baselines: Vec<String>,
+    /// σ of the uniform baseline instead of matching the first perturber.
+    #[arg(long)]
+    uniform_sigma: Option<f64>,
+    /// Image side when no run gives one.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+}
+
+/// `scrim sweep`.
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    common: AuditCommon,
+    /// λ values, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.02,0.1,0.3")]
+    lambdas: Vec<f64>,
+    /// Recipes, comma-separated: paper, cloak, gray-suppress, adversarial.
+    #[arg(long, value_delimiter = ',', default_value = "paper,cloak")]
+    variants: Vec<Variant>,
+    /// Image side.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Co-training epochs per run (warm-up included).
+    #[arg(long, default_value_t = 9)]
+    epochs: usize,
+    /// Recognizer widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    widths: Vec<usize>,
+}
+
+/// Runs `scrim audit`.
+///
+/// # Errors
+/// Any audit error.
+pub fn run_audit(a: AuditArgs, progress: bool) -> Result<()> {
+    let mut req = a.common.request(progress)?;
+    req.size = a.size;
+    for b in &a.baselines {
+        match b.as_str() {
+            "none" => req.schemes.push(Scheme::None),
+            "uniform" => req.schemes.push(Scheme::Uniform {
+                sigma: a.uniform_sigma,
+                matching: None,
+            }),
+            "" => {}
+            other => {
+                return Err(scrim_models::Error::Input(format!(
+                    "unknown baseline {other:?}; use none or uniform (train a Cloak-style run with `scrim train --input-independent` and pass it with --run)"
+                )));
+            }
+        }
+    }
+    req.schemes
+        .extend(a.run.iter().map(|p| Scheme::Run { path: p.clone() }));
+    if let Some(p) = a.perturber {
+        req.schemes.push(Scheme::Onnx {
+            perturber: p,
+            recognizer: a.recognizer,
+        });
+    }
+    let report = audit::audit(&req)?;
+    finish(&report, &req.out);
+    Ok(())
+}
+
+/// Runs `scrim sweep`.
+///
+/// # Errors
+/// Any training or audit error.
+pub fn run_sweep(a: SweepArgs, progress: bool) -> Result<()> {
+    let audit = a.common.request(progress)?;
+    let mut base = workflow::default_config(&audit.data, &audit.desired);
+    base.size = a.size;
+    base.epochs = a.epochs;
+    base.recognizer.widths = a.widths;
+    let req = SweepRequest {
+        data: audit.data.clone(),
+        desired: audit.desired.clone(),
+        sensitive: audit.sensitive.clone(),
+        lambdas: a.lambdas,
+        variants: a.variants,
+        base,
+        out: audit.out.clone(),
+        audit,
+        progress,
+    };
+    let report = audit::sweep(&req)?;
+    finish(&report, &req.out);
+    Ok(())
+}
+
+fn finish(report: &AuditReport, out: &std::path::Path) {
+    let primary = report.sensitive.first().cloned().unwrap_or_default();
+    println!(
+        "{:<28} {:>9} {:>11}  best {primary} attack (majority)",
+        "scheme",
+        format!("{} clean", report.desired),
+        "perturbed"
+    );
+    for r in &report.schemes {
+        let best = r
+            .best_attack(&primary)
+            .map(|a| {
+                format!(
+                    "{:.1}% {:?} ({:.1}%)",
+                    100.0 * a.accuracy.accuracy,
+                    a.attacker,
+                    100.0 * a.majority
+                )
+            })
+            .unwrap_or_else(|| "–".into());
+        println!(
+            "{:<28} {:>8.1}% {:>10.1}%  {best}",
+            r.name,
+            100.0 * r.desired_clean.accuracy,
+            100.0 * r.desired_perturbed.accuracy
+        );
+    }
+    println!("wrote {}/report.json, report.md, frontier.svg/png, samples.png", out.display());
+}
