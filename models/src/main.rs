@@ -37,6 +37,8 @@ enum Command {
     Audit(cli_audit::AuditArgs),
     /// Train one run per (variant, λ) and audit them together: the privacy–utility frontier.
     Sweep(cli_audit::SweepArgs),
+    /// Merge audit reports into docs/RESULTS.md with the frontier plot.
+    Results(cli_audit::ResultsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train(a, progress),
         Command::Audit(a) => cli_audit::run_audit(a, progress),
         Command::Sweep(a) => cli_audit::run_sweep(a, progress),
+        Command::Results(a) => cli_audit::run_results(a),
         Command::Perturb(a) => {
             let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "perturber")?;
             let files = workflow::list_images(&a.input)?;

@@ -117,7 +117,25 @@ impl RunDir {
     /// # Errors
     /// [`Error::Io`] or [`Error::Input`] for a malformed file.
     pub fn load_config(&self) -> Result<TrainConfig> {
-        self.read_json("config.json")
+        // Runs written before an option existed lack its field: fill every missing field with
+        // today's default, so older runs stay loadable (and mean what they meant).
+        let path = self.file("config.json");
+        let saved: serde_json::Value = self.read_json("config.json")?;
+        let data = saved
+            .get("data")
+            .and_then(|v| v.as_str())
+            .unwrap_or("synthetic");
+        let desired = saved.get("desired").and_then(|v| v.as_str()).unwrap_or("");
+        let defaults = crate::workflow::default_config(
+            &data
+                .parse()
+                .unwrap_or(crate::data::DataSpec::Synthetic(Default::default())),
+            desired,
+        );
+        let mut merged = serde_json::to_value(&defaults)
+            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        merge_json(&mut merged, saved);
+        serde_json::from_value(merged).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
     }
     /// Saves the split.
     ///
@@ -274,5 +292,23 @@ impl RunDir {
             load(c, "recognizer")?,
             load(a, "adversary")?,
         ))
+    }
+}
+
+/// Overwrites `base` with `over`, recursing into objects (fields absent from `over` keep their
+/// `base` value).
+fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
     }
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -14,11 +14,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{Attack, AttackResult, AuditRequest};
+use crate::Result;
 use crate::batch;
 use crate::data::Dataset;
 use crate::eval::{self, Accuracy};
 use crate::nets::Recognizer;
-use crate::Result;
 
 /// Reconstruction quality on the test split (means over images).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -141,13 +141,23 @@ impl<'a> Context<'a> {
             for &attack in &req.attacks {
                 let label = format!("{name}: {attr} {attack:?} attacker").to_lowercase();
                 let device = self.device.clone();
-                let score = |m: &Recognizer, ds: &Dataset| eval::burn_accuracy(m, ds, attr, &device);
+                let score =
+                    |m: &Recognizer, ds: &Dataset| eval::burn_accuracy(m, ds, attr, &device);
                 let accuracy = match attack {
-                    Attack::Cnn => score(&self.train_attacker(ptrain, pval, attr, None, &label)?, ptest)?,
-                    Attack::Blur => score(&self.train_attacker(&btrain, &bval, attr, None, &label)?, &btest)?,
+                    Attack::Cnn => score(
+                        &self.train_attacker(ptrain, pval, attr, None, &label)?,
+                        ptest,
+                    )?,
+                    Attack::Blur => score(
+                        &self.train_attacker(&btrain, &bval, attr, None, &label)?,
+                        &btest,
+                    )?,
                     Attack::Finetune => {
                         let clean = self.clean_attacker(attr)?;
-                        score(&self.train_attacker(ptrain, pval, attr, Some(&clean), &label)?, ptest)?
+                        score(
+                            &self.train_attacker(ptrain, pval, attr, Some(&clean), &label)?,
+                            ptest,
+                        )?
                     }
                     Attack::Reconstruct => {
                         let clean = self.clean_attacker(attr)?;
@@ -217,7 +227,8 @@ pub fn blur(ds: &Dataset) -> Dataset {
                             acc += wy * wx * at(y + dy, x + dx);
                         }
                     }
-                    plane[y as usize * s + x as usize] = (acc / 16.0).round().clamp(0.0, 255.0) as u8;
+                    plane[y as usize * s + x as usize] =
+                        (acc / 16.0).round().clamp(0.0, 255.0) as u8;
                 }
             }
         }
@@ -243,7 +254,12 @@ impl Decoder {
                 .init(device)
         };
         Self {
-            convs: vec![conv(3, width), conv(width, width), conv(width, width), conv(width, 3)],
+            convs: vec![
+                conv(3, width),
+                conv(width, width),
+                conv(width, width),
+                conv(width, 3),
+            ],
         }
     }
 
@@ -359,7 +375,10 @@ pub fn ssim(a: &[f64], b: &[f64]) -> f64 {
     let mut total = 0.0;
     let mut count = 0usize;
     for c in 0..3 {
-        let (pa, pb) = (&a[c * plane..(c + 1) * plane], &b[c * plane..(c + 1) * plane]);
+        let (pa, pb) = (
+            &a[c * plane..(c + 1) * plane],
+            &b[c * plane..(c + 1) * plane],
+        );
         for y in 0..=s - win {
             for x in 0..=s - win {
                 let (mut ma, mut mb, mut va, mut vb, mut cov) = (0.0, 0.0, 0.0, 0.0, 0.0);

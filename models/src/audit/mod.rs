@@ -36,7 +36,7 @@ use crate::run::RunDir;
 use crate::{Error, Result};
 
 pub use attacks::{Reconstruction, psnr, ssim};
-pub use report::{write_markdown, write_plots};
+pub use report::{markdown, merge, write_markdown, write_plots};
 pub use sweep::{SweepRequest, Variant, sweep};
 
 /// What to audit.
@@ -76,7 +76,10 @@ impl Scheme {
             Self::None => "none".into(),
             Self::Uniform { sigma: Some(s), .. } => format!("uniform σ={s:.3}"),
             Self::Uniform { sigma: None, .. } => "uniform".into(),
-            Self::Run { path } | Self::Onnx { perturber: path, .. } => path
+            Self::Run { path }
+            | Self::Onnx {
+                perturber: path, ..
+            } => path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string()),
@@ -581,7 +584,11 @@ fn audit_scheme(
                 let t = r.perturb.apply(ctx.test, false)?;
                 accs.push(eval::onnx_accuracy(model, &t, &req.desired)?);
             }
-            (clean, mean_accuracy(&accs), "co-trained recognizer".to_string())
+            (
+                clean,
+                mean_accuracy(&accs),
+                "co-trained recognizer".to_string(),
+            )
         }
         None => {
             let clean = ctx.clean_desired()?;

@@ -24,6 +24,11 @@ fn pct(v: f64) -> String {
 /// # Errors
 /// [`Error::Io`] when the file cannot be written.
 pub fn write_markdown(report: &AuditReport, path: &Path) -> Result<()> {
+    std::fs::write(path, markdown(report)).map_err(|e| Error::io(path, e))
+}
+
+/// The tables of `report` as Markdown.
+pub fn markdown(report: &AuditReport) -> String {
     let mut md = String::new();
     let [tr, va, te] = report.split_sizes;
     let _ = writeln!(
@@ -40,7 +45,10 @@ pub fn write_markdown(report: &AuditReport, path: &Path) -> Result<()> {
         report.attacker.patience
     );
     let _ = writeln!(md, "### Utility and the best attacker\n");
-    let mut header = format!("| scheme | λ | mean σ | {} clean | {} perturbed |", report.desired, report.desired);
+    let mut header = format!(
+        "| scheme | λ | mean σ | {} clean | {} perturbed |",
+        report.desired, report.desired
+    );
     let mut rule = "|---|---|---|---|---|".to_string();
     for s in &report.sensitive {
         let _ = write!(header, " best {s} attack (majority) |");
@@ -109,8 +117,8 @@ pub fn write_markdown(report: &AuditReport, path: &Path) -> Result<()> {
             }
         }
     }
-    let _ = writeln!(md, "\nCommand: `{}`", report.command);
-    std::fs::write(path, md).map_err(|e| Error::io(path, e))
+    let _ = writeln!(md, "\nMeasured by:\n\n```\n{}\n```", report.command);
+    md
 }
 
 /// Registers a system sans-serif font for plot text once; `false` when none is installed.
@@ -148,8 +156,14 @@ pub fn write_plots(report: &AuditReport, out: &Path) -> Result<()> {
     }
     let svg = out.join("frontier.svg");
     let png = out.join("frontier.png");
-    let r1 = frontier(report, SVGBackend::new(&svg, (760, 520)).into_drawing_area());
-    let r2 = frontier(report, BitMapBackend::new(&png, (760, 520)).into_drawing_area());
+    let r1 = frontier(
+        report,
+        SVGBackend::new(&svg, (760, 520)).into_drawing_area(),
+    );
+    let r2 = frontier(
+        report,
+        BitMapBackend::new(&png, (760, 520)).into_drawing_area(),
+    );
     for (p, r) in [(svg, r1), (png, r2)] {
         if let Err(e) = r {
             tracing::warn!("could not draw {}: {e}", p.display());
@@ -160,7 +174,10 @@ pub fn write_plots(report: &AuditReport, out: &Path) -> Result<()> {
 
 type PlotResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn frontier<DB: DrawingBackend>(report: &AuditReport, area: DrawingArea<DB, plotters::coord::Shift>) -> PlotResult
+fn frontier<DB: DrawingBackend>(
+    report: &AuditReport,
+    area: DrawingArea<DB, plotters::coord::Shift>,
+) -> PlotResult
 where
     DB::ErrorType: 'static,
 {
@@ -195,7 +212,10 @@ where
     area.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&area)
         .caption(
-            format!("{}: {} kept vs {primary} hidden", report.data, report.desired),
+            format!(
+                "{}: {} kept vs {primary} hidden",
+                report.data, report.desired
+            ),
             ("sans-serif", 18),
         )
         .margin(12)
@@ -204,7 +224,9 @@ where
         .build_cartesian_2d(x0..x1, y0..y1)?;
     chart
         .configure_mesh()
-        .x_desc(format!("best {primary} attacker accuracy (%) — lower is more private"))
+        .x_desc(format!(
+            "best {primary} attacker accuracy (%) — lower is more private"
+        ))
         .y_desc(format!("{} accuracy on uploads (%)", report.desired))
         .label_style(("sans-serif", 13))
         .draw()?;
@@ -223,7 +245,10 @@ where
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
             .label(family.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart.draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), 4, color.filled())))?;
+        chart.draw_series(
+            line.iter()
+                .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()
@@ -262,7 +287,10 @@ pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()
         for i in 0..n {
             let x = ImageTensor::new(
                 [1, 3, s, s],
-                test.image(i).iter().map(|&b| f32::from(b) / 255.0).collect(),
+                test.image(i)
+                    .iter()
+                    .map(|&b| f32::from(b) / 255.0)
+                    .collect(),
             )?;
             let maps = p.maps(&x)?;
             let sig: Vec<u8> = maps
@@ -273,7 +301,11 @@ pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()
                 .collect();
             sig_row.push(pixels(&sig, s));
             let y = p.perturb_tensor(&x)?;
-            let q: Vec<u8> = y.data().iter().map(|&v| scrim_core::imaging::quantize(v)).collect();
+            let q: Vec<u8> = y
+                .data()
+                .iter()
+                .map(|&v| scrim_core::imaging::quantize(v))
+                .collect();
             out_row.push(pixels(&q, s));
         }
         rows.push(sig_row);
@@ -282,7 +314,11 @@ pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()
     let scale = 4;
     let gap = 2;
     let cell = s * scale + gap;
-    let mut img = RgbImage::from_pixel((n * cell) as u32, (rows.len() * cell) as u32, Rgb([255, 255, 255]));
+    let mut img = RgbImage::from_pixel(
+        (n * cell) as u32,
+        (rows.len() * cell) as u32,
+        Rgb([255, 255, 255]),
+    );
     for (r, row) in rows.iter().enumerate() {
         for (c, px) in row.iter().enumerate() {
             for y in 0..s * scale {
@@ -302,4 +338,39 @@ fn pixels(chw: &[u8], s: usize) -> Vec<[u8; 3]> {
     (0..s * s)
         .map(|i| [chw[i], chw[s * s + i], chw[2 * s * s + i]])
         .collect()
+}
+
+/// Merges audits of the same data, desired label and split into one report (schemes keep their
+/// order; a scheme name seen twice keeps its first measurement).
+///
+/// # Errors
+/// [`Error::Input`] when the reports audit different data, labels or splits.
+pub fn merge(reports: Vec<AuditReport>) -> Result<AuditReport> {
+    let mut it = reports.into_iter();
+    let mut merged = it
+        .next()
+        .ok_or_else(|| Error::Input("give at least one report.json".into()))?;
+    for r in it {
+        if r.data != merged.data
+            || r.desired != merged.desired
+            || r.split_sizes != merged.split_sizes
+        {
+            return Err(Error::Input(format!(
+                "cannot merge an audit of {} ({}; split {:?}) with one of {} ({}; split {:?})",
+                r.data, r.desired, r.split_sizes, merged.data, merged.desired, merged.split_sizes
+            )));
+        }
+        for s in &r.sensitive {
+            if !merged.sensitive.contains(s) {
+                merged.sensitive.push(s.clone());
+            }
+        }
+        for s in r.schemes {
+            if !merged.schemes.iter().any(|m| m.name == s.name) {
+                merged.schemes.push(s);
+            }
+        }
+        merged.command = format!("{}\n{}", merged.command, r.command);
+    }
+    Ok(merged)
 }

@@ -65,14 +65,19 @@ impl Variant {
 impl std::str::FromStr for Variant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        [Self::Paper, Self::Cloak, Self::GraySuppress, Self::Adversarial]
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "unknown variant {s:?}; use paper, cloak, gray-suppress or adversarial"
-                ))
-            })
+        [
+            Self::Paper,
+            Self::Cloak,
+            Self::GraySuppress,
+            Self::Adversarial,
+        ]
+        .into_iter()
+        .find(|v| v.name() == s)
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "unknown variant {s:?}; use paper, cloak, gray-suppress or adversarial"
+            ))
+        })
     }
 }
 
@@ -127,13 +132,18 @@ pub struct SweepRequest {
 /// Training and audit errors.
 pub fn sweep(req: &SweepRequest) -> Result<AuditReport> {
     if req.lambdas.is_empty() || req.variants.is_empty() {
-        return Err(Error::Input("give at least one --lambdas value and one --variants name".into()));
+        return Err(Error::Input(
+            "give at least one --lambdas value and one --variants name".into(),
+        ));
     }
     let mut schemes = vec![Scheme::None];
     let mut matched = Vec::new();
     for (vi, &variant) in req.variants.iter().enumerate() {
         for &lambda in &req.lambdas {
-            let dir = req.out.join("runs").join(format!("{}-l{lambda}", variant.name()));
+            let dir = req
+                .out
+                .join("runs")
+                .join(format!("{}-l{lambda}", variant.name()));
             if !dir.join("summary.json").is_file() {
                 let mut t = TrainRequest::new(req.data.clone(), &req.desired, dir.clone());
                 t.config = req.base.clone();
