@@ -312,3 +312,35 @@ fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
         (slot, v) => *slot = v,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_from_before_an_option_existed_still_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = RunDir::create(dir.path()).expect("run");
+        let cfg = crate::workflow::default_config(
+            &"synthetic".parse().expect("spec"),
+            "shape",
+        )
+        .with_lambda(0.3);
+        let mut json = serde_json::to_value(&cfg).expect("json");
+        // An older run: no suppression/grey fields in the perturber, no adversary reset.
+        let p = json["perturber"].as_object_mut().expect("perturber");
+        p.remove("suppress");
+        p.remove("gray");
+        json.as_object_mut()
+            .expect("object")
+            .remove("adversary_reset_epochs");
+        std::fs::write(run.file("config.json"), json.to_string()).expect("write");
+        let back = run.load_config().expect("load");
+        assert!((back.lambda - 0.3).abs() < 1e-12);
+        assert!(!back.perturber.suppress && !back.perturber.gray);
+        assert_eq!(back.adversary_reset_epochs, 0);
+        // A file that is not a config at all is still an error.
+        std::fs::write(run.file("config.json"), "[1, 2]").expect("write");
+        assert!(run.load_config().is_err());
+    }
+}
