@@ -251,6 +251,7 @@ pub fn run_results(a: ResultsArgs) -> Result<()> {
         merged.sensitive.join(", ")
     ));
     doc.push_str(&audit::markdown(&merged));
+    doc.push_str(&runs_table(&merged));
     for inc in &a.include {
         let text = std::fs::read_to_string(inc).map_err(|e| Error::io(inc, e))?;
         doc.push('\n');
@@ -263,4 +264,57 @@ pub fn run_results(a: ResultsArgs) -> Result<()> {
         figures.display()
     );
     Ok(())
+}
+
+/// How each audited run was trained, read from its `config.json`.
+fn runs_table(report: &AuditReport) -> String {
+    let mut out = String::from(
+        "\n### How the runs were trained\n\n| run | family | λ | epochs | size | recognizer | perturber options |\n|---|---|---|---|---|---|---|\n",
+    );
+    for s in &report.schemes {
+        let Scheme::Run { path } = &s.scheme else {
+            continue;
+        };
+        let Ok(cfg) = scrim_models::run::RunDir::open(path).and_then(|r| r.load_config()) else {
+            out.push_str(&format!(
+                "| {} | (config.json not found) | | | | | |\n",
+                s.name
+            ));
+            continue;
+        };
+        let p = &cfg.perturber;
+        let mut opts = vec![format!("σ_max {}", p.sigma_max)];
+        if p.input_independent {
+            opts.push("input-independent".into());
+        }
+        if p.gray {
+            opts.push("gray".into());
+        }
+        if p.suppress {
+            opts.push("suppress".into());
+        }
+        if p.shift_max > 0.0 {
+            opts.push(format!("shift-max {}", p.shift_max));
+        }
+        if cfg.adversarial {
+            opts.push(format!(
+                "adversarial (weight {}, reset every {} epochs)",
+                cfg.adversary_weight, cfg.adversary_reset_epochs
+            ));
+        }
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | widths {:?} | {} |\n",
+            s.name,
+            s.family,
+            cfg.lambda,
+            cfg.epochs,
+            cfg.size,
+            cfg.recognizer.widths,
+            opts.join(", ")
+        ));
+    }
+    out.push_str(
+        "\nEach run: `scrim train --data DATA --desired gender --sensitive race --lambda λ --epochs E [options]`; everything else at its default.\n",
+    );
+    out
 }
