@@ -7,7 +7,8 @@
 //! - [`noise`]: CSPRNG noise and the perturbation formula.
 //! - [`runtime`]: [`Model`], ONNX inference over tract.
 //! - [`manifest`]: the JSON description that travels with every ONNX file.
-//! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`.
+//! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`; [`onnx_graph`]: a
+//!   read-only view of an ONNX graph.
 //! - [`perturb`]: [`Perturber`], the one on-device perturbation path.
 //! - [`selective`], [`sealed`]: selective weight encryption with hierarchical service levels
 //!   (restore a protected model with a level key).
@@ -29,6 +30,7 @@ pub mod imaging;
 pub mod manifest;
 pub mod noise;
 pub mod onnx;
+pub mod onnx_graph;
 pub mod perturb;
 pub mod runtime;
 pub mod sealed;

@@ -160,6 +160,22 @@ impl LevelKey {
         key
     }
 
+    /// Writes the key file, readable by its owner only (on Unix).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut bytes = zeroize::Zeroizing::new(self.to_bytes());
+        opts.open(path)
+            .and_then(|mut f| f.write_all(bytes.as_mut()))
+            .map_err(|e| Error::io(path, e))
+    }
+
     /// The key one level down the chain (`None` at level 1).
     fn down(&self) -> Option<LevelKey> {
         (self.level > 1).then(|| LevelKey {

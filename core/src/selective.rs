@@ -261,6 +261,33 @@ pub fn restore(encrypted: &[u8], bundle: &[u8], key: &LevelKey) -> Result<Vec<u8
     Ok(model.encode_to_vec())
 }
 
+/// [`restore`] on files: the encrypted ONNX model, its bundle and a level key file.
+///
+/// # Errors
+/// As [`restore`], plus [`Error::Io`] for unreadable files; messages name the files.
+pub fn restore_files(
+    encrypted: &std::path::Path,
+    bundle: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Vec<u8>> {
+    let model = crate::error::read_file(encrypted)?;
+    let sealed = crate::error::read_file(bundle)?;
+    let key_ = LevelKey::load(key)?;
+    restore(&model, &sealed, &key_).map_err(|e| match e {
+        Error::Authentication(m) => Error::Authentication(format!(
+            "{} with key {}: {m}",
+            bundle.display(),
+            key.display()
+        )),
+        Error::InvalidKey(m) => Error::InvalidKey(format!(
+            "{} with key {}: {m}",
+            bundle.display(),
+            key.display()
+        )),
+        other => other,
+    })
+}
+
 /// Per-position mean and standard deviation over all kernels of a layer (`k` values each).
 pub fn position_stats(w: &[f32], k: usize) -> Vec<(f32, f32)> {
     let n = (w.len() / k.max(1)).max(1) as f64;

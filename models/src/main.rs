@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use scrim_models::workflow::{self, DemoOptions, TrainRequest};
 use scrim_models::{Result, data::DataSpec};
@@ -31,6 +33,8 @@ enum Command {
     Classify(ClassifyArgs),
     /// First-run demo on built-in synthetic data: train, export, perturb, attack. No downloads.
     Demo(DemoArgs),
+    /// Model protection: selective weight encryption with service levels.
+    Protect(cli::levels::ProtectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Protect(a) => cli::levels::run(a, progress),
         Command::Demo(a) => {
             let report = workflow::demo(&DemoOptions {
                 out: a.out,
