@@ -200,3 +200,41 @@ fn dprm_keeps_per_position_statistics() {
         assert!((s - s0).abs() <= 0.2 * s0, "draw std {s} vs {s0}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// For any ratio, number of levels and selection order: level ℓ restores exactly the
+    /// a_{ℓ-1} first kernels of each layer's selection, and level M the plain model bit for bit.
+    #[test]
+    fn restore_inverts_protect_level_by_level(
+        ratio in 0.0f64..0.6,
+        levels in 1usize..7,
+        seed in 0u64..1000,
+    ) {
+        let plain = plain_model();
+        let sel = selections(&plain, ratio, seed);
+        let p = selective::protect(&plain, &sel, levels, &mut ChaCha20Rng::seed_from_u64(seed))
+            .expect("protect");
+        let layers = selective::conv_layers(&plain).expect("layers");
+        for key in &p.keys {
+            let restored = selective::restore(&p.onnx, &p.bundle, key).expect("restore");
+            for (layer, s) in layers.iter().zip(&sel) {
+                let k = layer.kernel_len();
+                let w0 = selective::initializer(&plain, &layer.name).expect("plain");
+                let wr = selective::initializer(&restored, &layer.name).expect("restored");
+                let a = selective::level_counts(s.ranked.len(), levels)[key.level() - 1];
+                let restored_now: Vec<usize> = s
+                    .ranked
+                    .iter()
+                    .copied()
+                    .filter(|&i| kernels_equal(&w0, &wr, k, i))
+                    .collect();
+                proptest::prop_assert_eq!(&restored_now[..], &s.ranked[..a]);
+            }
+            if key.level() == levels {
+                proptest::prop_assert_eq!(&restored, &plain);
+            }
+        }
+    }
+}
