@@ -128,6 +128,7 @@ pub fn random_scores(kernels: usize, seed: u64) -> Vec<f32> {
 ///
 /// # Errors
 /// [`Error::Input`] when the model cannot be rebuilt in burn, or for an unknown attribute.
+#[allow(clippy::too_many_arguments)]
 pub fn pss_scores(
     graph: &Graph,
     norm: &Normalization,
