@@ -123,7 +123,7 @@ pub struct LevelInfo {
 pub struct ModelsResponse {
     /// The model the caller is served (exactly one).
     pub models: Vec<ModelInfo>,
-    /// Every level the server serves, with its tiers (names only, never keys or tokens).
+    /// Every level some caller is served, with its tiers (names only, never keys or tokens).
     #[serde(default)]
     pub levels: Vec<LevelInfo>,
 }
@@ -334,6 +334,7 @@ async fn models(
     info.tiers = slot.tiers.clone();
     let levels = state
         .slots()
+        .filter(|s| state.auth().serves(s.level))
         .map(|s| LevelInfo {
             level: s.level.0,
             of: state.levels_total(),

@@ -59,6 +59,16 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
+    /// Whether some caller can be served `level` (every caller is served the default level when
+    /// auth is off).
+    pub(crate) fn serves(&self, level: Level) -> bool {
+        if self.enabled() {
+            self.tokens.iter().any(|(_, l)| *l == level)
+        } else {
+            level == Level::DEFAULT
+        }
+    }
+
     /// Resolves an `Authorization` header value. Every configured token is compared, in constant
     /// time per token, so the time taken does not depend on where a guess first differs (it does
     /// depend on the token lengths, which are not secret).
