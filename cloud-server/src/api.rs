@@ -81,6 +81,13 @@ pub struct ModelInfo {
     pub key: Option<KeyRequirement>,
     /// Manifest format version.
     pub format_version: u32,
+    /// The protection level served (0 = the model file as configured; for a selectively
+    /// encrypted model, nothing restored).
+    #[serde(default)]
+    pub level: u32,
+    /// The service tiers served this model.
+    #[serde(default)]
+    pub tiers: Vec<String>,
 }
 
 impl From<&Manifest> for ModelInfo {
@@ -94,15 +101,31 @@ impl From<&Manifest> for ModelInfo {
             normalization: m.normalization.clone(),
             key: m.key.clone(),
             format_version: m.format_version,
+            level: 0,
+            tiers: Vec::new(),
         }
     }
+}
+
+/// One protection level the server serves (in `GET /v1/models`); never a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelInfo {
+    /// The level ℓ (0 = nothing restored).
+    pub level: u32,
+    /// Number of levels M of the bundle, when the model is selectively encrypted.
+    pub of: Option<usize>,
+    /// The tiers served at this level.
+    pub tiers: Vec<String>,
 }
 
 /// Response of `GET /v1/models`: the models the caller may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelsResponse {
-    /// Today exactly one.
+    /// The model the caller is served (exactly one).
     pub models: Vec<ModelInfo>,
+    /// Every level some caller is served, with its tiers (names only, never keys or tokens).
+    #[serde(default)]
+    pub levels: Vec<LevelInfo>,
 }
 
 /// Every route of the API. [`app`] registers exactly these, and the OpenAPI document is checked
@@ -306,8 +329,21 @@ async fn models(
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<ModelsResponse>> {
     let slot = state.slot(principal.level)?;
+    let mut info = ModelInfo::from(&slot.manifest);
+    info.level = slot.level.0;
+    info.tiers = slot.tiers.clone();
+    let levels = state
+        .slots()
+        .filter(|s| state.auth().serves(s.level))
+        .map(|s| LevelInfo {
+            level: s.level.0,
+            of: state.levels_total(),
+            tiers: s.tiers.clone(),
+        })
+        .collect();
     Ok(Json(ModelsResponse {
-        models: vec![ModelInfo::from(&slot.manifest)],
+        models: vec![info],
+        levels,
     }))
 }
 

@@ -1,9 +1,9 @@
 //! Optional bearer-token authentication.
 //!
 //! The auth layer resolves a request to a [`Principal`], which names the model [`Level`] the
-//! caller may use. Today every token (and every caller when auth is off) gets
-//! [`Level::DEFAULT`]; service tiers (one model level per token) plug in here by giving each
-//! token its own level.
+//! caller may use. The server-wide tokens (and every caller when auth is off) get
+//! [`Level::DEFAULT`], the model as configured; the tokens of a service tier get the protection
+//! level of the tier's key.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -15,12 +15,13 @@ use crate::Error;
 use crate::config::ApiToken;
 use crate::state::AppState;
 
-/// A model level: which model a caller is served by.
+/// A model level: which model a caller is served by. For a selectively encrypted model this is
+/// the protection level ℓ restored by a level key; 0 is the model file as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Level(pub(crate) u32);
 
 impl Level {
-    /// The one level served today.
+    /// The model file as configured (for an encrypted model: nothing restored).
     pub(crate) const DEFAULT: Level = Level(0);
 }
 
@@ -44,14 +45,28 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
+    #[cfg(test)]
     pub(crate) fn new(tokens: Vec<ApiToken>) -> Self {
-        Self {
-            tokens: tokens.into_iter().map(|t| (t, Level::DEFAULT)).collect(),
-        }
+        Self::with_levels(tokens.into_iter().map(|t| (t, Level::DEFAULT)).collect())
+    }
+
+    /// Tokens with the level each is served.
+    pub(crate) fn with_levels(tokens: Vec<(ApiToken, Level)>) -> Self {
+        Self { tokens }
     }
 
     pub(crate) fn enabled(&self) -> bool {
         !self.tokens.is_empty()
+    }
+
+    /// Whether some caller can be served `level` (every caller is served the default level when
+    /// auth is off).
+    pub(crate) fn serves(&self, level: Level) -> bool {
+        if self.enabled() {
+            self.tokens.iter().any(|(_, l)| *l == level)
+        } else {
+            level == Level::DEFAULT
+        }
     }
 
     /// Resolves an `Authorization` header value. Every configured token is compared, in constant

@@ -52,6 +52,65 @@ pub struct Config {
     /// API tokens given directly (environment or code). Never read from TOML.
     #[serde(skip)]
     pub tokens: Vec<ApiToken>,
+    /// The sealed level bundle of a selectively encrypted `model` (`bundle.scrimlv` from
+    /// `scrim protect select`); needed by tiers with a `key_file`.
+    pub bundle: Option<PathBuf>,
+    /// Service tiers: each serves its own tokens the model of one protection level. The tokens
+    /// of `tokens_file` / [`Config::tokens`] are served `model` as it is (level 0).
+    pub tiers: Vec<TierConfig>,
+}
+
+/// One service tier (`[[tiers]]` in TOML): API tokens that are served the model restored with
+/// one level key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Name shown in `/v1/models` and the logs, e.g. `basic`.
+    pub name: String,
+    /// The level key (`level-K.key`); without one the tier gets level 0, the encrypted model as
+    /// shipped.
+    pub key_file: Option<PathBuf>,
+    /// A file with this tier's API tokens, one per line (`#` comments allowed).
+    pub tokens_file: Option<PathBuf>,
+    /// This tier's tokens given in code. Never read from TOML.
+    #[serde(skip)]
+    pub tokens: Vec<ApiToken>,
+}
+
+impl TierConfig {
+    /// A tier named `name` with `key_file` and no tokens yet.
+    pub fn new(name: &str, key_file: Option<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            key_file,
+            tokens_file: None,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// The tier's tokens: [`TierConfig::tokens`] plus those in `tokens_file`.
+    ///
+    /// # Errors
+    /// As [`Config::load_tokens`]; a tier without any token is an error (nobody could use it).
+    pub fn load_tokens(&self) -> Result<Vec<ApiToken>> {
+        let mut tokens = self.tokens.clone();
+        if let Some(path) = &self.tokens_file {
+            tokens.extend(read_token_file(path)?);
+        }
+        if tokens.is_empty() {
+            return Err(Error::Config(format!(
+                "tier {:?} has no API token: give it a tokens_file",
+                self.name
+            )));
+        }
+        if tokens.iter().any(|t| t.0.is_empty()) {
+            return Err(Error::Config(format!(
+                "tier {:?}: an API token is empty",
+                self.name
+            )));
+        }
+        Ok(tokens)
+    }
 }
 
 impl Default for Config {
@@ -72,6 +131,8 @@ impl Default for Config {
             retry_after_secs: 1,
             tokens_file: None,
             tokens: Vec::new(),
+            bundle: None,
+            tiers: Vec::new(),
         }
     }
 }
@@ -169,6 +230,22 @@ impl Config {
         if self.max_pixels == 0 {
             return bad("max_pixels must be positive".into());
         }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.tiers {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return bad(format!(
+                    "tier names must be unique and non-empty, got {:?}",
+                    t.name
+                ));
+            }
+            if t.key_file.is_some() && self.bundle.is_none() {
+                return bad(format!(
+                    "tier {:?} has a key_file but no bundle is configured: set `bundle` to the \
+                     bundle.scrimlv written with the keys",
+                    t.name
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -180,29 +257,35 @@ impl Config {
     pub fn load_tokens(&self) -> Result<Vec<ApiToken>> {
         let mut tokens = self.tokens.clone();
         if let Some(path) = &self.tokens_file {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let from_file = parse_token_lines(&text).map_err(|line| {
-                Error::Config(format!(
-                    "{}: line {line}: a token must not contain spaces",
-                    path.display()
-                ))
-            })?;
-            if from_file.is_empty() {
-                return Err(Error::Config(format!(
-                    "{}: the token file holds no token; remove --tokens-file to run without auth",
-                    path.display()
-                )));
-            }
-            tokens.extend(from_file);
+            tokens.extend(read_token_file(path)?);
         }
         if tokens.iter().any(|t| t.0.is_empty()) {
             return Err(Error::Config("an API token is empty".into()));
         }
         Ok(tokens)
     }
+}
+
+/// Reads a token file, refusing one without tokens (an empty file must not silently turn auth
+/// off, or leave a tier unusable).
+fn read_token_file(path: &Path) -> Result<Vec<ApiToken>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let from_file = parse_token_lines(&text).map_err(|line| {
+        Error::Config(format!(
+            "{}: line {line}: a token must not contain spaces",
+            path.display()
+        ))
+    })?;
+    if from_file.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: the token file holds no token; remove --tokens-file to run without auth",
+            path.display()
+        )));
+    }
+    Ok(from_file)
 }
 
 /// Parses a token file: one token per line, `#` comments and blank lines ignored. On a malformed

@@ -7,6 +7,8 @@
 //!   pool; a bounded queue answers 503 + `Retry-After` when full.
 //! - Every bad input gets a 4xx JSON error with a stable [`ErrorCode`].
 //! - Optional bearer tokens, request timeouts, Prometheus metrics, graceful shutdown.
+//! - Service tiers for a selectively encrypted model: each tier's tokens are served the model
+//!   restored with that tier's level key (restored once, at start).
 //!
 //! The binary (`scrim-cloud serve`, `scrim-cloud bench`) is a thin layer over this library; tests
 //! drive [`app`] with `tower::ServiceExt::oneshot`, and tests of other crates start a real server
@@ -37,9 +39,10 @@ mod server;
 mod state;
 
 pub use api::{
-    BatchItem, BatchResponse, ClassifyResponse, LabelScore, ModelInfo, ModelsResponse, app,
+    BatchItem, BatchResponse, ClassifyResponse, LabelScore, LevelInfo, ModelInfo, ModelsResponse,
+    app,
 };
-pub use config::{ApiToken, Config, TOKENS_ENV};
+pub use config::{ApiToken, Config, TOKENS_ENV, TierConfig};
 pub use error::{Error, ErrorBody, ErrorCode, ErrorResponse, Result};
 pub use server::{RunningServer, run, serve, spawn};
 pub use state::AppState;

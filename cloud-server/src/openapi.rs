@@ -123,7 +123,18 @@ pub(crate) fn document() -> Value {
                                 "std": { "type": "array", "items": { "type": "number" } }
                             }},
                             "key": { "type": ["object", "null"] },
-                            "format_version": { "type": "integer" }
+                            "format_version": { "type": "integer" },
+                            "level": { "type": "integer" },
+                            "tiers": { "type": "array", "items": { "type": "string" } }
+                        }
+                    }},
+                    "levels": { "type": "array", "items": {
+                        "type": "object",
+                        "required": ["level", "tiers"],
+                        "properties": {
+                            "level": { "type": "integer" },
+                            "of": { "type": ["integer", "null"] },
+                            "tiers": { "type": "array", "items": { "type": "string" } }
                         }
                     }}}
                 },

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use scrim_core::{BatchMode, DecodeLimits, Manifest, Model, Role};
+use scrim_core::{BatchMode, DecodeLimits, LevelKey, Manifest, Model, Role};
 
 use crate::auth::{Auth, Level};
 use crate::batcher::{BatchSettings, Batcher};
+use crate::config::ApiToken;
 use crate::metrics::Metrics;
 use crate::{Config, Error, Result};
 
@@ -17,6 +18,10 @@ use crate::{Config, Error, Result};
 pub(crate) struct ModelSlot {
     pub(crate) manifest: Manifest,
     pub(crate) batcher: Batcher,
+    /// The protection level this slot serves.
+    pub(crate) level: Level,
+    /// Names of the tiers served by this slot.
+    pub(crate) tiers: Vec<String>,
 }
 
 /// Request limits, copied out of the [`Config`].
@@ -30,12 +35,15 @@ pub(crate) struct Limits {
 
 #[derive(Debug)]
 struct Shared {
-    /// Models by level. Today there is exactly one, at [`Level::DEFAULT`].
+    /// Models by level: always [`Level::DEFAULT`] (the model as configured), plus one per level
+    /// restored for a tier.
     models: BTreeMap<Level, ModelSlot>,
     auth: Auth,
     metrics: Arc<Metrics>,
     limits: Limits,
     ready: AtomicBool,
+    /// Number of levels M of the configured bundle, if any.
+    levels_total: Option<usize>,
 }
 
 /// Everything the router needs, cheap to clone. Build it with [`AppState::new`] (loads the model
@@ -71,7 +79,11 @@ impl AppState {
             }
             other => Error::Model(other),
         })?;
-        Self::with_model(config, model)
+        if config.tiers.is_empty() {
+            return Self::with_model(config, model);
+        }
+        let restored = restore_levels(config, &model)?;
+        Self::build(config, model, restored)
     }
 
     /// As [`AppState::new`], with a model that is already loaded (in [`BatchMode::Dynamic`]).
@@ -81,6 +93,10 @@ impl AppState {
     /// [`Error::Config`] for an invalid configuration or a model that is not a recognizer loaded
     /// for dynamic batches; [`Error::Io`] for an unreadable token file.
     pub fn with_model(config: &Config, model: Model) -> Result<Self> {
+        Self::build(config, model, Restored::default())
+    }
+
+    fn build(config: &Config, model: Model, restored: Restored) -> Result<Self> {
         let mut config = config.clone();
         if config.model.as_os_str().is_empty() {
             config.model = "<in memory>".into();
@@ -105,7 +121,7 @@ impl AppState {
                 config.max_pixels, manifest.input.width, manifest.input.height
             )));
         }
-        let auth = Auth::new(config.load_tokens()?);
+        let auth = Auth::with_levels(tokens_with_levels(&config, &restored)?);
         let metrics = Arc::new(Metrics::default());
         let settings = BatchSettings {
             max_batch: config.max_batch,
@@ -118,14 +134,37 @@ impl AppState {
             },
         };
         let batcher = Batcher::start(model, settings, Arc::clone(&metrics))?;
+        let mut models = BTreeMap::new();
+        models.insert(
+            Level::DEFAULT,
+            ModelSlot {
+                manifest,
+                batcher,
+                level: Level::DEFAULT,
+                tiers: restored.tier_names(Level::DEFAULT),
+            },
+        );
+        for (level, model) in restored.models {
+            let manifest = model.manifest().clone();
+            let batcher = Batcher::start(model, settings, Arc::clone(&metrics))?;
+            let tiers = restored.tiers.iter().filter(|(_, l)| *l == level);
+            models.insert(
+                level,
+                ModelSlot {
+                    manifest,
+                    batcher,
+                    level,
+                    tiers: tiers.map(|(n, _)| n.clone()).collect(),
+                },
+            );
+            tracing::info!(level = level.0, "restored protection level");
+        }
         let limits = Limits {
             max_body_bytes: config.max_body_bytes,
             max_batch_body_bytes: config.max_batch_body_bytes,
             max_batch_images: config.max_batch_images,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         };
-        let mut models = BTreeMap::new();
-        models.insert(Level::DEFAULT, ModelSlot { manifest, batcher });
         tracing::info!(
             auth = auth.enabled(),
             max_batch = settings.max_batch,
@@ -141,6 +180,7 @@ impl AppState {
                 metrics,
                 limits,
                 ready: AtomicBool::new(true),
+                levels_total: restored.levels_total,
             }),
         })
     }
@@ -184,6 +224,16 @@ impl AppState {
             .ok_or_else(|| Error::Internal(format!("no model for level {level:?}")))
     }
 
+    /// Every model served, by level.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = &ModelSlot> {
+        self.shared.models.values()
+    }
+
+    /// Number of levels M of the configured bundle, if any.
+    pub(crate) fn levels_total(&self) -> Option<usize> {
+        self.shared.levels_total
+    }
+
     fn default_slot(&self) -> Option<&ModelSlot> {
         self.shared.models.get(&Level::DEFAULT)
     }
@@ -199,4 +249,99 @@ impl AppState {
     pub(crate) fn limits(&self) -> Limits {
         self.shared.limits
     }
+}
+
+/// Models restored for the tiers, with the tiers' levels.
+#[derive(Debug, Default)]
+struct Restored {
+    /// One model per level above 0.
+    models: BTreeMap<Level, Model>,
+    /// (tier name, level), in configuration order.
+    tiers: Vec<(String, Level)>,
+    levels_total: Option<usize>,
+}
+
+impl Restored {
+    fn tier_names(&self, level: Level) -> Vec<String> {
+        self.tiers
+            .iter()
+            .filter(|(_, l)| *l == level)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// Restores each level named by a tier's key once: the encrypted model (`config.model`) plus the
+/// bundle, opened with the key.
+fn restore_levels(config: &Config, base: &Model) -> Result<Restored> {
+    let mut out = Restored::default();
+    let encrypted = std::fs::read(&config.model).map_err(|source| Error::Io {
+        path: config.model.clone(),
+        source,
+    })?;
+    let bundle = match &config.bundle {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let info = scrim_core::sealed::bundle_info(&bytes).map_err(Error::Model)?;
+            out.levels_total = Some(info.levels);
+            Some(bytes)
+        }
+        None => None,
+    };
+    for tier in &config.tiers {
+        let Some(key_path) = &tier.key_file else {
+            out.tiers.push((tier.name.clone(), Level::DEFAULT));
+            continue;
+        };
+        let key = LevelKey::load(key_path).map_err(Error::Model)?;
+        let level = Level(key.level() as u32);
+        out.tiers.push((tier.name.clone(), level));
+        if out.models.contains_key(&level) {
+            continue;
+        }
+        let Some(bundle) = &bundle else {
+            return Err(Error::Config(format!(
+                "tier {:?} has a key_file but no bundle is configured",
+                tier.name
+            )));
+        };
+        let bytes = scrim_core::selective::restore(&encrypted, bundle, &key).map_err(|e| {
+            Error::Config(format!(
+                "tier {:?}: cannot restore level {} of {} with {}: {e}",
+                tier.name,
+                key.level(),
+                config.model.display(),
+                key_path.display()
+            ))
+        })?;
+        let model = Model::load(&bytes, base.manifest().clone(), BatchMode::Dynamic)
+            .map_err(Error::Model)?;
+        out.models.insert(level, model);
+    }
+    Ok(out)
+}
+
+/// The server-wide tokens at [`Level::DEFAULT`] and each tier's tokens at its level. A token
+/// configured twice is refused (it could only ever get one of its levels).
+fn tokens_with_levels(config: &Config, restored: &Restored) -> Result<Vec<(ApiToken, Level)>> {
+    let mut out: Vec<(ApiToken, Level, String)> = config
+        .load_tokens()?
+        .into_iter()
+        .map(|t| (t, Level::DEFAULT, "the server-wide tokens".to_string()))
+        .collect();
+    for (tier, (name, level)) in config.tiers.iter().zip(&restored.tiers) {
+        for t in tier.load_tokens()? {
+            if let Some((_, _, other)) = out.iter().find(|(u, _, _)| *u == t) {
+                return Err(Error::Config(format!(
+                    "an API token of tier {name:?} is also configured for {other}; every token \
+                     must belong to one tier"
+                )));
+            }
+            out.push((t, *level, format!("tier {name:?}")));
+        }
+    }
+    Ok(out.into_iter().map(|(t, l, _)| (t, l)).collect())
 }

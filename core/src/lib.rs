@@ -7,8 +7,11 @@
 //! - [`noise`]: CSPRNG noise and the perturbation formula.
 //! - [`runtime`]: [`Model`], ONNX inference over tract.
 //! - [`manifest`]: the JSON description that travels with every ONNX file.
-//! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`.
+//! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`; [`onnx_graph`]: a
+//!   read-only view of an ONNX graph.
 //! - [`perturb`]: [`Perturber`], the one on-device perturbation path.
+//! - [`selective`], [`sealed`]: selective weight encryption with hierarchical service levels
+//!   (restore a protected model with a level key).
 //! - [`fixtures`]: tiny untrained models for tests of crates without burn.
 //!
 //! ```no_run
@@ -27,8 +30,11 @@ pub mod imaging;
 pub mod manifest;
 pub mod noise;
 pub mod onnx;
+pub mod onnx_graph;
 pub mod perturb;
 pub mod runtime;
+pub mod sealed;
+pub mod selective;
 mod tensor;
 
 pub use error::{Error, Result};
@@ -37,4 +43,5 @@ pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
 pub use runtime::{BatchMode, Model, Output};
+pub use sealed::LevelKey;
 pub use tensor::ImageTensor;

@@ -3,7 +3,8 @@
 //! Co-training for Scrim in burn 0.22: the [`nets`] (perturber, recognizer, adversary), the
 //! [`data`] loaders (UTKFace, ImageFolder, CSV, synthetic), the co-training loop in [`train`],
 //! ONNX [`export`] through scrim-core's writer, [`eval`]uation with fresh attackers, and the
-//! workflows behind the `scrim` command in [`workflow`].
+//! workflows behind the `scrim` command in [`workflow`]; selective weight encryption with service
+//! levels in [`protect`].
 //!
 //! ```no_run
 //! use scrim_models::workflow::{TrainRequest, train_run};
@@ -26,6 +27,7 @@ pub mod eval;
 pub mod export;
 pub mod nets;
 pub mod progress;
+pub mod protect;
 pub mod run;
 pub mod train;
 pub mod workflow;

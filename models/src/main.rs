@@ -5,6 +5,8 @@ mod cli_audit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::{Args, Parser, Subcommand};
 use scrim_models::workflow::{self, DemoOptions, TrainRequest};
 use scrim_models::{Result, data::DataSpec};
@@ -39,6 +41,8 @@ enum Command {
     Sweep(cli_audit::SweepArgs),
     /// Merge audit reports into docs/RESULTS.md with the frontier plot.
     Results(cli_audit::ResultsArgs),
+    /// Model protection: selective weight encryption with service levels.
+    Protect(cli::levels::ProtectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Protect(a) => cli::levels::run(a, progress),
         Command::Demo(a) => {
             let report = workflow::demo(&DemoOptions {
                 out: a.out,

@@ -1,0 +1,3 @@
+//! Subcommand groups of the `scrim` binary that live outside `main.rs`.
+
+pub mod levels;
