@@ -9,6 +9,9 @@
 //! - [`manifest`]: the JSON description that travels with every ONNX file.
 //! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`.
 //! - [`perturb`]: [`Perturber`], the one on-device perturbation path.
+//! - [`keys`]: secret key files and per-purpose key derivation (HKDF-SHA256 → ChaCha20).
+//! - [`blockwise`]: key-based block-wise image transforms (shuffle, negative/positive, FFX, patch).
+//! - [`model_crypt`]: encrypting a patch-embedding model's stem with a key, exactly.
 //! - [`fixtures`]: tiny untrained models for tests of crates without burn.
 //!
 //! ```no_run
@@ -21,18 +24,23 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blockwise;
 mod error;
 pub mod fixtures;
 pub mod imaging;
+pub mod keys;
 pub mod manifest;
+pub mod model_crypt;
 pub mod noise;
 pub mod onnx;
 pub mod perturb;
 pub mod runtime;
 mod tensor;
 
+pub use blockwise::{BlockTransform, Scheme};
 pub use error::{Error, Result};
 pub use imaging::DecodeLimits;
+pub use keys::SecretKey;
 pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
