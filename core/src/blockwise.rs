@@ -255,6 +255,53 @@ impl BlockTransform {
         })
     }
 
+    /// A shuffle with a given permutation of the `3·M·M` block values instead of a derived one
+    /// (to evaluate a guessed key, as in a key-estimation attack).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] unless `perm` is a permutation of `0..3·M·M`.
+    pub fn with_permutation(block: usize, perm: Vec<usize>) -> Result<Self> {
+        let mut seen = vec![false; 3 * block * block];
+        if perm.len() != seen.len()
+            || perm
+                .iter()
+                .any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a permutation of 0..{} is needed",
+                seen.len()
+            )));
+        }
+        Ok(Self {
+            scheme: Scheme::Shuffle,
+            block,
+            perm,
+            mask: Vec::new(),
+            ffx: None,
+        })
+    }
+
+    /// A negative/positive transform with a given mask of the `3·M·M` block values.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a mask of the wrong length.
+    pub fn with_mask(block: usize, mask: Vec<bool>) -> Result<Self> {
+        if mask.len() != 3 * block * block {
+            return Err(Error::InvalidArgument(format!(
+                "a mask of {} values is needed, got {}",
+                3 * block * block,
+                mask.len()
+            )));
+        }
+        Ok(Self {
+            scheme: Scheme::NegPos,
+            block,
+            perm: Vec::new(),
+            mask,
+            ffx: None,
+        })
+    }
+
     /// The transform a model's [`KeyRequirement`] asks for.
     ///
     /// # Errors

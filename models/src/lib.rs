@@ -3,7 +3,8 @@
 //! Co-training for Scrim in burn 0.22: the [`nets`] (perturber, recognizer, adversary), the
 //! [`data`] loaders (UTKFace, ImageFolder, CSV, synthetic), the co-training loop in [`train`],
 //! ONNX [`export`] through scrim-core's writer, [`eval`]uation with fresh attackers, and the
-//! workflows behind the `scrim` command in [`workflow`].
+//! workflows behind the `scrim` command in [`workflow`]. Model access control with secret keys:
+//! the [`convmixer`] recognizer, block-wise transforms on batches in [`keyed`], and [`protect`].
 //!
 //! ```no_run
 //! use scrim_models::workflow::{TrainRequest, train_run};
@@ -19,12 +20,15 @@
 pub mod backend;
 pub mod batch;
 pub mod config;
+pub mod convmixer;
 pub mod data;
 mod error;
 pub mod eval;
 pub mod export;
+pub mod keyed;
 pub mod nets;
 pub mod progress;
+pub mod protect;
 pub mod run;
 pub mod train;
 pub mod workflow;

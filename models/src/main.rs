@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use scrim_models::workflow::{self, DemoOptions, TrainRequest};
 use scrim_models::{Result, data::DataSpec};
 
+mod cli {
+    pub mod protect;
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "scrim",
@@ -31,6 +35,10 @@ enum Command {
     Classify(ClassifyArgs),
     /// First-run demo on built-in synthetic data: train, export, perturb, attack. No downloads.
     Demo(DemoArgs),
+    /// Write a new 256-bit secret key file (for `protect` and `train --block-key`).
+    Keygen(cli::protect::KeygenArgs),
+    /// Model access control with secret keys: transform images, encrypt models, evaluate.
+    Protect(cli::protect::ProtectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +106,16 @@ struct TrainArgs {
     /// Do not read or write the decoded-image cache.
     #[arg(long)]
     no_cache: bool,
+    /// Train the recognizer behind a key-based block-wise transform with this key file
+    /// (`scrim keygen`); the recognizer's manifest records the scheme and block size.
+    #[arg(long, requires = "block_scheme")]
+    block_key: Option<PathBuf>,
+    /// Block-wise scheme for --block-key: shuffle, np, ffx or patch.
+    #[arg(long, requires = "block_key")]
+    block_scheme: Option<String>,
+    /// Block size M for --block-key.
+    #[arg(long, default_value_t = 4)]
+    block: usize,
     /// Run folder.
     #[arg(long)]
     out: PathBuf,
@@ -195,6 +213,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Keygen(a) => cli::protect::keygen(a),
+        Command::Protect(a) => cli::protect::run(a, progress),
         Command::Demo(a) => {
             let report = workflow::demo(&DemoOptions {
                 out: a.out,
@@ -235,6 +255,16 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.adversary_weight = a.adversary_weight;
     c.seed = a.seed;
     c.backend = a.backend;
+    if let (Some(key), Some(scheme)) = (a.block_key, a.block_scheme) {
+        c.block_key = Some(
+            scrim_models::keyed::BlockKeyConfig::new(
+                // An absolute path, so `--resume` works from another directory.
+                key.canonicalize().unwrap_or(key).display().to_string(),
+                scheme,
+            )
+            .with_block(a.block),
+        );
+    }
     req.resume = a.resume;
     req.cache = !a.no_cache;
     req.progress = progress;
