@@ -380,7 +380,7 @@ impl BlockTransform {
 
     fn check(&self, c: usize, h: usize, w: usize) -> Result<()> {
         let m = self.block;
-        if c != 3 || h % m != 0 || w % m != 0 || h == 0 || w == 0 {
+        if c != 3 || !h.is_multiple_of(m) || !w.is_multiple_of(m) || h == 0 || w == 0 {
             return Err(Error::WrongSize {
                 expected: format!(
                     "RGB images with height and width divisible by the block size {m}"
@@ -472,7 +472,7 @@ impl BlockTransform {
         }
         self.check(3, h, w)?;
         let per = 3 * h * w;
-        if chw.len() % per != 0 {
+        if !chw.len().is_multiple_of(per) {
             return Err(Error::WrongSize {
                 expected: format!("a multiple of 3x{h}x{w} bytes"),
                 found: format!("{} bytes", chw.len()),

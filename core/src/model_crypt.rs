@@ -235,7 +235,7 @@ fn floats(t: &pb::TensorProto) -> Result<Vec<f32>> {
         )));
     }
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
+        if !t.raw_data.len().is_multiple_of(4) {
             return Err(Error::InvalidModel(format!(
                 "initializer {:?} has truncated data",
                 t.name

@@ -101,7 +101,7 @@ impl Perturber {
                 t.scheme()
             )));
         }
-        if i.height % t.block() != 0 || i.width % t.block() != 0 {
+        if !i.height.is_multiple_of(t.block()) || !i.width.is_multiple_of(t.block()) {
             return Err(Error::InvalidKey(format!(
                 "block size {} does not divide the input size {}x{}",
                 t.block(),

@@ -141,7 +141,7 @@ pub fn maybe_apply(t: Option<&BlockTransform>, x: Tensor<4>) -> Tensor<4> {
 /// # Errors
 /// [`Error::Input`] otherwise.
 pub fn check_size(t: &BlockTransform, size: usize) -> Result<()> {
-    if size % t.block() != 0 {
+    if !size.is_multiple_of(t.block()) {
         return Err(Error::Input(format!(
             "--block {} must divide the image size {size}",
             t.block()

@@ -42,10 +42,10 @@ fn colours(n: usize, size: usize, seed: u32) -> Dataset {
     let mut labels = Vec::new();
     for i in 0..n {
         let c = i % 4;
-        for ch in 0..3 {
+        for level in base[c] {
             for _ in 0..size * size {
                 let noise = (next() % 81) as i32 - 40;
-                images.push((i32::from(base[c][ch]) + noise).clamp(0, 255) as u8);
+                images.push((i32::from(level) + noise).clamp(0, 255) as u8);
             }
         }
         labels.push(c as u16);

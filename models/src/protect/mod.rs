@@ -187,7 +187,8 @@ mod tests {
                 size: None,
             };
             let enc = dir.path().join(format!("enc-{scheme}"));
-            let written = transform_files(&req, &[file.clone()], &enc).expect("forward");
+            let written =
+                transform_files(&req, std::slice::from_ref(&file), &enc).expect("forward");
             let enc_bytes = std::fs::read(&written[0]).expect("read");
             req.inverse = true;
             let dec = dir.path().join(format!("dec-{scheme}"));
