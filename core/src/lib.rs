@@ -12,6 +12,9 @@
 //! - [`perturb`]: [`Perturber`], the one on-device perturbation path.
 //! - [`selective`], [`sealed`]: selective weight encryption with hierarchical service levels
 //!   (restore a protected model with a level key).
+//! - [`keys`]: secret key files and per-purpose key derivation (HKDF-SHA256 → ChaCha20).
+//! - [`blockwise`]: key-based block-wise image transforms (shuffle, negative/positive, FFX, patch).
+//! - [`model_crypt`]: encrypting a patch-embedding model's stem with a key, exactly.
 //! - [`fixtures`]: tiny untrained models for tests of crates without burn.
 //!
 //! ```no_run
@@ -24,10 +27,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blockwise;
 mod error;
 pub mod fixtures;
 pub mod imaging;
+pub mod keys;
 pub mod manifest;
+pub mod model_crypt;
 pub mod noise;
 pub mod onnx;
 pub mod onnx_graph;
@@ -37,8 +43,10 @@ pub mod sealed;
 pub mod selective;
 mod tensor;
 
+pub use blockwise::{BlockTransform, Scheme};
 pub use error::{Error, Result};
 pub use imaging::DecodeLimits;
+pub use keys::SecretKey;
 pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};

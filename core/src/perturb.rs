@@ -3,6 +3,7 @@
 //! The SDK, the CLI, the server tests and the end-to-end tests all call [`Perturber`], so what is
 //! measured in an audit is exactly what a phone uploads.
 
+use crate::blockwise::BlockTransform;
 use crate::imaging::{self, DecodeLimits};
 use crate::manifest::{Manifest, PerturberOutput, PerturberSpec, Role};
 use crate::noise::{self, NoiseSource, PerturbationMaps};
@@ -37,6 +38,8 @@ pub struct Perturber {
     model: Model,
     noise: NoiseSource,
     limits: DecodeLimits,
+    /// The key-based block-wise transform the cloud recognizer requires, applied to the upload.
+    keyed: Option<BlockTransform>,
 }
 
 impl Perturber {
@@ -65,6 +68,7 @@ impl Perturber {
             model,
             noise,
             limits: DecodeLimits::default(),
+            keyed: None,
         })
     }
 
@@ -81,6 +85,32 @@ impl Perturber {
     pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Applies a key-based block-wise transform to every upload after the perturbation, for a
+    /// recognizer trained behind a key (its manifest's `key`). Only transforms that keep 8-bit
+    /// levels can travel in an 8-bit PNG: FFX is refused.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for FFX or a block size that does not divide the model's input.
+    pub fn with_block_transform(mut self, t: BlockTransform) -> Result<Self> {
+        let i = self.manifest().input;
+        if !t.scheme().is_8bit() {
+            return Err(Error::InvalidKey(format!(
+                "the {} transform does not produce 8-bit images and cannot be uploaded as PNG",
+                t.scheme()
+            )));
+        }
+        if !i.height.is_multiple_of(t.block()) || !i.width.is_multiple_of(t.block()) {
+            return Err(Error::InvalidKey(format!(
+                "block size {} does not divide the input size {}x{}",
+                t.block(),
+                i.height,
+                i.width
+            )));
+        }
+        self.keyed = Some(t);
+        Ok(self)
     }
 
     /// The perturber's manifest.
@@ -133,15 +163,19 @@ impl Perturber {
         noise::apply(x, &maps, self.spec().noise, &self.noise)
     }
 
-    /// Decodes any supported image, resizes it to the model's input, perturbs it and encodes the
-    /// result as PNG. The raw image never leaves this function.
+    /// Decodes any supported image, resizes it to the model's input, perturbs it, applies the
+    /// key-based transform if one is set, and encodes the result as PNG. The raw image never
+    /// leaves this function.
     ///
     /// # Errors
     /// [`Error::InvalidImage`] / [`Error::ImageTooLarge`] for bad input, as [`imaging::decode`].
     pub fn perturb(&self, image_bytes: &[u8]) -> Result<PerturbedImage> {
         let rgb = imaging::decode(image_bytes, self.limits)?;
         let x = imaging::to_tensor(&rgb, self.manifest().input);
-        let y = self.perturb_tensor(&x)?;
+        let mut y = self.perturb_tensor(&x)?;
+        if let Some(t) = &self.keyed {
+            y = t.apply(&y)?;
+        }
         let out = imaging::tensor_to_rgb(&y)?;
         Ok(PerturbedImage {
             width: out.width(),

@@ -44,6 +44,41 @@ impl Perturber {
         )
     }
 
+    /// Like [`Perturber::new`], for a cloud recognizer trained behind a secret key: every upload
+    /// is also passed through the key-based block-wise transform that the recognizer's manifest
+    /// (`recognizer_manifest_json`, its `key` section) names, derived from `key_file` (the bytes
+    /// of a `scrim keygen` key file). A recognizer without a `key` section needs no transform, and
+    /// none is applied. The key stays on the device.
+    ///
+    /// # Errors
+    /// [`crate::ScrimError::InvalidModel`] for an invalid model or manifest, a malformed key
+    /// file, or a transform that cannot travel as an 8-bit PNG (FFX).
+    #[uniffi::constructor]
+    pub fn with_key(
+        onnx: Vec<u8>,
+        manifest_json: String,
+        key_file: Vec<u8>,
+        recognizer_manifest_json: String,
+    ) -> Result<std::sync::Arc<Self>> {
+        guard(|| {
+            let recognizer = scrim_core::Manifest::from_json(&recognizer_manifest_json)?;
+            let mut inner = scrim_core::Perturber::from_bytes(
+                &onnx,
+                &manifest_json,
+                scrim_core::NoiseSource::from_os(),
+            )?;
+            if let Some(req) = &recognizer.key {
+                let key = scrim_core::SecretKey::from_file_bytes(&key_file)?;
+                let t = scrim_core::BlockTransform::for_requirement(&key, req)?;
+                inner = inner.with_block_transform(t)?;
+            }
+            Ok(std::sync::Arc::new(Self {
+                inner,
+                seeded_for_tests: false,
+            }))
+        })
+    }
+
     /// Decodes a JPEG, PNG or WebP image (EXIF orientation applied), resizes it to the model's
     /// input, perturbs it and encodes the result as a lossless PNG. The input bytes are not kept.
     ///
@@ -204,6 +239,65 @@ mod tests {
         let (r_onnx, r_manifest) = scrim_core::fixtures::recognizer(8, &["a", "b"]);
         let err = Perturber::new(r_onnx, r_manifest.to_json()).expect_err("role");
         assert!(matches!(err, ScrimError::InvalidModel { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn applies_the_recognizer_key_transform_before_upload() {
+        let (onnx, json) = fixture(8);
+        let key = scrim_core::SecretKey::from_bytes([4; 32]);
+        let key_file = key.to_file_bytes().to_vec();
+        let (_, mut recognizer) = scrim_core::fixtures::recognizer(8, &["a", "b"]);
+        let plain_recognizer = recognizer.to_json();
+        recognizer.key = Some(scrim_core::manifest::KeyRequirement {
+            scheme: "np".into(),
+            block: 4,
+        });
+        let p = Perturber::with_key(
+            onnx.clone(),
+            json.clone(),
+            key_file.clone(),
+            recognizer.to_json(),
+        )
+        .expect("keyed");
+        let img = p.perturb(png(12, 10)).expect("perturb");
+        let rgb = scrim_core::imaging::decode(&img.png(), scrim_core::DecodeLimits::default())
+            .expect("png");
+        // Undoing the transform gives an image at the model's size; the upload itself is the
+        // transformed one (NP flips half of each block: far from the undone image).
+        let x = scrim_core::imaging::rgb_to_tensor(&rgb);
+        let t = scrim_core::BlockTransform::new(&key, scrim_core::Scheme::NegPos, 4).expect("t");
+        let undone = t.invert(&x).expect("invert");
+        let dist: f32 = x
+            .data()
+            .iter()
+            .zip(undone.data())
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / x.data().len() as f32;
+        assert!(dist > 0.05, "mean |upload − undone| {dist}");
+        // No key section: no transform, and the key file is not even read.
+        Perturber::with_key(onnx.clone(), json.clone(), Vec::new(), plain_recognizer)
+            .expect("no key needed");
+        // A malformed key file and FFX are typed errors.
+        let err = Perturber::with_key(
+            onnx.clone(),
+            json.clone(),
+            key_file[..20].to_vec(),
+            recognizer.to_json(),
+        )
+        .expect_err("truncated");
+        assert!(
+            matches!(&err, ScrimError::InvalidModel { detail } if detail.contains("truncated")),
+            "{err:?}"
+        );
+        recognizer.key = Some(scrim_core::manifest::KeyRequirement {
+            scheme: "ffx".into(),
+            block: 4,
+        });
+        assert!(matches!(
+            Perturber::with_key(onnx, json, key_file, recognizer.to_json()),
+            Err(ScrimError::InvalidModel { .. })
+        ));
     }
 
     #[test]

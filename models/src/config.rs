@@ -78,6 +78,10 @@ pub struct TrainConfig {
     /// Backend: `flex`, `ndarray` or `wgpu`.
     #[config(default = "String::from(\"flex\")")]
     pub backend: String,
+    /// Train the recognizer behind a key-based block-wise transform (the key file's path, the
+    /// scheme and the block size; never the key itself).
+    #[config(default = "None")]
+    pub block_key: Option<crate::keyed::BlockKeyConfig>,
 }
 
 impl TrainConfig {

@@ -118,6 +118,20 @@ impl Accuracy {
 /// # Errors
 /// Model errors; [`Error::Input`] for an unknown attribute.
 pub fn onnx_accuracy(model: &Model, ds: &Dataset, attr: &str) -> Result<Accuracy> {
+    onnx_accuracy_keyed(model, ds, attr, None)
+}
+
+/// Accuracy of an ONNX recognizer on `ds`, every image passed through the key-based transform
+/// `keyed` first (scrim-core's, as on the device).
+///
+/// # Errors
+/// As [`onnx_accuracy`].
+pub fn onnx_accuracy_keyed(
+    model: &Model,
+    ds: &Dataset,
+    attr: &str,
+    keyed: Option<&scrim_core::BlockTransform>,
+) -> Result<Accuracy> {
     let a = ds.attribute(attr)?;
     let s = ds.size;
     let mut pred = Vec::with_capacity(ds.len());
@@ -127,7 +141,11 @@ pub fn onnx_accuracy(model: &Model, ds: &Dataset, attr: &str) -> Result<Accuracy
         for &i in idx {
             data.extend(ds.image(i).iter().map(|&b| f32::from(b) / 255.0));
         }
-        let out = model.run(&ImageTensor::new([idx.len(), 3, s, s], data)?)?;
+        let mut x = ImageTensor::new([idx.len(), 3, s, s], data)?;
+        if let Some(t) = keyed {
+            x = t.apply(&x)?;
+        }
+        let out = model.run(&x)?;
         let k = out[0].shape.get(1).copied().unwrap_or(1);
         for row in out[0].data.chunks(k) {
             pred.push(

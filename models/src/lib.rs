@@ -3,8 +3,9 @@
 //! Co-training for Scrim in burn 0.22: the [`nets`] (perturber, recognizer, adversary), the
 //! [`data`] loaders (UTKFace, ImageFolder, CSV, synthetic), the co-training loop in [`train`],
 //! ONNX [`export`] through scrim-core's writer, [`eval`]uation with fresh attackers, and the
-//! workflows behind the `scrim` command in [`workflow`]; selective weight encryption with service
-//! levels in [`protect`].
+//! workflows behind the `scrim` command in [`workflow`]; the privacy [`audit`]; selective weight
+//! encryption with service levels in [`protect`]; model access control with secret keys: the
+//! [`convmixer`] recognizer, block-wise transforms on batches in [`keyed`], and [`keyprotect`].
 //!
 //! ```no_run
 //! use scrim_models::workflow::{TrainRequest, train_run};
@@ -21,10 +22,13 @@ pub mod audit;
 pub mod backend;
 pub mod batch;
 pub mod config;
+pub mod convmixer;
 pub mod data;
 mod error;
 pub mod eval;
 pub mod export;
+pub mod keyed;
+pub mod keyprotect;
 pub mod nets;
 pub mod progress;
 pub mod protect;

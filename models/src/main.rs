@@ -41,8 +41,10 @@ enum Command {
     Sweep(cli_audit::SweepArgs),
     /// Merge audit reports into docs/RESULTS.md with the frontier plot.
     Results(cli_audit::ResultsArgs),
-    /// Model protection: selective weight encryption with service levels.
-    Protect(cli::levels::ProtectArgs),
+    /// Write a new 256-bit secret key file (for `protect` and `train --block-key`).
+    Keygen(cli::protect::KeygenArgs),
+    /// Model protection: key-based image transforms, model encryption, service levels.
+    Protect(cli::protect::ProtectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +129,16 @@ struct TrainArgs {
     /// Do not read or write the decoded-image cache.
     #[arg(long)]
     no_cache: bool,
+    /// Train the recognizer behind a key-based block-wise transform with this key file
+    /// (`scrim keygen`); the recognizer's manifest records the scheme and block size.
+    #[arg(long, requires = "block_scheme")]
+    block_key: Option<PathBuf>,
+    /// Block-wise scheme for --block-key: shuffle, np, ffx or patch.
+    #[arg(long, requires = "block_key")]
+    block_scheme: Option<String>,
+    /// Block size M for --block-key.
+    #[arg(long, default_value_t = 4)]
+    block: usize,
     /// Run folder.
     #[arg(long)]
     out: PathBuf,
@@ -227,7 +239,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Protect(a) => cli::levels::run(a, progress),
+        Command::Keygen(a) => cli::protect::keygen(a),
+        Command::Protect(a) => cli::protect::run(a, progress),
         Command::Demo(a) => {
             let report = workflow::demo(&DemoOptions {
                 out: a.out,
@@ -280,6 +293,16 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.perturber.map_size = a.size;
     c.seed = a.seed;
     c.backend = a.backend;
+    if let (Some(key), Some(scheme)) = (a.block_key, a.block_scheme) {
+        c.block_key = Some(
+            scrim_models::keyed::BlockKeyConfig::new(
+                // An absolute path, so `--resume` works from another directory.
+                key.canonicalize().unwrap_or(key).display().to_string(),
+                scheme,
+            )
+            .with_block(a.block),
+        );
+    }
     req.resume = a.resume;
     req.cache = !a.no_cache;
     req.progress = progress;

@@ -95,6 +95,8 @@ struct Targets {
     desired: usize,
     sensitive: Option<usize>,
     prior: Vec<f32>,
+    /// The key-based transform every recognizer input goes through (after the perturbation).
+    keyed: Option<scrim_core::BlockTransform>,
 }
 
 fn targets(cfg: &TrainConfig, ds: &Dataset, split: &Split) -> Result<Targets> {
@@ -125,6 +127,7 @@ fn targets(cfg: &TrainConfig, ds: &Dataset, split: &Split) -> Result<Targets> {
         desired,
         sensitive,
         prior,
+        keyed: crate::keyed::load(cfg.block_key.as_ref())?,
     })
 }
 
@@ -267,11 +270,13 @@ pub fn train(
             let x = batch::images(ds, idx, &device);
             let y = batch::labels(ds, t.desired, idx, &device);
             let (loss, logits, sigma_mean) = if warmup {
-                let logits = nets.recognizer.forward(x);
+                let logits = nets
+                    .recognizer
+                    .forward(crate::keyed::maybe_apply(t.keyed.as_ref(), x));
                 (loss_fn.forward(logits.clone(), y.clone()), logits, 0.0)
             } else {
                 let out = nets.perturber.forward(x.clone());
-                let xp = perturb(x, &out, noise);
+                let xp = crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x, &out, noise));
                 let logits = nets.recognizer.forward(xp.clone());
                 let mut loss = loss_fn.forward(logits.clone(), y.clone())
                     + out.log_sigma.clone().mean().mul_scalar(-lambda);
@@ -404,9 +409,12 @@ fn validate(
                 .filter(|(p, l)| p == l)
                 .count()
         };
-        clean_ok += hits(c.forward(x.clone()), &labels);
+        clean_ok += hits(
+            c.forward(crate::keyed::maybe_apply(t.keyed.as_ref(), x.clone())),
+            &labels,
+        );
         let out = p.forward(x.clone());
-        let xp = perturb(x, &out, noise);
+        let xp = crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x, &out, noise));
         let logits = c.forward(xp.clone());
         let n = idx.len() as f64;
         ce += f64::from(

@@ -135,6 +135,10 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
     cfg.recognizer.num_classes = ds.attribute(&cfg.desired)?.classes.len();
     let cfg = &cfg;
     validate_config(cfg)?;
+    let keyed = crate::keyed::load(cfg.block_key.as_ref())?;
+    if let Some(t) = &keyed {
+        crate::keyed::check_size(t, cfg.size)?;
+    }
     eprintln!(
         "data: {} images at {}x{} ({} train / {} val / {} test); desired {:?}{}",
         ds.len(),
@@ -176,13 +180,16 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
         &check,
         &device,
     )?;
+    if let Some(t) = &keyed {
+        crate::keyed::record_requirement(&run.recognizer_onnx(), t)?;
+    }
     let test = ds.subset(&split.test);
     let recognizer = Model::load_path(&run.recognizer_onnx(), BatchMode::Dynamic)?;
     let perturber = Perturber::with_noise(
         Model::load_path(&run.perturber_onnx(), BatchMode::Single)?,
         NoiseSource::seeded_for_tests(cfg.seed ^ 0x7e57),
     )?;
-    let test_clean = eval::onnx_accuracy(&recognizer, &test, &cfg.desired)?;
+    let test_clean = eval::onnx_accuracy_keyed(&recognizer, &test, &cfg.desired, keyed.as_ref())?;
     let (test_perturbed, mean_sigma) = perturbed_accuracy(
         &perturber,
         &recognizer,
@@ -190,6 +197,7 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
         &cfg.desired,
         req.draws.max(1),
         req.progress,
+        keyed.as_ref(),
     )?;
     let summary = TrainSummary {
         run: req.out.clone(),
@@ -208,7 +216,9 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
     Ok(summary)
 }
 
-/// Recognizer accuracy on `draws` independently perturbed copies of `ds`, pooled, and the mean σ.
+/// Recognizer accuracy on `draws` independently perturbed copies of `ds` (each then passed through
+/// the key-based transform `keyed`, when the recognizer was trained behind one), pooled, and the
+/// mean σ.
 ///
 /// # Errors
 /// Model errors.
@@ -219,11 +229,12 @@ pub fn perturbed_accuracy(
     attr: &str,
     draws: usize,
     progress: bool,
+    keyed: Option<&scrim_core::BlockTransform>,
 ) -> Result<(Accuracy, f64)> {
     let mut acc = Vec::new();
     for _ in 0..draws {
         let p = eval::perturb_dataset(perturber, ds, progress)?;
-        acc.push(eval::onnx_accuracy(recognizer, &p, attr)?);
+        acc.push(eval::onnx_accuracy_keyed(recognizer, &p, attr, keyed)?);
     }
     let n = acc.len() as f64;
     let pooled = Accuracy {

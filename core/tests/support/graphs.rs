@@ -269,6 +269,37 @@ pub fn classifier() -> Case {
     }
 }
 
+/// The classifier with its stem encrypted by a key (`model_crypt`): a graph rewritten on the
+/// protobuf rather than written by the builder. Its reference undoes the patch transform and runs
+/// the plain classifier.
+pub fn encrypted_classifier() -> Case {
+    let plain = classifier();
+    let [c, h, w] = plain.input;
+    let labels = (0..4).map(|i| format!("c{i}")).collect();
+    let manifest = scrim_core::manifest::Manifest::recognizer(
+        "classifier",
+        scrim_core::InputSpec::rgb(h, w),
+        "test",
+        labels,
+    );
+    let key = scrim_core::SecretKey::from_bytes([9; 32]);
+    let (onnx, _, _) = scrim_core::model_crypt::encrypt_patch_model(&plain.onnx, &manifest, &key)
+        .expect("the classifier has a patch stem");
+    let t = scrim_core::BlockTransform::new(&key, scrim_core::Scheme::Patch, 4).expect("t");
+    let reference = move |x: &T| {
+        let img = scrim_core::ImageTensor::new([1, c, h, w], x.d.clone()).expect("shape");
+        let d = t.invert(&img).expect("invert").into_data();
+        (plain.reference)(&T { c, h, w, d })
+    };
+    Case {
+        name: "encrypted_classifier",
+        onnx,
+        input: [c, h, w],
+        outputs: vec!["logits"],
+        reference: Box::new(reference),
+    }
+}
+
 pub fn all() -> Vec<Case> {
-    vec![conv_stack(), classifier()]
+    vec![conv_stack(), classifier(), encrypted_classifier()]
 }
