@@ -19,6 +19,7 @@
 pub mod audit;
 pub mod backend;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod data;
 mod error;
