@@ -279,7 +279,7 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     }
     c.perturber.shift_max = a.shift_max;
     c.perturber.input_independent = a.input_independent;
-    if a.downsample == 0 || a.size % a.downsample != 0 {
+    if a.downsample == 0 || !a.size.is_multiple_of(a.downsample) {
         return Err(scrim_models::Error::Input(format!(
             "--downsample must divide --size ({}), got {}",
             a.size, a.downsample
