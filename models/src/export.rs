@@ -47,6 +47,15 @@ fn emit_conv(g: &mut GraphBuilder, x: &Value, cw: &ConvWeights) -> Value {
     g.conv(x, c)
 }
 
+/// Nearest upsampling back to the input resolution when σ is computed at a lower one.
+fn upsample(g: &mut GraphBuilder, x: &Value, factor: usize) -> Value {
+    if factor > 1 {
+        g.upsample_nearest(x, factor)
+    } else {
+        x.clone()
+    }
+}
+
 /// The perturber's ONNX outputs, in order: `sigma`, then `shift` and `keep` when it has them.
 pub fn perturber_outputs(p: &Perturber) -> Vec<PerturberOutput> {
     let mut outputs = vec![PerturberOutput::Sigma];
@@ -77,7 +86,8 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
             h = emit_conv(&mut g, &h, &conv_weights(conv, 1));
             h = g.relu(&h);
         }
-        emit_conv(&mut g, &h, &conv_weights(&p.head, 1))
+        let z = emit_conv(&mut g, &h, &conv_weights(&p.head, 1));
+        upsample(&mut g, &z, p.downsample)
     };
     let s = g.sigmoid(&z);
     let sigma = g.scale(&s, p.sigma_max as f32);
@@ -85,6 +95,7 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
     let learned = p.shift.as_ref().map(|conv| {
         let t = emit_conv(&mut g, &h, &conv_weights(conv, 1));
         let t = g.tanh(&t);
+        let t = upsample(&mut g, &t, p.downsample);
         g.scale(&t, p.shift_max as f32)
     });
     let gray = p.gray.then(|| {

@@ -21,6 +21,7 @@
 pub mod audit;
 pub mod backend;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod convmixer;
 pub mod data;

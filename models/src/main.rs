@@ -1,6 +1,7 @@
 //! `scrim`: co-train, export, perturb, classify and demo. Thin over `scrim_models`.
 
 mod cli_audit;
+mod cli_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     Keygen(cli::protect::KeygenArgs),
     /// Model protection: key-based image transforms, model encryption, service levels.
     Protect(cli::protect::ProtectArgs),
+    /// Benchmarks: perturbation (tract vs onnxruntime), co-training (burn vs PyTorch), server.
+    Bench(cli_bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +117,9 @@ struct TrainArgs {
     /// Baseline: one learned σ map for every image (Cloak-style, input-independent).
     #[arg(long)]
     input_independent: bool,
+    /// Compute σ at 1/D of the input resolution and upsample it (faster on the phone; 1 = off).
+    #[arg(long, default_value_t = 1)]
+    downsample: usize,
     /// Seed (initialisation, shuffling, training noise, split).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -214,6 +220,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Audit(a) => cli_audit::run_audit(a, progress),
         Command::Sweep(a) => cli_audit::run_sweep(a, progress),
         Command::Results(a) => cli_audit::run_results(a),
+        Command::Bench(a) => cli_bench::run_bench(a),
         Command::Perturb(a) => {
             let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "perturber")?;
             let files = workflow::list_images(&a.input)?;
@@ -290,6 +297,13 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     }
     c.perturber.shift_max = a.shift_max;
     c.perturber.input_independent = a.input_independent;
+    if a.downsample == 0 || !a.size.is_multiple_of(a.downsample) {
+        return Err(scrim_models::Error::Input(format!(
+            "--downsample must divide --size ({}), got {}",
+            a.size, a.downsample
+        )));
+    }
+    c.perturber.downsample = a.downsample;
     c.perturber.map_size = a.size;
     c.seed = a.seed;
     c.backend = a.backend;

@@ -45,6 +45,12 @@ pub struct PerturberConfig {
     /// The value suppressed pixels fade to.
     #[config(default = 0.5)]
     pub fill: f64,
+    /// Computes σ (and μ, k) at `1/downsample` of the input resolution: the first convolution
+    /// has this stride and the head's outputs are upsampled (nearest) back to the input size,
+    /// so the network costs about `1/downsample²` as much on the phone. 1 (the default) keeps
+    /// full resolution; image sides must be divisible by it.
+    #[config(default = 1)]
+    pub downsample: usize,
 }
 
 /// ITU-R BT.601 luma weights of R, G, B.
@@ -72,6 +78,8 @@ pub struct Perturber {
     pub gray: bool,
     /// Fill value of suppressed pixels.
     pub fill: f64,
+    /// σ-map resolution divisor (see [`PerturberConfig::downsample`]).
+    pub downsample: usize,
 }
 
 /// The perturber's outputs for one batch.
@@ -90,9 +98,25 @@ pub struct PerturberOut {
 }
 
 fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
+    conv3_strided(cin, cout, 1, device)
+}
+
+fn conv3_strided(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([cin, cout], [3, 3])
+        .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .init(device)
+}
+
+/// Nearest-neighbour upsampling by an integer factor: `[N, C, H, W]` → `[N, C, H·f, W·f]`.
+pub fn upsample_nearest(x: Tensor<4>, factor: usize) -> Tensor<4> {
+    if factor <= 1 {
+        return x;
+    }
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1])
+        .expand([n, c, h, factor, w, factor])
+        .reshape([n, c, h * factor, w * factor])
 }
 
 impl PerturberConfig {
@@ -105,11 +129,19 @@ impl PerturberConfig {
         } else {
             self.hidden_layers
         };
-        for _ in 0..layers {
-            hidden.push(conv3(cin, self.channels, device));
+        // The first convolution carries the stride of a reduced-resolution σ map.
+        let stride = if self.input_independent {
+            1
+        } else {
+            self.downsample.max(1)
+        };
+        for k in 0..layers {
+            let s = if k == 0 { stride } else { 1 };
+            hidden.push(conv3_strided(cin, self.channels, s, device));
             cin = self.channels;
         }
-        let mut head = conv3(cin, 3, device);
+        let head_stride = if layers == 0 { stride } else { 1 };
+        let mut head = conv3_strided(cin, 3, head_stride, device);
         // A fresh trainable parameter: mapping the initialised one would yield a constant.
         head.bias = Some(Param::from_tensor(Tensor::full(
             [3],
@@ -119,6 +151,7 @@ impl PerturberConfig {
         // The shift head starts at μ = 0 exactly (zero weights still get gradients).
         let shift = (self.shift_max > 0.0 && !self.input_independent).then(|| {
             Conv2dConfig::new([cin, 3], [3, 3])
+                .with_stride([head_stride, head_stride])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .with_initializer(Initializer::Zeros)
                 .init(device)
@@ -140,6 +173,7 @@ impl PerturberConfig {
             suppress: self.suppress,
             gray: self.gray,
             fill: self.fill,
+            downsample: stride,
         }
     }
 }
@@ -156,11 +190,12 @@ impl Perturber {
                 for conv in &self.hidden {
                     f = activation::relu(conv.forward(f));
                 }
-                let shift = self
-                    .shift
-                    .as_ref()
-                    .map(|s| activation::tanh(s.forward(f.clone())).mul_scalar(self.shift_max));
-                (self.head.forward(f), shift)
+                let d = self.downsample;
+                let shift = self.shift.as_ref().map(|s| {
+                    upsample_nearest(activation::tanh(s.forward(f.clone())), d)
+                        .mul_scalar(self.shift_max)
+                });
+                (upsample_nearest(self.head.forward(f), d), shift)
             }
         };
         let gray = self.gray.then(|| gray_shift(x));
@@ -284,5 +319,20 @@ mod tests {
         let grads = GradientsParams::from_grads(logits.mean().backward(), &c);
         // conv w+b and BN γ+β per block, and the linear head's w+b.
         assert_eq!(grads.len(), 2 * 4 + 2);
+    }
+
+    #[test]
+    fn half_resolution_sigma_keeps_the_input_shape() {
+        let device = Device::flex().autodiff();
+        let p = PerturberConfig::new().with_downsample(2).init(&device);
+        let x = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &device);
+        let out = p.forward(x);
+        assert_eq!(out.sigma.dims(), [2, 3, 8, 8]);
+        let grads = GradientsParams::from_grads(out.log_sigma.mean().backward(), &p);
+        assert_eq!(grads.len(), 6);
+        // Nearest upsampling: each 2×2 block of σ is one value.
+        let v = crate::batch::to_vec(out.sigma);
+        assert_eq!(v[0], v[1]);
+        assert_eq!(v[0], v[8]);
     }
 }

@@ -179,3 +179,15 @@ fn utkface_loader_skips_malformed_names() {
     assert_eq!(ds.attribute("race").expect("r").labels, vec![1, 3]);
     assert_eq!(ds.attribute("age").expect("a").labels, vec![1, 2]);
 }
+
+#[test]
+fn half_resolution_perturber_trains_and_exports() {
+    // σ at half resolution (stride-2 first conv, nearest upsampling): trains, and its ONNX
+    // export passes the same tract-vs-burn check as the default architecture.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = tiny_request(&dir.path().join("run"), 2);
+    req.config.perturber.downsample = 2;
+    let summary = workflow::train_run(&req).expect("train");
+    assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+    assert!(summary.mean_sigma.is_finite());
+}

@@ -1,0 +1,107 @@
+"""The co-training step of scrim train in PyTorch on the CPU, for `scrim bench --torch`.
+
+Same networks as models/src/nets.rs (perturber: hidden 3x3 convs + ReLU, a 3x3 sigma head,
+sigma = sigma_max * sigmoid; recognizer: [3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool] per
+width, global average pool, linear), the same step as models/src/train.rs (Gaussian noise,
+clip, 8-bit rounding with a straight-through gradient, CE - lambda * mean(log sigma), Adam on
+both networks). Written from that description, not from another project.
+
+Usage: python cotrain_torch.py STEPS BATCH SIZE CHANNELS HIDDEN WIDTHS(comma) CLASSES
+Prints JSON: {"median_step_ms": m, "images_per_sec": r, "threads": t, "version": v}.
+"""
+
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Perturber(nn.Module):
+    def __init__(self, channels, hidden, sigma_max=1.0, head_bias=-2.0):
+        super().__init__()
+        layers, cin = [], 3
+        for _ in range(hidden):
+            layers.append(nn.Conv2d(cin, channels, 3, padding=1))
+            cin = channels
+        self.hidden = nn.ModuleList(layers)
+        self.head = nn.Conv2d(cin, 3, 3, padding=1)
+        nn.init.constant_(self.head.bias, head_bias)
+        self.sigma_max = sigma_max
+
+    def forward(self, x):
+        for conv in self.hidden:
+            x = F.relu(conv(x))
+        z = self.head(x)
+        return self.sigma_max * torch.sigmoid(z), F.logsigmoid(z) + torch.log(
+            torch.tensor(self.sigma_max)
+        )
+
+
+class Recognizer(nn.Module):
+    def __init__(self, widths, classes):
+        super().__init__()
+        blocks, cin = [], 3
+        for w in widths:
+            blocks.append(nn.Sequential(nn.Conv2d(cin, w, 3, padding=1), nn.BatchNorm2d(w)))
+            cin = w
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = F.max_pool2d(F.relu(b(x)), 2)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def main():
+    steps, batch, size, channels, hidden = (int(v) for v in sys.argv[1:6])
+    widths = [int(v) for v in sys.argv[6].split(",")]
+    classes = int(sys.argv[7])
+    torch.manual_seed(0)
+    p, c = Perturber(channels, hidden), Recognizer(widths, classes)
+    opt_p = torch.optim.Adam(p.parameters(), lr=4e-3)
+    opt_c = torch.optim.Adam(c.parameters(), lr=2e-3)
+    x = torch.rand(batch, 3, size, size)
+    y = torch.randint(0, classes, (batch,))
+    lam = 0.05
+
+    def step():
+        sigma, log_sigma = p(x)
+        noisy = torch.clamp(x + sigma * torch.randn_like(x), 0.0, 1.0)
+        q = torch.round(noisy * 255.0) / 255.0
+        xp = noisy + (q - noisy).detach()
+        logits = c(xp)
+        loss = F.cross_entropy(logits, y) - lam * log_sigma.mean()
+        opt_p.zero_grad()
+        opt_c.zero_grad()
+        loss.backward()
+        opt_p.step()
+        opt_c.step()
+        return loss.item()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    median = times[len(times) // 2]
+    print(
+        json.dumps(
+            {
+                "median_step_ms": median,
+                "images_per_sec": batch / (median / 1e3),
+                "threads": torch.get_num_threads(),
+                "version": torch.__version__,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+//! The Python side of the bench: a virtualenv with onnxruntime (and, when asked, PyTorch), and
+//! the reference scripts from the repository's `bench/` folder, carried inside the binary so the
+//! bench runs from any directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::BenchOptions;
+use crate::{Error, Result};
+
+/// `bench/ort_perturb.py`: times ONNX files in onnxruntime on one thread.
+pub(crate) const ORT_SCRIPT: &str = include_str!("../../../bench/ort_perturb.py");
+/// `bench/cotrain_torch.py`: the co-training step in PyTorch.
+pub(crate) const TORCH_SCRIPT: &str = include_str!("../../../bench/cotrain_torch.py");
+
+/// `SCRIM_BENCH_VENV`, else `~/.cache/scrim/bench-venv` (apart from the test virtualenv, so
+/// PyTorch never lands in the one CI uses).
+pub(crate) fn default_venv() -> PathBuf {
+    if let Some(v) = std::env::var_os("SCRIM_BENCH_VENV") {
+        return PathBuf::from(v);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/scrim/bench-venv")
+}
+
+fn imports(python: &Path, modules: &str) -> bool {
+    Command::new(python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn pip(python: &Path, args: &[&str]) -> bool {
+    eprintln!("[bench] pip install {}", args.join(" "));
+    Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A Python interpreter that imports onnxruntime and numpy: `opts.python`, then the bench
+/// virtualenv, then (smoke runs) `SCRIM_PYTHON` as set by `scripts/test`. A full run creates
+/// the virtualenv when it is missing. `None`, with a note, when there is none.
+pub(crate) fn resolve(opts: &BenchOptions, notes: &mut Vec<String>) -> Option<PathBuf> {
+    let venv_python = opts.venv.join("bin/python");
+    let mut candidates: Vec<PathBuf> = opts.python.iter().cloned().collect();
+    candidates.push(venv_python.clone());
+    if let Some(p) = std::env::var_os("SCRIM_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Some(p) = candidates
+        .iter()
+        .find(|p| p.is_file() && imports(p, "onnxruntime, numpy"))
+    {
+        return Some(p.clone());
+    }
+    if !opts.smoke && opts.python.is_none() {
+        eprintln!(
+            "[bench] creating Python virtualenv {} (onnxruntime, numpy)",
+            opts.venv.display()
+        );
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&opts.venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        if created
+            && pip(&venv_python, &["onnxruntime", "numpy"])
+            && imports(&venv_python, "onnxruntime, numpy")
+        {
+            return Some(venv_python);
+        }
+    }
+    notes.push(format!(
+        "onnxruntime not measured: no Python with onnxruntime and numpy (looked at --python, \
+         {}, SCRIM_PYTHON{})",
+        venv_python.display(),
+        if opts.smoke {
+            "; smoke runs create no virtualenv"
+        } else {
+            "; creating the virtualenv failed"
+        }
+    ));
+    None
+}
+
+/// Makes sure `python` imports torch, installing the CPU build when missing (the PyTorch index
+/// first, then PyPI). Returns why not, when it cannot.
+pub(crate) fn ensure_torch(python: &Path) -> std::result::Result<(), String> {
+    if imports(python, "torch") {
+        return Ok(());
+    }
+    let cpu_index = [
+        "torch",
+        "--index-url",
+        "https://download.pytorch.org/whl/cpu",
+    ];
+    if (pip(python, &cpu_index) || pip(python, &["torch"])) && imports(python, "torch") {
+        Ok(())
+    } else {
+        Err(format!(
+            "PyTorch could not be installed into {} (pip install torch failed)",
+            python.display()
+        ))
+    }
+}
+
+/// Writes `script` into `dir` as `name` and runs it with `args`; parses its last stdout line as
+/// JSON.
+pub(crate) fn run_script(
+    python: &Path,
+    dir: &Path,
+    name: &str,
+    script: &str,
+    args: &[String],
+) -> Result<serde_json::Value> {
+    let path = dir.join(name);
+    std::fs::write(&path, script).map_err(|e| Error::io(&path, e))?;
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| Error::io(python, e))?;
+    if !out.status.success() {
+        return Err(Error::Input(format!(
+            "{name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).map_err(|e| Error::Input(format!("{name}: bad output: {e}")))
+}
