@@ -20,6 +20,7 @@ use tract_onnx::pb;
 use crate::blockwise::{BlockTransform, Scheme};
 use crate::keys::SecretKey;
 use crate::manifest::Manifest;
+use crate::onnx_graph::floats;
 use crate::{Error, Result};
 
 /// What [`encrypt_patch_model`] found and changed.
@@ -224,30 +225,6 @@ pub fn encrypt_patch_model(
 
 fn w_init_dims(dims: &[usize]) -> Vec<i64> {
     dims.iter().map(|&d| d as i64).collect()
-}
-
-/// The float values of an initializer (raw little-endian data or `float_data`).
-fn floats(t: &pb::TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
-        return Err(Error::InvalidModel(format!(
-            "initializer {:?} is not float32",
-            t.name
-        )));
-    }
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return Err(Error::InvalidModel(format!(
-                "initializer {:?} has truncated data",
-                t.name
-            )));
-        }
-        return Ok(t
-            .raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect());
-    }
-    Ok(t.float_data.clone())
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
 use tract_onnx::pb;
 
+use crate::onnx_graph::floats;
 use crate::sealed::{self, LevelKey};
 use crate::{Error, Result};
 
@@ -404,30 +405,6 @@ fn find_mut<'a>(g: &'a mut pb::GraphProto, name: &str) -> Result<&'a mut pb::Ten
         .iter_mut()
         .find(|t| t.name == name)
         .ok_or_else(|| Error::InvalidModel(format!("no initializer named {name:?}")))
-}
-
-/// A float initializer's values, from `raw_data` (little-endian) or `float_data`.
-fn floats(t: &pb::TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
-        return Err(Error::InvalidModel(format!(
-            "initializer {:?} is not float32",
-            t.name
-        )));
-    }
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return Err(Error::InvalidModel(format!(
-                "initializer {:?} has a truncated raw_data",
-                t.name
-            )));
-        }
-        Ok(t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    } else {
-        Ok(t.float_data.clone())
-    }
 }
 
 /// Writes values back in the storage the initializer already uses.
