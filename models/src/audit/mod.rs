@@ -523,7 +523,10 @@ fn assemble(
         draws: req.draws,
         attacker: req.attacker.clone(),
         schemes,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: std::iter::once("scrim".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
