@@ -250,18 +250,7 @@ pub fn perturbed_accuracy(
 /// # Errors
 /// Model errors.
 pub fn mean_sigma(perturber: &Perturber, ds: &Dataset) -> Result<f64> {
-    let s = ds.size;
-    let mut total = 0.0f64;
-    for i in 0..ds.len() {
-        let x = scrim_core::ImageTensor::new(
-            [1, 3, s, s],
-            ds.image(i).iter().map(|&b| f32::from(b) / 255.0).collect(),
-        )?;
-        let maps = perturber.maps(&x)?;
-        total += maps.sigma.data().iter().map(|&v| f64::from(v)).sum::<f64>()
-            / maps.sigma.data().len() as f64;
-    }
-    Ok(total / ds.len().max(1) as f64)
+    Ok(crate::audit::sigma_stats(perturber, ds)?.0)
 }
 
 fn validate_config(cfg: &TrainConfig) -> Result<()> {

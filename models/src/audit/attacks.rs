@@ -110,6 +110,7 @@ impl<'a> Context<'a> {
     pub fn attack_all(
         &mut self,
         name: &str,
+        identity: bool,
         ptrain: &Dataset,
         pval: &Dataset,
         ptest: &Dataset,
@@ -131,11 +132,10 @@ impl<'a> Context<'a> {
         } else {
             None
         };
-        let (btrain, bval, btest) = if req.attacks.contains(&Attack::Blur) {
-            (blur(ptrain), blur(pval), blur(ptest))
-        } else {
-            (ptrain.clone(), pval.clone(), ptest.clone())
-        };
+        let blurred = req
+            .attacks
+            .contains(&Attack::Blur)
+            .then(|| (blur(ptrain), blur(pval), blur(ptest)));
         for attr in &req.sensitive {
             let majority = majority(self.test, attr)?;
             for &attack in &req.attacks {
@@ -144,14 +144,21 @@ impl<'a> Context<'a> {
                 let score =
                     |m: &Recognizer, ds: &Dataset| eval::burn_accuracy(m, ds, attr, &device);
                 let accuracy = match attack {
+                    // Without perturbation the from-scratch attacker is the clean attacker.
+                    Attack::Cnn if identity => score(&self.clean_attacker(attr)?, ptest)?,
                     Attack::Cnn => score(
                         &self.train_attacker(ptrain, pval, attr, None, &label)?,
                         ptest,
                     )?,
-                    Attack::Blur => score(
-                        &self.train_attacker(&btrain, &bval, attr, None, &label)?,
-                        &btest,
-                    )?,
+                    Attack::Blur => {
+                        let Some((btrain, bval, btest)) = &blurred else {
+                            continue;
+                        };
+                        score(
+                            &self.train_attacker(btrain, bval, attr, None, &label)?,
+                            btest,
+                        )?
+                    }
                     Attack::Finetune => {
                         let clean = self.clean_attacker(attr)?;
                         score(

@@ -292,7 +292,7 @@ pub fn uniform_noise(ds: &Dataset, sigma: f32) -> Result<Dataset> {
 }
 
 /// Mean and RMS σ of a perturber over a dataset.
-fn sigma_stats(p: &Perturber, ds: &Dataset) -> Result<(f64, f64)> {
+pub(crate) fn sigma_stats(p: &Perturber, ds: &Dataset) -> Result<(f64, f64)> {
     let s = ds.size;
     let (mut sum, mut sq, mut n) = (0.0f64, 0.0f64, 0usize);
     for i in 0..ds.len() {
@@ -623,7 +623,13 @@ fn audit_scheme(
             )
         }
     };
-    let (attacks, reconstruction) = ctx.attack_all(name, &ptrain, &pval, &ptest)?;
+    let (attacks, reconstruction) = ctx.attack_all(
+        name,
+        matches!(r.perturb, Perturb::Identity),
+        &ptrain,
+        &pval,
+        &ptest,
+    )?;
     Ok(SchemeReport {
         name: name.into(),
         scheme: scheme.clone(),
