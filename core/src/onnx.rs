@@ -224,6 +224,14 @@ impl GraphBuilder {
     pub fn mul(&mut self, a: &Value, b: &Value) -> Value {
         self.node("Mul", &[a.clone(), b.clone()], vec![])
     }
+    /// Element-wise `Div` (with broadcasting).
+    pub fn div(&mut self, a: &Value, b: &Value) -> Value {
+        self.node("Div", &[a.clone(), b.clone()], vec![])
+    }
+    /// Element-wise `Sqrt`.
+    pub fn sqrt(&mut self, x: &Value) -> Value {
+        self.node("Sqrt", &[x.clone()], vec![])
+    }
     /// Multiplies by a scalar constant.
     pub fn scale(&mut self, x: &Value, s: f32) -> Value {
         let k = self.constant("scale", &[1], &[s]);

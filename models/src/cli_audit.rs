@@ -300,6 +300,9 @@ fn runs_table(report: &AuditReport) -> String {
         if p.input_independent {
             opts.push("input-independent".into());
         }
+        if p.standardize {
+            opts.push("standardize".into());
+        }
         if p.gray {
             opts.push("gray".into());
         }
@@ -308,6 +311,12 @@ fn runs_table(report: &AuditReport) -> String {
         }
         if p.shift_max > 0.0 {
             opts.push(format!("shift-max {}", p.shift_max));
+        }
+        if let Some(t) = cfg.target_accuracy {
+            opts.push(format!(
+                "target accuracy {t} (λ adapted from {} by dual ascent, rate {})",
+                cfg.lambda, cfg.dual_rate
+            ));
         }
         if cfg.adversarial {
             opts.push(format!(

@@ -31,6 +31,17 @@ pub struct TrainConfig {
     /// λ: weight of the noise reward `−λ · mean(log σ)`.
     #[config(default = 0.05)]
     pub lambda: f64,
+    /// Utility-constrained mode: when set, λ is no longer fixed but adapted by dual ascent so
+    /// that the recognizer's accuracy on perturbed validation images stays at this value (a
+    /// fraction); `lambda` is then only the starting value. The perturber adds as much noise as
+    /// the accuracy budget allows, instead of whatever a hand-picked λ happens to give.
+    #[config(default = "None")]
+    pub target_accuracy: Option<f64>,
+    /// Dual step of the utility-constrained mode: `log λ += dual_rate · (acc − target)` at each
+    /// control step (every [`CONTROL_EVERY`] training batches), `acc` a running mean over
+    /// validation batches.
+    #[config(default = 1.0)]
+    pub dual_rate: f64,
     /// Total epochs, warm-up included.
     #[config(default = 12)]
     pub epochs: usize,
@@ -83,6 +94,12 @@ pub struct TrainConfig {
     #[config(default = "None")]
     pub block_key: Option<crate::keyed::BlockKeyConfig>,
 }
+
+/// Training batches between two control steps of the utility-constrained mode.
+pub const CONTROL_EVERY: usize = 4;
+
+/// Bounds of λ in the utility-constrained mode.
+pub const LAMBDA_RANGE: (f64, f64) = (1e-3, 5.0);
 
 impl TrainConfig {
     /// λ in effect during `epoch` (0-based): 0 in warm-up, then a linear ramp.

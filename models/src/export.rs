@@ -10,7 +10,7 @@ use scrim_core::{BatchMode, InputSpec, Model, NoiseKind};
 
 use crate::batch;
 use crate::data::Dataset;
-use crate::nets::{LUMA, Perturber, Recognizer};
+use crate::nets::{LUMA, Perturber, Recognizer, STANDARD_EPS, STANDARD_STD};
 use crate::run::RunDir;
 use crate::{Error, Result};
 
@@ -59,7 +59,7 @@ fn upsample(g: &mut GraphBuilder, x: &Value, factor: usize) -> Value {
 /// The perturber's ONNX outputs, in order: `sigma`, then `shift` and `keep` when it has them.
 pub fn perturber_outputs(p: &Perturber) -> Vec<PerturberOutput> {
     let mut outputs = vec![PerturberOutput::Sigma];
-    if p.gray || p.shift.is_some() {
+    if p.gray || p.standardize || p.shift.is_some() {
         outputs.push(PerturberOutput::Shift);
     }
     if p.suppress {
@@ -98,13 +98,17 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         let t = upsample(&mut g, &t, p.downsample);
         g.scale(&t, p.shift_max as f32)
     });
-    let gray = p.gray.then(|| {
-        // A 1×1 conv with weights luma − identity: out_o = Σ_i L_i x_i − x_o.
-        let w: Vec<f32> = (0..3)
-            .flat_map(|o| (0..3).map(move |i| LUMA[i] - if i == o { 1.0 } else { 0.0 }))
-            .collect();
-        g.conv(&x, Conv::new(&w, [3, 3, 1, 1]))
-    });
+    let gray = if p.standardize {
+        Some(standardize_onnx(&mut g, &x, p.fill as f32))
+    } else {
+        p.gray.then(|| {
+            // A 1×1 conv with weights luma − identity: out_o = Σ_i L_i x_i − x_o.
+            let w: Vec<f32> = (0..3)
+                .flat_map(|o| (0..3).map(move |i| LUMA[i] - if i == o { 1.0 } else { 0.0 }))
+                .collect();
+            g.conv(&x, Conv::new(&w, [3, 3, 1, 1]))
+        })
+    };
     let shift = match (gray, learned) {
         (Some(a), Some(b)) => Some(g.add(&a, &b)),
         (a, b) => a.or(b),
@@ -118,6 +122,23 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         g.output(&keep, "keep");
     }
     g.finish()
+}
+
+/// Tone standardisation as ONNX (see [`crate::nets::standardize_shift`]): the luma in every
+/// channel by a 1×1 conv, its mean and variance by global average pooling, then `t − x`.
+fn standardize_onnx(g: &mut GraphBuilder, x: &Value, fill: f32) -> Value {
+    let w: Vec<f32> = (0..3).flat_map(|_| LUMA).collect();
+    let y = g.conv(x, Conv::new(&w, [3, 3, 1, 1]));
+    let mean = g.global_avg_pool(&y);
+    let d = g.sub(&y, &mean);
+    let sq = g.mul(&d, &d);
+    let var = g.global_avg_pool(&sq);
+    let var = g.offset(&var, STANDARD_EPS);
+    let std = g.sqrt(&var);
+    let z = g.div(&d, &std);
+    let z = g.scale(&z, STANDARD_STD);
+    let t = g.offset(&z, fill);
+    g.sub(&t, x)
 }
 
 /// The recognizer as ONNX: input `image [N,3,H,W]`, output `logits [N,K]`.

@@ -67,6 +67,14 @@ struct TrainArgs {
     /// Privacy/utility trade-off λ in CE − λ·mean(log σ).
     #[arg(long, default_value_t = 0.05)]
     lambda: f64,
+    /// Utility-constrained mode: adapt λ by dual ascent so the recognizer's accuracy on
+    /// perturbed validation images stays at this fraction (e.g. 0.871 = clean 0.891 − 2
+    /// points); --lambda becomes the starting value.
+    #[arg(long)]
+    target_accuracy: Option<f64>,
+    /// Step of the dual ascent on log λ per accuracy unit (with --target-accuracy).
+    #[arg(long, default_value_t = 1.0)]
+    dual_rate: f64,
     /// Epochs (warm-up included).
     #[arg(long, default_value_t = 12)]
     epochs: usize,
@@ -107,6 +115,10 @@ struct TrainArgs {
     /// Upload luma only: a fixed grey conversion on the device before the noise.
     #[arg(long)]
     gray: bool,
+    /// Tone standardisation (implies --gray): each image's luma is shifted and scaled to a
+    /// fixed mean and contrast on the device, removing overall brightness such as skin tone.
+    #[arg(long)]
+    standardize: bool,
     /// Suppression: pixels fade to mid-grey where σ saturates (k = 1 − σ/σ_max).
     #[arg(long)]
     suppress: bool,
@@ -269,6 +281,26 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.sensitive = a.sensitive;
     c.size = a.size;
     c.lambda = a.lambda;
+    if let Some(t) = a.target_accuracy
+        && !(t > 0.0 && t < 1.0)
+    {
+        return Err(scrim_models::Error::Input(format!(
+            "--target-accuracy is a fraction in (0, 1), got {t}"
+        )));
+    }
+    if !(a.dual_rate > 0.0 && a.dual_rate.is_finite()) {
+        return Err(scrim_models::Error::Input(format!(
+            "--dual-rate must be positive, got {}",
+            a.dual_rate
+        )));
+    }
+    if a.target_accuracy.is_some() && !(a.lambda > 0.0) {
+        return Err(scrim_models::Error::Input(
+            "--target-accuracy starts from --lambda, which must be positive".into(),
+        ));
+    }
+    c.target_accuracy = a.target_accuracy;
+    c.dual_rate = a.dual_rate;
     c.epochs = a.epochs;
     c.warmup_epochs = a.warmup;
     c.batch_size = a.batch_size;
@@ -287,7 +319,8 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.adversarial = a.adversarial;
     c.adversary_weight = a.adversary_weight;
     c.adversary_reset_epochs = a.adversary_reset;
-    c.perturber.gray = a.gray;
+    c.perturber.gray = a.gray || a.standardize;
+    c.perturber.standardize = a.standardize;
     c.perturber.suppress = a.suppress;
     if !(a.shift_max >= 0.0 && a.shift_max <= 1.0) {
         return Err(scrim_models::Error::Input(format!(

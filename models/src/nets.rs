@@ -42,6 +42,12 @@ pub struct PerturberConfig {
     /// Uploads luma only: a fixed grey conversion (ITU-R BT.601 weights) before the noise.
     #[config(default = false)]
     pub gray: bool,
+    /// Tone standardisation (implies `gray`): the luma of each image is shifted and scaled to
+    /// mean `fill` and standard deviation [`STANDARD_STD`] before the noise. It removes the
+    /// image's overall brightness and contrast (skin tone, lighting), a low-frequency signal
+    /// that zero-mean noise cannot hide, and costs shape-based tasks little.
+    #[config(default = false)]
+    pub standardize: bool,
     /// The value suppressed pixels fade to.
     #[config(default = 0.5)]
     pub fill: f64,
@@ -52,6 +58,12 @@ pub struct PerturberConfig {
     #[config(default = 1)]
     pub downsample: usize,
 }
+
+/// Standard deviation of the luma after tone standardisation.
+pub const STANDARD_STD: f32 = 0.2;
+
+/// Added to the luma variance before its square root, so a flat image stays flat.
+pub const STANDARD_EPS: f32 = 1e-4;
 
 /// ITU-R BT.601 luma weights of R, G, B.
 pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
@@ -76,6 +88,8 @@ pub struct Perturber {
     pub suppress: bool,
     /// Grey conversion on.
     pub gray: bool,
+    /// Tone standardisation on (see [`PerturberConfig::standardize`]).
+    pub standardize: bool,
     /// Fill value of suppressed pixels.
     pub fill: f64,
     /// σ-map resolution divisor (see [`PerturberConfig::downsample`]).
@@ -172,6 +186,7 @@ impl PerturberConfig {
             shift_max: self.shift_max,
             suppress: self.suppress,
             gray: self.gray,
+            standardize: self.standardize,
             fill: self.fill,
             downsample: stride,
         }
@@ -198,7 +213,11 @@ impl Perturber {
                 (upsample_nearest(self.head.forward(f), d), shift)
             }
         };
-        let gray = self.gray.then(|| gray_shift(x));
+        let gray = if self.standardize {
+            Some(standardize_shift(x, self.fill))
+        } else {
+            self.gray.then(|| gray_shift(x))
+        };
         let shift = match (gray, learned_shift) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
@@ -226,6 +245,26 @@ pub fn gray_shift(x: Tensor<4>) -> Tensor<4> {
     let y = x.clone().mul(weights).sum_dim(1);
     let [n, c, h, w] = x.dims();
     y.expand([n, c, h, w]) - x
+}
+
+/// `t(x) − x` per channel, where `t` is the image's luma standardised to mean `fill` and
+/// standard deviation [`STANDARD_STD`] (over its pixels), the same in every channel.
+///
+/// # Shapes
+/// `[N, 3, H, W]` → `[N, 3, H, W]`.
+pub fn standardize_shift(x: Tensor<4>, fill: f64) -> Tensor<4> {
+    let device = x.device();
+    let weights = Tensor::<1>::from_floats(LUMA, &device).reshape([1, 3, 1, 1]);
+    let y = x.clone().mul(weights).sum_dim(1);
+    let mean = y.clone().mean_dim(2).mean_dim(3);
+    let d = y - mean;
+    let var = d.clone().powi_scalar(2).mean_dim(2).mean_dim(3);
+    let t = d
+        .div(var.add_scalar(STANDARD_EPS).sqrt())
+        .mul_scalar(STANDARD_STD)
+        .add_scalar(fill);
+    let [n, c, h, w] = x.dims();
+    t.expand([n, c, h, w]) - x
 }
 
 /// Configuration of a recognizer (also used for adversaries and attackers): blocks of
@@ -319,6 +358,28 @@ mod tests {
         let grads = GradientsParams::from_grads(logits.mean().backward(), &c);
         // conv w+b and BN γ+β per block, and the linear head's w+b.
         assert_eq!(grads.len(), 2 * 4 + 2);
+    }
+
+    #[test]
+    fn standardised_luma_has_the_fixed_mean_and_contrast_whatever_the_brightness() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &device);
+        // The same image darkened and with less contrast standardises to the same upload.
+        let dark = x.clone().mul_scalar(0.4).add_scalar(0.05);
+        let t = |x: Tensor<4>| crate::batch::to_vec(x.clone() + standardize_shift(x, 0.5));
+        let (a, b) = (t(x), t(dark));
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() < 5e-3, "{u} vs {v}"); // the ε under the root
+        }
+        // Per image: mean 0.5, standard deviation STANDARD_STD, equal channels.
+        for img in a.chunks(3 * 64) {
+            let y = &img[..64];
+            let mean = y.iter().sum::<f32>() / 64.0;
+            let sd = (y.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 64.0).sqrt();
+            assert!((mean - 0.5).abs() < 1e-4, "mean {mean}");
+            assert!((sd - STANDARD_STD).abs() < 1e-3, "sd {sd}");
+            assert_eq!(&img[..64], &img[64..128]);
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Checkpoint {
     pub best_epoch: Option<usize>,
     /// Its validation objective.
     pub best_objective: Option<f64>,
+    /// λ reached by the utility-constrained mode (absent in older checkpoints).
+    #[serde(default)]
+    pub lambda: Option<f64>,
 }
 
 /// A run folder.

@@ -11,6 +11,10 @@
 //!    detached `x'`; then perturber and recognizer add `w · CE(prior, A(x'))`, which is smallest
 //!    when the adversary's prediction equals the class prior (not merely when it is wrong).
 //!
+//! 4. **Utility-constrained mode** (`target_accuracy`): λ is adapted by dual ascent on the
+//!    constraint "accuracy on perturbed validation images ≥ target", so the perturber adds as
+//!    much noise as a stated utility budget allows (see [`Dual`]).
+//!
 //! Every epoch is validated; the checkpoint with the lowest validation objective among the
 //! epochs at full λ is kept as `best`, and `last` allows `--resume`.
 
@@ -28,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::batch;
-use crate::config::TrainConfig;
+use crate::config::{CONTROL_EVERY, LAMBDA_RANGE, TrainConfig};
 use crate::data::{Dataset, Split};
 use crate::nets::{Perturber, PerturberOut, Recognizer, RecognizerConfig};
 use crate::run::{Checkpoint, RunDir};
@@ -240,6 +244,13 @@ pub fn train(
     run.save_split(split)?;
 
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut dual = cfg.target_accuracy.map(|target| Dual {
+        target,
+        rate: cfg.dual_rate,
+        lambda: state.lambda.unwrap_or(cfg.lambda),
+        accuracy: None,
+        next: 0,
+    });
     for epoch in state.epochs_done..cfg.epochs {
         let started = Instant::now();
         let cotrain_epoch = epoch.checked_sub(cfg.warmup_epochs);
@@ -253,9 +264,12 @@ pub fn train(
             opt_a = cfg.optimizer.init();
         }
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
-        let lambda = cfg.lambda_at(epoch);
         let lr = cfg.lr_at(epoch);
         let warmup = epoch < cfg.warmup_epochs;
+        let mut lambda = match (&mut dual, warmup) {
+            (Some(d), false) => d.lambda,
+            _ => cfg.lambda_at(epoch),
+        };
         let mut order = split.train.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
             cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37),
@@ -306,6 +320,11 @@ pub fn train(
             }
             let gc = GradientsParams::from_module(&mut grads, &nets.recognizer);
             nets.recognizer = opt_c.step(lr, nets.recognizer.clone(), gc);
+            if let Some(d) = dual.as_mut().filter(|_| !warmup)
+                && (seen / cfg.batch_size.max(1)).is_multiple_of(CONTROL_EVERY)
+            {
+                lambda = d.step(&nets, ds, &split.val, cfg.batch_size, &t, noise, &eval_device);
+            }
 
             let l = f64::from(batch::to_vec(loss).first().copied().unwrap_or(f32::NAN));
             let labels: Vec<u16> = idx
@@ -341,6 +360,10 @@ pub fn train(
         m.epoch = epoch;
         m.phase = if warmup { "warmup" } else { "cotrain" }.into();
         m.lambda = lambda;
+        if let Some(d) = &dual {
+            m.val_objective = constrained_objective(&m, d.target);
+            state.lambda = Some(d.lambda);
+        }
         m.lr = lr;
         m.train_loss = loss_sum / seen.max(1) as f64;
         m.train_acc = correct as f64 / seen.max(1) as f64;
@@ -364,7 +387,7 @@ pub fn train(
         );
         run.append_metrics(&m)?;
         state.epochs_done = epoch + 1;
-        let eligible = !warmup && cfg.is_full_lambda(epoch);
+        let eligible = !warmup && (dual.is_some() || cfg.is_full_lambda(epoch));
         if eligible && state.best_objective.is_none_or(|b| m.val_objective < b) {
             state.best_objective = Some(m.val_objective);
             state.best_epoch = Some(epoch);
@@ -377,6 +400,76 @@ pub fn train(
         run.save_best(&nets)?;
     }
     run.load_best(&nets, &device)
+}
+
+/// The dual variable of the utility-constrained mode (`target_accuracy`): λ follows
+/// `log λ += rate · (acc − target)`, where `acc` is a running mean of the recognizer's accuracy
+/// on perturbed validation batches. Accuracy above the target buys more noise, below it less.
+struct Dual {
+    target: f64,
+    rate: f64,
+    lambda: f64,
+    /// Running mean of the validation accuracy (exponential, weight [`Dual::SMOOTHING`]).
+    accuracy: Option<f64>,
+    /// The next validation batch, cycling through the validation split.
+    next: usize,
+}
+
+impl Dual {
+    const SMOOTHING: f64 = 0.1;
+
+    /// One control step: measures one perturbed validation batch, updates λ and returns it.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        nets: &Nets,
+        ds: &Dataset,
+        val: &[usize],
+        batch_size: usize,
+        t: &Targets,
+        noise: scrim_core::NoiseKind,
+        device: &Device,
+    ) -> f64 {
+        let n = batch_size.clamp(1, val.len().max(1));
+        let start = (self.next * n) % val.len().max(1);
+        self.next += 1;
+        let idx: Vec<usize> = val.iter().cycle().skip(start).take(n).copied().collect();
+        if idx.is_empty() {
+            return self.lambda;
+        }
+        let x = batch::images(ds, &idx, device);
+        let out = nets.perturber.valid().forward(x.clone());
+        let xp = crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x, &out, noise));
+        let hits = batch::predictions(nets.recognizer.valid().forward(xp))
+            .iter()
+            .zip(&idx)
+            .filter(|(p, i)| **p == ds.attributes[t.desired].labels[**i] as usize)
+            .count();
+        let acc = hits as f64 / idx.len() as f64;
+        let smoothed = self
+            .accuracy
+            .map_or(acc, |a| a + Self::SMOOTHING * (acc - a));
+        self.accuracy = Some(smoothed);
+        self.lambda = (self.lambda.ln() + self.rate * (smoothed - self.target))
+            .exp()
+            .clamp(LAMBDA_RANGE.0, LAMBDA_RANGE.1);
+        self.lambda
+    }
+}
+
+/// Tolerance on the target accuracy when ranking epochs in the utility-constrained mode.
+const TARGET_SLACK: f64 = 0.005;
+
+/// The epoch ranking of the utility-constrained mode (lower is better): among epochs whose
+/// perturbed validation accuracy meets the target (within [`TARGET_SLACK`]), the most noise
+/// (highest mean log σ); an epoch that misses the target ranks below every one that meets it,
+/// by how far it misses.
+fn constrained_objective(m: &EpochMetrics, target: f64) -> f64 {
+    if m.val_acc_perturbed + TARGET_SLACK >= target {
+        -m.mean_log_sigma
+    } else {
+        1e3 + (target - m.val_acc_perturbed)
+    }
 }
 
 /// Validation metrics of the current networks on `indices`.
@@ -466,4 +559,26 @@ fn validate(
         adversary_val_acc: a.as_ref().map(|_| adv_ok as f64 / n),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constrained_ranking_prefers_noise_within_the_budget() {
+        let m = |acc: f64, log_sigma: f64| EpochMetrics {
+            val_acc_perturbed: acc,
+            mean_log_sigma: log_sigma,
+            ..Default::default()
+        };
+        let rank = |e: &EpochMetrics| constrained_objective(e, 0.87);
+        // Both meet the target: more noise wins, however much more accurate the other is.
+        assert!(rank(&m(0.87, -0.5)) < rank(&m(0.95, -2.0)));
+        // Within the slack still counts as meeting it.
+        assert!(rank(&m(0.866, -0.5)) < rank(&m(0.95, -2.0)));
+        // Missing the target ranks below any epoch that meets it, nearer misses first.
+        assert!(rank(&m(0.90, -3.0)) < rank(&m(0.85, -0.1)));
+        assert!(rank(&m(0.85, -0.1)) < rank(&m(0.80, -0.1)));
+    }
 }

@@ -181,6 +181,33 @@ fn utkface_loader_skips_malformed_names() {
 }
 
 #[test]
+fn utility_constrained_lambda_follows_the_accuracy_target() {
+    // Dual ascent on λ: a target the recognizer cannot reach (perfect accuracy) must lower λ
+    // below its start, a target it beats easily (chance) must raise it. Tone standardisation
+    // and suppression are on, so their ONNX export goes through the tract-vs-burn check too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut last = Vec::new();
+    for (name, target) in [("high", 0.999), ("low", 0.3)] {
+        let mut req = tiny_request(&dir.path().join(name), 3);
+        let c = &mut req.config;
+        c.target_accuracy = Some(target);
+        c.dual_rate = 4.0;
+        c.perturber.standardize = true;
+        c.perturber.gray = true;
+        c.perturber.suppress = true;
+        let summary = workflow::train_run(&req).expect("train");
+        assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+        let metrics = RunDir::open(&dir.path().join(name))
+            .expect("run")
+            .metrics()
+            .expect("metrics");
+        last.push(metrics.last().expect("epochs").lambda);
+    }
+    assert!(last[0] < 0.2, "unreachable target: λ {} should fall below 0.2", last[0]);
+    assert!(last[1] > 0.2, "easy target: λ {} should rise above 0.2", last[1]);
+}
+
+#[test]
 fn half_resolution_perturber_trains_and_exports() {
     // σ at half resolution (stride-2 first conv, nearest upsampling): trains, and its ONNX
     // export passes the same tract-vs-burn check as the default architecture.

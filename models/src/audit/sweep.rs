@@ -89,7 +89,8 @@ pub fn family_of(cfg: &TrainConfig) -> String {
     }
     let mut name = String::from("scrim");
     for (on, tag) in [
-        (p.gray, "+gray"),
+        (p.standardize, "+standardize"),
+        (p.gray && !p.standardize, "+gray"),
         (p.suppress, "+suppress"),
         (p.shift_max > 0.0, "+shift"),
         (cfg.adversarial, "+adversary"),
