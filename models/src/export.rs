@@ -86,17 +86,19 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
             h = emit_conv(&mut g, &h, &conv_weights(conv, 1));
             h = g.relu(&h);
         }
-        let z = emit_conv(&mut g, &h, &conv_weights(&p.head, 1));
-        upsample(&mut g, &z, p.downsample)
+        // σ, k and μ are computed at the head's resolution and upsampled last: nearest
+        // upsampling commutes with element-wise ops, so the full-resolution work is one copy.
+        emit_conv(&mut g, &h, &conv_weights(&p.head, 1))
     };
     let s = g.sigmoid(&z);
     let sigma = g.scale(&s, p.sigma_max as f32);
+    let sigma = upsample(&mut g, &sigma, p.downsample);
     g.output(&sigma, "sigma");
     let learned = p.shift.as_ref().map(|conv| {
         let t = emit_conv(&mut g, &h, &conv_weights(conv, 1));
         let t = g.tanh(&t);
-        let t = upsample(&mut g, &t, p.downsample);
-        g.scale(&t, p.shift_max as f32)
+        let t = g.scale(&t, p.shift_max as f32);
+        upsample(&mut g, &t, p.downsample)
     });
     let gray = if p.standardize {
         Some(standardize_onnx(&mut g, &x, p.fill as f32))
@@ -119,6 +121,7 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
     if p.suppress {
         let neg = g.scale(&z, -1.0);
         let keep = g.sigmoid(&neg);
+        let keep = upsample(&mut g, &keep, p.downsample);
         g.output(&keep, "keep");
     }
     g.finish()

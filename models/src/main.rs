@@ -129,6 +129,9 @@ struct TrainArgs {
     /// Baseline: one learned σ map for every image (Cloak-style, input-independent).
     #[arg(long)]
     input_independent: bool,
+    /// Channels of the perturber's hidden convolutions (fewer = faster on the phone).
+    #[arg(long, default_value_t = 16)]
+    perturber_channels: usize,
     /// Compute σ at 1/D of the input resolution and upsample it (faster on the phone; 1 = off).
     #[arg(long, default_value_t = 1)]
     downsample: usize,
@@ -330,6 +333,12 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     }
     c.perturber.shift_max = a.shift_max;
     c.perturber.input_independent = a.input_independent;
+    if a.perturber_channels == 0 {
+        return Err(scrim_models::Error::Input(
+            "--perturber-channels must be at least 1".into(),
+        ));
+    }
+    c.perturber.channels = a.perturber_channels;
     if a.downsample == 0 || !a.size.is_multiple_of(a.downsample) {
         return Err(scrim_models::Error::Input(format!(
             "--downsample must divide --size ({}), got {}",
