@@ -2,8 +2,9 @@
 //! written as a hand loop in the style of burn's GAN example: several models, one optimiser each.
 //!
 //! Schedule:
-//! 1. **Warm-up** (`warmup_epochs`): the recognizer alone on clean images, so the perturber's
-//!    first gradients come from a recognizer that already knows the task.
+//! 1. **Warm-up** (`warmup_epochs`): the recognizer alone on clean images (after the perturber's
+//!    fixed grey or tone transform, when it has one), so the perturber's first gradients come
+//!    from a recognizer that already knows the task.
 //! 2. **Co-training**: `x' = q(clip(x + σ(x) ⊙ ε, 0, 1))` with reparameterised noise and 8-bit
 //!    quantisation through a straight-through estimator, and the loss
 //!    `CE(C(x'), y) − λ · mean(log σ(x))`, λ ramping linearly over `lambda_ramp_epochs`.
@@ -154,6 +155,21 @@ fn unit_noise(like: &Tensor<4>, kind: scrim_core::NoiseKind) -> Tensor<4> {
     }
 }
 
+/// What the recognizer warms up on: the image after the perturber's fixed transform (grey
+/// conversion or tone standardisation), without noise, so co-training does not start with a
+/// change of input distribution. Identity for perturbers without one.
+fn fixed_part(p: &Perturber, x: Tensor<4>) -> Tensor<4> {
+    if !(p.gray || p.standardize) {
+        return x;
+    }
+    let shift = if p.standardize {
+        crate::nets::standardize_shift(x.clone(), p.fill)
+    } else {
+        crate::nets::gray_shift(x.clone())
+    };
+    quantize_ste((x + shift).clamp(0.0, 1.0)).detach()
+}
+
 /// `x' = q(clip(k ⊙ (x + μ) + (1 − k)·fill + σ ⊙ ε, 0, 1))` (`μ = 0`, `k = 1` when the perturber
 /// has neither), with `q` 8-bit rounding passed straight through in the
 /// backward pass, so training sees exactly the values an 8-bit upload carries.
@@ -284,9 +300,10 @@ pub fn train(
             let x = batch::images(ds, idx, &device);
             let y = batch::labels(ds, t.desired, idx, &device);
             let (loss, logits, sigma_mean) = if warmup {
-                let logits = nets
-                    .recognizer
-                    .forward(crate::keyed::maybe_apply(t.keyed.as_ref(), x));
+                let logits = nets.recognizer.forward(crate::keyed::maybe_apply(
+                    t.keyed.as_ref(),
+                    fixed_part(&nets.perturber, x),
+                ));
                 (loss_fn.forward(logits.clone(), y.clone()), logits, 0.0)
             } else {
                 let out = nets.perturber.forward(x.clone());
@@ -323,7 +340,15 @@ pub fn train(
             if let Some(d) = dual.as_mut().filter(|_| !warmup)
                 && (seen / cfg.batch_size.max(1)).is_multiple_of(CONTROL_EVERY)
             {
-                lambda = d.step(&nets, ds, &split.val, cfg.batch_size, &t, noise, &eval_device);
+                lambda = d.step(
+                    &nets,
+                    ds,
+                    &split.val,
+                    cfg.batch_size,
+                    &t,
+                    noise,
+                    &eval_device,
+                );
             }
 
             let l = f64::from(batch::to_vec(loss).first().copied().unwrap_or(f32::NAN));

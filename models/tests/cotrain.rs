@@ -203,8 +203,16 @@ fn utility_constrained_lambda_follows_the_accuracy_target() {
             .expect("metrics");
         last.push(metrics.last().expect("epochs").lambda);
     }
-    assert!(last[0] < 0.2, "unreachable target: λ {} should fall below 0.2", last[0]);
-    assert!(last[1] > 0.2, "easy target: λ {} should rise above 0.2", last[1]);
+    assert!(
+        last[0] < 0.2,
+        "unreachable target: λ {} should fall below 0.2",
+        last[0]
+    );
+    assert!(
+        last[1] > 0.2,
+        "easy target: λ {} should rise above 0.2",
+        last[1]
+    );
 }
 
 #[test]

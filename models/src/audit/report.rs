@@ -365,12 +365,92 @@ pub fn merge(reports: Vec<AuditReport>) -> Result<AuditReport> {
                 merged.sensitive.push(s.clone());
             }
         }
-        for s in r.schemes {
-            if !merged.schemes.iter().any(|m| m.name == s.name) {
-                merged.schemes.push(s);
-            }
-        }
+        merge_schemes(&mut merged.schemes, r.schemes);
         merged.command = format!("{}\n{}", merged.command, r.command);
     }
     Ok(merged)
+}
+
+/// Adds `from` to `into`: new schemes are appended; a scheme already there (same name, e.g.
+/// audited again with other attackers) gains the attacks it lacks, and an attack measured twice
+/// keeps the first number.
+fn merge_schemes(into: &mut Vec<super::SchemeReport>, from: Vec<super::SchemeReport>) {
+    for s in from {
+        match into.iter_mut().find(|m| m.name == s.name) {
+            // The same scheme audited again (e.g. with other attackers): its new attacks
+            // join the first report's; an attack measured twice keeps the first number.
+            Some(m) => {
+                for a in s.attacks {
+                    if !m
+                        .attacks
+                        .iter()
+                        .any(|b| b.attribute == a.attribute && b.attacker == a.attacker)
+                    {
+                        m.attacks.push(a);
+                    }
+                }
+                m.reconstruction = m.reconstruction.or(s.reconstruction);
+            }
+            None => into.push(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Attack, AttackResult, Scheme, SchemeReport};
+    use crate::eval::Accuracy;
+
+    fn scheme(name: &str, attacks: &[(&str, Attack, f64)]) -> SchemeReport {
+        let acc = |a: f64| Accuracy {
+            accuracy: a,
+            balanced: a,
+            n: 100,
+        };
+        SchemeReport {
+            name: name.into(),
+            scheme: Scheme::None,
+            family: "none".into(),
+            lambda: None,
+            mean_sigma: 0.0,
+            rms_sigma: 0.0,
+            desired_clean: acc(0.9),
+            desired_perturbed: acc(0.9),
+            utility_model: String::new(),
+            attacks: attacks
+                .iter()
+                .map(|(attr, attacker, a)| AttackResult {
+                    attribute: (*attr).into(),
+                    attacker: *attacker,
+                    accuracy: acc(*a),
+                    ci95: 0.01,
+                    majority: 0.4,
+                })
+                .collect(),
+            reconstruction: None,
+        }
+    }
+
+    #[test]
+    fn a_scheme_audited_twice_gains_the_attacks_it_lacked() {
+        let mut into = vec![scheme("run", &[("race", Attack::Cnn, 0.5)])];
+        let from = vec![
+            scheme(
+                "run",
+                &[("race", Attack::Cnn, 0.9), ("race", Attack::Blur, 0.6)],
+            ),
+            scheme("other", &[("race", Attack::Cnn, 0.7)]),
+        ];
+        merge_schemes(&mut into, from);
+        assert_eq!(into.len(), 2);
+        let run = &into[0];
+        assert_eq!(run.attacks.len(), 2);
+        // The first measurement of an attack is kept; the new attacker joins it.
+        assert_eq!(
+            run.best_attack("race").map(|a| a.attacker),
+            Some(Attack::Blur)
+        );
+        assert!((run.attacks[0].accuracy.accuracy - 0.5).abs() < 1e-12);
+    }
 }

@@ -117,7 +117,10 @@ pub fn default_variants() -> Vec<(String, PerturberConfig)> {
     vec![
         ("default".into(), PerturberConfig::new()),
         ("half-res".into(), PerturberConfig::new().with_downsample(2)),
-        ("quarter-res".into(), PerturberConfig::new().with_downsample(4)),
+        (
+            "quarter-res".into(),
+            PerturberConfig::new().with_downsample(4),
+        ),
         (
             "quarter-res-8ch".into(),
             PerturberConfig::new().with_downsample(4).with_channels(8),
