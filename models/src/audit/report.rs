@@ -117,6 +117,14 @@ pub fn markdown(report: &AuditReport) -> String {
             }
         }
     }
+    if report.schemes.iter().any(|r| !r.notes.is_empty()) {
+        let _ = writeln!(md, "\n### Notes\n");
+        for r in &report.schemes {
+            for note in &r.notes {
+                let _ = writeln!(md, "- {}: {note}", r.name);
+            }
+        }
+    }
     let _ = writeln!(md, "\nMeasured by:\n\n```\n{}\n```", report.command);
     md
 }
@@ -241,9 +249,15 @@ where
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let color = Palette99::pick(i).to_rgba();
         let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).collect();
+        // ARDEN's points are ordered by the Laplace scale on its features, not a pixel σ.
+        let label = if family == "arden" {
+            "arden (noisy features, by Laplace b)".to_string()
+        } else {
+            family.clone()
+        };
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
-            .label(family.clone())
+            .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(
             line.iter()
