@@ -197,6 +197,8 @@ pub struct Trained {
 ///
 /// # Errors
 /// [`Error::Input`] for an unknown attribute.
+// Eight arguments: every caller passes all of them, and a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn train_classifier<I: Inputs + ?Sized>(
     train: &I,
     val: &I,

@@ -148,6 +148,16 @@ pub struct Shared<'a> {
     clean_attackers: HashMap<String, Recognizer>,
 }
 
+/// Checks an ARDEN scheme's parameters (before any training starts).
+pub(super) fn check(nullify: f64, scale: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&nullify) || !scale.is_finite() || scale < 0.0 {
+        return Err(Error::Input(format!(
+            "ARDEN needs a nullified fraction in [0, 1] and a Laplace scale ≥ 0, got μ = {nullify}, b = {scale}"
+        )));
+    }
+    Ok(())
+}
+
 /// Audits one ARDEN scheme: utility of the noisily trained cloud part, and attackers on the
 /// released features.
 pub(super) fn audit_arden(
@@ -157,11 +167,7 @@ pub(super) fn audit_arden(
     nullify: f64,
     scale: f64,
 ) -> Result<SchemeReport> {
-    if !(0.0..=1.0).contains(&nullify) || !(scale >= 0.0 && scale.is_finite()) {
-        return Err(Error::Input(format!(
-            "ARDEN needs a nullified fraction in [0, 1] and a Laplace scale ≥ 0, got μ = {nullify}, b = {scale}"
-        )));
-    }
+    check(nullify, scale)?;
     let req = ctx.req;
     let (clean_model, desired_clean) = ctx.clean_recognizer()?;
     if ctx.arden.is_none() {

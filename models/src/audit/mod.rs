@@ -349,7 +349,10 @@ fn load_perturber(path: &Path) -> Result<Perturber> {
 /// `None` for ARDEN, which releases features and is audited by `arden.rs`.
 fn resolve(scheme: &Scheme, first_rms: Option<f64>, train: &Dataset) -> Result<Option<Resolved>> {
     Ok(Some(match scheme {
-        Scheme::Arden { .. } => return Ok(None),
+        Scheme::Arden { nullify, laplace_b } => {
+            arden::check(*nullify, *laplace_b)?;
+            return Ok(None);
+        }
         Scheme::None => Resolved {
             perturb: Perturb::Identity,
             recognizer: None,

@@ -79,7 +79,7 @@ pub fn markdown(report: &AuditReport) -> String {
                 None => row.push_str(" – |"),
             }
         }
-        let _ = writeln!(md, "{}", row.to_lowercase().replace("σ", "σ"));
+        let _ = writeln!(md, "{}", row.to_lowercase());
     }
     let _ = writeln!(md, "\n### Every attacker\n");
     let _ = writeln!(
