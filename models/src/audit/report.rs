@@ -354,6 +354,21 @@ fn pixels(chw: &[u8], s: usize) -> Vec<[u8; 3]> {
         .collect()
 }
 
+/// True when two data specs name the same data: equal strings, or the same kind with paths that
+/// resolve to the same file (an audit run from another folder writes `../x` or `/abs/x`).
+fn same_data(a: &str, b: &str) -> bool {
+    let canonical = |spec: &str| {
+        let (kind, rest) = spec.split_once(':')?;
+        let (path, sub) = rest.split_once('#').unwrap_or((rest, ""));
+        Some((
+            kind.to_string(),
+            std::fs::canonicalize(path).ok()?,
+            sub.to_string(),
+        ))
+    };
+    a == b || canonical(a).is_some_and(|x| Some(x) == canonical(b))
+}
+
 /// Merges audits of the same data, desired label and split into one report (schemes keep their
 /// order; a scheme name seen twice keeps its first measurement).
 ///
@@ -365,7 +380,7 @@ pub fn merge(reports: Vec<AuditReport>) -> Result<AuditReport> {
         .next()
         .ok_or_else(|| Error::Input("give at least one report.json".into()))?;
     for r in it {
-        if r.data != merged.data
+        if !same_data(&r.data, &merged.data)
             || r.desired != merged.desired
             || r.split_sizes != merged.split_sizes
         {
@@ -387,4 +402,25 @@ pub fn merge(reports: Vec<AuditReport>) -> Result<AuditReport> {
         merged.command = format!("{}\n{}", merged.command, r.command);
     }
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_data;
+
+    #[test]
+    fn data_specs_match_by_resolved_path() {
+        let dir = std::env::temp_dir();
+        let abs = format!("utkface:{}", dir.display());
+        let dotted = format!(
+            "utkface:{}/../{}",
+            dir.display(),
+            dir.file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+        );
+        assert!(same_data(&abs, &abs));
+        assert!(same_data(&abs, &dotted));
+        assert!(!same_data(&abs, &format!("csv:{}", dir.display())));
+        assert!(!same_data("synthetic:100", "synthetic:200"));
+    }
 }
