@@ -16,6 +16,40 @@ pub fn images(ds: &Dataset, indices: &[usize], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(v, [indices.len(), 3, s, s]), device)
 }
 
+/// Where a classifier's inputs come from: images, or feature maps derived from them (the
+/// ARDEN baseline releases features). Labels and length come from the underlying [`Dataset`].
+pub trait Inputs {
+    /// The labelled images the inputs belong to (one input per image, same order).
+    fn dataset(&self) -> &Dataset;
+    /// Channels of one input.
+    fn channels(&self) -> usize;
+    /// Inputs `indices` as one batch.
+    ///
+    /// # Shapes
+    /// `[B, channels, H, W]`.
+    fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4>;
+    /// Number of inputs.
+    fn len(&self) -> usize {
+        self.dataset().len()
+    }
+    /// True when there are no inputs.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inputs for Dataset {
+    fn dataset(&self) -> &Dataset {
+        self
+    }
+    fn channels(&self) -> usize {
+        3
+    }
+    fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
+        images(self, indices, device)
+    }
+}
+
 /// Labels of attribute `attr` for `indices` as an int tensor.
 pub fn labels(ds: &Dataset, attr: usize, indices: &[usize], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = indices

@@ -76,12 +76,24 @@ pub struct AuditArgs {
     /// perturbed images.
     #[arg(long)]
     recognizer: Option<PathBuf>,
-    /// Baselines, comma-separated: none, uniform (σ matched to the first perturber's RMS σ).
+    /// Baselines, comma-separated: none, uniform (σ matched to the first perturber's RMS σ),
+    /// arden (noisy features of a frozen first conv block; one scheme per --arden-scale).
     #[arg(long, value_delimiter = ',', default_value = "none,uniform")]
     baselines: Vec<String>,
     /// σ of the uniform baseline instead of matching the first perturber.
     #[arg(long)]
     uniform_sigma: Option<f64>,
+    /// ARDEN: probability that an input pixel is nullified (set to 0) before the client block.
+    #[arg(long, default_value_t = 0.1)]
+    arden_nullify: f64,
+    /// ARDEN: Laplace scale(s) b of the noise on the client's features, which are bounded to
+    /// [0, 1]; comma-separated values audit one ARDEN scheme each (points on a curve).
+    #[arg(long, value_delimiter = ',', default_value = "0.5")]
+    arden_scale: Vec<f64>,
+    /// Use this run's split and image size without auditing the run (e.g. to audit baselines
+    /// on the exact split of earlier audits).
+    #[arg(long)]
+    split_from: Option<PathBuf>,
     /// Image side when no run gives one.
     #[arg(long, default_value_t = 32)]
     size: usize,
@@ -116,6 +128,7 @@ pub struct SweepArgs {
 pub fn run_audit(a: AuditArgs, progress: bool) -> Result<()> {
     let mut req = a.common.request(progress)?;
     req.size = a.size;
+    req.split_from = a.split_from.clone();
     for b in &a.baselines {
         match b.as_str() {
             "none" => req.schemes.push(Scheme::None),
@@ -123,10 +136,16 @@ pub fn run_audit(a: AuditArgs, progress: bool) -> Result<()> {
                 sigma: a.uniform_sigma,
                 matching: None,
             }),
+            "arden" => req
+                .schemes
+                .extend(a.arden_scale.iter().map(|&b| Scheme::Arden {
+                    nullify: a.arden_nullify,
+                    laplace_b: b,
+                })),
             "" => {}
             other => {
                 return Err(scrim_models::Error::Input(format!(
-                    "unknown baseline {other:?}; use none or uniform (train a Cloak-style run with `scrim train --input-independent` and pass it with --run)"
+                    "unknown baseline {other:?}; use none, uniform or arden (train a Cloak-style run with `scrim train --input-independent` and pass it with --run)"
                 )));
             }
         }

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use scrim_core::{ImageTensor, Model, Perturber};
 use serde::{Deserialize, Serialize};
 
-use crate::batch;
+use crate::batch::{self, Inputs};
 use crate::data::Dataset;
 use crate::nets::{Recognizer, RecognizerConfig};
 use crate::{Error, Result};
@@ -192,13 +192,16 @@ pub struct Trained {
 }
 
 /// Trains a fresh classifier for `attr` on `train`, early-stopping on `val`.
-/// `init` starts from given weights instead (for fine-tuning).
+/// `init` starts from given weights instead (for fine-tuning). The inputs are images (a
+/// [`Dataset`]) or any other [`Inputs`]; the network's first block takes their channels.
 ///
 /// # Errors
 /// [`Error::Input`] for an unknown attribute.
-pub fn train_classifier(
-    train: &Dataset,
-    val: &Dataset,
+// Eight arguments: every caller passes all of them, and a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+pub fn train_classifier<I: Inputs + ?Sized>(
+    train: &I,
+    val: &I,
     attr: &str,
     cfg: &ClassifierConfig,
     init: Option<&Recognizer>,
@@ -206,8 +209,9 @@ pub fn train_classifier(
     label: &str,
     progress: bool,
 ) -> Result<Trained> {
-    let a = train.attribute(attr)?;
+    let a = train.dataset().attribute(attr)?;
     let attr_idx = train
+        .dataset()
         .attributes
         .iter()
         .position(|b| b.name == a.name)
@@ -218,7 +222,7 @@ pub fn train_classifier(
         Some(m) => m.clone().fork(&train_device).train(),
         None => RecognizerConfig::new(a.classes.len())
             .with_widths(cfg.widths.clone())
-            .init(&train_device),
+            .init_with_channels(train.channels(), &train_device),
     };
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
@@ -232,8 +236,8 @@ pub fn train_classifier(
             cfg.seed.wrapping_add(epoch as u64),
         ));
         for idx in batch::chunks(&order, cfg.batch_size) {
-            let x = batch::images(train, idx, &train_device);
-            let y = batch::labels(train, attr_idx, idx, &train_device);
+            let x = train.batch(idx, &train_device);
+            let y = batch::labels(train.dataset(), attr_idx, idx, &train_device);
             let loss = loss_fn.forward(model.forward(x), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(cfg.learning_rate, model, grads);
@@ -260,23 +264,21 @@ pub fn train_classifier(
     })
 }
 
-/// Accuracy of a burn classifier on attribute `attr` of `ds`.
+/// Accuracy of a burn classifier on attribute `attr` of `ds` (images or other [`Inputs`]).
 ///
 /// # Errors
 /// [`Error::Input`] for an unknown attribute.
-pub fn burn_accuracy(
+pub fn burn_accuracy<I: Inputs + ?Sized>(
     model: &Recognizer,
-    ds: &Dataset,
+    ds: &I,
     attr: &str,
     device: &Device,
 ) -> Result<Accuracy> {
-    let a = ds.attribute(attr)?;
+    let a = ds.dataset().attribute(attr)?;
     let all: Vec<usize> = (0..ds.len()).collect();
     let mut pred = Vec::with_capacity(ds.len());
     for idx in all.chunks(256) {
-        pred.extend(batch::predictions(
-            model.forward(batch::images(ds, idx, device)),
-        ));
+        pred.extend(batch::predictions(model.forward(ds.batch(idx, device))));
     }
     Ok(Accuracy::score(&pred, &a.labels, a.classes.len()))
 }

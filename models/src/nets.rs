@@ -299,10 +299,16 @@ pub struct Recognizer {
 }
 
 impl RecognizerConfig {
-    /// Builds a freshly initialised recognizer.
+    /// Builds a freshly initialised recognizer of RGB images.
     pub fn init(&self, device: &Device) -> Recognizer {
+        self.init_with_channels(3, device)
+    }
+
+    /// Builds a freshly initialised recognizer of `channels`-channel inputs (feature maps, for
+    /// the ARDEN baseline). The input width is not a config field: saved configs stay readable.
+    pub fn init_with_channels(&self, channels: usize, device: &Device) -> Recognizer {
         let mut blocks = Vec::new();
-        let mut cin = 3;
+        let mut cin = channels;
         for &w in &self.widths {
             blocks.push(Block {
                 conv: conv3(cin, w, device),
@@ -318,15 +324,22 @@ impl RecognizerConfig {
     }
 }
 
+impl Block {
+    /// # Shapes
+    /// `[N, C_in, H, W]` → `[N, C_out, H/2, W/2]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pool
+            .forward(activation::relu(self.bn.forward(self.conv.forward(x))))
+    }
+}
+
 impl Recognizer {
     /// # Shapes
-    /// `x: [N, 3, H, W]` (H, W divisible by 2^depth) → `[N, classes]`.
+    /// `x: [N, C, H, W]` (C = 3 for images; H, W divisible by 2^depth) → `[N, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = x;
         for b in &self.blocks {
-            h = b
-                .pool
-                .forward(activation::relu(b.bn.forward(b.conv.forward(h))));
+            h = b.forward(h);
         }
         let [n, c, _, _] = h.dims();
         self.fc.forward(h.mean_dims(&[2, 3]).reshape([n, c]))

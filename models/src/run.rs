@@ -195,9 +195,8 @@ impl RunDir {
     }
 
     fn save_nets(&self, prefix: &str, nets: &Nets) -> Result<()> {
-        let save = |name: &str, m: Box<dyn FnOnce(&Path) -> Result<()>>| {
-            m(&self.file(&format!("{prefix}-{name}.bpk")))
-        };
+        type Save<'a> = Box<dyn FnOnce(&Path) -> Result<()> + 'a>;
+        let save = |name: &str, m: Save<'_>| m(&self.file(&format!("{prefix}-{name}.bpk")));
         let p = nets.perturber.clone();
         save(
             "perturber",

@@ -255,7 +255,7 @@ pub fn mean_sigma(perturber: &Perturber, ds: &Dataset) -> Result<f64> {
 
 fn validate_config(cfg: &TrainConfig) -> Result<()> {
     let depth = cfg.recognizer.widths.len();
-    if cfg.size % (1 << depth) != 0 {
+    if !cfg.size.is_multiple_of(1 << depth) {
         return Err(Error::Input(format!(
             "--size {} must be divisible by 2^{depth} (the recognizer halves it {depth} times)",
             cfg.size

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Attack, AttackResult, AuditRequest};
 use crate::Result;
-use crate::batch;
+use crate::batch::{self, Inputs};
 use crate::data::Dataset;
 use crate::eval::{self, Accuracy};
 use crate::nets::Recognizer;
@@ -43,7 +43,9 @@ pub(super) struct Context<'a> {
     pub req: &'a AuditRequest,
     pub device: Device,
     clean_attackers: HashMap<String, Recognizer>,
-    clean_desired: Option<Accuracy>,
+    clean_desired: Option<(Recognizer, Accuracy)>,
+    /// What the ARDEN schemes of this audit share (its client's frozen block, ...).
+    pub arden: Option<super::arden::Shared<'a>>,
 }
 
 impl<'a> Context<'a> {
@@ -62,13 +64,20 @@ impl<'a> Context<'a> {
             device,
             clean_attackers: HashMap::new(),
             clean_desired: None,
+            arden: None,
         }
     }
 
     /// Desired accuracy of a recognizer trained and tested on clean images.
     pub fn clean_desired(&mut self) -> Result<Accuracy> {
-        if let Some(a) = self.clean_desired {
-            return Ok(a);
+        Ok(self.clean_recognizer()?.1)
+    }
+
+    /// The recognizer trained on clean images for the desired label (trained once per audit),
+    /// and its clean test accuracy.
+    pub fn clean_recognizer(&mut self) -> Result<(Recognizer, Accuracy)> {
+        if let Some((m, a)) = &self.clean_desired {
+            return Ok((m.clone(), *a));
         }
         let m = eval::train_classifier(
             self.train,
@@ -82,8 +91,8 @@ impl<'a> Context<'a> {
         )?
         .model;
         let a = eval::burn_accuracy(&m, self.test, &self.req.desired, &self.device)?;
-        self.clean_desired = Some(a);
-        Ok(a)
+        self.clean_desired = Some((m.clone(), a));
+        Ok((m, a))
     }
 
     /// The attacker for `attr` trained on clean images (trained once per audit).
@@ -174,22 +183,17 @@ impl<'a> Context<'a> {
                         }
                     }
                 };
-                results.push(AttackResult {
-                    attribute: attr.clone(),
-                    attacker: attack,
-                    ci95: accuracy.ci95(),
-                    accuracy,
-                    majority,
-                });
+                results.push(AttackResult::new(attr, attack, accuracy, majority));
             }
         }
         Ok((results, reconstruction))
     }
 
-    fn train_attacker(
+    /// A fresh attacker for `attr` (or `init` fine-tuned) on `train`, early-stopping on `val`.
+    pub fn train_attacker<I: Inputs + ?Sized>(
         &self,
-        train: &Dataset,
-        val: &Dataset,
+        train: &I,
+        val: &I,
         attr: &str,
         init: Option<&Recognizer>,
         label: &str,
@@ -208,7 +212,21 @@ impl<'a> Context<'a> {
     }
 }
 
-fn majority(ds: &Dataset, attr: &str) -> Result<f64> {
+impl AttackResult {
+    /// A result with its Wilson half-width.
+    pub(super) fn new(attr: &str, attacker: Attack, accuracy: Accuracy, majority: f64) -> Self {
+        Self {
+            attribute: attr.to_string(),
+            attacker,
+            ci95: accuracy.ci95(),
+            accuracy,
+            majority,
+        }
+    }
+}
+
+/// The majority-class rate of `attr` over all of `ds`.
+pub(super) fn majority(ds: &Dataset, attr: &str) -> Result<f64> {
     let all: Vec<usize> = (0..ds.len()).collect();
     Ok(ds.attribute(attr)?.majority_rate(&all))
 }

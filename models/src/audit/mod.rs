@@ -19,7 +19,13 @@
 //! draws: with the scheme's own recognizer where it has one (a Scrim run), else with a
 //! recognizer trained on perturbed images (noisy training), which is how the baselines would be
 //! deployed.
+//!
+//! The ARDEN-style baseline ([`Scheme::Arden`], see `arden.rs`) uploads noisy features of a
+//! frozen first conv block instead of images: its attackers are CNNs on those features, its
+//! utility is the cloud part trained on them, and the image attackers (blur, reconstruct) are
+//! skipped with a note in the report.
 
+mod arden;
 mod attacks;
 mod report;
 mod sweep;
@@ -67,6 +73,16 @@ pub enum Scheme {
         /// The recognizer; without one, utility uses a recognizer trained on perturbed images.
         recognizer: Option<PathBuf>,
     },
+    /// The ARDEN-style feature baseline (Wang et al., KDD 2018): the phone runs the first conv
+    /// block of a clean-trained recognizer, frozen, on the image with a fraction `nullify` of
+    /// its pixels set to 0, bounds the features to `[0, 1]` and adds Laplace noise of scale
+    /// `laplace_b`; the cloud part is trained on such noisy features.
+    Arden {
+        /// Probability that an input pixel is nullified (ARDEN's μ).
+        nullify: f64,
+        /// Laplace scale b on features bounded to `[0, 1]`.
+        laplace_b: f64,
+    },
 }
 
 impl Scheme {
@@ -76,6 +92,7 @@ impl Scheme {
             Self::None => "none".into(),
             Self::Uniform { sigma: Some(s), .. } => format!("uniform σ={s:.3}"),
             Self::Uniform { sigma: None, .. } => "uniform".into(),
+            Self::Arden { nullify, laplace_b } => format!("arden μ={nullify} b={laplace_b}"),
             Self::Run { path }
             | Self::Onnx {
                 perturber: path, ..
@@ -149,6 +166,8 @@ pub struct AuditRequest {
     pub progress: bool,
     /// Decoded-image cache.
     pub cache: bool,
+    /// A run folder whose split (and image size) the audit uses without auditing the run.
+    pub split_from: Option<PathBuf>,
 }
 
 impl AuditRequest {
@@ -167,6 +186,7 @@ impl AuditRequest {
             seed: 42,
             progress: false,
             cache: true,
+            split_from: None,
         }
     }
 }
@@ -197,9 +217,10 @@ pub struct SchemeReport {
     pub family: String,
     /// λ of the run, when known.
     pub lambda: Option<f64>,
-    /// Mean σ over the test images.
+    /// Mean σ over the test images (for ARDEN: the Laplace scale b on its bounded features).
     pub mean_sigma: f64,
-    /// Root-mean-square σ (the noise energy per pixel is its square).
+    /// Root-mean-square σ (the noise energy per pixel is its square; for ARDEN the Laplace
+    /// noise's standard deviation `√2·b` per feature value).
     pub rms_sigma: f64,
     /// Desired accuracy on clean test images (the scheme's recognizer, or a clean-trained one).
     pub desired_clean: Accuracy,
@@ -211,6 +232,9 @@ pub struct SchemeReport {
     pub attacks: Vec<AttackResult>,
     /// Reconstruction quality, when the reconstruction attacker ran.
     pub reconstruction: Option<Reconstruction>,
+    /// What a reader needs to know to compare this row (attackers skipped, units).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl SchemeReport {
@@ -322,8 +346,13 @@ fn load_perturber(path: &Path) -> Result<Perturber> {
     Ok(Perturber::new(Model::load_path(path, BatchMode::Single)?)?)
 }
 
-fn resolve(scheme: &Scheme, first_rms: Option<f64>, train: &Dataset) -> Result<Resolved> {
-    Ok(match scheme {
+/// `None` for ARDEN, which releases features and is audited by `arden.rs`.
+fn resolve(scheme: &Scheme, first_rms: Option<f64>, train: &Dataset) -> Result<Option<Resolved>> {
+    Ok(Some(match scheme {
+        Scheme::Arden { nullify, laplace_b } => {
+            arden::check(*nullify, *laplace_b)?;
+            return Ok(None);
+        }
         Scheme::None => Resolved {
             perturb: Perturb::Identity,
             recognizer: None,
@@ -379,33 +408,41 @@ fn resolve(scheme: &Scheme, first_rms: Option<f64>, train: &Dataset) -> Result<R
             family: "onnx".into(),
             lambda: None,
         },
+    }))
+}
+
+/// The run whose split (and image size) the audit uses: `split_from`, else the first audited run.
+fn split_run(req: &AuditRequest) -> Option<&Path> {
+    req.split_from.as_deref().or_else(|| {
+        req.schemes.iter().find_map(|s| match s {
+            Scheme::Run { path } => Some(path.as_path()),
+            _ => None,
+        })
     })
 }
 
-/// The split the audit uses: the first run's (so test images were never seen in co-training),
+/// The split the audit uses: the split run's (so test images were never seen in co-training),
 /// else a stratified split with `seed`.
 fn audit_split(req: &AuditRequest, ds: &Dataset) -> Result<Split> {
-    for s in &req.schemes {
-        if let Scheme::Run { path } = s {
-            let split = RunDir::open(path)?.load_split()?;
-            let max = split
-                .train
-                .iter()
-                .chain(&split.val)
-                .chain(&split.test)
-                .copied()
-                .max()
-                .unwrap_or(0);
-            if max >= ds.len() {
-                return Err(Error::Input(format!(
-                    "{}: its split indexes {} images but --data has {}; audit with the data the run was trained on",
-                    path.display(),
-                    max + 1,
-                    ds.len()
-                )));
-            }
-            return Ok(split);
+    if let Some(path) = split_run(req) {
+        let split = RunDir::open(path)?.load_split()?;
+        let max = split
+            .train
+            .iter()
+            .chain(&split.val)
+            .chain(&split.test)
+            .copied()
+            .max()
+            .unwrap_or(0);
+        if max >= ds.len() {
+            return Err(Error::Input(format!(
+                "{}: its split indexes {} images but --data has {}; audit with the data the run was trained on",
+                path.display(),
+                max + 1,
+                ds.len()
+            )));
         }
+        return Ok(split);
     }
     Split::stratified(
         ds,
@@ -433,8 +470,7 @@ pub fn audit(req: &AuditRequest) -> Result<AuditReport> {
         return Err(Error::Input("give at least one --sensitive label".into()));
     }
     let mut size = req.size;
-    if let Some(Scheme::Run { path }) = req.schemes.iter().find(|s| matches!(s, Scheme::Run { .. }))
-    {
+    if let Some(path) = split_run(req) {
         size = RunDir::open(path)?.load_config()?.size;
     }
     let ds = data::load(
@@ -485,12 +521,20 @@ pub fn audit(req: &AuditRequest) -> Result<AuditReport> {
 
     let mut reports = Vec::new();
     for (scheme, r) in req.schemes.iter().zip(&resolved) {
-        let name = match (&scheme, &r.perturb) {
-            (Scheme::Uniform { .. }, Perturb::Uniform(s)) => format!("uniform σ={s:.3}"),
+        let name = match (&scheme, r.as_ref().map(|r| &r.perturb)) {
+            (Scheme::Uniform { .. }, Some(Perturb::Uniform(s))) => format!("uniform σ={s:.3}"),
             _ => scheme.name(),
         };
         eprintln!("— {name}");
-        let report = audit_scheme(&mut ctx, &name, scheme, r)?;
+        let report = match (scheme, r) {
+            (Scheme::Arden { nullify, laplace_b }, _) => {
+                arden::audit_arden(&mut ctx, &name, scheme, *nullify, *laplace_b)?
+            }
+            (_, Some(r)) => audit_scheme(&mut ctx, &name, scheme, r)?,
+            (_, None) => {
+                return Err(Error::Train(format!("{name}: scheme not resolved")));
+            }
+        };
         print_scheme(&report);
         reports.push(report);
         // Written after every scheme so a long audit that is interrupted keeps what it measured.
@@ -551,6 +595,9 @@ fn print_scheme(r: &SchemeReport) {
             a.accuracy.balanced,
             a.majority
         );
+    }
+    for note in &r.notes {
+        eprintln!("  note: {note}");
     }
     if let Some(rec) = &r.reconstruction {
         eprintln!(
@@ -642,6 +689,7 @@ fn audit_scheme(
         utility_model,
         attacks,
         reconstruction,
+        notes: Vec::new(),
     })
 }
 

@@ -79,7 +79,7 @@ pub fn markdown(report: &AuditReport) -> String {
                 None => row.push_str(" – |"),
             }
         }
-        let _ = writeln!(md, "{}", row.to_lowercase().replace("σ", "σ"));
+        let _ = writeln!(md, "{}", row.to_lowercase());
     }
     let _ = writeln!(md, "\n### Every attacker\n");
     let _ = writeln!(
@@ -114,6 +114,14 @@ pub fn markdown(report: &AuditReport) -> String {
                     "| {} | {:.2} → {:.2} dB | {:.3} → {:.3} |",
                     r.name, rec.input_psnr, rec.psnr, rec.input_ssim, rec.ssim
                 );
+            }
+        }
+    }
+    if report.schemes.iter().any(|r| !r.notes.is_empty()) {
+        let _ = writeln!(md, "\n### Notes\n");
+        for r in &report.schemes {
+            for note in &r.notes {
+                let _ = writeln!(md, "- {}: {note}", r.name);
             }
         }
     }
@@ -241,9 +249,15 @@ where
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let color = Palette99::pick(i).to_rgba();
         let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).collect();
+        // ARDEN's points are ordered by the Laplace scale on its features, not a pixel σ.
+        let label = if family == "arden" {
+            "arden (noisy features, by Laplace b)".to_string()
+        } else {
+            family.clone()
+        };
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
-            .label(family.clone())
+            .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(
             line.iter()
@@ -340,6 +354,21 @@ fn pixels(chw: &[u8], s: usize) -> Vec<[u8; 3]> {
         .collect()
 }
 
+/// True when two data specs name the same data: equal strings, or the same kind with paths that
+/// resolve to the same file (an audit run from another folder writes `../x` or `/abs/x`).
+fn same_data(a: &str, b: &str) -> bool {
+    let canonical = |spec: &str| {
+        let (kind, rest) = spec.split_once(':')?;
+        let (path, sub) = rest.split_once('#').unwrap_or((rest, ""));
+        Some((
+            kind.to_string(),
+            std::fs::canonicalize(path).ok()?,
+            sub.to_string(),
+        ))
+    };
+    a == b || canonical(a).is_some_and(|x| Some(x) == canonical(b))
+}
+
 /// Merges audits of the same data, desired label and split into one report (schemes keep their
 /// order; a scheme name seen twice keeps its first measurement).
 ///
@@ -351,7 +380,7 @@ pub fn merge(reports: Vec<AuditReport>) -> Result<AuditReport> {
         .next()
         .ok_or_else(|| Error::Input("give at least one report.json".into()))?;
     for r in it {
-        if r.data != merged.data
+        if !same_data(&r.data, &merged.data)
             || r.desired != merged.desired
             || r.split_sizes != merged.split_sizes
         {
@@ -390,6 +419,11 @@ fn merge_schemes(into: &mut Vec<super::SchemeReport>, from: Vec<super::SchemeRep
                     }
                 }
                 m.reconstruction = m.reconstruction.or(s.reconstruction);
+                for n in s.notes {
+                    if !m.notes.contains(&n) {
+                        m.notes.push(n);
+                    }
+                }
             }
             None => into.push(s),
         }
@@ -429,6 +463,7 @@ mod tests {
                 })
                 .collect(),
             reconstruction: None,
+            notes: Vec::new(),
         }
     }
 
@@ -452,5 +487,21 @@ mod tests {
             Some(Attack::Blur)
         );
         assert!((run.attacks[0].accuracy.accuracy - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn data_specs_match_by_resolved_path() {
+        let dir = std::env::temp_dir();
+        let abs = format!("utkface:{}", dir.display());
+        let dotted = format!(
+            "utkface:{}/../{}",
+            dir.display(),
+            dir.file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+        );
+        assert!(same_data(&abs, &abs));
+        assert!(same_data(&abs, &dotted));
+        assert!(!same_data(&abs, &format!("csv:{}", dir.display())));
+        assert!(!same_data("synthetic:100", "synthetic:200"));
     }
 }
