@@ -249,7 +249,17 @@ pub fn run_results(a: ResultsArgs) -> Result<()> {
             .map_err(|e| Error::Input(format!("{}: not an audit report: {e}", p.display())))?;
         reports.push(r);
     }
-    let merged = audit::merge(reports)?;
+    let mut merged = audit::merge(reports)?;
+    // Reports written before λ of a utility-constrained run was read from its metrics showed its
+    // starting λ: take the λ it ended with from the run folder, when it is still there.
+    for s in &mut merged.schemes {
+        if let Scheme::Run { path } = &s.scheme
+            && let Ok(run) = scrim_models::run::RunDir::open(path)
+            && let Ok(cfg) = run.load_config()
+        {
+            s.lambda = Some(audit::run_lambda(&run, &cfg));
+        }
+    }
     let dir = a
         .out
         .parent()

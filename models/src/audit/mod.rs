@@ -393,7 +393,7 @@ fn resolve(scheme: &Scheme, first_rms: Option<f64>, train: &Dataset) -> Result<O
                     BatchMode::Dynamic,
                 )?),
                 family,
-                lambda: Some(cfg.lambda),
+                lambda: Some(run_lambda(&run, &cfg)),
             }
         }
         Scheme::Onnx {
@@ -419,6 +419,18 @@ fn split_run(req: &AuditRequest) -> Option<&Path> {
             _ => None,
         })
     })
+}
+
+/// The λ a run ended with: its fixed λ, or for a utility-constrained run (`--target-accuracy`)
+/// the value the dual ascent reached in its last epoch (its starting λ when no metrics are left).
+pub fn run_lambda(run: &RunDir, cfg: &crate::config::TrainConfig) -> f64 {
+    if cfg.target_accuracy.is_none() {
+        return cfg.lambda;
+    }
+    run.metrics()
+        .ok()
+        .and_then(|m| m.last().map(|e| e.lambda))
+        .unwrap_or(cfg.lambda)
 }
 
 /// The split the audit uses: the split run's (so test images were never seen in co-training),

@@ -59,7 +59,16 @@ pub fn markdown(report: &AuditReport) -> String {
         let mut row = format!(
             "| {} | {} | {:.3} | {} | {} |",
             r.name,
-            r.lambda.map_or("–".into(), |l| format!("{l}")),
+            r.lambda.map_or("–".into(), |l| {
+                // Three significant digits: an adapted λ is not a round number.
+                let digits = (2 - l.abs().log10().floor() as i32).clamp(0, 8) as usize;
+                let s = format!("{l:.digits$}");
+                if s.contains('.') {
+                    s.trim_end_matches('0').trim_end_matches('.').to_string()
+                } else {
+                    s
+                }
+            }),
             r.mean_sigma,
             pct(r.desired_clean.accuracy),
             pct(r.desired_perturbed.accuracy)
