@@ -1,7 +1,7 @@
 //! A reduced privacy audit on the synthetic data: a co-trained perturber (with suppression) must
 //! bring a fresh attacker's accuracy on the sensitive label (texture) near the majority rate,
-//! keep the desired label (shape) far above chance, and keep it where uniform noise of equal energy
-//! destroys it.
+//! keep the desired label (shape) within a few points of clean, and keep it where uniform noise
+//! of equal energy destroys it.
 
 use scrim_models::audit::{self, Attack, AuditRequest, Scheme};
 use scrim_models::data::{DataSpec, SyntheticConfig};
@@ -12,7 +12,7 @@ use scrim_models::workflow::{self, TrainRequest};
 fn perturbation_hides_texture_and_keeps_shape() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = DataSpec::Synthetic(SyntheticConfig {
-        count: 2000,
+        count: 3000,
         seed: 11,
     });
     let run = dir.path().join("run");
@@ -60,16 +60,18 @@ fn perturbation_hides_texture_and_keeps_shape() {
         |r: &audit::SchemeReport| r.best_attack("texture").expect("attack").accuracy.accuracy;
     let majority = none.attacks[0].majority;
     eprintln!(
-        "shape clean {:.3} / uploads {:.3}; texture attack none {:.3}, scrim {:.3}, uniform {:.3} (majority {majority:.3})",
+        "shape clean {:.3} / uploads {:.3} / under uniform noise {:.3}; texture attack none {:.3}, scrim {:.3}, uniform {:.3} (majority {majority:.3})",
         none.desired_clean.accuracy,
         scrim.desired_perturbed.accuracy,
+        uniform.desired_perturbed.accuracy,
         best(none),
         best(scrim),
         best(uniform)
     );
-    // Measured when this test was written: shape clean 1.000 / uploads 0.815; texture attack
-    // clean 1.000, Scrim 0.490, uniform noise of equal energy 0.627 (majority 0.547), and shape
-    // under that uniform noise 0.502. The margins below leave room for run-to-run variation.
+    // Measured with these settings (two runs; upload noise comes from the OS, so utility varies):
+    // shape clean 0.998 / uploads 0.971 and 0.943; texture attack clean 1.000, Scrim 0.530 and
+    // 0.458 (majority 0.540); under uniform noise of equal energy, shape 0.500. With 2000 images instead of 3000 the uploads kept only
+    // 0.815 of the shape. The margins below leave room for run-to-run variation.
     // Clean images: both labels are easy.
     assert!(
         none.desired_clean.accuracy > 0.9,
@@ -83,12 +85,12 @@ fn perturbation_hides_texture_and_keeps_shape() {
         "texture attack {} vs majority {majority}",
         best(scrim)
     );
-    // ...while the desired task stays far above chance (this short CI run loses ~20 points of
-    // shape accuracy; the 3000-image demo loses ~6)...
+    // ...while the desired task stays within a few points of clean...
     assert!(
-        scrim.desired_perturbed.accuracy > 0.70,
-        "shape on uploads {}",
-        scrim.desired_perturbed.accuracy
+        scrim.desired_perturbed.accuracy > none.desired_clean.accuracy - 0.08,
+        "shape on uploads {} vs clean {}",
+        scrim.desired_perturbed.accuracy,
+        none.desired_clean.accuracy
     );
     // ...and uniform noise of the same energy destroys the shape: the learned allocation is what
     // keeps it.
