@@ -319,7 +319,8 @@ impl Manifest {
                     k.scheme
                 ));
             }
-            if k.block == 0 || i.height % k.block != 0 || i.width % k.block != 0 {
+            if k.block == 0 || !i.height.is_multiple_of(k.block) || !i.width.is_multiple_of(k.block)
+            {
                 return bad(format!(
                     "key.block ({}) must divide the input size {}x{}",
                     k.block, i.height, i.width
@@ -355,7 +356,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_fields_with_the_field_name() {
-        let cases: Vec<(Box<dyn Fn(&mut Manifest)>, &str)> = vec![
+        type Break = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Break, &str)> = vec![
             (Box::new(|m| m.format_version = 9), "format_version"),
             (Box::new(|m| m.input.channels = 1), "input.channels"),
             (Box::new(|m| m.input.height = 0), "input.height"),

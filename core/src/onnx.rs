@@ -187,19 +187,23 @@ impl GraphBuilder {
 
     /// `Relu`.
     pub fn relu(&mut self, x: &Value) -> Value {
-        self.node("Relu", &[x.clone()], vec![])
+        self.node("Relu", std::slice::from_ref(x), vec![])
     }
     /// `LeakyRelu`.
     pub fn leaky_relu(&mut self, x: &Value, alpha: f32) -> Value {
-        self.node("LeakyRelu", &[x.clone()], vec![float("alpha", alpha)])
+        self.node(
+            "LeakyRelu",
+            std::slice::from_ref(x),
+            vec![float("alpha", alpha)],
+        )
     }
     /// `Sigmoid`.
     pub fn sigmoid(&mut self, x: &Value) -> Value {
-        self.node("Sigmoid", &[x.clone()], vec![])
+        self.node("Sigmoid", std::slice::from_ref(x), vec![])
     }
     /// `Tanh`.
     pub fn tanh(&mut self, x: &Value) -> Value {
-        self.node("Tanh", &[x.clone()], vec![])
+        self.node("Tanh", std::slice::from_ref(x), vec![])
     }
     /// Exact GELU, `x · ½ · (1 + erf(x/√2))`, written with opset-13 ops.
     pub fn gelu(&mut self, x: &Value) -> Value {
@@ -230,7 +234,7 @@ impl GraphBuilder {
     }
     /// Element-wise `Sqrt`.
     pub fn sqrt(&mut self, x: &Value) -> Value {
-        self.node("Sqrt", &[x.clone()], vec![])
+        self.node("Sqrt", std::slice::from_ref(x), vec![])
     }
     /// Multiplies by a scalar constant.
     pub fn scale(&mut self, x: &Value, s: f32) -> Value {
@@ -251,7 +255,7 @@ impl GraphBuilder {
         ];
         let c = self.dim(x, 1);
         let shape = self.spatial(x, c, [kernel, kernel], [stride, stride], [pad, pad]);
-        self.node_shaped("MaxPool", &[x.clone()], attrs, shape)
+        self.node_shaped("MaxPool", std::slice::from_ref(x), attrs, shape)
     }
     /// `AveragePool` with a square kernel; padding is not counted in the average.
     pub fn avg_pool(&mut self, x: &Value, kernel: usize, stride: usize, pad: usize) -> Value {
@@ -263,7 +267,7 @@ impl GraphBuilder {
         ];
         let c = self.dim(x, 1);
         let shape = self.spatial(x, c, [kernel, kernel], [stride, stride], [pad, pad]);
-        self.node_shaped("AveragePool", &[x.clone()], attrs, shape)
+        self.node_shaped("AveragePool", std::slice::from_ref(x), attrs, shape)
     }
     /// `GlobalAveragePool`: `[N, C, H, W] → [N, C, 1, 1]`.
     pub fn global_avg_pool(&mut self, x: &Value) -> Value {
@@ -273,7 +277,7 @@ impl GraphBuilder {
             Dim::Fixed(1),
             Dim::Fixed(1),
         ];
-        self.node_shaped("GlobalAveragePool", &[x.clone()], vec![], shape)
+        self.node_shaped("GlobalAveragePool", std::slice::from_ref(x), vec![], shape)
     }
     /// `Flatten` from axis 1: `[N, ...] → [N, prod]`.
     pub fn flatten(&mut self, x: &Value) -> Value {
@@ -285,7 +289,7 @@ impl GraphBuilder {
         });
         self.node_shaped(
             "Flatten",
-            &[x.clone()],
+            std::slice::from_ref(x),
             vec![int("axis", 1)],
             vec![Dim::Sym("N"), Dim::Fixed(rest)],
         )

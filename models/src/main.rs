@@ -297,7 +297,9 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
             a.dual_rate
         )));
     }
-    if a.target_accuracy.is_some() && !(a.lambda > 0.0) {
+    if a.target_accuracy.is_some()
+        && a.lambda.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+    {
         return Err(scrim_models::Error::Input(
             "--target-accuracy starts from --lambda, which must be positive".into(),
         ));

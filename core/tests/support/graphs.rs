@@ -131,13 +131,16 @@ fn erf(x: f32) -> f32 {
     (if x >= 0.0 { y } else { -y }) as f32
 }
 
+/// Computes a case's expected outputs from its input.
+pub type Reference = Box<dyn Fn(&T) -> Vec<Vec<f32>>>;
+
 /// A model: its ONNX bytes, its input shape and a reference function.
 pub struct Case {
     pub name: &'static str,
     pub onnx: Vec<u8>,
     pub input: [usize; 3],
     pub outputs: Vec<&'static str>,
-    pub reference: Box<dyn Fn(&T) -> Vec<Vec<f32>>>,
+    pub reference: Reference,
 }
 
 /// Perturber-like stack: Conv(+bias) → BatchNorm → Relu → depthwise strided Conv → LeakyRelu →
