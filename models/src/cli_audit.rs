@@ -329,6 +329,12 @@ fn runs_table(report: &AuditReport) -> String {
         if p.input_independent {
             opts.push("input-independent".into());
         }
+        if p.downsample > 1 {
+            opts.push(format!("σ at 1/{} resolution", p.downsample));
+        }
+        if p.channels != scrim_models::nets::PerturberConfig::new().channels {
+            opts.push(format!("{} channels", p.channels));
+        }
         if p.standardize {
             opts.push("standardize".into());
         }
