@@ -133,8 +133,24 @@ pub fn onnx_accuracy_keyed(
     keyed: Option<&scrim_core::BlockTransform>,
 ) -> Result<Accuracy> {
     let a = ds.attribute(attr)?;
+    let (logits, k) = onnx_logits(model, ds, keyed)?;
+    let pred: Vec<usize> = logits.chunks(k).map(argmax).collect();
+    Ok(Accuracy::score(&pred, &a.labels, a.classes.len()))
+}
+
+/// tract logits of `model` on every image of `ds` (in batches of 256, each image through
+/// `keyed` first), flattened image by image, and the number of classes.
+///
+/// # Errors
+/// Model errors.
+pub(crate) fn onnx_logits(
+    model: &Model,
+    ds: &Dataset,
+    keyed: Option<&scrim_core::BlockTransform>,
+) -> Result<(Vec<f32>, usize)> {
     let s = ds.size;
-    let mut pred = Vec::with_capacity(ds.len());
+    let mut logits = Vec::new();
+    let mut k = 1;
     let all: Vec<usize> = (0..ds.len()).collect();
     for idx in all.chunks(256) {
         let mut data = Vec::with_capacity(idx.len() * ds.image_len());
@@ -146,17 +162,18 @@ pub fn onnx_accuracy_keyed(
             x = t.apply(&x)?;
         }
         let out = model.run(&x)?;
-        let k = out[0].shape.get(1).copied().unwrap_or(1);
-        for row in out[0].data.chunks(k) {
-            pred.push(
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b })
-                    .0,
-            );
-        }
+        k = out[0].shape.get(1).copied().unwrap_or(1).max(1);
+        logits.extend_from_slice(&out[0].data);
     }
-    Ok(Accuracy::score(&pred, &a.labels, a.classes.len()))
+    Ok((logits, k))
+}
+
+/// Index of the largest value (the first on ties).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b })
+        .0
 }
 
 /// How attackers (and other supervised classifiers) are trained.

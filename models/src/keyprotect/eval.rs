@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scrim_core::manifest::Manifest;
-use scrim_core::{BatchMode, BlockTransform, ImageTensor, Model, Scheme, SecretKey};
+use scrim_core::{BatchMode, BlockTransform, Model, Scheme, SecretKey};
 use serde::{Deserialize, Serialize};
 
 use crate::batch;
@@ -379,31 +379,12 @@ fn onnx_accuracy(
     attr: usize,
     t: Option<&BlockTransform>,
 ) -> Result<(f64, Vec<f32>)> {
-    let s = ds.size;
-    let mut hits = 0usize;
-    let mut logits = Vec::new();
-    let all: Vec<usize> = (0..ds.len()).collect();
-    for idx in all.chunks(256) {
-        let mut data = Vec::with_capacity(idx.len() * ds.image_len());
-        for &i in idx {
-            data.extend(ds.image(i).iter().map(|&b| f32::from(b) / 255.0));
-        }
-        let mut x = ImageTensor::new([idx.len(), 3, s, s], data)?;
-        if let Some(t) = t {
-            x = t.apply(&x)?;
-        }
-        let out = model.run(&x)?;
-        let k = out[0].shape.get(1).copied().unwrap_or(1);
-        for (row, &i) in out[0].data.chunks(k).zip(idx) {
-            let p = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |b, (j, &v)| if v > b.1 { (j, v) } else { b })
-                .0;
-            hits += usize::from(p == ds.attributes[attr].labels[i] as usize);
-        }
-        logits.extend_from_slice(&out[0].data);
-    }
+    let (logits, k) = crate::eval::onnx_logits(model, ds, t)?;
+    let hits = logits
+        .chunks(k)
+        .enumerate()
+        .filter(|(i, row)| crate::eval::argmax(row) == ds.attributes[attr].labels[*i] as usize)
+        .count();
     Ok((hits as f64 / ds.len().max(1) as f64, logits))
 }
 
