@@ -33,6 +33,10 @@ pub struct AuditCommon {
     /// Maximum epochs of each attacker (early stopping on perturbed validation images).
     #[arg(long, default_value_t = 10)]
     attacker_epochs: usize,
+    /// Attackers trained per scheme, attribute and attack, each with its own seed (reports
+    /// give the mean and every seed).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    attacker_seeds: u64,
     /// Attacker widths, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
     attacker_widths: Vec<usize>,
@@ -55,6 +59,7 @@ impl AuditCommon {
             .attacker
             .with_epochs(self.attacker_epochs)
             .with_widths(self.attacker_widths.clone());
+        req.attacker_seeds = self.attacker_seeds as usize;
         req.progress = progress;
         req.cache = !self.no_cache;
         Ok(req)

@@ -48,6 +48,11 @@ pub struct TrainConfig {
     /// Epochs that train the recognizer alone on clean images before co-training.
     #[config(default = 2)]
     pub warmup_epochs: usize,
+    /// The last this many epochs (included in `epochs`) train the recognizer alone on images
+    /// from the frozen perturber: the cloud model adapts to the final perturbation instead of
+    /// chasing a moving one. The perturber (and λ) no longer change.
+    #[config(default = 0)]
+    pub finetune_epochs: usize,
     /// Co-training epochs over which λ ramps linearly from 0 to its value.
     #[config(default = 2)]
     pub lambda_ramp_epochs: usize,
@@ -118,6 +123,11 @@ impl TrainConfig {
         min + 0.5 * (self.learning_rate - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
     }
 
+    /// True in the closing recognizer-only epochs (see [`TrainConfig::finetune_epochs`]).
+    pub fn is_finetune(&self, epoch: usize) -> bool {
+        epoch >= self.warmup_epochs && epoch + self.finetune_epochs >= self.epochs
+    }
+
     /// True once λ has reached its full value: the epochs eligible as "best".
     pub fn is_full_lambda(&self, epoch: usize) -> bool {
         epoch + 1 >= self.warmup_epochs + self.lambda_ramp_epochs.max(1)
@@ -153,7 +163,12 @@ mod tests {
         assert!((c.lr_at(5) - c.learning_rate * 0.1).abs() < 1e-12);
         assert!(!c.is_full_lambda(2) && c.is_full_lambda(3));
         // A run too short to reach full λ still has an eligible last epoch.
-        let short = c.with_epochs(3);
+        let short = c.clone().with_epochs(3);
         assert!(short.is_full_lambda(2));
+        // Fine-tuning takes the last epochs, never warm-up ones.
+        let ft = c.with_finetune_epochs(2);
+        let f: Vec<bool> = (0..6).map(|e| ft.is_finetune(e)).collect();
+        assert_eq!(f, vec![false, false, false, false, true, true]);
+        assert!(!ft.clone().with_epochs(2).is_finetune(1));
     }
 }

@@ -81,6 +81,10 @@ struct TrainArgs {
     /// Recognizer-only warm-up epochs on clean images.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// The last N epochs (counted in --epochs) train the recognizer alone on the frozen
+    /// perturber's output, so the cloud model ends adapted to the final perturbation.
+    #[arg(long, default_value_t = 0)]
+    finetune_epochs: usize,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -308,6 +312,7 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.dual_rate = a.dual_rate;
     c.epochs = a.epochs;
     c.warmup_epochs = a.warmup;
+    c.finetune_epochs = a.finetune_epochs;
     c.batch_size = a.batch_size;
     c.learning_rate = a.lr;
     c.perturber.sigma_max = a.sigma_max;

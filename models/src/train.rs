@@ -16,6 +16,10 @@
 //!    constraint "accuracy on perturbed validation images ≥ target", so the perturber adds as
 //!    much noise as a stated utility budget allows (see [`Dual`]).
 //!
+//! 5. **Fine-tuning** (`finetune_epochs`): the closing epochs train the recognizer alone on
+//!    images from the frozen perturber, so the cloud model ends adapted to the perturbation it
+//!    will be served instead of one that moved under it every batch.
+//!
 //! Every epoch is validated; the checkpoint with the lowest validation objective among the
 //! epochs at full λ is kept as `best`, and `last` allows `--resume`.
 
@@ -282,6 +286,7 @@ pub fn train(
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
         let lr = cfg.lr_at(epoch);
         let warmup = epoch < cfg.warmup_epochs;
+        let finetune = cfg.is_finetune(epoch);
         let mut lambda = match (&mut dual, warmup) {
             (Some(d), false) => d.lambda,
             _ => cfg.lambda_at(epoch),
@@ -305,6 +310,13 @@ pub fn train(
                     fixed_part(&nets.perturber, x),
                 ));
                 (loss_fn.forward(logits.clone(), y.clone()), logits, 0.0)
+            } else if finetune {
+                // The perturber is frozen: no graph through it, only the recognizer learns.
+                let out = nets.perturber.clone().no_grad().forward(x.clone());
+                let xp = crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x, &out, noise));
+                let logits = nets.recognizer.forward(xp.detach());
+                let s = scalar(out.sigma.mean());
+                (loss_fn.forward(logits.clone(), y.clone()), logits, s)
             } else {
                 let out = nets.perturber.forward(x.clone());
                 let xp = crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x, &out, noise));
@@ -321,23 +333,18 @@ pub fn train(
                     loss = loss + reward.mul_scalar(cfg.adversary_weight);
                     nets.adversary = Some(adv);
                 }
-                let s = f64::from(
-                    batch::to_vec(out.sigma.mean())
-                        .first()
-                        .copied()
-                        .unwrap_or(0.0),
-                );
+                let s = scalar(out.sigma.mean());
                 (loss, logits, s)
             };
             let mut grads = loss.backward();
-            if !warmup {
+            if !warmup && !finetune {
                 let gp = GradientsParams::from_module(&mut grads, &nets.perturber);
                 nets.perturber =
                     opt_p.step(lr * cfg.perturber_lr_scale, nets.perturber.clone(), gp);
             }
             let gc = GradientsParams::from_module(&mut grads, &nets.recognizer);
             nets.recognizer = opt_c.step(lr, nets.recognizer.clone(), gc);
-            if let Some(d) = dual.as_mut().filter(|_| !warmup)
+            if let Some(d) = dual.as_mut().filter(|_| !warmup && !finetune)
                 && (seen / cfg.batch_size.max(1)).is_multiple_of(CONTROL_EVERY)
             {
                 lambda = d.step(
@@ -383,7 +390,14 @@ pub fn train(
         let train_secs = started.elapsed().as_secs_f64();
         let mut m = validate(&nets, cfg, ds, &split.val, &t, noise, &eval_device)?;
         m.epoch = epoch;
-        m.phase = if warmup { "warmup" } else { "cotrain" }.into();
+        m.phase = if warmup {
+            "warmup"
+        } else if finetune {
+            "finetune"
+        } else {
+            "cotrain"
+        }
+        .into();
         m.lambda = lambda;
         if let Some(d) = &dual {
             m.val_objective = constrained_objective(&m, d.target);
@@ -412,7 +426,7 @@ pub fn train(
         );
         run.append_metrics(&m)?;
         state.epochs_done = epoch + 1;
-        let eligible = !warmup && (dual.is_some() || cfg.is_full_lambda(epoch));
+        let eligible = !warmup && (dual.is_some() || finetune || cfg.is_full_lambda(epoch));
         if eligible && state.best_objective.is_none_or(|b| m.val_objective < b) {
             state.best_objective = Some(m.val_objective);
             state.best_epoch = Some(epoch);
@@ -425,6 +439,11 @@ pub fn train(
         run.save_best(&nets)?;
     }
     run.load_best(&nets, &device)
+}
+
+/// The single value of a one-element tensor.
+fn scalar<const D: usize>(t: Tensor<D>) -> f64 {
+    f64::from(batch::to_vec(t).first().copied().unwrap_or(0.0))
 }
 
 /// The dual variable of the utility-constrained mode (`target_accuracy`): λ follows

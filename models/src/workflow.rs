@@ -272,6 +272,12 @@ fn validate_config(cfg: &TrainConfig) -> Result<()> {
             "--epochs and --batch-size must be positive".into(),
         ));
     }
+    if cfg.finetune_epochs > 0 && cfg.warmup_epochs + cfg.finetune_epochs >= cfg.epochs {
+        return Err(Error::Input(format!(
+            "--finetune-epochs {} leaves no co-training epoch: --epochs {} must exceed --warmup {} + --finetune-epochs",
+            cfg.finetune_epochs, cfg.epochs, cfg.warmup_epochs
+        )));
+    }
     Ok(())
 }
 

@@ -114,3 +114,40 @@ fn perturbation_hides_texture_and_keeps_shape() {
         "uniform σ matched to the perturber"
     );
 }
+
+#[test]
+fn attacker_seeds_are_reported_with_their_mean() {
+    // Two attackers per attack: the report keeps each seed's accuracy, the headline is their
+    // mean, and the Markdown shows the strongest seed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = DataSpec::Synthetic(SyntheticConfig {
+        count: 600,
+        seed: 3,
+    });
+    let out = dir.path().join("audit");
+    let mut a = AuditRequest::new(data, "shape", &["texture"], out.clone());
+    a.size = 16;
+    a.schemes = vec![Scheme::Uniform {
+        sigma: Some(0.3),
+        matching: None,
+    }];
+    a.attacks = vec![Attack::Cnn];
+    a.attacker = ClassifierConfig::new()
+        .with_widths(vec![8, 16])
+        .with_epochs(2)
+        .with_batch_size(32);
+    a.attacker_seeds = 2;
+    a.draws = 1;
+    a.cache = false;
+    let report = audit::audit(&a).expect("audit");
+    let attack = &report.schemes[0].attacks[0];
+    assert_eq!(attack.seeds.len(), 2, "{attack:?}");
+    let mean = attack.seeds.iter().sum::<f64>() / 2.0;
+    assert!(
+        (attack.accuracy.accuracy - mean).abs() < 1e-12,
+        "{attack:?}"
+    );
+    assert!(attack.best_seed() >= attack.accuracy.accuracy);
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("best of 2 seeds"), "{md}");
+}

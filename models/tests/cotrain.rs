@@ -226,3 +226,37 @@ fn half_resolution_perturber_trains_and_exports() {
     assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
     assert!(summary.mean_sigma.is_finite());
 }
+
+#[test]
+fn finetune_epochs_train_the_recognizer_on_a_frozen_perturber() {
+    // Two closing fine-tune epochs: the perturber must not move (its σ on the validation
+    // images is a deterministic function of its weights), the recognizer must.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    let mut req = tiny_request(&out, 5);
+    req.config.finetune_epochs = 2;
+    workflow::train_run(&req).expect("train");
+    let metrics = RunDir::open(&out).expect("run").metrics().expect("metrics");
+    let phases: Vec<&str> = metrics.iter().map(|m| m.phase.as_str()).collect();
+    assert_eq!(
+        phases,
+        vec!["warmup", "cotrain", "cotrain", "finetune", "finetune"]
+    );
+    let sigma: Vec<f64> = metrics.iter().map(|m| m.mean_sigma).collect();
+    assert!(
+        (sigma[3] - sigma[2]).abs() < 1e-9 && (sigma[4] - sigma[2]).abs() < 1e-9,
+        "σ moved during fine-tuning: {sigma:?}"
+    );
+    // The co-training epochs did move it, so the check above can fail.
+    assert!(
+        (sigma[2] - sigma[1]).abs() > 1e-6,
+        "σ never moved: {sigma:?}"
+    );
+    assert!(metrics[4].train_loss.is_finite());
+
+    // A fine-tune that leaves no co-training epoch is refused with a message.
+    let mut bad = tiny_request(&dir.path().join("bad"), 3);
+    bad.config.finetune_epochs = 2;
+    let err = workflow::train_run(&bad).expect_err("no co-training epoch");
+    assert!(err.to_string().contains("--finetune-epochs"), "{err}");
+}

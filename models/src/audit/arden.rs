@@ -226,12 +226,9 @@ pub(super) fn audit_arden(
         let majority = attacks::majority(ctx.test, attr)?;
         for &attack in &req.attacks {
             let label = format!("{name}: {attr} {attack:?} attacker").to_lowercase();
-            let model = match attack {
-                Attack::Cnn => ctx.train_attacker(&ftrain, &fval, attr, None, &label)?,
-                Attack::Finetune => {
-                    let clean = clean_feature_attacker(ctx, &client, attr)?;
-                    ctx.train_attacker(&ftrain, &fval, attr, Some(&clean), &label)?
-                }
+            let init = match attack {
+                Attack::Cnn => None,
+                Attack::Finetune => Some(clean_feature_attacker(ctx, &client, attr)?),
                 Attack::Blur | Attack::Reconstruct => {
                     if !skipped.contains(&attack) {
                         skipped.push(attack);
@@ -239,8 +236,11 @@ pub(super) fn audit_arden(
                     continue;
                 }
             };
-            let accuracy = eval::burn_accuracy(&model, &ftest, attr, &device)?;
-            results.push(AttackResult::new(attr, attack, accuracy, majority));
+            let (accuracy, seeds) = ctx.over_seeds(|cfg| {
+                let model = ctx.train_attacker(&ftrain, &fval, attr, init.as_ref(), cfg, &label)?;
+                eval::burn_accuracy(&model, &ftest, attr, &device)
+            })?;
+            results.push(AttackResult::new(attr, attack, accuracy, majority).with_seeds(seeds));
         }
     }
     let [c, h, w] = ftrain.shape();
@@ -316,6 +316,7 @@ fn clean_feature_attacker(
         cval,
         attr,
         None,
+        &ctx.req.attacker,
         &format!("clean-feature attacker ({attr})"),
     )?;
     if let Some(shared) = ctx.arden.as_mut() {

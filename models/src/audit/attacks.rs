@@ -17,7 +17,7 @@ use super::{Attack, AttackResult, AuditRequest};
 use crate::Result;
 use crate::batch::{self, Inputs};
 use crate::data::Dataset;
-use crate::eval::{self, Accuracy};
+use crate::eval::{self, Accuracy, ClassifierConfig};
 use crate::nets::Recognizer;
 
 /// Reconstruction quality on the test split (means over images).
@@ -152,57 +152,105 @@ impl<'a> Context<'a> {
                 let device = self.device.clone();
                 let score =
                     |m: &Recognizer, ds: &Dataset| eval::burn_accuracy(m, ds, attr, &device);
-                let accuracy = match attack {
+                let (accuracy, seeds) = match attack {
                     // Without perturbation the from-scratch attacker is the clean attacker.
-                    Attack::Cnn if identity => score(&self.clean_attacker(attr)?, ptest)?,
-                    Attack::Cnn => score(
-                        &self.train_attacker(ptrain, pval, attr, None, &label)?,
-                        ptest,
-                    )?,
+                    Attack::Cnn if identity => {
+                        (score(&self.clean_attacker(attr)?, ptest)?, Vec::new())
+                    }
+                    Attack::Cnn => self.over_seeds(|cfg| {
+                        score(
+                            &self.train_attacker(ptrain, pval, attr, None, cfg, &label)?,
+                            ptest,
+                        )
+                    })?,
                     Attack::Blur => {
                         let Some((btrain, bval, btest)) = &blurred else {
                             continue;
                         };
-                        score(
-                            &self.train_attacker(btrain, bval, attr, None, &label)?,
-                            btest,
-                        )?
+                        self.over_seeds(|cfg| {
+                            score(
+                                &self.train_attacker(btrain, bval, attr, None, cfg, &label)?,
+                                btest,
+                            )
+                        })?
                     }
                     Attack::Finetune => {
                         let clean = self.clean_attacker(attr)?;
-                        score(
-                            &self.train_attacker(ptrain, pval, attr, Some(&clean), &label)?,
-                            ptest,
-                        )?
+                        self.over_seeds(|cfg| {
+                            score(
+                                &self.train_attacker(
+                                    ptrain,
+                                    pval,
+                                    attr,
+                                    Some(&clean),
+                                    cfg,
+                                    &label,
+                                )?,
+                                ptest,
+                            )
+                        })?
                     }
                     Attack::Reconstruct => {
                         let clean = self.clean_attacker(attr)?;
                         match &decoded {
-                            Some(d) => score(&clean, d)?,
+                            Some(d) => (score(&clean, d)?, Vec::new()),
                             None => continue,
                         }
                     }
                 };
-                results.push(AttackResult::new(attr, attack, accuracy, majority));
+                results.push(AttackResult::new(attr, attack, accuracy, majority).with_seeds(seeds));
             }
         }
         Ok((results, reconstruction))
     }
 
-    /// A fresh attacker for `attr` (or `init` fine-tuned) on `train`, early-stopping on `val`.
+    /// Scores [`AuditRequest::attacker_seeds`] attackers that differ only in their seed
+    /// (initialisation and shuffling): the mean accuracy, and each seed's accuracy when there
+    /// is more than one. `attack` trains and scores one attacker with the configuration given.
+    pub fn over_seeds(
+        &self,
+        mut attack: impl FnMut(&ClassifierConfig) -> Result<Accuracy>,
+    ) -> Result<(Accuracy, Vec<f64>)> {
+        let k = self.req.attacker_seeds.max(1);
+        let mut runs = Vec::with_capacity(k);
+        for i in 0..k as u64 {
+            let cfg = self
+                .req
+                .attacker
+                .clone()
+                .with_seed(self.req.attacker.seed.wrapping_add(i * SEED_STRIDE));
+            runs.push(attack(&cfg)?);
+        }
+        let mean = |f: fn(&Accuracy) -> f64| runs.iter().map(f).sum::<f64>() / k as f64;
+        let accuracy = Accuracy {
+            accuracy: mean(|a| a.accuracy),
+            balanced: mean(|a| a.balanced),
+            n: runs[0].n,
+        };
+        let seeds = if k > 1 {
+            runs.iter().map(|a| a.accuracy).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((accuracy, seeds))
+    }
+
+    /// A fresh attacker for `attr` (or `init` fine-tuned) on `train`, early-stopping on `val`,
+    /// trained with `cfg` (the audit's attacker configuration, possibly another seed).
     pub fn train_attacker<I: Inputs + ?Sized>(
         &self,
         train: &I,
         val: &I,
         attr: &str,
         init: Option<&Recognizer>,
+        cfg: &ClassifierConfig,
         label: &str,
     ) -> Result<Recognizer> {
         Ok(eval::train_classifier(
             train,
             val,
             attr,
-            &self.req.attacker,
+            cfg,
             init,
             &self.device,
             label,
@@ -211,6 +259,9 @@ impl<'a> Context<'a> {
         .model)
     }
 }
+
+/// Seeds of successive attackers in [`Context::over_seeds`] are this far apart.
+const SEED_STRIDE: u64 = 7919;
 
 impl AttackResult {
     /// A result with its Wilson half-width.
@@ -221,7 +272,22 @@ impl AttackResult {
             ci95: accuracy.ci95(),
             accuracy,
             majority,
+            seeds: Vec::new(),
         }
+    }
+
+    /// The same result with the per-seed accuracies it is the mean of.
+    pub(super) fn with_seeds(mut self, seeds: Vec<f64>) -> Self {
+        self.seeds = seeds;
+        self
+    }
+
+    /// The strongest of the seeds (the accuracy itself for a single attacker).
+    pub fn best_seed(&self) -> f64 {
+        self.seeds
+            .iter()
+            .copied()
+            .fold(self.accuracy.accuracy, f64::max)
     }
 }
 

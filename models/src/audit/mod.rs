@@ -158,6 +158,9 @@ pub struct AuditRequest {
     pub draws: usize,
     /// Attacker training.
     pub attacker: ClassifierConfig,
+    /// Attackers trained per (scheme, attribute, attack), each with its own seed; reports give
+    /// their mean and each seed. Attackers vary by several points from seed to seed.
+    pub attacker_seeds: usize,
     /// Output folder.
     pub out: PathBuf,
     /// Split seed when no run provides a split.
@@ -182,6 +185,7 @@ impl AuditRequest {
             attacks: Attack::ALL.to_vec(),
             draws: 3,
             attacker: ClassifierConfig::new().with_epochs(10).with_patience(2),
+            attacker_seeds: 1,
             out,
             seed: 42,
             progress: false,
@@ -204,6 +208,9 @@ pub struct AttackResult {
     pub ci95: f64,
     /// Majority-class rate of the attribute on the test split.
     pub majority: f64,
+    /// Accuracy of each attacker seed when several were trained (`accuracy` is their mean).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<f64>,
 }
 
 /// Everything measured for one scheme.

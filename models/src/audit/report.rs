@@ -76,9 +76,14 @@ pub fn markdown(report: &AuditReport) -> String {
         for s in &report.sensitive {
             match r.best_attack(s) {
                 Some(a) => {
+                    let best_seed = if a.seeds.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", best of {} seeds {}", a.seeds.len(), pct(a.best_seed()))
+                    };
                     let _ = write!(
                         row,
-                        " {} ± {} ({:?}; {}) |",
+                        " {} ± {} ({:?}{best_seed}; {}) |",
                         pct(a.accuracy.accuracy),
                         pct(a.ci95),
                         a.attacker,
@@ -93,13 +98,22 @@ pub fn markdown(report: &AuditReport) -> String {
     let _ = writeln!(md, "\n### Every attacker\n");
     let _ = writeln!(
         md,
-        "| scheme | attribute | attacker | accuracy | balanced | majority |\n|---|---|---|---|---|---|"
+        "| scheme | attribute | attacker | accuracy | balanced | majority | each seed |\n|---|---|---|---|---|---|---|"
     );
     for r in &report.schemes {
         for a in &r.attacks {
+            let seeds = if a.seeds.is_empty() {
+                "–".to_string()
+            } else {
+                a.seeds
+                    .iter()
+                    .map(|&v| pct(v))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} ± {} | {} | {} |",
+                "| {} | {} | {} | {} ± {} | {} | {} | {seeds} |",
                 r.name,
                 a.attribute,
                 format!("{:?}", a.attacker).to_lowercase(),
@@ -469,6 +483,7 @@ mod tests {
                     accuracy: acc(*a),
                     ci95: 0.01,
                     majority: 0.4,
+                    seeds: Vec::new(),
                 })
                 .collect(),
             reconstruction: None,
