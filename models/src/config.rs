@@ -81,6 +81,12 @@ pub struct TrainConfig {
     /// Weight of the adversarial term.
     #[config(default = 1.0)]
     pub adversary_weight: f64,
+    /// Distillation: weight of `T² · KL(teacher ‖ recognizer)` at temperature [`DISTILL_T`],
+    /// where the teacher is the recognizer as warm-up left it (trained on images without
+    /// noise), frozen, and sees the image without noise while the recognizer sees the upload.
+    /// 0 disables it.
+    #[config(default = 0.0)]
+    pub distill: f64,
     /// Re-initialise the adversary (and its optimiser) every this many co-training epochs;
     /// 0 keeps one adversary for the whole run.
     #[config(default = 0)]
@@ -102,6 +108,9 @@ pub struct TrainConfig {
 
 /// Training batches between two control steps of the utility-constrained mode.
 pub const CONTROL_EVERY: usize = 4;
+
+/// Temperature of the distillation term (see [`TrainConfig::distill`]).
+pub const DISTILL_T: f64 = 2.0;
 
 /// Bounds of λ in the utility-constrained mode.
 pub const LAMBDA_RANGE: (f64, f64) = (1e-3, 5.0);

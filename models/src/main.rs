@@ -112,6 +112,10 @@ struct TrainArgs {
     /// Weight of the adversarial term.
     #[arg(long, default_value_t = 1.0)]
     adversary_weight: f64,
+    /// Distillation weight: the recognizer also matches the soft labels of a frozen teacher
+    /// (itself after warm-up) that sees each image without noise (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    distill: f64,
     /// Re-initialise the adversary every K co-training epochs (0 = never), so the perturber
     /// cannot settle on fooling one adversary.
     #[arg(long, default_value_t = 0)]
@@ -329,6 +333,7 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
     c.adversarial = a.adversarial;
     c.adversary_weight = a.adversary_weight;
     c.adversary_reset_epochs = a.adversary_reset;
+    c.distill = a.distill;
     c.perturber.gray = a.gray || a.standardize;
     c.perturber.standardize = a.standardize;
     c.perturber.suppress = a.suppress;

@@ -213,6 +213,12 @@ impl RunDir {
                 Box::new(move |f| a.save_file(f).map_err(|e| record_err(f, e))),
             )?;
         }
+        if let Some(t) = nets.teacher.clone() {
+            save(
+                "teacher",
+                Box::new(move |f| t.save_file(f).map_err(|e| record_err(f, e))),
+            )?;
+        }
         Ok(())
     }
 
@@ -235,6 +241,16 @@ impl RunDir {
                         .map_err(|e| record_err(&f("adversary"), e))?,
                 ),
                 None => None,
+            },
+            // The teacher exists once warm-up is over; a run stopped before has none.
+            teacher: match &template.teacher {
+                Some(t) if f("teacher").is_file() => Some(
+                    t.clone()
+                        .fork(device)
+                        .try_load_file(f("teacher"))
+                        .map_err(|e| record_err(&f("teacher"), e))?,
+                ),
+                _ => None,
             },
         })
     }

@@ -14,9 +14,13 @@
 //!
 //! 4. **Utility-constrained mode** (`target_accuracy`): λ is adapted by dual ascent on the
 //!    constraint "accuracy on perturbed validation images ≥ target", so the perturber adds as
-//!    much noise as a stated utility budget allows (see [`Dual`]).
+//!    much noise as a stated utility budget allows (see [`Dual`]). λ first ramps to its
+//!    starting value as usual; the control starts at full λ.
 //!
-//! 5. **Fine-tuning** (`finetune_epochs`): the closing epochs train the recognizer alone on
+//! 5. **Distillation** (`distill`): the recognizer as warm-up left it becomes a frozen teacher
+//!    that sees each image without noise; the recognizer is also pulled toward its soft labels.
+//!
+//! 6. **Fine-tuning** (`finetune_epochs`): the closing epochs train the recognizer alone on
 //!    images from the frozen perturber, so the cloud model ends adapted to the perturbation it
 //!    will be served instead of one that moved under it every batch.
 //!
@@ -97,6 +101,8 @@ pub struct Nets {
     pub recognizer: Recognizer,
     /// The adversary, in adversarial mode.
     pub adversary: Option<Recognizer>,
+    /// The frozen distillation teacher (with `distill` > 0, once warm-up is over).
+    pub teacher: Option<Recognizer>,
 }
 
 /// Indices of the desired and sensitive attributes in the dataset.
@@ -241,7 +247,10 @@ pub fn train(
         perturber: cfg.perturber.init(&device),
         recognizer: cfg.recognizer.init(&device),
         adversary: adversary_cfg.as_ref().map(|c| c.init(&device)),
+        // A template, so `--resume` can load a saved teacher; replaced after warm-up.
+        teacher: (cfg.distill > 0.0).then(|| cfg.recognizer.init(&device)),
     };
+    let mut have_teacher = false;
     let mut opt_p = cfg.optimizer.init();
     let mut opt_c = cfg.optimizer.init();
     let mut opt_a = cfg.optimizer.init();
@@ -249,6 +258,7 @@ pub fn train(
     if opts.resume {
         if let Some(saved) = run.load_last(&nets, &device)? {
             (nets, state) = saved;
+            have_teacher = nets.teacher.is_some();
             (opt_p, opt_c, opt_a) = run.load_optimizers(opt_p, opt_c, opt_a)?;
             tracing::info!("resuming after epoch {}", state.epochs_done);
         } else {
@@ -287,8 +297,16 @@ pub fn train(
         let lr = cfg.lr_at(epoch);
         let warmup = epoch < cfg.warmup_epochs;
         let finetune = cfg.is_finetune(epoch);
-        let mut lambda = match (&mut dual, warmup) {
-            (Some(d), false) => d.lambda,
+        if cfg.distill > 0.0 && !warmup && !have_teacher {
+            nets.teacher = Some(nets.recognizer.clone());
+            have_teacher = true;
+        }
+        // The dual controller takes over once the ramp has brought λ to its starting value: in
+        // the ramp epochs the recognizer is still adapting to the perturbation (validation
+        // accuracy dips), and controlling on that dip drove λ to its floor on UTKFace.
+        let controlling = !warmup && !finetune && cfg.is_full_lambda(epoch);
+        let mut lambda = match &dual {
+            Some(d) if controlling || finetune => d.lambda,
             _ => cfg.lambda_at(epoch),
         };
         let mut order = split.train.clone();
@@ -313,16 +331,25 @@ pub fn train(
             } else if finetune {
                 // The perturber is frozen: no graph through it, only the recognizer learns.
                 let out = nets.perturber.clone().no_grad().forward(x.clone());
-                let xp = crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x, &out, noise));
+                let xp =
+                    crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x.clone(), &out, noise));
                 let logits = nets.recognizer.forward(xp.detach());
                 let s = scalar(out.sigma.mean());
-                (loss_fn.forward(logits.clone(), y.clone()), logits, s)
+                let mut loss = loss_fn.forward(logits.clone(), y.clone());
+                if let Some(teacher) = nets.teacher.as_ref().filter(|_| cfg.distill > 0.0) {
+                    loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);
+                }
+                (loss, logits, s)
             } else {
                 let out = nets.perturber.forward(x.clone());
-                let xp = crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x, &out, noise));
+                let xp =
+                    crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x.clone(), &out, noise));
                 let logits = nets.recognizer.forward(xp.clone());
                 let mut loss = loss_fn.forward(logits.clone(), y.clone())
                     + out.log_sigma.clone().mean().mul_scalar(-lambda);
+                if let Some(teacher) = nets.teacher.as_ref().filter(|_| cfg.distill > 0.0) {
+                    loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);
+                }
                 if let (Some(adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
                     let ys = batch::labels(ds, s, idx, &device);
                     let a_loss = loss_fn.forward(adv.forward(xp.clone().detach()), ys);
@@ -344,7 +371,7 @@ pub fn train(
             }
             let gc = GradientsParams::from_module(&mut grads, &nets.recognizer);
             nets.recognizer = opt_c.step(lr, nets.recognizer.clone(), gc);
-            if let Some(d) = dual.as_mut().filter(|_| !warmup && !finetune)
+            if let Some(d) = dual.as_mut().filter(|_| controlling)
                 && (seen / cfg.batch_size.max(1)).is_multiple_of(CONTROL_EVERY)
             {
                 lambda = d.step(
@@ -426,7 +453,7 @@ pub fn train(
         );
         run.append_metrics(&m)?;
         state.epochs_done = epoch + 1;
-        let eligible = !warmup && (dual.is_some() || finetune || cfg.is_full_lambda(epoch));
+        let eligible = !warmup && (finetune || cfg.is_full_lambda(epoch));
         if eligible && state.best_objective.is_none_or(|b| m.val_objective < b) {
             state.best_objective = Some(m.val_objective);
             state.best_epoch = Some(epoch);
@@ -439,6 +466,34 @@ pub fn train(
         run.save_best(&nets)?;
     }
     run.load_best(&nets, &device)
+}
+
+/// `distill · T² · KL(softmax(teacher(x̃)/T) ‖ softmax(logits/T))`, where `x̃` is the image
+/// after the perturber's fixed transform (no noise): the teacher's soft labels carry what the
+/// clean image says, which the noisy upload alone may not.
+fn distillation(
+    teacher: &Recognizer,
+    perturber: &Perturber,
+    x: Tensor<4>,
+    logits: Tensor<2>,
+    cfg: &TrainConfig,
+) -> Tensor<1> {
+    let t = crate::config::DISTILL_T;
+    // The teacher in evaluation mode (running BatchNorm statistics), outside the graph.
+    let target = activation::softmax(
+        teacher
+            .valid()
+            .forward(fixed_part(perturber, x).inner())
+            .div_scalar(t),
+        1,
+    );
+    let log_p = activation::log_softmax(logits.div_scalar(t), 1);
+    let log_q = target.clone().add_scalar(1e-8).log();
+    (target * (log_q - log_p))
+        .sum_dim(1)
+        .mean()
+        .reshape([1])
+        .mul_scalar(cfg.distill * t * t)
 }
 
 /// The single value of a one-element tensor.

@@ -272,6 +272,17 @@ fn validate_config(cfg: &TrainConfig) -> Result<()> {
             "--epochs and --batch-size must be positive".into(),
         ));
     }
+    if cfg.distill > 0.0 && cfg.warmup_epochs == 0 {
+        return Err(Error::Input(
+            "--distill needs a warm-up epoch (--warmup ≥ 1): warm-up trains the teacher".into(),
+        ));
+    }
+    if !(cfg.distill >= 0.0 && cfg.distill.is_finite()) {
+        return Err(Error::Input(format!(
+            "--distill must be ≥ 0, got {}",
+            cfg.distill
+        )));
+    }
     if cfg.finetune_epochs > 0 && cfg.warmup_epochs + cfg.finetune_epochs >= cfg.epochs {
         return Err(Error::Input(format!(
             "--finetune-epochs {} leaves no co-training epoch: --epochs {} must exceed --warmup {} + --finetune-epochs",

@@ -260,3 +260,53 @@ fn finetune_epochs_train_the_recognizer_on_a_frozen_perturber() {
     let err = workflow::train_run(&bad).expect_err("no co-training epoch");
     assert!(err.to_string().contains("--finetune-epochs"), "{err}");
 }
+
+#[test]
+fn distillation_keeps_its_teacher_across_resume() {
+    // The teacher is the recognizer as warm-up left it: saved with the checkpoints from the
+    // first co-training epoch on, unchanged afterwards, and reloaded by --resume.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("run");
+    let mut req = tiny_request(&out, 2);
+    req.config.distill = 1.0;
+    workflow::train_run(&req).expect("train");
+    // Weights compared through their outputs on one fixed input (the files also hold ids).
+    let outputs = |file: &str| -> Vec<f32> {
+        use burn::module::Module;
+        let device = scrim_models::backend::Backend::Flex
+            .device()
+            .expect("device");
+        let net = scrim_models::nets::RecognizerConfig::new(2)
+            .with_widths(vec![8, 16])
+            .init(&device)
+            .try_load_file(out.join(file))
+            .expect("load");
+        let x = burn::tensor::Tensor::<4>::ones([1, 3, 16, 16], &device).mul_scalar(0.3);
+        net.forward(x).into_data().to_vec::<f32>().expect("floats")
+    };
+    let teacher = outputs("last-teacher.bpk");
+    assert_ne!(
+        teacher,
+        outputs("last-recognizer.bpk"),
+        "the recognizer trained on after warm-up"
+    );
+
+    let mut more = tiny_request(&out, 3);
+    more.config.distill = 1.0;
+    more.resume = true;
+    workflow::train_run(&more).expect("resume");
+    assert_eq!(
+        outputs("last-teacher.bpk"),
+        teacher,
+        "the teacher is frozen and survives --resume"
+    );
+    let metrics = RunDir::open(&out).expect("run").metrics().expect("metrics");
+    assert_eq!(metrics.len(), 3);
+    assert!(metrics.iter().all(|m| m.train_loss.is_finite()));
+
+    let mut bad = tiny_request(&dir.path().join("bad"), 2);
+    bad.config.distill = 1.0;
+    bad.config.warmup_epochs = 0;
+    let err = workflow::train_run(&bad).expect_err("no warm-up, no teacher");
+    assert!(err.to_string().contains("--distill"), "{err}");
+}

@@ -147,6 +147,7 @@ fn perturbers(opts: &BenchOptions, device: &Device) -> Result<Vec<(String, nets:
                 perturber: cfg.perturber.init(device),
                 recognizer: cfg.recognizer.init(device),
                 adversary: None,
+                teacher: None,
             };
             Ok(vec![(
                 "run".into(),
