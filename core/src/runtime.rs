@@ -225,11 +225,15 @@ impl Model {
                         spec.outputs
                     )));
                 }
+                // Each map is at the image's resolution or at an integer fraction of it (a σ
+                // map computed at low resolution, expanded by the device).
                 for (o, name) in outs.iter().zip(&spec.outputs) {
-                    if o.shape != image_shape {
+                    let fits = matches!(o.shape[..], [1, 3, h, w]
+                        if crate::tensor::upsample_factor([h, w], [i.height, i.width]).is_some());
+                    if !fits {
                         return Err(Error::InvalidModel(format!(
                             "perturber output {name:?} has shape {:?}, expected {image_shape:?} \
-                             (the input's shape)",
+                             (the input's shape) or an integer fraction of its sides",
                             o.shape
                         )));
                     }

@@ -112,8 +112,81 @@ impl ImageTensor {
             .collect()
     }
 
+    /// Nearest-neighbour upsampling to `[height, width]`, each an integer multiple of this
+    /// tensor's side (the same factor for both): how the device expands a σ map that the
+    /// perturber computed at a fraction of the image's resolution.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the target is not an integer multiple with one factor.
+    pub fn upsample_nearest(&self, height: usize, width: usize) -> Result<Self> {
+        let [n, c, h, w] = self.shape;
+        let f = upsample_factor([h, w], [height, width]).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "cannot upsample {h}x{w} to {height}x{width}: not one integer factor"
+            ))
+        })?;
+        if f == 1 {
+            return Ok(self.clone());
+        }
+        let mut data = Vec::with_capacity(n * c * height * width);
+        for plane in self.data.chunks_exact(h * w) {
+            for row in plane.chunks_exact(w) {
+                let start = data.len();
+                for &v in row {
+                    data.extend(std::iter::repeat_n(v, f));
+                }
+                // The other f − 1 output rows repeat the one just written.
+                for _ in 1..f {
+                    data.extend_from_within(start..start + width);
+                }
+            }
+        }
+        Self::new([n, c, height, width], data)
+    }
+
     /// Human-readable `CxHxW` of one image, for error messages.
     pub fn describe(&self) -> String {
         format!("{}x{}x{}", self.shape[1], self.shape[2], self.shape[3])
+    }
+}
+
+/// The integer factor `f ≥ 1` with `to = f · from` on both sides, if there is one.
+pub fn upsample_factor(from: [usize; 2], to: [usize; 2]) -> Option<usize> {
+    let [h, w] = from;
+    if h == 0 || w == 0 || !to[0].is_multiple_of(h) {
+        return None;
+    }
+    let f = to[0] / h;
+    (f >= 1 && to[1] == f * w).then_some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_upsampling_repeats_each_value_in_a_block() {
+        // Two channels of 2×3 → 4×6: every value fills a 2×2 block, planes stay apart.
+        let data: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let t = ImageTensor::new([1, 2, 2, 3], data).expect("tensor");
+        let up = t.upsample_nearest(4, 6).expect("upsample");
+        assert_eq!(up.shape(), [1, 2, 4, 6]);
+        let plane0: Vec<f32> = up.data()[..24].to_vec();
+        #[rustfmt::skip]
+        let want = vec![
+            0., 0., 1., 1., 2., 2.,
+            0., 0., 1., 1., 2., 2.,
+            3., 3., 4., 4., 5., 5.,
+            3., 3., 4., 4., 5., 5.,
+        ];
+        assert_eq!(plane0, want);
+        assert_eq!(up.data()[24], 6.0);
+        assert_eq!(up.data()[47], 11.0);
+        // Factor 1 is the identity; unequal or fractional factors are refused.
+        assert_eq!(t.upsample_nearest(2, 3).expect("same").data(), t.data());
+        assert!(t.upsample_nearest(4, 3).is_err());
+        assert!(t.upsample_nearest(3, 4).is_err());
+        assert_eq!(upsample_factor([8, 8], [32, 32]), Some(4));
+        assert_eq!(upsample_factor([0, 8], [32, 32]), None);
     }
 }

@@ -47,7 +47,9 @@ fn emit_conv(g: &mut GraphBuilder, x: &Value, cw: &ConvWeights) -> Value {
     g.conv(x, c)
 }
 
-/// Nearest upsampling back to the input resolution when σ is computed at a lower one.
+/// Nearest upsampling back to the input resolution when σ is computed at a lower one (only
+/// where a low-resolution map meets a full-resolution one inside the graph: the maps
+/// themselves leave the graph at their own resolution and the device expands them).
 fn upsample(g: &mut GraphBuilder, x: &Value, factor: usize) -> Value {
     if factor > 1 {
         g.upsample_nearest(x, factor)
@@ -69,7 +71,9 @@ pub fn perturber_outputs(p: &Perturber) -> Vec<PerturberOutput> {
 }
 
 /// The perturber as ONNX: input `image [N,3,H,W]`, outputs `sigma` and, when present, `shift`
-/// and `keep`, each `[N,3,H,W]` (see [`perturber_outputs`]).
+/// and `keep` (see [`perturber_outputs`]), each `[N,3,H/D,W/D]` for a perturber that computes
+/// its maps at `1/D` resolution (`D` = 1 by default); a shift that includes the grey or tone
+/// transform is at full resolution.
 pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
     let mut g = GraphBuilder::new("scrim_perturber");
     g.doc("Scrim perturber: image in [0,1] -> per-pixel noise scale sigma (+ shift, keep)");
@@ -86,19 +90,18 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
             h = emit_conv(&mut g, &h, &conv_weights(conv, 1));
             h = g.relu(&h);
         }
-        // σ, k and μ are computed at the head's resolution and upsampled last: nearest
-        // upsampling commutes with element-wise ops, so the full-resolution work is one copy.
+        // σ, k and μ stay at the head's resolution: nearest upsampling commutes with
+        // element-wise ops, so the device expands the maps as it adds the noise (scrim-core's
+        // `Perturber::maps`) and the graph does no full-resolution work for them.
         emit_conv(&mut g, &h, &conv_weights(&p.head, 1))
     };
     let s = g.sigmoid(&z);
     let sigma = g.scale(&s, p.sigma_max as f32);
-    let sigma = upsample(&mut g, &sigma, p.downsample);
     g.output(&sigma, "sigma");
     let learned = p.shift.as_ref().map(|conv| {
         let t = emit_conv(&mut g, &h, &conv_weights(conv, 1));
         let t = g.tanh(&t);
-        let t = g.scale(&t, p.shift_max as f32);
-        upsample(&mut g, &t, p.downsample)
+        g.scale(&t, p.shift_max as f32)
     });
     let gray = if p.standardize {
         Some(standardize_onnx(&mut g, &x, p.fill as f32))
@@ -112,7 +115,11 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         })
     };
     let shift = match (gray, learned) {
-        (Some(a), Some(b)) => Some(g.add(&a, &b)),
+        // The fixed transform is per pixel: the learned part joins it at full resolution.
+        (Some(a), Some(b)) => {
+            let b = upsample(&mut g, &b, p.downsample);
+            Some(g.add(&a, &b))
+        }
         (a, b) => a.or(b),
     };
     if let Some(shift) = shift {
@@ -121,7 +128,6 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
     if p.suppress {
         let neg = g.scale(&z, -1.0);
         let keep = g.sigmoid(&neg);
-        let keep = upsample(&mut g, &keep, p.downsample);
         g.output(&keep, "keep");
     }
     g.finish()
@@ -245,7 +251,19 @@ pub fn export(
     for t in [out.shift, out.keep].into_iter().flatten() {
         burn_sigma.extend(batch::to_vec(t));
     }
-    let tract_sigma: Vec<f32> = tp.run(&xs)?.into_iter().flat_map(|t| t.data).collect();
+    // Low-resolution maps are compared after the device's upsampling.
+    let [_, _, h, w] = xs.shape();
+    let mut tract_sigma = Vec::new();
+    for t in tp.run(&xs)? {
+        let [n, c, th, tw] = t.shape[..] else {
+            return Err(Error::Train(format!(
+                "perturber output of shape {:?}",
+                t.shape
+            )));
+        };
+        let map = scrim_core::ImageTensor::new([n, c, th, tw], t.data)?;
+        tract_sigma.extend(map.upsample_nearest(h, w)?.into_data());
+    }
     let burn_logits = batch::to_vec(c.forward(x));
     let tract_logits = &tc.run(&xs)?[0].data;
     let report = ExportCheck {

@@ -298,7 +298,9 @@ pub fn train(
         let warmup = epoch < cfg.warmup_epochs;
         let finetune = cfg.is_finetune(epoch);
         if cfg.distill > 0.0 && !warmup && !have_teacher {
-            nets.teacher = Some(nets.recognizer.clone());
+            // A snapshot, not a clone: clones share BatchNorm's running statistics, which
+            // the recognizer's training steps keep updating.
+            nets.teacher = Some(nets.recognizer.valid());
             have_teacher = true;
         }
         // The dual controller takes over once the ramp has brought λ to its starting value: in

@@ -285,6 +285,23 @@ fn distillation_keeps_its_teacher_across_resume() {
         net.forward(x).into_data().to_vec::<f32>().expect("floats")
     };
     let teacher = outputs("last-teacher.bpk");
+    // The teacher is the recognizer as warm-up left it: the same seed stopped after warm-up.
+    let warm = dir.path().join("warm");
+    workflow::train_run(&tiny_request(&warm, 1)).expect("warm-up only");
+    let warm_outputs = {
+        use burn::module::Module;
+        let device = scrim_models::backend::Backend::Flex
+            .device()
+            .expect("device");
+        let net = scrim_models::nets::RecognizerConfig::new(2)
+            .with_widths(vec![8, 16])
+            .init(&device)
+            .try_load_file(warm.join("last-recognizer.bpk"))
+            .expect("load");
+        let x = burn::tensor::Tensor::<4>::ones([1, 3, 16, 16], &device).mul_scalar(0.3);
+        net.forward(x).into_data().to_vec::<f32>().expect("floats")
+    };
+    assert_eq!(teacher, warm_outputs, "the teacher moved after warm-up");
     assert_ne!(
         teacher,
         outputs("last-recognizer.bpk"),
