@@ -26,6 +26,7 @@ fn tiny_request(out: &std::path::Path, epochs: usize) -> TrainRequest {
 
 #[test]
 fn train_export_resume_perturb_classify() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("run");
     let summary = workflow::train_run(&tiny_request(&out, 3)).expect("train");
@@ -107,6 +108,7 @@ fn train_export_resume_perturb_classify() {
 
 #[test]
 fn input_errors_are_messages_not_panics() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut req = tiny_request(&dir.path().join("r"), 1);
     req.config.desired = "colour".into();
@@ -150,6 +152,7 @@ fn input_errors_are_messages_not_panics() {
 
 #[test]
 fn utkface_loader_skips_malformed_names() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let img = image::RgbImage::from_fn(20, 20, |x, _| image::Rgb([x as u8 * 10, 0, 0]));
     for name in [
@@ -182,6 +185,7 @@ fn utkface_loader_skips_malformed_names() {
 
 #[test]
 fn utility_constrained_lambda_follows_the_accuracy_target() {
+    let _serial = serial();
     // Dual ascent on λ: a target the recognizer cannot reach (perfect accuracy) must lower λ
     // below its start, a target it beats easily (chance) must raise it. Tone standardisation
     // and suppression are on, so their ONNX export goes through the tract-vs-burn check too.
@@ -217,6 +221,7 @@ fn utility_constrained_lambda_follows_the_accuracy_target() {
 
 #[test]
 fn half_resolution_perturber_trains_and_exports() {
+    let _serial = serial();
     // σ at half resolution (stride-2 first conv, nearest upsampling): trains, and its ONNX
     // export passes the same tract-vs-burn check as the default architecture.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -229,6 +234,7 @@ fn half_resolution_perturber_trains_and_exports() {
 
 #[test]
 fn finetune_epochs_train_the_recognizer_on_a_frozen_perturber() {
+    let _serial = serial();
     // Two closing fine-tune epochs: the perturber must not move (its σ on the validation
     // images is a deterministic function of its weights), the recognizer must.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -263,6 +269,7 @@ fn finetune_epochs_train_the_recognizer_on_a_frozen_perturber() {
 
 #[test]
 fn distillation_keeps_its_teacher_across_resume() {
+    let _serial = serial();
     // The teacher is the recognizer as warm-up left it: saved with the checkpoints from the
     // first co-training epoch on, unchanged afterwards, and reloaded by --resume.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -270,38 +277,16 @@ fn distillation_keeps_its_teacher_across_resume() {
     let mut req = tiny_request(&out, 2);
     req.config.distill = 1.0;
     workflow::train_run(&req).expect("train");
-    // Weights compared through their outputs on one fixed input (the files also hold ids).
-    let outputs = |file: &str| -> Vec<f32> {
-        use burn::module::Module;
-        let device = scrim_models::backend::Backend::Flex
-            .device()
-            .expect("device");
-        let net = scrim_models::nets::RecognizerConfig::new(2)
-            .with_widths(vec![8, 16])
-            .init(&device)
-            .try_load_file(out.join(file))
-            .expect("load");
-        let x = burn::tensor::Tensor::<4>::ones([1, 3, 16, 16], &device).mul_scalar(0.3);
-        net.forward(x).into_data().to_vec::<f32>().expect("floats")
-    };
+    let outputs = |file: &str| recognizer_outputs(&out.join(file));
     let teacher = outputs("last-teacher.bpk");
     // The teacher is the recognizer as warm-up left it: the same seed stopped after warm-up.
     let warm = dir.path().join("warm");
     workflow::train_run(&tiny_request(&warm, 1)).expect("warm-up only");
-    let warm_outputs = {
-        use burn::module::Module;
-        let device = scrim_models::backend::Backend::Flex
-            .device()
-            .expect("device");
-        let net = scrim_models::nets::RecognizerConfig::new(2)
-            .with_widths(vec![8, 16])
-            .init(&device)
-            .try_load_file(warm.join("last-recognizer.bpk"))
-            .expect("load");
-        let x = burn::tensor::Tensor::<4>::ones([1, 3, 16, 16], &device).mul_scalar(0.3);
-        net.forward(x).into_data().to_vec::<f32>().expect("floats")
-    };
-    assert_eq!(teacher, warm_outputs, "the teacher moved after warm-up");
+    assert_eq!(
+        teacher,
+        recognizer_outputs(&warm.join("last-recognizer.bpk")),
+        "the teacher moved after warm-up"
+    );
     assert_ne!(
         teacher,
         outputs("last-recognizer.bpk"),
@@ -326,4 +311,29 @@ fn distillation_keeps_its_teacher_across_resume() {
     bad.config.warmup_epochs = 0;
     let err = workflow::train_run(&bad).expect_err("no warm-up, no teacher");
     assert!(err.to_string().contains("--distill"), "{err}");
+}
+
+/// A saved tiny recognizer's logits on one fixed input: weights compared through what they
+/// compute (the files also hold ids that differ from save to save).
+fn recognizer_outputs(file: &std::path::Path) -> Vec<f32> {
+    use burn::module::Module;
+    let device = scrim_models::backend::Backend::Flex
+        .device()
+        .expect("device");
+    let net = scrim_models::nets::RecognizerConfig::new(2)
+        .with_widths(vec![8, 16])
+        .init(&device)
+        .try_load_file(file)
+        .expect("load");
+    let x = burn::tensor::Tensor::<4>::ones([1, 3, 16, 16], &device).mul_scalar(0.3);
+    net.forward(x).into_data().to_vec::<f32>().expect("floats")
+}
+
+/// The tests of this file one at a time: burn's random generator is shared by the process, so
+/// a test that compares two seeded runs must not have another test drawing from it meanwhile.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
