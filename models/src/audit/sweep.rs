@@ -84,16 +84,18 @@ impl std::str::FromStr for Variant {
 /// The plot family of a trained configuration.
 pub fn family_of(cfg: &TrainConfig) -> String {
     let p = &cfg.perturber;
-    if p.input_independent {
-        return "cloak".into();
-    }
-    let mut name = String::from("scrim");
+    let mut name = String::from(if p.input_independent {
+        "cloak"
+    } else {
+        "scrim"
+    });
     for (on, tag) in [
         (p.standardize, "+standardize"),
         (p.gray && !p.standardize, "+gray"),
         (p.suppress, "+suppress"),
         (p.shift_max > 0.0, "+shift"),
         (cfg.adversarial, "+adversary"),
+        (cfg.distill > 0.0, "+distill"),
     ] {
         if on {
             name.push_str(tag);
@@ -175,4 +177,34 @@ pub fn sweep(req: &SweepRequest) -> Result<AuditReport> {
     a.out = req.out.clone();
     a.size = req.base.size;
     audit(&a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nets::{PerturberConfig, RecognizerConfig};
+    use burn::optim::AdamConfig;
+
+    #[test]
+    fn families_name_every_option_that_changes_the_uploads_or_the_training() {
+        let base = TrainConfig::new(
+            "synthetic".into(),
+            "shape".into(),
+            PerturberConfig::new(),
+            RecognizerConfig::new(2),
+            AdamConfig::new(),
+        );
+        assert_eq!(family_of(&base), "scrim");
+        let mut c = base.clone();
+        c.perturber.input_independent = true;
+        c.perturber.standardize = true;
+        c.perturber.gray = true;
+        c.perturber.suppress = true;
+        assert_eq!(family_of(&c), "cloak+standardize+suppress");
+        let mut d = base.clone();
+        d.perturber.gray = true;
+        d.distill = 1.0;
+        d.adversarial = true;
+        assert_eq!(family_of(&d), "scrim+gray+adversary+distill");
+    }
 }
