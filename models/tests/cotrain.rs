@@ -326,7 +326,10 @@ fn recognizer_outputs(file: &std::path::Path) -> Vec<f32> {
         .try_load_file(file)
         .expect("load");
     let x = burn::tensor::Tensor::<4>::ones([1, 3, 16, 16], &device).mul_scalar(0.3);
-    net.forward(x).into_data().to_vec::<f32>().expect("floats")
+    net.forward(x)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("floats")
 }
 
 /// The tests of this file one at a time: burn's random generator is shared by the process, so

@@ -101,6 +101,10 @@ pub fn family_of(cfg: &TrainConfig) -> String {
             name.push_str(tag);
         }
     }
+    // A coarser σ map is another perturber, not another point on the same curve.
+    if p.downsample > 1 && !p.input_independent {
+        name.push_str(&format!("+downsample{}", p.downsample));
+    }
     name
 }
 
@@ -206,5 +210,8 @@ mod tests {
         d.distill = 1.0;
         d.adversarial = true;
         assert_eq!(family_of(&d), "scrim+gray+adversary+distill");
+        let mut q = base;
+        q.perturber.downsample = 4;
+        assert_eq!(family_of(&q), "scrim+downsample4");
     }
 }
