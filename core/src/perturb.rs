@@ -146,12 +146,7 @@ impl Perturber {
                 .ok_or_else(|| Error::InvalidModel("missing output".into()))?;
             // A map at a fraction of the image's resolution is expanded here (nearest).
             let [_, _, h, w] = x.shape();
-            let t = match o.shape[..] {
-                [n, c, oh, ow] => {
-                    ImageTensor::new([n, c, oh, ow], o.data)?.upsample_nearest(h, w)?
-                }
-                _ => ImageTensor::new(x.shape(), o.data)?,
-            };
+            let t = o.into_map(h, w)?;
             match name {
                 PerturberOutput::Sigma => maps.sigma = t,
                 PerturberOutput::Shift => maps.shift = Some(t),

@@ -32,6 +32,24 @@ pub struct Output {
     pub data: Vec<f32>,
 }
 
+impl Output {
+    /// A perturber map as an image tensor at `height × width`: a map computed at an integer
+    /// fraction of the image's resolution is expanded (nearest), one at full size is kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] for an output that is not `[N, C, h, w]`;
+    /// [`Error::InvalidArgument`] when `h × w` is not an integer fraction of the target.
+    pub fn into_map(self, height: usize, width: usize) -> Result<ImageTensor> {
+        let [n, c, h, w] = self.shape[..] else {
+            return Err(Error::InvalidModel(format!(
+                "a perturber map must be [N, C, H, W], got shape {:?}",
+                self.shape
+            )));
+        };
+        ImageTensor::new([n, c, h, w], self.data)?.upsample_nearest(height, width)
+    }
+}
+
 /// An ONNX model with its manifest, optimised for repeated runs.
 #[derive(Clone)]
 pub struct Model {

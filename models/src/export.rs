@@ -255,14 +255,7 @@ pub fn export(
     let [_, _, h, w] = xs.shape();
     let mut tract_sigma = Vec::new();
     for t in tp.run(&xs)? {
-        let [n, c, th, tw] = t.shape[..] else {
-            return Err(Error::Train(format!(
-                "perturber output of shape {:?}",
-                t.shape
-            )));
-        };
-        let map = scrim_core::ImageTensor::new([n, c, th, tw], t.data)?;
-        tract_sigma.extend(map.upsample_nearest(h, w)?.into_data());
+        tract_sigma.extend(t.into_map(h, w)?.into_data());
     }
     let burn_logits = batch::to_vec(c.forward(x));
     let tract_logits = &tc.run(&xs)?[0].data;

@@ -330,29 +330,29 @@ pub fn train(
                     fixed_part(&nets.perturber, x),
                 ));
                 (loss_fn.forward(logits.clone(), y.clone()), logits, 0.0)
-            } else if finetune {
-                // The perturber is frozen: no graph through it, only the recognizer learns.
-                let out = nets.perturber.clone().no_grad().forward(x.clone());
-                let xp =
-                    crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x.clone(), &out, noise));
-                let logits = nets.recognizer.forward(xp.detach());
-                let s = scalar(out.sigma.mean());
-                let mut loss = loss_fn.forward(logits.clone(), y.clone());
-                if let Some(teacher) = nets.teacher.as_ref().filter(|_| cfg.distill > 0.0) {
-                    loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);
-                }
-                (loss, logits, s)
             } else {
-                let out = nets.perturber.forward(x.clone());
+                // Fine-tuning freezes the perturber: no graph through it, only the recognizer
+                // learns.
+                let frozen;
+                let perturber = if finetune {
+                    frozen = nets.perturber.clone().no_grad();
+                    &frozen
+                } else {
+                    &nets.perturber
+                };
+                let out = perturber.forward(x.clone());
                 let xp =
                     crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x.clone(), &out, noise));
                 let logits = nets.recognizer.forward(xp.clone());
-                let mut loss = loss_fn.forward(logits.clone(), y.clone())
-                    + out.log_sigma.clone().mean().mul_scalar(-lambda);
-                if let Some(teacher) = nets.teacher.as_ref().filter(|_| cfg.distill > 0.0) {
+                let mut loss = loss_fn.forward(logits.clone(), y.clone());
+                if let Some(teacher) = &nets.teacher {
                     loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);
                 }
-                if let (Some(adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
+                if !finetune {
+                    loss = loss + out.log_sigma.clone().mean().mul_scalar(-lambda);
+                }
+                // Not in fine-tuning: the adversary stays as co-training left it.
+                if !finetune && let (Some(adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
                     let ys = batch::labels(ds, s, idx, &device);
                     let a_loss = loss_fn.forward(adv.forward(xp.clone().detach()), ys);
                     let mut g = a_loss.backward();
