@@ -6,8 +6,11 @@ width, global average pool, linear), the same step as models/src/train.rs (Gauss
 clip, 8-bit rounding with a straight-through gradient, CE - lambda * mean(log sigma), Adam on
 both networks). Written from that description, not from another project.
 
-Usage: python cotrain_torch.py STEPS BATCH SIZE CHANNELS HIDDEN WIDTHS(comma) CLASSES
-Prints JSON: {"median_step_ms": m, "images_per_sec": r, "threads": t, "version": v}.
+Usage: python cotrain_torch.py STEPS BATCH SIZE CHANNELS HIDDEN WIDTHS(comma) CLASSES [LAYERS]
+LAYERS: comma-separated IN:OUT:SIDE 3x3 convolutions to time alone, forward and backward (input
+and weight gradients) at the same batch size.
+Prints JSON: {"median_step_ms": m, "images_per_sec": r, "threads": t, "version": v,
+"layers_ms": [m, ...]}.
 """
 
 import json
@@ -56,6 +59,28 @@ class Recognizer(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+def time_conv(batch, cin, cout, side, steps):
+    """Median ms of one 3x3 convolution's forward and backward (input and weight gradients)."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1)
+    x = torch.rand(batch, cin, side, side, requires_grad=True)
+
+    def once():
+        conv.zero_grad()
+        x.grad = None
+        conv(x).sum().backward()
+        return x.grad.sum().item() + conv.weight.grad.sum().item()
+
+    for _ in range(3):
+        once()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        once()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def main():
     steps, batch, size, channels, hidden = (int(v) for v in sys.argv[1:6])
     widths = [int(v) for v in sys.argv[6].split(",")]
@@ -91,6 +116,9 @@ def main():
         times.append((time.perf_counter() - t) * 1e3)
     times.sort()
     median = times[len(times) // 2]
+    layers = [tuple(int(v) for v in spec.split(":")) for spec in sys.argv[8].split(",")] if len(
+        sys.argv
+    ) > 8 and sys.argv[8] else []
     print(
         json.dumps(
             {
@@ -98,6 +126,7 @@ def main():
                 "images_per_sec": batch / (median / 1e3),
                 "threads": torch.get_num_threads(),
                 "version": torch.__version__,
+                "layers_ms": [time_conv(batch, cin, cout, side, steps) for cin, cout, side in layers],
             }
         )
     )

@@ -337,6 +337,9 @@ fn runs_table(report: &AuditReport) -> String {
         if p.downsample > 1 {
             opts.push(format!("σ at 1/{} resolution", p.downsample));
         }
+        if p.separable {
+            opts.push("depthwise-separable".into());
+        }
         if p.channels != scrim_models::nets::PerturberConfig::new().channels {
             opts.push(format!("{} channels", p.channels));
         }

@@ -2,6 +2,7 @@
 //! check that tract reproduces burn's outputs.
 
 use burn::module::Module;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use scrim_core::manifest::{Manifest, PerturberOutput, PerturberSpec};
@@ -23,7 +24,13 @@ struct ConvWeights {
     groups: usize,
 }
 
-fn conv_weights(conv: &Conv2d, pad: usize) -> ConvWeights {
+fn conv_weights(conv: &Conv2d) -> ConvWeights {
+    // Every convolution here is padded symmetrically (or not at all).
+    let pad = match conv.padding {
+        PaddingConfig2d::Explicit(top, ..) => top,
+        PaddingConfig2d::Same => conv.kernel_size[0] / 2,
+        PaddingConfig2d::Valid => 0,
+    };
     let weight = conv.weight.val();
     let shape = weight.dims();
     ConvWeights {
@@ -87,19 +94,19 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         g.add(&zero, &c)
     } else {
         for conv in &p.hidden {
-            h = emit_conv(&mut g, &h, &conv_weights(conv, 1));
+            h = emit_conv(&mut g, &h, &conv_weights(conv));
             h = g.relu(&h);
         }
         // σ, k and μ stay at the head's resolution: nearest upsampling commutes with
         // element-wise ops, so the device expands the maps as it adds the noise (scrim-core's
         // `Perturber::maps`) and the graph does no full-resolution work for them.
-        emit_conv(&mut g, &h, &conv_weights(&p.head, 1))
+        emit_conv(&mut g, &h, &conv_weights(&p.head))
     };
     let s = g.sigmoid(&z);
     let sigma = g.scale(&s, p.sigma_max as f32);
     g.output(&sigma, "sigma");
     let learned = p.shift.as_ref().map(|conv| {
-        let t = emit_conv(&mut g, &h, &conv_weights(conv, 1));
+        let t = emit_conv(&mut g, &h, &conv_weights(conv));
         let t = g.tanh(&t);
         g.scale(&t, p.shift_max as f32)
     });
@@ -156,7 +163,7 @@ pub fn recognizer_onnx(c: &Recognizer, input: InputSpec) -> Vec<u8> {
     g.doc("Scrim recognizer: perturbed image in [0,1] -> class logits");
     let mut h = g.image_input("image", 3, input.height, input.width);
     for b in &c.blocks {
-        h = emit_conv(&mut g, &h, &conv_weights(&b.conv, 1));
+        h = emit_conv(&mut g, &h, &conv_weights(&b.conv));
         let bn = &b.bn;
         h = g.batch_norm(
             &h,

@@ -143,6 +143,10 @@ struct TrainArgs {
     /// Compute σ at 1/D of the input resolution and upsample it (faster on the phone; 1 = off).
     #[arg(long, default_value_t = 1)]
     downsample: usize,
+    /// Depthwise-separable perturber: a D×D patch stem (D = --downsample), depthwise 3×3
+    /// convolutions and 1×1 heads; about 2× faster in tract than the dense layout.
+    #[arg(long)]
+    separable: bool,
     /// Seed (initialisation, shuffling, training noise, split).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -358,6 +362,12 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
         )));
     }
     c.perturber.downsample = a.downsample;
+    if a.separable && a.input_independent {
+        return Err(scrim_models::Error::Input(
+            "--separable and --input-independent exclude each other: the input-independent map has no network".into(),
+        ));
+    }
+    c.perturber.separable = a.separable;
     c.perturber.map_size = a.size;
     c.seed = a.seed;
     c.backend = a.backend;

@@ -57,6 +57,13 @@ pub struct PerturberConfig {
     /// full resolution; image sides must be divisible by it.
     #[config(default = 1)]
     pub downsample: usize,
+    /// Depthwise-separable layout, built for fast on-device inference: a patch stem (a
+    /// `downsample`×`downsample` convolution with that stride and no padding, so the graph never
+    /// pads or re-reads the full-resolution image; 3×3 with padding at `downsample` 1), then
+    /// `hidden_layers` depthwise 3×3 convolutions with ReLU, then 1×1 heads. `channels` is the
+    /// stem's width. Off (the default): `hidden_layers` dense 3×3 convolutions and 3×3 heads.
+    #[config(default = false)]
+    pub separable: bool,
 }
 
 /// Standard deviation of the luma after tone standardisation.
@@ -122,6 +129,42 @@ fn conv3_strided(cin: usize, cout: usize, stride: usize, device: &Device) -> Con
         .init(device)
 }
 
+/// The separable layout's stem: non-overlapping `d`×`d` patches (3×3, padded, at `d` = 1).
+fn patch_stem(cout: usize, d: usize, device: &Device) -> Conv2d {
+    if d <= 1 {
+        return conv3(3, cout, device);
+    }
+    Conv2dConfig::new([3, cout], [d, d])
+        .with_stride([d, d])
+        .with_padding(PaddingConfig2d::Valid)
+        .init(device)
+}
+
+/// Depthwise 3×3 convolution over `c` channels.
+fn depthwise3(c: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([c, c], [3, 3])
+        .with_groups(c)
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+/// A head: 3 output maps from `cin` features (1×1 in the separable layout, else 3×3).
+fn head_conv(cin: usize, stride: usize, separable: bool, zeros: bool, device: &Device) -> Conv2d {
+    let (k, pad) = if separable {
+        (1, PaddingConfig2d::Valid)
+    } else {
+        (3, PaddingConfig2d::Explicit(1, 1, 1, 1))
+    };
+    let config = Conv2dConfig::new([cin, 3], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(pad);
+    if zeros {
+        config.with_initializer(Initializer::Zeros).init(device)
+    } else {
+        config.init(device)
+    }
+}
+
 /// Nearest-neighbour upsampling by an integer factor: `[N, C, H, W]` → `[N, C, H·f, W·f]`.
 pub fn upsample_nearest(x: Tensor<4>, factor: usize) -> Tensor<4> {
     if factor <= 1 {
@@ -149,13 +192,22 @@ impl PerturberConfig {
         } else {
             self.downsample.max(1)
         };
-        for k in 0..layers {
-            let s = if k == 0 { stride } else { 1 };
-            hidden.push(conv3_strided(cin, self.channels, s, device));
+        let separable = self.separable && !self.input_independent;
+        if separable {
+            hidden.push(patch_stem(self.channels, stride, device));
             cin = self.channels;
+            for _ in 0..layers {
+                hidden.push(depthwise3(cin, device));
+            }
+        } else {
+            for k in 0..layers {
+                let s = if k == 0 { stride } else { 1 };
+                hidden.push(conv3_strided(cin, self.channels, s, device));
+                cin = self.channels;
+            }
         }
-        let head_stride = if layers == 0 { stride } else { 1 };
-        let mut head = conv3_strided(cin, 3, head_stride, device);
+        let head_stride = if hidden.is_empty() { stride } else { 1 };
+        let mut head = head_conv(cin, head_stride, separable, false, device);
         // A fresh trainable parameter: mapping the initialised one would yield a constant.
         head.bias = Some(Param::from_tensor(Tensor::full(
             [3],
@@ -163,13 +215,8 @@ impl PerturberConfig {
             device,
         )));
         // The shift head starts at μ = 0 exactly (zero weights still get gradients).
-        let shift = (self.shift_max > 0.0 && !self.input_independent).then(|| {
-            Conv2dConfig::new([cin, 3], [3, 3])
-                .with_stride([head_stride, head_stride])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .with_initializer(Initializer::Zeros)
-                .init(device)
-        });
+        let shift = (self.shift_max > 0.0 && !self.input_independent)
+            .then(|| head_conv(cin, head_stride, separable, true, device));
         let map = self.input_independent.then(|| {
             Param::from_tensor(Tensor::full(
                 [1, 3, self.map_size, self.map_size],
@@ -396,6 +443,37 @@ mod tests {
                 assert!((r - g).abs() < 1e-6, "{r} vs {g}");
             }
         }
+    }
+
+    #[test]
+    fn separable_layout_has_a_patch_stem_depthwise_convs_and_pointwise_heads() {
+        let device = Device::flex().autodiff();
+        let p = PerturberConfig::new()
+            .with_downsample(4)
+            .with_channels(8)
+            .with_separable(true)
+            .with_shift_max(0.1)
+            .init(&device);
+        assert_eq!(p.hidden[0].weight.dims(), [8, 3, 4, 4]);
+        assert_eq!(p.hidden[0].stride, [4, 4]);
+        for dw in &p.hidden[1..] {
+            assert_eq!(dw.weight.dims(), [8, 1, 3, 3]);
+            assert_eq!(dw.groups, 8);
+        }
+        assert_eq!(p.hidden.len(), 3);
+        assert_eq!(p.head.weight.dims(), [3, 8, 1, 1]);
+        let x = Tensor::<4>::random([2, 3, 16, 16], burn::tensor::Distribution::Default, &device);
+        let out = p.forward(x);
+        assert_eq!(out.sigma.dims(), [2, 3, 16, 16]);
+        let grads = GradientsParams::from_grads(out.log_sigma.mean().backward(), &p);
+        // Stem, two depthwise convs and the σ head, weight and bias each (the shift head has
+        // no path to log σ).
+        assert_eq!(grads.len(), 8);
+        // Each 4×4 patch shares one σ.
+        let v = crate::batch::to_vec(out.sigma);
+        assert_eq!(v[0], v[3]);
+        assert_eq!(v[0], v[16 * 3 + 3]);
+        assert_ne!(v[0], v[4]);
     }
 
     #[test]

@@ -233,6 +233,35 @@ fn half_resolution_perturber_trains_and_exports() {
 }
 
 #[test]
+fn separable_quarter_resolution_perturber_trains_and_exports() {
+    let _serial = serial();
+    // The depthwise-separable layout at 1/4 resolution, with a learned shift and suppression so
+    // every head (σ, μ, k) goes through the export check.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = tiny_request(&dir.path().join("run"), 2);
+    let p = &mut req.config.perturber;
+    p.downsample = 4;
+    p.separable = true;
+    p.shift_max = 0.1;
+    p.suppress = true;
+    let summary = workflow::train_run(&req).expect("train");
+    assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+    assert!(summary.mean_sigma.is_finite());
+    // The ONNX file holds the patch stem (4×4, stride 4, unpadded) and depthwise convolutions.
+    let onnx = std::fs::read(
+        RunDir::open(&dir.path().join("run"))
+            .expect("run")
+            .perturber_onnx(),
+    )
+    .expect("onnx");
+    let text = String::from_utf8_lossy(&onnx);
+    assert!(
+        text.contains("group"),
+        "no grouped convolution in the graph"
+    );
+}
+
+#[test]
 fn finetune_epochs_train_the_recognizer_on_a_frozen_perturber() {
     let _serial = serial();
     // Two closing fine-tune epochs: the perturber must not move (its σ on the validation

@@ -105,6 +105,9 @@ pub fn family_of(cfg: &TrainConfig) -> String {
     if p.downsample > 1 && !p.input_independent {
         name.push_str(&format!("+downsample{}", p.downsample));
     }
+    if p.separable && !p.input_independent {
+        name.push_str("+separable");
+    }
     name
 }
 
@@ -213,5 +216,7 @@ mod tests {
         let mut q = base;
         q.perturber.downsample = 4;
         assert_eq!(family_of(&q), "scrim+downsample4");
+        q.perturber.separable = true;
+        assert_eq!(family_of(&q), "scrim+downsample4+separable");
     }
 }

@@ -38,6 +38,79 @@ pub struct CotrainReport {
     pub torch: Option<String>,
     /// burn / PyTorch step time.
     pub ratio: Option<f64>,
+    /// Where the step's time goes: each convolution of the two networks alone.
+    #[serde(default)]
+    pub conv_layers: Vec<ConvLayerRow>,
+}
+
+/// One convolution of the co-trained networks, forward and backward (the gradients of its
+/// input and of its weights), at the step's batch size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConvLayerRow {
+    /// `network in→out @side`.
+    pub layer: String,
+    /// burn: median ms.
+    pub burn_ms: f64,
+    /// PyTorch: median ms.
+    pub torch_ms: Option<f64>,
+}
+
+/// The 3×3 convolutions of the default perturber and recognizer at image side `size`:
+/// (network, in, out, side of the layer's input).
+fn conv_layers(size: usize) -> Vec<(&'static str, usize, usize, usize)> {
+    let p = PerturberConfig::new();
+    let mut layers = Vec::new();
+    let mut cin = 3;
+    for _ in 0..p.hidden_layers {
+        layers.push(("perturber", cin, p.channels, size));
+        cin = p.channels;
+    }
+    layers.push(("perturber", cin, 3, size));
+    let (mut cin, mut side) = (3, size);
+    for w in RecognizerConfig::new(2).widths {
+        layers.push(("recognizer", cin, w, side));
+        (cin, side) = (w, side / 2);
+    }
+    layers
+}
+
+fn layer_name(net: &str, cin: usize, cout: usize, side: usize) -> String {
+    format!("{net} {cin}→{cout} @{side}")
+}
+
+/// Times each convolution's forward and backward in burn.
+fn burn_conv_layers(opts: &BenchOptions, device: &Device) -> Vec<ConvLayerRow> {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    conv_layers(opts.train_size)
+        .into_iter()
+        .map(|(net, cin, cout, side)| {
+            let conv = Conv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device);
+            let x = Tensor::<4>::random(
+                [opts.batch_size, cin, side, side],
+                burn::tensor::Distribution::Default,
+                device,
+            )
+            .require_grad();
+            let burn_ms = super::device::median_ms(opts.cotrain_steps, || {
+                let grads = conv.forward(x.clone()).sum().backward();
+                let w = conv.weight.grad(&grads);
+                let xg = x.grad(&grads);
+                // Reading both gradients waits for them.
+                let _ = w.map(|w| batch::to_vec(w.sum()));
+                let _ = xg.map(|g| batch::to_vec(g.sum()));
+                Ok(())
+            })
+            .unwrap_or(f64::NAN);
+            ConvLayerRow {
+                layer: layer_name(net, cin, cout, side),
+                burn_ms,
+                torch_ms: None,
+            }
+        })
+        .collect()
 }
 
 /// Section 5 (training): one co-training epoch over a synthetic set of `images`.
@@ -138,6 +211,7 @@ pub(crate) fn run(
         torch_step_ms: None,
         torch: None,
         ratio: None,
+        conv_layers: burn_conv_layers(opts, &device),
     };
     eprintln!("[bench]   burn flex: {step_ms:.1} ms/step");
     if opts.smoke || !opts.torch {
@@ -167,6 +241,11 @@ pub(crate) fn run(
         p.hidden_layers.to_string(),
         widths,
         "2".into(),
+        conv_layers(opts.train_size)
+            .iter()
+            .map(|(_, cin, cout, side)| format!("{cin}:{cout}:{side}"))
+            .collect::<Vec<_>>()
+            .join(","),
     ];
     match python::run_script(
         py,
@@ -186,6 +265,10 @@ pub(crate) fn run(
                 .torch_step_ms
                 .filter(|m| *m > 0.0)
                 .map(|m| step_ms / m);
+            let torch_layers = json["layers_ms"].as_array().cloned().unwrap_or_default();
+            for (row, ms) in report.conv_layers.iter_mut().zip(torch_layers) {
+                row.torch_ms = ms.as_f64();
+            }
         }
         Err(e) => notes.push(format!("PyTorch reference failed: {e}")),
     }

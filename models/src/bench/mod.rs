@@ -125,6 +125,13 @@ pub fn default_variants() -> Vec<(String, PerturberConfig)> {
             "quarter-res-8ch".into(),
             PerturberConfig::new().with_downsample(4).with_channels(8),
         ),
+        (
+            "quarter-res-8ch-sep".into(),
+            PerturberConfig::new()
+                .with_downsample(4)
+                .with_channels(8)
+                .with_separable(true),
+        ),
     ]
 }
 

@@ -191,6 +191,35 @@ pub fn markdown(r: &BenchReport) -> String {
         opt(c.torch_step_ms.map(|m| c.batch as f64 / (m / 1e3)), 0)
     );
     let _ = writeln!(s, "\nburn/PyTorch: {}", opt(c.ratio, 2));
+    if !c.conv_layers.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWhere the step's time goes: each 3×3 convolution of the two networks alone, forward \
+             and backward (input and weight gradients), batch {}, medians.\n\n\
+             | convolution | burn ms | PyTorch ms | burn/PyTorch |\n|---|---|---|---|",
+            c.batch
+        );
+        for l in &c.conv_layers {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {} | {} |",
+                l.layer,
+                l.burn_ms,
+                opt(l.torch_ms, 2),
+                opt(l.torch_ms.filter(|t| *t > 0.0).map(|t| l.burn_ms / t), 2)
+            );
+        }
+        let burn: f64 = c.conv_layers.iter().map(|l| l.burn_ms).sum();
+        let torch: Option<f64> = c.conv_layers.iter().map(|l| l.torch_ms).sum();
+        let _ = writeln!(
+            s,
+            "| all | {:.1} ({:.0}% of the step) | {} | {} |",
+            burn,
+            100.0 * burn / c.burn_step_ms.max(1e-9),
+            opt(torch, 1),
+            opt(torch.filter(|t| *t > 0.0).map(|t| burn / t), 2)
+        );
+    }
 
     let sv = &r.server;
     let _ = writeln!(
