@@ -59,6 +59,19 @@ class Recognizer(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+def median_ms(fn, steps):
+    """Median wall time of `fn` in ms over `steps` runs, after three unmeasured ones."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def time_conv(batch, cin, cout, side, steps):
     """Median ms of one 3x3 convolution's forward and backward (input and weight gradients)."""
     conv = nn.Conv2d(cin, cout, 3, padding=1)
@@ -70,15 +83,7 @@ def time_conv(batch, cin, cout, side, steps):
         conv(x).sum().backward()
         return x.grad.sum().item() + conv.weight.grad.sum().item()
 
-    for _ in range(3):
-        once()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        once()
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    return median_ms(once, steps)
 
 
 def main():
@@ -107,18 +112,9 @@ def main():
         opt_c.step()
         return loss.item()
 
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    median = times[len(times) // 2]
-    layers = [tuple(int(v) for v in spec.split(":")) for spec in sys.argv[8].split(",")] if len(
-        sys.argv
-    ) > 8 and sys.argv[8] else []
+    median = median_ms(step, steps)
+    specs = sys.argv[8].split(",") if len(sys.argv) > 8 and sys.argv[8] else []
+    layers = [tuple(int(v) for v in spec.split(":")) for spec in specs]
     print(
         json.dumps(
             {
