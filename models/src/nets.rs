@@ -118,7 +118,8 @@ pub struct PerturberOut {
     pub fill: f64,
 }
 
-fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
+/// A 3×3 convolution with padding 1 (the shape keeps its side).
+pub(crate) fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
     conv3_strided(cin, cout, 1, device)
 }
 

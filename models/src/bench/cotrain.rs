@@ -74,20 +74,12 @@ fn conv_layers(size: usize) -> Vec<(&'static str, usize, usize, usize)> {
     layers
 }
 
-fn layer_name(net: &str, cin: usize, cout: usize, side: usize) -> String {
-    format!("{net} {cin}→{cout} @{side}")
-}
-
 /// Times each convolution's forward and backward in burn.
 fn burn_conv_layers(opts: &BenchOptions, device: &Device) -> Vec<ConvLayerRow> {
-    use burn::nn::PaddingConfig2d;
-    use burn::nn::conv::Conv2dConfig;
     conv_layers(opts.train_size)
         .into_iter()
         .map(|(net, cin, cout, side)| {
-            let conv = Conv2dConfig::new([cin, cout], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(device);
+            let conv = crate::nets::conv3(cin, cout, device);
             let x = Tensor::<4>::random(
                 [opts.batch_size, cin, side, side],
                 burn::tensor::Distribution::Default,
@@ -105,7 +97,7 @@ fn burn_conv_layers(opts: &BenchOptions, device: &Device) -> Vec<ConvLayerRow> {
             })
             .unwrap_or(f64::NAN);
             ConvLayerRow {
-                layer: layer_name(net, cin, cout, side),
+                layer: format!("{net} {cin}→{cout} @{side}"),
                 burn_ms,
                 torch_ms: None,
             }
