@@ -50,6 +50,6 @@ pub use keys::SecretKey;
 pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
-pub use runtime::{BatchMode, Model, Output};
+pub use runtime::{BatchMode, Model, Output, PreparedInput};
 pub use sealed::LevelKey;
 pub use tensor::ImageTensor;

@@ -84,6 +84,32 @@ fn wrong_input_size_is_rejected_with_both_sizes() {
 }
 
 #[test]
+fn a_prepared_input_runs_repeatedly_on_its_own_model_only() {
+    let case = graphs::classifier();
+    let model = Model::load(&case.onnx, manifest_for(&case), BatchMode::Single).expect("load");
+    let data = graphs::values(5, 3 * 12 * 12, 1.0);
+    let input = ImageTensor::new([1, 3, 12, 12], data).expect("shape");
+    let prepared = model.prepare(&input).expect("prepare");
+    let direct = model.run(&input).expect("run");
+    assert_eq!(model.run_prepared(&prepared).expect("first"), direct);
+    // A clone shares the plan; a second run gives the same answer.
+    assert_eq!(
+        model.clone().run_prepared(&prepared).expect("again"),
+        direct
+    );
+    let other = Model::load(&case.onnx, manifest_for(&case), BatchMode::Single).expect("load");
+    let err = other.run_prepared(&prepared).expect_err("foreign input");
+    assert!(
+        matches!(err, scrim_core::Error::InvalidArgument(_)),
+        "{err}"
+    );
+    assert!(matches!(
+        model.prepare(&ImageTensor::zeros([1, 3, 8, 8])),
+        Err(scrim_core::Error::WrongSize { .. })
+    ));
+}
+
+#[test]
 fn manifest_and_graph_must_agree() {
     let case = graphs::classifier();
     // The classifier has 4 logits; a manifest with 3 labels must be refused at load time.

@@ -340,7 +340,9 @@ fn runs_table(report: &AuditReport) -> String {
         if p.separable {
             opts.push("depthwise-separable".into());
         }
-        if p.channels != scrim_models::nets::PerturberConfig::new().channels {
+        if p.depthwise {
+            opts.push("fully depthwise".into());
+        } else if p.channels != scrim_models::nets::PerturberConfig::new().channels {
             opts.push(format!("{} channels", p.channels));
         }
         if p.standardize {

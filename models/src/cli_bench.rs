@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Timed runs per perturbation measurement.
     #[arg(long)]
     iterations: Option<usize>,
+    /// Alternating tract/onnxruntime rounds of the σ-network timing (median over rounds).
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Timed co-training steps.
     #[arg(long)]
     steps: Option<usize>,
@@ -66,6 +69,9 @@ pub fn run_bench(a: BenchArgs) -> Result<()> {
     o.scrim_cloud = a.scrim_cloud;
     if let Some(v) = a.sizes {
         o.sizes = v;
+    }
+    if let Some(v) = a.rounds {
+        o.rounds = v;
     }
     if let Some(v) = a.iterations {
         o.iterations = v;

@@ -147,6 +147,10 @@ struct TrainArgs {
     /// convolutions and 1×1 heads; about 2× faster in tract than the dense layout.
     #[arg(long)]
     separable: bool,
+    /// Fully depthwise perturber: every convolution (a D×D patch stem, depthwise 3×3 layers and
+    /// heads) works on each colour channel alone; the fastest layout in tract.
+    #[arg(long)]
+    depthwise: bool,
     /// Seed (initialisation, shuffling, training noise, split).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -367,7 +371,14 @@ fn train(a: TrainArgs, progress: bool) -> Result<()> {
             "--separable and --input-independent exclude each other: the input-independent map has no network".into(),
         ));
     }
+    if a.depthwise && (a.separable || a.input_independent) {
+        return Err(scrim_models::Error::Input(
+            "--depthwise excludes --separable and --input-independent: it is a layout of its own"
+                .into(),
+        ));
+    }
     c.perturber.separable = a.separable;
+    c.perturber.depthwise = a.depthwise;
     c.perturber.map_size = a.size;
     c.seed = a.seed;
     c.backend = a.backend;

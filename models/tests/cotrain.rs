@@ -254,10 +254,56 @@ fn separable_quarter_resolution_perturber_trains_and_exports() {
             .perturber_onnx(),
     )
     .expect("onnx");
-    let text = String::from_utf8_lossy(&onnx);
-    assert!(
-        text.contains("group"),
-        "no grouped convolution in the graph"
+    // Stem 3→8 (4×4, stride 4, unpadded), two depthwise layers over 8 channels, 1×1 σ and μ heads.
+    assert_eq!(
+        conv_groups(&onnx),
+        vec![(1, 4, 0), (8, 3, 1), (8, 3, 1), (1, 1, 0), (1, 1, 0)]
+    );
+}
+
+/// `(group, kernel side, padding)` of every `Conv` node of an ONNX file, in graph order.
+fn conv_groups(onnx: &[u8]) -> Vec<(i64, usize, usize)> {
+    let graph = scrim_core::onnx_graph::Graph::parse(onnx).expect("parse onnx");
+    graph
+        .nodes
+        .iter()
+        .filter(|n| n.op == "Conv")
+        .map(|n| {
+            let k = n.ints("kernel_shape").expect("kernel_shape")[0];
+            let pad = n.ints("pads").map_or(0, |p| p[0]);
+            (n.int("group", 1), k, pad)
+        })
+        .collect()
+}
+
+#[test]
+fn depthwise_quarter_resolution_perturber_trains_and_exports() {
+    let _serial = serial();
+    // The fully depthwise layout with the UTKFace recipe's device transforms (tone
+    // standardisation and suppression): σ, the full-resolution shift and k all pass the export
+    // check, and every convolution in the graph is grouped by colour channel.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = tiny_request(&dir.path().join("run"), 2);
+    let p = &mut req.config.perturber;
+    p.downsample = 4;
+    p.depthwise = true;
+    p.standardize = true;
+    p.gray = true;
+    p.suppress = true;
+    let summary = workflow::train_run(&req).expect("train");
+    assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+    assert!(summary.mean_sigma > 0.0 && summary.mean_sigma < 1.0);
+    let onnx = std::fs::read(
+        RunDir::open(&dir.path().join("run"))
+            .expect("run")
+            .perturber_onnx(),
+    )
+    .expect("onnx");
+    // Stem (4×4, stride 4, unpadded), two depthwise layers and the σ head, all per channel;
+    // then the tone transform's dense 1×1 luma conv.
+    assert_eq!(
+        conv_groups(&onnx),
+        vec![(3, 4, 0), (3, 3, 1), (3, 3, 1), (3, 3, 1), (1, 1, 0)]
     );
 }
 

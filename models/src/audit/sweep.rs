@@ -108,6 +108,9 @@ pub fn family_of(cfg: &TrainConfig) -> String {
     if p.separable && !p.input_independent {
         name.push_str("+separable");
     }
+    if p.depthwise && !p.input_independent {
+        name.push_str("+depthwise");
+    }
     name
 }
 
@@ -218,5 +221,8 @@ mod tests {
         assert_eq!(family_of(&q), "scrim+downsample4");
         q.perturber.separable = true;
         assert_eq!(family_of(&q), "scrim+downsample4+separable");
+        q.perturber.separable = false;
+        q.perturber.depthwise = true;
+        assert_eq!(family_of(&q), "scrim+downsample4+depthwise");
     }
 }

@@ -28,6 +28,10 @@ pub struct PerturbRow {
     pub onnx_bytes: u64,
     /// σ network alone in tract, one thread: median ms.
     pub tract_sigma_ms: f64,
+    /// The same through `Model::run`, which checks and copies the input before each run
+    /// (round 1 only): median ms.
+    #[serde(default)]
+    pub tract_sigma_with_copy_ms: f64,
     /// The same ONNX file in onnxruntime, one thread: median ms.
     pub onnxruntime_sigma_ms: Option<f64>,
     /// tract / onnxruntime.
@@ -100,8 +104,14 @@ pub(crate) fn median_ms(iterations: usize, mut f: impl FnMut() -> Result<()>) ->
         f()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(&times))
+}
+
+/// Median of a non-empty sample (the upper middle value for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// A photo-like JPEG of `size × size`: smooth gradients, a disc, some texture.
@@ -176,6 +186,7 @@ pub(crate) fn run(
     device.seed(7);
     let mut rows = Vec::new();
     let mut written = Vec::new();
+    let mut loaded = Vec::new();
     for (variant, p) in perturbers(opts, &device)? {
         for &size in &opts.sizes {
             let input = InputSpec::rgb(size, size);
@@ -193,49 +204,92 @@ pub(crate) fn run(
                     continue;
                 }
             };
-            let x = ImageTensor::new([1, 3, size, size], vec![0.5; 3 * size * size])?;
-            let sigma_ms = median_ms(opts.iterations, || {
-                model.run(&x).map(drop).map_err(Into::into)
-            })?;
-            let perturber = Perturber::new(model)?;
+            let perturber = Perturber::new(model.clone())?;
             let jpeg = test_jpeg(size)?;
             let path_ms = median_ms(opts.iterations, || {
                 perturber.perturb(&jpeg).map(drop).map_err(Into::into)
             })?;
-            eprintln!(
-                "[bench]   {variant} {size} px: tract σ {sigma_ms:.3} ms, whole path {path_ms:.3} ms"
-            );
+            eprintln!("[bench]   {variant} {size} px: whole path {path_ms:.3} ms");
             rows.push(PerturbRow {
                 variant: variant.clone(),
                 size,
                 onnx_bytes: bytes.len() as u64,
-                tract_sigma_ms: sigma_ms,
+                tract_sigma_ms: f64::NAN,
+                tract_sigma_with_copy_ms: f64::NAN,
                 onnxruntime_sigma_ms: None,
                 ratio: None,
                 tract_path_ms: path_ms,
                 path_us_per_kpixel: path_ms * 1e3 / ((size * size) as f64 / 1e3),
             });
+            // Timed on a prepared input, as onnxruntime is on a ready numpy array (both
+            // get pseudo-random pixels).
+            let pixels = (0..3 * size * size)
+                .map(|k| ((k as u64).wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0)
+                .collect();
+            let image = ImageTensor::new([1, 3, size, size], pixels)?;
+            let x = model.prepare(&image)?;
+            loaded.push((model, image, x));
             written.push((variant.clone(), size, path));
         }
     }
-    if let Some(py) = python {
+    // The σ network in both runtimes, in alternating rounds (every file in tract, then every
+    // file in onnxruntime): a disturbance on a shared machine then hits one round of both
+    // rather than one runtime, and the median over rounds drops it.
+    let mut tract_ms = vec![Vec::new(); loaded.len()];
+    let mut ort_ms = vec![Vec::new(); loaded.len()];
+    let mut ort_python = python;
+    for round in 1..=opts.rounds.max(1) {
+        for (((model, image, x), times), row) in loaded.iter().zip(&mut tract_ms).zip(&mut rows) {
+            times.push(median_ms(opts.iterations, || {
+                model.run_prepared(x).map(drop).map_err(Into::into)
+            })?);
+            if round == 1 {
+                row.tract_sigma_with_copy_ms = median_ms(opts.iterations, || {
+                    model.run(image).map(drop).map_err(Into::into)
+                })?;
+            }
+        }
+        let Some(py) = ort_python else { continue };
         let mut args = vec![opts.iterations.to_string()];
         args.extend(written.iter().map(|(_, _, p)| p.display().to_string()));
         match python::run_script(py, &opts.out, "ort_perturb.py", python::ORT_SCRIPT, &args) {
             Ok(json) => {
-                for (row, (_, _, path)) in rows.iter_mut().zip(&written) {
-                    let ms = json[path.display().to_string()]["median_ms"].as_f64();
-                    row.onnxruntime_sigma_ms = ms;
-                    row.ratio = ms.filter(|m| *m > 0.0).map(|m| row.tract_sigma_ms / m);
+                for ((_, _, path), times) in written.iter().zip(&mut ort_ms) {
+                    if let Some(ms) = json[path.display().to_string()]["median_ms"].as_f64() {
+                        times.push(ms);
+                    }
                 }
-                if let Some(v) = json["_version"].as_str() {
+                if round == 1
+                    && let Some(v) = json["_version"].as_str()
+                {
                     notes.push(format!(
                         "onnxruntime {v} (CPU execution provider, one thread)"
                     ));
                 }
             }
-            Err(e) => notes.push(format!("onnxruntime not measured: {e}")),
+            Err(e) => {
+                notes.push(format!("onnxruntime not measured: {e}"));
+                ort_ms.iter_mut().for_each(Vec::clear);
+                ort_python = None;
+            }
         }
+        eprintln!("[bench]   σ networks, round {round}/{}", opts.rounds.max(1));
+    }
+    for ((row, tract), ort) in rows.iter_mut().zip(&tract_ms).zip(&ort_ms) {
+        row.tract_sigma_ms = median(tract);
+        if ort.len() == tract.len() {
+            let ms = median(ort);
+            row.onnxruntime_sigma_ms = Some(ms);
+            row.ratio = (ms > 0.0).then(|| row.tract_sigma_ms / ms);
+        }
+        eprintln!(
+            "[bench]   {} {} px: σ network tract {:.3} ms, onnxruntime {}",
+            row.variant,
+            row.size,
+            row.tract_sigma_ms,
+            row.onnxruntime_sigma_ms
+                .map_or("not measured".into(), |m| format!("{m:.3} ms"))
+        );
     }
     let recognizer = match &opts.run {
         Some(path) => RunDir::open(path)?.recognizer_onnx(),

@@ -43,6 +43,9 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     /// Timed runs per perturbation measurement (the median is reported).
     pub iterations: usize,
+    /// Alternating rounds of the σ-network timing (tract, then onnxruntime); each timing in
+    /// the report is the median over rounds.
+    pub rounds: usize,
     /// Perturber architectures measured (name, config); ignored with `run`.
     pub variants: Vec<(String, PerturberConfig)>,
     /// Timed co-training steps.
@@ -76,7 +79,8 @@ impl Default for BenchOptions {
             out: PathBuf::from("bench-out"),
             doc: Some(PathBuf::from("docs/PERFORMANCE.md")),
             sizes: vec![32, 64, 128, 224],
-            iterations: 30,
+            iterations: 200,
+            rounds: 3,
             variants: default_variants(),
             cotrain_steps: 20,
             batch_size: 64,
@@ -100,6 +104,7 @@ impl BenchOptions {
         Self {
             sizes: vec![16, 32],
             iterations: 3,
+            rounds: 1,
             cotrain_steps: 2,
             batch_size: 16,
             train_size: 16,
@@ -132,6 +137,12 @@ pub fn default_variants() -> Vec<(String, PerturberConfig)> {
                 .with_channels(8)
                 .with_separable(true),
         ),
+        (
+            "quarter-res-dw".into(),
+            PerturberConfig::new()
+                .with_downsample(4)
+                .with_depthwise(true),
+        ),
     ]
 }
 
@@ -157,6 +168,12 @@ pub struct BenchReport {
     pub date: String,
     /// Whether this was a smoke run.
     pub smoke: bool,
+    /// Timed runs per measurement.
+    #[serde(default)]
+    pub iterations: usize,
+    /// Alternating tract/onnxruntime rounds of the σ-network timing.
+    #[serde(default)]
+    pub rounds: usize,
     /// Section 1: perturbation latency per variant and side.
     pub perturbation: Vec<PerturbRow>,
     /// Section 2: the co-training step.
@@ -211,6 +228,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         command: opts.command_line.clone(),
         date: report::utc_now(),
         smoke: opts.smoke,
+        iterations: opts.iterations,
+        rounds: opts.rounds.max(1),
         perturbation: dev.rows,
         cotrain,
         server,

@@ -149,22 +149,29 @@ pub fn markdown(r: &BenchReport) -> String {
     let _ = writeln!(
         s,
         "## 1. On-device perturbation (one image, one thread)\n\nσ network: the perturber ONNX \
-         alone, the same file in tract and in onnxruntime. Whole path: `scrim_core::Perturber::\
-         perturb` on a JPEG of the same side (decode, resize, σ network, CSPRNG noise, PNG \
-         encode), tract. Medians.\n"
+         alone, the same file in tract and in onnxruntime, each on an input already in its own tensor type \
+         (tract: a prepared `Model::prepare` input; onnxruntime: a numpy array), timed in {} \
+         alternating rounds (every \
+         file in tract, then every file in onnxruntime) of {} runs each; the median of each \
+         round, then the median over rounds. Whole path: `scrim_core::Perturber::perturb` on a \
+         JPEG of the same side (decode, resize, σ network, CSPRNG noise, PNG encode), tract, \
+         median of {} runs. \"with input copy\": the σ network through `Model::run`, which \
+         checks and copies the input into tract's tensor before each run (round 1).\n",
+        r.rounds, r.iterations, r.iterations
     );
     let _ = writeln!(
         s,
-        "| perturber | side | ONNX bytes | tract σ ms | onnxruntime σ ms | tract/ort | whole path ms | path µs per kpixel |\n|---|---|---|---|---|---|---|---|"
+        "| perturber | side | ONNX bytes | tract σ ms | with input copy | onnxruntime σ ms | tract/ort | whole path ms | path µs per kpixel |\n|---|---|---|---|---|---|---|---|---|"
     );
     for p in &r.perturbation {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {} | {} | {:.3} | {:.1} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {:.3} | {:.1} |",
             p.variant,
             p.size,
             p.onnx_bytes,
             p.tract_sigma_ms,
+            p.tract_sigma_with_copy_ms,
             opt(p.onnxruntime_sigma_ms, 3),
             opt(p.ratio, 2),
             p.tract_path_ms,
