@@ -31,7 +31,8 @@ pub struct BenchArgs {
     /// Timed runs per perturbation measurement.
     #[arg(long)]
     iterations: Option<usize>,
-    /// Alternating tract/onnxruntime rounds of the σ-network timing (median over rounds).
+    /// Rounds of the σ-network timing: each file in tract, then right after in onnxruntime;
+    /// the report gives medians over rounds.
     #[arg(long)]
     rounds: Option<usize>,
     /// Timed co-training steps.

@@ -34,7 +34,8 @@ pub struct PerturbRow {
     pub tract_sigma_with_copy_ms: f64,
     /// The same ONNX file in onnxruntime, one thread: median ms.
     pub onnxruntime_sigma_ms: Option<f64>,
-    /// tract / onnxruntime.
+    /// tract / onnxruntime: the median over rounds of each round's ratio (the two timings of
+    /// one round are taken back to back).
     pub ratio: Option<f64>,
     /// The whole path in tract (JPEG decode, resize, σ network, CSPRNG noise, PNG encode):
     /// median ms.
@@ -232,55 +233,61 @@ pub(crate) fn run(
             written.push((variant.clone(), size, path));
         }
     }
-    // The σ network in both runtimes, in alternating rounds (every file in tract, then every
-    // file in onnxruntime): a disturbance on a shared machine then hits one round of both
-    // rather than one runtime, and the median over rounds drops it.
+    // The σ network in both runtimes, interleaved: each file in tract, then at once the same
+    // file in onnxruntime (a worker process with every model loaded), over several rounds. A
+    // disturbance on a shared machine then hits both sides of one pair, not one runtime, and
+    // the median over rounds drops the disturbed pairs.
+    let paths: Vec<PathBuf> = written.iter().map(|(_, _, p)| p.clone()).collect();
+    let mut worker = python.and_then(|py| match python::OrtWorker::start(py, &opts.out, &paths) {
+        Ok(w) => {
+            notes.push(format!(
+                "onnxruntime {} (CPU execution provider, one thread)",
+                w.version
+            ));
+            Some(w)
+        }
+        Err(e) => {
+            notes.push(format!("onnxruntime not measured: {e}"));
+            None
+        }
+    });
+    let rounds = opts.rounds.max(1);
     let mut tract_ms = vec![Vec::new(); loaded.len()];
     let mut ort_ms = vec![Vec::new(); loaded.len()];
-    let mut ort_python = python;
-    for round in 1..=opts.rounds.max(1) {
-        for (((model, image, x), times), row) in loaded.iter().zip(&mut tract_ms).zip(&mut rows) {
-            times.push(median_ms(opts.iterations, || {
+    let mut ratios = vec![Vec::new(); loaded.len()];
+    for round in 1..=rounds {
+        for (i, ((model, image, x), row)) in loaded.iter().zip(&mut rows).enumerate() {
+            let t = median_ms(opts.iterations, || {
                 model.run_prepared(x).map(drop).map_err(Into::into)
-            })?);
+            })?;
+            tract_ms[i].push(t);
+            let ort = worker.as_mut().map(|w| w.median_ms(i, opts.iterations));
+            match ort {
+                Some(Ok(o)) => {
+                    ort_ms[i].push(o);
+                    ratios[i].push(t / o);
+                }
+                Some(Err(e)) => {
+                    notes.push(format!("onnxruntime not measured: {e}"));
+                    worker = None;
+                }
+                None => {}
+            }
             if round == 1 {
                 row.tract_sigma_with_copy_ms = median_ms(opts.iterations, || {
                     model.run(image).map(drop).map_err(Into::into)
                 })?;
             }
         }
-        let Some(py) = ort_python else { continue };
-        let mut args = vec![opts.iterations.to_string()];
-        args.extend(written.iter().map(|(_, _, p)| p.display().to_string()));
-        match python::run_script(py, &opts.out, "ort_perturb.py", python::ORT_SCRIPT, &args) {
-            Ok(json) => {
-                for ((_, _, path), times) in written.iter().zip(&mut ort_ms) {
-                    if let Some(ms) = json[path.display().to_string()]["median_ms"].as_f64() {
-                        times.push(ms);
-                    }
-                }
-                if round == 1
-                    && let Some(v) = json["_version"].as_str()
-                {
-                    notes.push(format!(
-                        "onnxruntime {v} (CPU execution provider, one thread)"
-                    ));
-                }
-            }
-            Err(e) => {
-                notes.push(format!("onnxruntime not measured: {e}"));
-                ort_ms.iter_mut().for_each(Vec::clear);
-                ort_python = None;
-            }
-        }
-        eprintln!("[bench]   σ networks, round {round}/{}", opts.rounds.max(1));
+        eprintln!("[bench]   σ networks, round {round}/{rounds}");
     }
-    for ((row, tract), ort) in rows.iter_mut().zip(&tract_ms).zip(&ort_ms) {
-        row.tract_sigma_ms = median(tract);
-        if ort.len() == tract.len() {
-            let ms = median(ort);
-            row.onnxruntime_sigma_ms = Some(ms);
-            row.ratio = (ms > 0.0).then(|| row.tract_sigma_ms / ms);
+    let measured_ort = worker.is_some();
+    drop(worker);
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.tract_sigma_ms = median(&tract_ms[i]);
+        if measured_ort && ort_ms[i].len() == rounds {
+            row.onnxruntime_sigma_ms = Some(median(&ort_ms[i]));
+            row.ratio = Some(median(&ratios[i]));
         }
         eprintln!(
             "[bench]   {} {} px: σ network tract {:.3} ms, onnxruntime {}",

@@ -43,8 +43,8 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     /// Timed runs per perturbation measurement (the median is reported).
     pub iterations: usize,
-    /// Alternating rounds of the σ-network timing (tract, then onnxruntime); each timing in
-    /// the report is the median over rounds.
+    /// Rounds of the σ-network timing; in each, every file is timed in tract and right after in
+    /// onnxruntime. Timings and ratios in the report are medians over rounds.
     pub rounds: usize,
     /// Perturber architectures measured (name, config); ignored with `run`.
     pub variants: Vec<(String, PerturberConfig)>,
@@ -79,8 +79,8 @@ impl Default for BenchOptions {
             out: PathBuf::from("bench-out"),
             doc: Some(PathBuf::from("docs/PERFORMANCE.md")),
             sizes: vec![32, 64, 128, 224],
-            iterations: 200,
-            rounds: 3,
+            iterations: 100,
+            rounds: 5,
             variants: default_variants(),
             cotrain_steps: 20,
             batch_size: 64,
@@ -138,6 +138,16 @@ pub fn default_variants() -> Vec<(String, PerturberConfig)> {
                 .with_separable(true),
         ),
         (
+            "depthwise".into(),
+            PerturberConfig::new().with_depthwise(true),
+        ),
+        (
+            "half-res-dw".into(),
+            PerturberConfig::new()
+                .with_downsample(2)
+                .with_depthwise(true),
+        ),
+        (
             "quarter-res-dw".into(),
             PerturberConfig::new()
                 .with_downsample(4)
@@ -171,7 +181,7 @@ pub struct BenchReport {
     /// Timed runs per measurement.
     #[serde(default)]
     pub iterations: usize,
-    /// Alternating tract/onnxruntime rounds of the σ-network timing.
+    /// Rounds of the σ-network timing (tract and onnxruntime back to back per file).
     #[serde(default)]
     pub rounds: usize,
     /// Section 1: perturbation latency per variant and side.

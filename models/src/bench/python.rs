@@ -8,7 +8,7 @@ use std::process::Command;
 use super::BenchOptions;
 use crate::{Error, Result};
 
-/// `bench/ort_perturb.py`: times ONNX files in onnxruntime on one thread.
+/// `bench/ort_perturb.py`: times ONNX files in onnxruntime on one thread, on request.
 pub(crate) const ORT_SCRIPT: &str = include_str!("../../../bench/ort_perturb.py");
 /// `bench/cotrain_torch.py`: the co-training step in PyTorch.
 pub(crate) const TORCH_SCRIPT: &str = include_str!("../../../bench/cotrain_torch.py");
@@ -140,4 +140,82 @@ pub(crate) fn run_script(
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or("");
     serde_json::from_str(line).map_err(|e| Error::Input(format!("{name}: bad output: {e}")))
+}
+
+/// `bench/ort_perturb.py` running in the background with every model loaded: the bench asks it
+/// for one timing at a time, between tract's timings of the same files.
+pub(crate) struct OrtWorker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// onnxruntime's version.
+    pub version: String,
+}
+
+impl OrtWorker {
+    /// Writes the script to `dir`, starts it on `models` and waits until they are loaded.
+    pub(crate) fn start(python: &Path, dir: &Path, models: &[PathBuf]) -> Result<Self> {
+        use std::process::Stdio;
+        let script = dir.join("ort_perturb.py");
+        std::fs::write(&script, ORT_SCRIPT).map_err(|e| Error::io(&script, e))?;
+        let mut child = Command::new(python)
+            .arg(&script)
+            .args(models)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(python, e))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::Input("ort_perturb.py: no pipes to the child".into()));
+        };
+        let mut worker = Self {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+            version: String::new(),
+        };
+        let hello = worker.reply()?;
+        worker.version = hello["_version"].as_str().unwrap_or("?").to_string();
+        Ok(worker)
+    }
+
+    /// Median ms of `iterations` runs of model `index` (in the order given to `start`).
+    pub(crate) fn median_ms(&mut self, index: usize, iterations: usize) -> Result<f64> {
+        use std::io::Write;
+        writeln!(self.stdin, "{index} {iterations}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| Error::Input(format!("ort_perturb.py stopped: {e}")))?;
+        self.reply()?["median_ms"]
+            .as_f64()
+            .ok_or_else(|| Error::Input("ort_perturb.py: reply without median_ms".into()))
+    }
+
+    fn reply(&mut self) -> Result<serde_json::Value> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        let read = self.stdout.read_line(&mut line).unwrap_or(0);
+        if read == 0 {
+            // The child ended: its last stderr line says why (a missing module, a bad model).
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = self.child.wait();
+            return Err(Error::Input(format!(
+                "ort_perturb.py failed: {}",
+                err.lines().last().unwrap_or("no output")
+            )));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| Error::Input(format!("ort_perturb.py: bad output: {e}")))
+    }
+}
+
+impl Drop for OrtWorker {
+    fn drop(&mut self) {
+        // The script would wait on stdin for the next request.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

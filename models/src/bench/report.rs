@@ -149,14 +149,15 @@ pub fn markdown(r: &BenchReport) -> String {
     let _ = writeln!(
         s,
         "## 1. On-device perturbation (one image, one thread)\n\nσ network: the perturber ONNX \
-         alone, the same file in tract and in onnxruntime, each on an input already in its own tensor type \
-         (tract: a prepared `Model::prepare` input; onnxruntime: a numpy array), timed in {} \
-         alternating rounds (every \
-         file in tract, then every file in onnxruntime) of {} runs each; the median of each \
-         round, then the median over rounds. Whole path: `scrim_core::Perturber::perturb` on a \
-         JPEG of the same side (decode, resize, σ network, CSPRNG noise, PNG encode), tract, \
-         median of {} runs. \"with input copy\": the σ network through `Model::run`, which \
-         checks and copies the input into tract's tensor before each run (round 1).\n",
+         alone, the same file in tract and in onnxruntime, each on an input already in its own \
+         tensor type (tract: a `Model::prepare` input; onnxruntime: a numpy array). {} rounds; \
+         in each, every file is timed for {} runs in tract and right after for as many in \
+         onnxruntime (a worker process with every model loaded), so both sides of a pair see \
+         the same machine. Timings are medians of the runs, then over rounds; tract/ort is the \
+         median over rounds of each pair's ratio. \"with input copy\": the σ network through \
+         `Model::run`, which checks and copies the input into tract's tensor before each run \
+         (round 1). Whole path: `scrim_core::Perturber::perturb` on a JPEG of the same side \
+         (decode, resize, σ network, CSPRNG noise, PNG encode), tract, median of {} runs.\n",
         r.rounds, r.iterations, r.iterations
     );
     let _ = writeln!(
