@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     scrim_core::manifest::PerturberOutput::Shift,
                 ],
                 fill: 0.5,
+                standardize: false,
             };
             Manifest::perturber(case.name, InputSpec::rgb(h, w), spec)
         } else {

@@ -37,6 +37,7 @@ pub fn perturber(size: usize, sigma_max: f32) -> (Vec<u8>, Manifest) {
         noise: NoiseKind::Gaussian,
         outputs: vec![PerturberOutput::Sigma],
         fill: 0.5,
+        standardize: false,
     };
     (
         g.finish(),

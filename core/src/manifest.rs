@@ -95,6 +95,12 @@ pub struct PerturberSpec {
     /// Value that suppressed pixels are replaced with.
     #[serde(default = "default_fill")]
     pub fill: f32,
+    /// Tone standardisation on the device ([`crate::noise::standardize_shift`]), added to the
+    /// graph's `shift` output (or the shift on its own when the graph has none). A fixed
+    /// transform, computed natively rather than in the graph, where it cost more than the
+    /// network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standardize: bool,
 }
 
 fn default_outputs() -> Vec<PerturberOutput> {
@@ -418,6 +424,7 @@ mod tests {
             noise: NoiseKind::Gaussian,
             outputs: default_outputs(),
             fill: 0.5,
+            standardize: false,
         };
         let m = Manifest::perturber("p", InputSpec::rgb(8, 8), spec);
         assert!(

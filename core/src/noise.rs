@@ -124,6 +124,58 @@ pub struct PerturbationMaps {
     pub fill: f32,
 }
 
+/// Standard deviation of the luma after tone standardisation.
+pub const STANDARD_STD: f32 = 0.2;
+
+/// Added to the luma variance before its square root, so a flat image stays flat.
+pub const STANDARD_EPS: f32 = 1e-4;
+
+/// ITU-R BT.601 luma weights of R, G, B.
+pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+/// Tone standardisation as a shift, for every image of `x` (`[N, 3, H, W]`): `t − x` per
+/// channel, where `t` is the image's luma shifted and scaled to mean `fill` and standard
+/// deviation [`STANDARD_STD`] over its pixels, the same in every channel. Computed here on the
+/// device, in two passes over the image, rather than in the perturber's graph.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an image without 3 channels.
+pub fn standardize_shift(x: &ImageTensor, fill: f32) -> Result<ImageTensor> {
+    let [n, c, h, w] = x.shape();
+    if c != 3 {
+        return Err(Error::InvalidArgument(format!(
+            "tone standardisation needs RGB images, got {c} channels"
+        )));
+    }
+    let plane = h * w;
+    let mut out = vec![0.0f32; x.data().len()];
+    for i in 0..n {
+        let img = x.image(i);
+        let (r, rest) = img.split_at(plane);
+        let (g, b) = rest.split_at(plane);
+        let luma = |k: usize| LUMA[0] * r[k] + LUMA[1] * g[k] + LUMA[2] * b[k];
+        // Mean and variance in f64: 50k+ pixels summed in f32 lose digits.
+        let (mut sum, mut sq) = (0.0f64, 0.0f64);
+        for k in 0..plane {
+            let y = f64::from(luma(k));
+            sum += y;
+            sq += y * y;
+        }
+        let mean = sum / plane as f64;
+        let var = (sq / plane as f64 - mean * mean).max(0.0);
+        let scale = (f64::from(STANDARD_STD) / (var + f64::from(STANDARD_EPS)).sqrt()) as f32;
+        let mean = mean as f32;
+        let dst = &mut out[i * 3 * plane..(i + 1) * 3 * plane];
+        for k in 0..plane {
+            let t = (luma(k) - mean) * scale + fill;
+            for ch in 0..3 {
+                dst[ch * plane + k] = t - img[ch * plane + k];
+            }
+        }
+    }
+    ImageTensor::new([n, c, h, w], out)
+}
+
 /// Forms the upload for every image of `x`:
 /// `x' = q(clip(k ⊙ (x + μ) + (1 − k) · fill + σ ⊙ ε, 0, 1))`, with `q` 8-bit quantisation
 /// (`μ = 0`, `k = 1` when absent). The result holds exactly the values an 8-bit PNG will carry.
@@ -185,6 +237,54 @@ mod tests {
             .sum::<f64>()
             / n;
         (mean, var.sqrt())
+    }
+
+    #[test]
+    fn standardisation_gives_every_image_the_same_grey_tone() {
+        // Two images of different brightness and contrast, 8×8.
+        let plane = 64;
+        let mut data = Vec::new();
+        for (offset, gain) in [(0.1f32, 0.5f32), (0.3, 0.7)] {
+            for ch in 0..3 {
+                data.extend(
+                    (0..plane).map(|k| offset + gain * ((k * 7 + ch * 3) % 11) as f32 / 11.0),
+                );
+            }
+        }
+        let x = ImageTensor::new([2, 3, 8, 8], data).expect("shape");
+        let shift = standardize_shift(&x, 0.5).expect("standardize");
+        for i in 0..2 {
+            let t: Vec<f32> = x
+                .image(i)
+                .iter()
+                .zip(shift.image(i))
+                .map(|(a, b)| a + b)
+                .collect();
+            let (mean, sd) = stats(&t[..plane]);
+            assert!((mean - 0.5).abs() < 1e-5, "image {i}: mean {mean}");
+            // The ε under the square root shrinks a low-contrast image's spread a little.
+            let img = x.image(i);
+            let luma: Vec<f32> = (0..plane)
+                .map(|k| (0..3).map(|c| LUMA[c] * img[c * plane + k]).sum())
+                .collect();
+            let v = stats(&luma).1.powi(2);
+            let want = f64::from(STANDARD_STD) * (v / (v + f64::from(STANDARD_EPS))).sqrt();
+            assert!((sd - want).abs() < 1e-4, "image {i}: sd {sd}, want {want}");
+            assert!(
+                want > 0.19,
+                "image {i}: the test images have too little contrast"
+            );
+            // Grey: every channel carries the same standardised luma (up to the rounding of
+            // x + (t − x)).
+            for k in 0..plane {
+                assert!((t[k] - t[plane + k]).abs() < 1e-6, "image {i} pixel {k}");
+                assert!(
+                    (t[k] - t[2 * plane + k]).abs() < 1e-6,
+                    "image {i} pixel {k}"
+                );
+            }
+        }
+        assert!(standardize_shift(&ImageTensor::zeros([1, 1, 4, 4]), 0.5).is_err());
     }
 
     #[test]

@@ -132,28 +132,7 @@ impl Perturber {
     /// # Errors
     /// [`Error::WrongSize`] for another size; [`Error::InvalidModel`] if inference fails.
     pub fn maps(&self, x: &ImageTensor) -> Result<PerturbationMaps> {
-        let spec = self.spec();
-        let mut outs = self.model.run(x)?.into_iter();
-        let mut maps = PerturbationMaps {
-            sigma: ImageTensor::zeros(x.shape()),
-            shift: None,
-            keep: None,
-            fill: spec.fill,
-        };
-        for name in &spec.outputs {
-            let o = outs
-                .next()
-                .ok_or_else(|| Error::InvalidModel("missing output".into()))?;
-            // A map at a fraction of the image's resolution is expanded here (nearest).
-            let [_, _, h, w] = x.shape();
-            let t = o.into_map(h, w)?;
-            match name {
-                PerturberOutput::Sigma => maps.sigma = t,
-                PerturberOutput::Shift => maps.shift = Some(t),
-                PerturberOutput::Keep => maps.keep = Some(t),
-            }
-        }
-        Ok(maps)
+        maps_from_outputs(self.spec(), x, self.model.run(x)?)
     }
 
     /// Perturbs one image tensor in `[0,1]` at the model's size; the result holds 8-bit levels.
@@ -185,4 +164,56 @@ impl Perturber {
             png: imaging::encode_png(&out)?,
         })
     }
+}
+
+/// The perturbation maps of images `x` from their perturber graph's `outputs` (in the order of
+/// `spec.outputs`): maps at a fraction of the image's resolution are expanded (nearest), and
+/// the device's own transforms (tone standardisation) are added to the shift. What
+/// [`Perturber::maps`] does after the run; exposed so a trainer can check its export against
+/// exactly what the device computes.
+///
+/// # Errors
+/// [`Error::InvalidModel`] for missing or misshapen outputs.
+pub fn maps_from_outputs(
+    spec: &PerturberSpec,
+    x: &ImageTensor,
+    outputs: Vec<crate::Output>,
+) -> Result<PerturbationMaps> {
+    let mut outs = outputs.into_iter();
+    let mut maps = PerturbationMaps {
+        sigma: ImageTensor::zeros(x.shape()),
+        shift: None,
+        keep: None,
+        fill: spec.fill,
+    };
+    let [_, _, h, w] = x.shape();
+    for name in &spec.outputs {
+        let o = outs
+            .next()
+            .ok_or_else(|| Error::InvalidModel("missing output".into()))?;
+        let t = o.into_map(h, w)?;
+        match name {
+            PerturberOutput::Sigma => maps.sigma = t,
+            PerturberOutput::Shift => maps.shift = Some(t),
+            PerturberOutput::Keep => maps.keep = Some(t),
+        }
+    }
+    if spec.standardize {
+        let mut s = crate::noise::standardize_shift(x, spec.fill)?;
+        if let Some(learned) = &maps.shift {
+            if learned.shape() != s.shape() {
+                return Err(Error::InvalidModel(format!(
+                    "shift output is {}, the image {}",
+                    learned.describe(),
+                    s.describe()
+                )));
+            }
+            s.data_mut()
+                .iter_mut()
+                .zip(learned.data())
+                .for_each(|(a, b)| *a += b);
+        }
+        maps.shift = Some(s);
+    }
+    Ok(maps)
 }

@@ -14,6 +14,7 @@ fn manifest_for(case: &graphs::Case) -> Manifest {
             noise: NoiseKind::Gaussian,
             outputs: vec![PerturberOutput::Sigma, PerturberOutput::Shift],
             fill: 0.5,
+            standardize: false,
         };
         Manifest::perturber(case.name, InputSpec::rgb(h, w), spec)
     } else {

@@ -11,7 +11,7 @@ use scrim_core::{BatchMode, InputSpec, Model, NoiseKind};
 
 use crate::batch;
 use crate::data::Dataset;
-use crate::nets::{LUMA, Perturber, Recognizer, STANDARD_EPS, STANDARD_STD};
+use crate::nets::{LUMA, Perturber, Recognizer};
 use crate::run::RunDir;
 use crate::{Error, Result};
 
@@ -68,7 +68,9 @@ fn upsample(g: &mut GraphBuilder, x: &Value, factor: usize) -> Value {
 /// The perturber's ONNX outputs, in order: `sigma`, then `shift` and `keep` when it has them.
 pub fn perturber_outputs(p: &Perturber) -> Vec<PerturberOutput> {
     let mut outputs = vec![PerturberOutput::Sigma];
-    if p.gray || p.standardize || p.shift.is_some() {
+    // Tone standardisation is computed by the device, not the graph (`PerturberSpec::
+    // standardize`); the plain grey conversion stays in the graph.
+    if (p.gray && !p.standardize) || p.shift.is_some() {
         outputs.push(PerturberOutput::Shift);
     }
     if p.suppress {
@@ -110,8 +112,9 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         let t = g.tanh(&t);
         g.scale(&t, p.shift_max as f32)
     });
+    // Tone standardisation is left to the device (see `perturber_outputs`).
     let gray = if p.standardize {
-        Some(standardize_onnx(&mut g, &x, p.fill as f32))
+        None
     } else {
         p.gray.then(|| {
             // A 1×1 conv with weights luma − identity: out_o = Σ_i L_i x_i − x_o.
@@ -138,23 +141,6 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         g.output(&keep, "keep");
     }
     g.finish()
-}
-
-/// Tone standardisation as ONNX (see [`crate::nets::standardize_shift`]): the luma in every
-/// channel by a 1×1 conv, its mean and variance by global average pooling, then `t − x`.
-fn standardize_onnx(g: &mut GraphBuilder, x: &Value, fill: f32) -> Value {
-    let w: Vec<f32> = (0..3).flat_map(|_| LUMA).collect();
-    let y = g.conv(x, Conv::new(&w, [3, 3, 1, 1]));
-    let mean = g.global_avg_pool(&y);
-    let d = g.sub(&y, &mean);
-    let sq = g.mul(&d, &d);
-    let var = g.global_avg_pool(&sq);
-    let var = g.offset(&var, STANDARD_EPS);
-    let std = g.sqrt(&var);
-    let z = g.div(&d, &std);
-    let z = g.scale(&z, STANDARD_STD);
-    let t = g.offset(&z, fill);
-    g.sub(&t, x)
 }
 
 /// The recognizer as ONNX: input `image [N,3,H,W]`, output `logits [N,K]`.
@@ -229,6 +215,7 @@ pub fn export(
             noise,
             outputs: perturber_outputs(&p),
             fill: p.fill as f32,
+            standardize: p.standardize,
         },
     );
     let c_manifest =
@@ -258,11 +245,17 @@ pub fn export(
     for t in [out.shift, out.keep].into_iter().flatten() {
         burn_sigma.extend(batch::to_vec(t));
     }
-    // Low-resolution maps are compared after the device's upsampling.
-    let [_, _, h, w] = xs.shape();
-    let mut tract_sigma = Vec::new();
-    for t in tp.run(&xs)? {
-        tract_sigma.extend(t.into_map(h, w)?.into_data());
+    // The maps as the device forms them: low-resolution maps upsampled, the device's own tone
+    // standardisation added to the shift.
+    let spec = tp
+        .manifest()
+        .perturber
+        .clone()
+        .ok_or_else(|| Error::Train("perturber manifest without its section".into()))?;
+    let maps = scrim_core::perturb::maps_from_outputs(&spec, &xs, tp.run(&xs)?)?;
+    let mut tract_sigma = maps.sigma.into_data();
+    for t in [maps.shift, maps.keep].into_iter().flatten() {
+        tract_sigma.extend(t.into_data());
     }
     let burn_logits = batch::to_vec(c.forward(x));
     let tract_logits = &tc.run(&xs)?[0].data;

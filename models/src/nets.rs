@@ -85,14 +85,8 @@ enum Layout {
     Depthwise,
 }
 
-/// Standard deviation of the luma after tone standardisation.
-pub const STANDARD_STD: f32 = 0.2;
-
-/// Added to the luma variance before its square root, so a flat image stays flat.
-pub const STANDARD_EPS: f32 = 1e-4;
-
-/// ITU-R BT.601 luma weights of R, G, B.
-pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+/// The device's constants of the grey and tone transforms: training uses the same.
+pub use scrim_core::noise::{LUMA, STANDARD_EPS, STANDARD_STD};
 
 /// The perturber: `[N, 3, H, W]` in `[0,1]` → σ `[N, 3, H, W]` in `(0, σ_max)`, and optionally
 /// a shift μ and a keep fraction k (see [`PerturberConfig`]).

@@ -280,8 +280,9 @@ fn conv_groups(onnx: &[u8]) -> Vec<(i64, usize, usize)> {
 fn depthwise_quarter_resolution_perturber_trains_and_exports() {
     let _serial = serial();
     // The fully depthwise layout with the UTKFace recipe's device transforms (tone
-    // standardisation and suppression): σ, the full-resolution shift and k all pass the export
-    // check, and every convolution in the graph is grouped by colour channel.
+    // standardisation and suppression) and a learned shift: σ, the shift (learned in the graph
+    // plus standardisation on the device) and k all pass the export check, and every
+    // convolution in the graph is grouped by colour channel.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut req = tiny_request(&dir.path().join("run"), 2);
     let p = &mut req.config.perturber;
@@ -290,6 +291,7 @@ fn depthwise_quarter_resolution_perturber_trains_and_exports() {
     p.standardize = true;
     p.gray = true;
     p.suppress = true;
+    p.shift_max = 0.1;
     let summary = workflow::train_run(&req).expect("train");
     assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
     assert!(summary.mean_sigma > 0.0 && summary.mean_sigma < 1.0);
@@ -299,11 +301,29 @@ fn depthwise_quarter_resolution_perturber_trains_and_exports() {
             .perturber_onnx(),
     )
     .expect("onnx");
-    // Stem (4×4, stride 4, unpadded), two depthwise layers and the σ head, all per channel;
-    // then the tone transform's dense 1×1 luma conv.
+    // Stem (4×4, stride 4, unpadded), two depthwise layers, the σ and μ heads, all per
+    // channel. Tone standardisation is not in the graph: the manifest asks the device for it, and the
+    // export check above compared burn with the device's maps (native standardisation
+    // included).
     assert_eq!(
         conv_groups(&onnx),
-        vec![(3, 4, 0), (3, 3, 1), (3, 3, 1), (3, 3, 1), (1, 1, 0)]
+        vec![(3, 4, 0), (3, 3, 1), (3, 3, 1), (3, 3, 1), (3, 3, 1)]
+    );
+    let manifest = scrim_core::Manifest::load(&scrim_core::Manifest::path_for(
+        &RunDir::open(&dir.path().join("run"))
+            .expect("run")
+            .perturber_onnx(),
+    ))
+    .expect("manifest");
+    let spec = manifest.perturber.expect("perturber section");
+    assert!(spec.standardize);
+    assert_eq!(
+        spec.outputs,
+        vec![
+            scrim_core::manifest::PerturberOutput::Sigma,
+            scrim_core::manifest::PerturberOutput::Shift,
+            scrim_core::manifest::PerturberOutput::Keep
+        ]
     );
 }
 

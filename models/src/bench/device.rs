@@ -144,6 +144,7 @@ fn perturber_manifest(p: &nets::Perturber, input: InputSpec) -> Manifest {
             noise: NoiseKind::Gaussian,
             outputs: perturber_outputs(p),
             fill: p.fill as f32,
+            standardize: p.standardize,
         },
     )
 }
