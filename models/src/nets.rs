@@ -64,7 +64,7 @@ pub struct PerturberConfig {
     /// stem's width. Off (the default): `hidden_layers` dense 3×3 convolutions and 3×3 heads.
     #[config(default = false)]
     pub separable: bool,
-    /// Fully depthwise layout, the fastest in tract (faster than onnxruntime at 224 px): every
+    /// Fully depthwise layout, the fastest in tract (about as fast as onnxruntime): every
     /// convolution works on each colour channel alone, 3 channels throughout. A
     /// `downsample`×`downsample` patch stem with that stride and no padding, `hidden_layers`
     /// depthwise 3×3 convolutions with ReLU, and depthwise 3×3 heads; `channels` is not used.

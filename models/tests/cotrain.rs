@@ -232,38 +232,25 @@ fn half_resolution_perturber_trains_and_exports() {
     assert!(summary.mean_sigma.is_finite());
 }
 
-#[test]
-fn separable_quarter_resolution_perturber_trains_and_exports() {
-    let _serial = serial();
-    // The depthwise-separable layout at 1/4 resolution, with a learned shift and suppression so
-    // every head (σ, μ, k) goes through the export check.
+/// Co-trains two epochs at 1/4 resolution with the perturber options `set`. Returns the
+/// temporary directory (the run lives as long as it), the summary and the run.
+fn train_quarter_res(
+    set: impl FnOnce(&mut scrim_models::nets::PerturberConfig),
+) -> (tempfile::TempDir, workflow::TrainSummary, RunDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut req = tiny_request(&dir.path().join("run"), 2);
-    let p = &mut req.config.perturber;
-    p.downsample = 4;
-    p.separable = true;
-    p.shift_max = 0.1;
-    p.suppress = true;
+    req.config.perturber.downsample = 4;
+    set(&mut req.config.perturber);
     let summary = workflow::train_run(&req).expect("train");
-    assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
-    assert!(summary.mean_sigma.is_finite());
-    // The ONNX file holds the patch stem (4×4, stride 4, unpadded) and depthwise convolutions.
-    let onnx = std::fs::read(
-        RunDir::open(&dir.path().join("run"))
-            .expect("run")
-            .perturber_onnx(),
-    )
-    .expect("onnx");
-    // Stem 3→8 (4×4, stride 4, unpadded), two depthwise layers over 8 channels, 1×1 σ and μ heads.
-    assert_eq!(
-        conv_groups(&onnx),
-        vec![(1, 4, 0), (8, 3, 1), (8, 3, 1), (1, 1, 0), (1, 1, 0)]
-    );
+    let run = RunDir::open(&dir.path().join("run")).expect("run");
+    (dir, summary, run)
 }
 
-/// `(group, kernel side, padding)` of every `Conv` node of an ONNX file, in graph order.
-fn conv_groups(onnx: &[u8]) -> Vec<(i64, usize, usize)> {
-    let graph = scrim_core::onnx_graph::Graph::parse(onnx).expect("parse onnx");
+/// `(group, kernel side, padding)` of every `Conv` node of a run's perturber ONNX, in graph
+/// order.
+fn conv_groups(run: &RunDir) -> Vec<(i64, usize, usize)> {
+    let onnx = std::fs::read(run.perturber_onnx()).expect("onnx");
+    let graph = scrim_core::onnx_graph::Graph::parse(&onnx).expect("parse onnx");
     graph
         .nodes
         .iter()
@@ -277,44 +264,51 @@ fn conv_groups(onnx: &[u8]) -> Vec<(i64, usize, usize)> {
 }
 
 #[test]
+fn separable_quarter_resolution_perturber_trains_and_exports() {
+    let _serial = serial();
+    // The depthwise-separable layout at 1/4 resolution, with a learned shift and suppression so
+    // every head (σ, μ, k) goes through the export check.
+    let (_dir, summary, run) = train_quarter_res(|p| {
+        p.separable = true;
+        p.shift_max = 0.1;
+        p.suppress = true;
+    });
+    assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+    assert!(summary.mean_sigma.is_finite());
+    // Stem 3→8 (4×4, stride 4, unpadded), two depthwise layers over 8 channels, 1×1 σ and μ heads.
+    assert_eq!(
+        conv_groups(&run),
+        vec![(1, 4, 0), (8, 3, 1), (8, 3, 1), (1, 1, 0), (1, 1, 0)]
+    );
+}
+
+#[test]
 fn depthwise_quarter_resolution_perturber_trains_and_exports() {
     let _serial = serial();
     // The fully depthwise layout with the UTKFace recipe's device transforms (tone
     // standardisation and suppression) and a learned shift: σ, the shift (learned in the graph
     // plus standardisation on the device) and k all pass the export check, and every
     // convolution in the graph is grouped by colour channel.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut req = tiny_request(&dir.path().join("run"), 2);
-    let p = &mut req.config.perturber;
-    p.downsample = 4;
-    p.depthwise = true;
-    p.standardize = true;
-    p.gray = true;
-    p.suppress = true;
-    p.shift_max = 0.1;
-    let summary = workflow::train_run(&req).expect("train");
+    let (_dir, summary, run) = train_quarter_res(|p| {
+        p.depthwise = true;
+        p.standardize = true;
+        p.gray = true;
+        p.suppress = true;
+        p.shift_max = 0.1;
+    });
     assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
     assert!(summary.mean_sigma > 0.0 && summary.mean_sigma < 1.0);
-    let onnx = std::fs::read(
-        RunDir::open(&dir.path().join("run"))
-            .expect("run")
-            .perturber_onnx(),
-    )
-    .expect("onnx");
     // Stem (4×4, stride 4, unpadded), two depthwise layers, the σ and μ heads, all per
-    // channel. Tone standardisation is not in the graph: the manifest asks the device for it, and the
-    // export check above compared burn with the device's maps (native standardisation
-    // included).
+    // channel. Tone standardisation is not in the graph: the manifest asks the device for it,
+    // and the export check above compared burn with the device's maps (native
+    // standardisation included).
     assert_eq!(
-        conv_groups(&onnx),
+        conv_groups(&run),
         vec![(3, 4, 0), (3, 3, 1), (3, 3, 1), (3, 3, 1), (3, 3, 1)]
     );
-    let manifest = scrim_core::Manifest::load(&scrim_core::Manifest::path_for(
-        &RunDir::open(&dir.path().join("run"))
-            .expect("run")
-            .perturber_onnx(),
-    ))
-    .expect("manifest");
+    let manifest =
+        scrim_core::Manifest::load(&scrim_core::Manifest::path_for(&run.perturber_onnx()))
+            .expect("manifest");
     let spec = manifest.perturber.expect("perturber section");
     assert!(spec.standardize);
     assert_eq!(
