@@ -5,10 +5,10 @@
 use scrim_cloud::{ApiToken, Config};
 use scrim_core::{BatchMode, DecodeLimits, Manifest, Model};
 use scrim_mobile::{ClientConfig, Perturber, ScrimClient, ScrimError};
-use scrim_models::data::{DataSpec, SyntheticConfig};
-use scrim_models::workflow::{self, TrainRequest};
+use scrim_train::data::{DataSpec, SyntheticConfig};
+use scrim_train::workflow::{self, TrainRequest};
 
-fn train_tiny(out: &std::path::Path) -> scrim_models::run::RunDir {
+fn train_tiny(out: &std::path::Path) -> scrim_train::run::RunDir {
     let data = DataSpec::Synthetic(SyntheticConfig {
         count: 200,
         seed: 11,
@@ -24,7 +24,7 @@ fn train_tiny(out: &std::path::Path) -> scrim_models::run::RunDir {
     c.perturber.channels = 8;
     req.draws = 1;
     workflow::train_run(&req).expect("train");
-    scrim_models::run::RunDir::open(out).expect("run")
+    scrim_train::run::RunDir::open(out).expect("run")
 }
 
 fn photo() -> Vec<u8> {

@@ -1,0 +1,437 @@
+//! Sections 1 and 4: the on-device perturbation path in tract against onnxruntime, peak RSS of
+//! the path (in a child process), and the size of every artifact.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use scrim_core::manifest::PerturberSpec;
+use scrim_core::{BatchMode, ImageTensor, InputSpec, Manifest, Model, NoiseKind, Perturber};
+use serde::{Deserialize, Serialize};
+
+use super::BenchOptions;
+use super::python;
+use scrim_train::export::{perturber_onnx, perturber_outputs, recognizer_onnx};
+use scrim_train::nets::{self, RecognizerConfig};
+use scrim_train::run::RunDir;
+use scrim_train::nets::Nets;
+use scrim_train::{Error, Result};
+
+/// One perturber architecture at one image side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PerturbRow {
+    /// Architecture name (`default`, `half-res`, `run`).
+    pub variant: String,
+    /// Image side in pixels.
+    pub size: usize,
+    /// Size of the ONNX file.
+    pub onnx_bytes: u64,
+    /// σ network alone in tract, one thread: median ms.
+    pub tract_sigma_ms: f64,
+    /// The same through `Model::run`, which checks and copies the input before each run
+    /// (round 1 only): median ms.
+    #[serde(default)]
+    pub tract_sigma_with_copy_ms: f64,
+    /// The same ONNX file in onnxruntime, one thread: median ms.
+    pub onnxruntime_sigma_ms: Option<f64>,
+    /// tract / onnxruntime: the median over rounds of each round's ratio (the two timings of
+    /// one round are taken back to back).
+    pub ratio: Option<f64>,
+    /// The whole path in tract (JPEG decode, resize, σ network, CSPRNG noise, PNG encode):
+    /// median ms.
+    pub tract_path_ms: f64,
+    /// Whole path per thousand pixels, in µs (growth: constant if linear in pixels).
+    pub path_us_per_kpixel: f64,
+}
+
+/// Peak RSS of the perturbation path at one side, measured in a child process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RssRow {
+    /// Architecture.
+    pub variant: String,
+    /// Image side.
+    pub size: usize,
+    /// VmHWM of the child before loading the model, KiB.
+    pub baseline_kib: u64,
+    /// VmHWM after loading and perturbing, KiB.
+    pub peak_kib: u64,
+}
+
+/// A file and its size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileSize {
+    /// Path.
+    pub path: String,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Section 4.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemoryReport {
+    /// Peak RSS of the perturbation path.
+    pub rss: Vec<RssRow>,
+    /// Every ONNX file measured.
+    pub onnx_files: Vec<FileSize>,
+    /// Stripped mobile libraries found (profile `mobile`); empty when not built.
+    pub mobile_library: Vec<FileSize>,
+}
+
+/// What the RSS probe child prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RssProbe {
+    /// VmHWM before loading, KiB.
+    pub baseline_kib: u64,
+    /// VmHWM after loading the model and perturbing five images, KiB.
+    pub peak_kib: u64,
+}
+
+pub(crate) struct DeviceOut {
+    pub rows: Vec<PerturbRow>,
+    /// The recognizer ONNX the server section serves.
+    pub recognizer: PathBuf,
+    /// (variant, side, path) of every perturber ONNX written.
+    pub perturbers: Vec<(String, usize, PathBuf)>,
+}
+
+/// Median of `iterations` timed calls after three unmeasured ones, in ms.
+pub(crate) fn median_ms(iterations: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iterations.max(1));
+    for _ in 0..iterations.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(&times))
+}
+
+/// Median of a non-empty sample (the upper middle value for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A photo-like JPEG of `size × size`: smooth gradients, a disc, some texture.
+pub(crate) fn test_jpeg(size: usize) -> Result<Vec<u8>> {
+    let s = size as u32;
+    let img = image::RgbImage::from_fn(s, s, |x, y| {
+        let (fx, fy) = (x as f32 / s as f32, y as f32 / s as f32);
+        let d = ((fx - 0.5).powi(2) + (fy - 0.45).powi(2)).sqrt();
+        let disc = if d < 0.3 { 60.0 } else { 0.0 };
+        let tex = ((x * 7 + y * 13) % 17) as f32;
+        image::Rgb([
+            (80.0 + 120.0 * fx + disc + tex) as u8,
+            (60.0 + 100.0 * fy + disc * 0.8) as u8,
+            (90.0 + 60.0 * (1.0 - fx) + tex) as u8,
+        ])
+    });
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Jpeg)
+        .map_err(|e| Error::Input(format!("cannot encode the test JPEG: {e}")))?;
+    Ok(buf.into_inner())
+}
+
+fn perturber_manifest(p: &nets::Perturber, input: InputSpec) -> Manifest {
+    Manifest::perturber(
+        "scrim-perturber",
+        input,
+        PerturberSpec {
+            sigma_max: p.sigma_max as f32,
+            noise: NoiseKind::Gaussian,
+            outputs: perturber_outputs(p),
+            fill: p.fill as f32,
+            standardize: p.standardize,
+        },
+    )
+}
+
+/// The perturbers to measure: the run's best checkpoint, or fresh networks of each variant.
+fn perturbers(opts: &BenchOptions, device: &Device) -> Result<Vec<(String, nets::Perturber)>> {
+    match &opts.run {
+        Some(path) => {
+            let run = RunDir::open(path)?;
+            let cfg = run.load_config()?;
+            let template = Nets {
+                perturber: cfg.perturber.init(device),
+                recognizer: cfg.recognizer.init(device),
+                adversary: None,
+                teacher: None,
+            };
+            Ok(vec![(
+                "run".into(),
+                run.load_best(&template, device)?.perturber,
+            )])
+        }
+        None => Ok(opts
+            .variants
+            .iter()
+            .map(|(name, cfg)| (name.clone(), cfg.init(device)))
+            .collect()),
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// Section 1.
+pub(crate) fn run(
+    opts: &BenchOptions,
+    python: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Result<DeviceOut> {
+    let device = Device::flex();
+    device.seed(7);
+    let mut rows = Vec::new();
+    let mut written = Vec::new();
+    let mut loaded = Vec::new();
+    for (variant, p) in perturbers(opts, &device)? {
+        for &size in &opts.sizes {
+            let input = InputSpec::rgb(size, size);
+            let bytes = perturber_onnx(&p, input);
+            let path = opts.out.join(format!("perturber-{variant}-{size}.onnx"));
+            write(&path, &bytes)?;
+            let manifest = perturber_manifest(&p, input);
+            manifest.save(&Manifest::path_for(&path))?;
+            let model = match Model::load(&bytes, manifest, BatchMode::Single) {
+                Ok(m) => m,
+                Err(e) => {
+                    notes.push(format!(
+                        "perturber {variant} at {size} px not measured: {e}"
+                    ));
+                    continue;
+                }
+            };
+            let perturber = Perturber::new(model.clone())?;
+            let jpeg = test_jpeg(size)?;
+            let path_ms = median_ms(opts.iterations, || {
+                perturber.perturb(&jpeg).map(drop).map_err(Into::into)
+            })?;
+            scrim_train::report::note(&format!("[bench]   {variant} {size} px: whole path {path_ms:.3} ms"));
+            rows.push(PerturbRow {
+                variant: variant.clone(),
+                size,
+                onnx_bytes: bytes.len() as u64,
+                tract_sigma_ms: f64::NAN,
+                tract_sigma_with_copy_ms: f64::NAN,
+                onnxruntime_sigma_ms: None,
+                ratio: None,
+                tract_path_ms: path_ms,
+                path_us_per_kpixel: path_ms * 1e3 / ((size * size) as f64 / 1e3),
+            });
+            // Timed on a prepared input, as onnxruntime is on a ready numpy array (both
+            // get pseudo-random pixels).
+            let pixels = (0..3 * size * size)
+                .map(|k| ((k as u64).wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0)
+                .collect();
+            let image = ImageTensor::new([1, 3, size, size], pixels)?;
+            let x = model.prepare(&image)?;
+            loaded.push((model, image, x));
+            written.push((variant.clone(), size, path));
+        }
+    }
+    // The σ network in both runtimes, interleaved: each file in tract, then at once the same
+    // file in onnxruntime (a worker process with every model loaded), over several rounds. A
+    // disturbance on a shared machine then hits both sides of one pair, not one runtime, and
+    // the median over rounds drops the disturbed pairs.
+    let paths: Vec<PathBuf> = written.iter().map(|(_, _, p)| p.clone()).collect();
+    let mut worker = python.and_then(|py| match python::OrtWorker::start(py, &opts.out, &paths) {
+        Ok(w) => {
+            notes.push(format!(
+                "onnxruntime {} (CPU execution provider, one thread)",
+                w.version
+            ));
+            Some(w)
+        }
+        Err(e) => {
+            notes.push(format!("onnxruntime not measured: {e}"));
+            None
+        }
+    });
+    let rounds = opts.rounds.max(1);
+    let mut tract_ms = vec![Vec::new(); loaded.len()];
+    let mut ort_ms = vec![Vec::new(); loaded.len()];
+    let mut ratios = vec![Vec::new(); loaded.len()];
+    for round in 1..=rounds {
+        for (i, ((model, image, x), row)) in loaded.iter().zip(&mut rows).enumerate() {
+            let t = median_ms(opts.iterations, || {
+                model.run_prepared(x).map(drop).map_err(Into::into)
+            })?;
+            tract_ms[i].push(t);
+            let ort = worker.as_mut().map(|w| w.median_ms(i, opts.iterations));
+            match ort {
+                Some(Ok(o)) => {
+                    ort_ms[i].push(o);
+                    ratios[i].push(t / o);
+                }
+                Some(Err(e)) => {
+                    notes.push(format!("onnxruntime not measured: {e}"));
+                    worker = None;
+                }
+                None => {}
+            }
+            if round == 1 {
+                row.tract_sigma_with_copy_ms = median_ms(opts.iterations, || {
+                    model.run(image).map(drop).map_err(Into::into)
+                })?;
+            }
+        }
+        scrim_train::report::note(&format!("[bench]   σ networks, round {round}/{rounds}"));
+    }
+    let measured_ort = worker.is_some();
+    drop(worker);
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.tract_sigma_ms = median(&tract_ms[i]);
+        if measured_ort && ort_ms[i].len() == rounds {
+            row.onnxruntime_sigma_ms = Some(median(&ort_ms[i]));
+            row.ratio = Some(median(&ratios[i]));
+        }
+        scrim_train::report::note(&format!(
+            "[bench]   {} {} px: σ network tract {:.3} ms, onnxruntime {}",
+            row.variant,
+            row.size,
+            row.tract_sigma_ms,
+            row.onnxruntime_sigma_ms
+                .map_or("not measured".into(), |m| format!("{m:.3} ms"))
+        ));
+    }
+    let recognizer = match &opts.run {
+        Some(path) => RunDir::open(path)?.recognizer_onnx(),
+        None => {
+            let c = RecognizerConfig::new(2).init(&device);
+            let input = InputSpec::rgb(opts.train_size, opts.train_size);
+            let path = opts.out.join("recognizer.onnx");
+            write(&path, &recognizer_onnx(&c, input))?;
+            Manifest::recognizer(
+                "scrim-recognizer",
+                input,
+                "class",
+                vec!["a".into(), "b".into()],
+            )
+            .save(&Manifest::path_for(&path))?;
+            path
+        }
+    };
+    Ok(DeviceOut {
+        rows,
+        recognizer,
+        perturbers: written,
+    })
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The child side of the RSS measurement (`scrim bench --rss-probe MODEL.onnx`): loads the
+/// perturber (manifest beside it), perturbs five JPEGs at its size, and reports VmHWM before
+/// and after. Linux only (reads `/proc/self/status`); elsewhere both are 0.
+///
+/// # Errors
+/// As [`Model::load_path`] and [`Perturber::perturb`].
+pub fn rss_probe(model: &Path) -> Result<RssProbe> {
+    let baseline_kib = vm_hwm_kib();
+    let perturber = Perturber::new(Model::load_path(model, BatchMode::Single)?)?;
+    let size = perturber.manifest().input.height;
+    let jpeg = test_jpeg(size)?;
+    for _ in 0..5 {
+        perturber.perturb(&jpeg)?;
+    }
+    Ok(RssProbe {
+        baseline_kib,
+        peak_kib: vm_hwm_kib(),
+    })
+}
+
+fn file_size(path: &Path) -> Option<FileSize> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileSize {
+        path: path.display().to_string(),
+        bytes: meta.len(),
+    })
+}
+
+/// The cargo target folder: `CARGO_TARGET_DIR`, else two levels above the `scrim` binary.
+fn target_dir(exe: &Path) -> Option<PathBuf> {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| exe.parent()?.parent().map(Path::to_path_buf))
+}
+
+pub(crate) fn scrim_exe(opts: &BenchOptions) -> Option<PathBuf> {
+    opts.scrim_exe
+        .clone()
+        .or_else(|| std::env::current_exe().ok())
+}
+
+/// Section 4.
+pub(crate) fn memory(
+    opts: &BenchOptions,
+    dev: &DeviceOut,
+    notes: &mut Vec<String>,
+) -> MemoryReport {
+    let mut report = MemoryReport::default();
+    let exe = scrim_exe(opts);
+    for (variant, size, path) in &dev.perturbers {
+        let Some(exe) = &exe else { break };
+        let out = std::process::Command::new(exe)
+            .args(["bench", "--rss-probe"])
+            .arg(path)
+            .output();
+        let probe = out.ok().filter(|o| o.status.success()).and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            serde_json::from_str::<RssProbe>(text.lines().last().unwrap_or("")).ok()
+        });
+        match probe {
+            Some(p) => report.rss.push(RssRow {
+                variant: variant.clone(),
+                size: *size,
+                baseline_kib: p.baseline_kib,
+                peak_kib: p.peak_kib,
+            }),
+            None => {
+                notes.push(format!(
+                    "peak RSS not measured: `{} bench --rss-probe` failed",
+                    exe.display()
+                ));
+                break;
+            }
+        }
+    }
+    let mut onnx: Vec<PathBuf> = dev.perturbers.iter().map(|(_, _, p)| p.clone()).collect();
+    if let Some(run) = &opts.run {
+        onnx.push(run.join("perturber.onnx"));
+    }
+    onnx.push(dev.recognizer.clone());
+    report.onnx_files = onnx.iter().filter_map(|p| file_size(p)).collect();
+    if let Some(target) = exe.as_deref().and_then(target_dir) {
+        let mut candidates = vec![target.join("mobile/libscrim_mobile.so")];
+        if let Ok(entries) = std::fs::read_dir(&target) {
+            for e in entries.flatten() {
+                candidates.push(e.path().join("mobile/libscrim_mobile.so"));
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        report.mobile_library = candidates.iter().filter_map(|p| file_size(p)).collect();
+    }
+    if report.mobile_library.is_empty() {
+        notes.push(
+            "stripped mobile library: not built (cargo build --profile mobile -p scrim-mobile)"
+                .into(),
+        );
+    }
+    report
+}

@@ -1,0 +1,173 @@
+//! `scrim audit`: fresh attackers on perturbed uploads, utility, baselines, frontier plot.
+
+use std::path::PathBuf;
+
+use scrim_audit::{self as audit, Attack, AuditReport, AuditRequest, Baseline, Scheme};
+use scrim_train::data::DataSpec;
+
+/// What every audit shares.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Data: utkface:DIR, imagefolder:DIR[#SUBDIR], csv:FILE or synthetic[:N].
+    #[arg(long)]
+    pub data: DataSpec,
+    /// The desired label (utility).
+    #[arg(long)]
+    pub desired: String,
+    /// Sensitive labels to attack, comma-separated; the first is plotted (e.g. race,age_group).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub sensitive: Vec<String>,
+    /// Attackers, comma-separated: cnn, blur, finetune, reconstruct.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cnn,blur,finetune,reconstruct"
+    )]
+    pub attacks: Vec<Attack>,
+    /// Noise draws averaged for utility.
+    #[arg(long, default_value_t = 3)]
+    pub draws: usize,
+    /// Maximum epochs of each attacker (early stopping on perturbed validation images).
+    #[arg(long, default_value_t = 10)]
+    pub attacker_epochs: usize,
+    /// Attackers trained per scheme, attribute and attack, each with its own seed (reports
+    /// give the mean and every seed).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub attacker_seeds: u64,
+    /// Attacker widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    pub attacker_widths: Vec<usize>,
+    /// Do not read or write the decoded-image cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Output folder (report.json, report.md, frontier.svg/png, samples.png).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl Common {
+    /// The flags every audit shares, as a request.
+    pub fn request(&self) -> AuditRequest {
+        let sensitive: Vec<&str> = self.sensitive.iter().map(String::as_str).collect();
+        let mut req = AuditRequest::new(self.data.clone(), &self.desired, &sensitive, self.out.clone());
+        req.attacks = self.attacks.clone();
+        req.draws = self.draws;
+        req.attacker = req
+            .attacker
+            .with_epochs(self.attacker_epochs)
+            .with_widths(self.attacker_widths.clone());
+        req.attacker_seeds = self.attacker_seeds as usize;
+        req.progress = true;
+        req.cache = !self.no_cache;
+        req
+    }
+}
+
+/// `scrim audit`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Run folders from `scrim train` (repeatable); the first run's split is used.
+    #[arg(long)]
+    run: Vec<PathBuf>,
+    /// A perturber ONNX from anywhere (its .json manifest beside it), for third-party audits.
+    #[arg(long)]
+    perturber: Option<PathBuf>,
+    /// The recognizer serving --perturber; without it utility uses a recognizer trained on
+    /// perturbed images.
+    #[arg(long)]
+    recognizer: Option<PathBuf>,
+    /// Baselines, comma-separated: none, uniform (σ matched to the first perturber's RMS σ),
+    /// arden (noisy features of a frozen first conv block; one scheme per --arden-scale).
+    #[arg(long, value_delimiter = ',', default_value = "none,uniform")]
+    baselines: Vec<Baseline>,
+    /// σ of the uniform baseline instead of matching the first perturber.
+    #[arg(long)]
+    uniform_sigma: Option<f64>,
+    /// ARDEN: probability that an input pixel is nullified (set to 0) before the client block.
+    #[arg(long, default_value_t = 0.1)]
+    arden_nullify: f64,
+    /// ARDEN: Laplace scale(s) b of the noise on the client's features, which are bounded to
+    /// [0, 1]; comma-separated values audit one ARDEN scheme each (points on a curve).
+    #[arg(long, value_delimiter = ',', default_value = "0.5")]
+    arden_scale: Vec<f64>,
+    /// Use this run's split and image size without auditing the run (e.g. to audit baselines
+    /// on the exact split of earlier audits).
+    #[arg(long)]
+    split_from: Option<PathBuf>,
+    /// Image side when no run gives one.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+}
+
+/// Runs `scrim audit`.
+///
+/// # Errors
+/// Any audit error.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut req = a.common.request();
+    req.size = a.size;
+    req.split_from = a.split_from.clone();
+    for b in &a.baselines {
+        match b {
+            Baseline::None => req.schemes.push(Scheme::None),
+            Baseline::Uniform => req.schemes.push(Scheme::Uniform {
+                sigma: a.uniform_sigma,
+                matching: None,
+            }),
+            Baseline::Arden => req
+                .schemes
+                .extend(a.arden_scale.iter().map(|&b| Scheme::Arden {
+                    nullify: a.arden_nullify,
+                    laplace_b: b,
+                })),
+        }
+    }
+    req.schemes
+        .extend(a.run.iter().map(|p| Scheme::Run { path: p.clone() }));
+    if let Some(p) = a.perturber {
+        req.schemes.push(Scheme::Onnx {
+            perturber: p,
+            recognizer: a.recognizer,
+        });
+    }
+    let report = audit::audit(&req)?;
+    print_summary(&report, &req.out);
+    Ok(())
+}
+
+/// Prints one line per scheme: utility and the best attack on the first sensitive label.
+pub fn print_summary(report: &AuditReport, out: &std::path::Path) {
+    let primary = report.sensitive.first().cloned().unwrap_or_default();
+    println!(
+        "{:<28} {:>9} {:>11}  best {primary} attack (majority)",
+        "scheme",
+        format!("{} clean", report.desired),
+        "perturbed"
+    );
+    for r in &report.schemes {
+        let best = r
+            .best_attack(&primary)
+            .map(|a| {
+                format!(
+                    "{:.1}% {:?} ({:.1}%)",
+                    100.0 * a.accuracy.accuracy,
+                    a.attacker,
+                    100.0 * a.majority
+                )
+            })
+            .unwrap_or_else(|| "–".into());
+        println!(
+            "{:<28} {:>8.1}% {:>10.1}%  {best}",
+            r.name,
+            100.0 * r.desired_clean.accuracy,
+            100.0 * r.desired_perturbed.accuracy
+        );
+    }
+    println!(
+        "wrote {}/report.json, report.md, frontier.svg/png, samples.png",
+        out.display()
+    );
+}
+

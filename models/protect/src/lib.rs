@@ -1,0 +1,25 @@
+//! # scrim-protect
+//!
+//! The provider's model protection, trained and evaluated in burn:
+//!
+//! - [`levels`]: selective weight encryption with hierarchical service levels (PSS kernel
+//!   importance, DPRM encryption, level keys), behind `scrim protect select | decrypt |
+//!   eval-levels`;
+//! - [`keys`]: model access control with secret keys: block-wise image transforms, the
+//!   patch-embedding model encryption, and the CIFAR-10 protection table, behind `scrim keygen`
+//!   and `scrim protect transform | encrypt-model | eval`;
+//! - [`convmixer`]: the ConvMixer recognizer whose patch stem the model encryption permutes.
+//!
+//! ```no_run
+//! use scrim_protect::levels::{Importance, SelectRequest, select};
+//! # fn main() -> scrim_train::Result<()> {
+//! let mut req = SelectRequest::new("runs/demo/recognizer.onnx".into(), "protected".into());
+//! req.importance = Importance::Mean;
+//! let report = select(&req)?;
+//! println!("{} kernels encrypted, {} level keys", report.selected, report.levels);
+//! # Ok(()) }
+//! ```
+
+pub mod convmixer;
+pub mod keys;
+pub mod levels;

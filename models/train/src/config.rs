@@ -1,0 +1,249 @@
+//! The training configuration, saved as `config.json` next to the weights of every run.
+
+use burn::optim::AdamConfig;
+use burn::prelude::*;
+
+use scrim_core::NoiseKind;
+
+use crate::backend::Backend;
+use crate::data::DataSpec;
+use crate::nets::{PerturberConfig, RecognizerConfig};
+use crate::{Error, Result};
+
+/// Everything that defines a co-training run. Saved with the run, so a run can be reloaded,
+/// resumed and reproduced.
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// Data source as on the command line (`utkface:DIR`, `synthetic`, ...).
+    pub data: String,
+    /// The desired attribute the recognizer learns.
+    pub desired: String,
+    /// The sensitive attribute (needed for `adversarial` and for the audit).
+    #[config(default = "None")]
+    pub sensitive: Option<String>,
+    /// Square input size in pixels.
+    #[config(default = 32)]
+    pub size: usize,
+    /// The perturber.
+    pub perturber: PerturberConfig,
+    /// The recognizer.
+    pub recognizer: RecognizerConfig,
+    /// The adversary (adversarial mode).
+    #[config(default = "None")]
+    pub adversary: Option<RecognizerConfig>,
+    /// Adam for every network.
+    pub optimizer: AdamConfig,
+    /// λ: weight of the noise reward `−λ · mean(log σ)`.
+    #[config(default = 0.05)]
+    pub lambda: f64,
+    /// Utility-constrained mode: when set, λ is no longer fixed but adapted by dual ascent so
+    /// that the recognizer's accuracy on perturbed validation images stays at this value (a
+    /// fraction); `lambda` is then only the starting value. The perturber adds as much noise as
+    /// the accuracy budget allows, instead of whatever a hand-picked λ happens to give.
+    #[config(default = "None")]
+    pub target_accuracy: Option<f64>,
+    /// Dual step of the utility-constrained mode: `log λ += dual_rate · (acc − target)` at each
+    /// control step (every [`CONTROL_EVERY`] training batches), `acc` a running mean over
+    /// validation batches.
+    #[config(default = 1.0)]
+    pub dual_rate: f64,
+    /// Total epochs, warm-up included.
+    #[config(default = 12)]
+    pub epochs: usize,
+    /// Epochs that train the recognizer alone on clean images before co-training.
+    #[config(default = 2)]
+    pub warmup_epochs: usize,
+    /// The last this many epochs (included in `epochs`) train the recognizer alone on images
+    /// from the frozen perturber: the cloud model adapts to the final perturbation instead of
+    /// chasing a moving one. The perturber (and λ) no longer change.
+    #[config(default = 0)]
+    pub finetune_epochs: usize,
+    /// Co-training epochs over which λ ramps linearly from 0 to its value.
+    #[config(default = 2)]
+    pub lambda_ramp_epochs: usize,
+    /// Mini-batch size.
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate (cosine decay to a tenth of it over the run).
+    #[config(default = 2e-3)]
+    pub learning_rate: f64,
+    /// The perturber's learning rate is this multiple of the recognizer's, so its σ head can
+    /// travel from the initial noise level within a short run. Too high (10 was tried) lets σ
+    /// outrun the recognizer at larger λ: the recognizer fails, CE stops resisting, and σ
+    /// saturates everywhere.
+    #[config(default = 2.0)]
+    pub perturber_lr_scale: f64,
+    /// Seed for initialisation, shuffling, training noise and the split.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Noise kind: `gaussian` or `laplace`.
+    #[config(default = "NoiseKind::Gaussian")]
+    pub noise: NoiseKind,
+    /// Adversarial mode: train an adversary on perturbed images and reward the perturber for
+    /// pushing its prediction to the class prior.
+    #[config(default = false)]
+    pub adversarial: bool,
+    /// Weight of the adversarial term.
+    #[config(default = 1.0)]
+    pub adversary_weight: f64,
+    /// Distillation: weight of `T² · KL(teacher ‖ recognizer)` at temperature [`DISTILL_T`],
+    /// where the teacher is the recognizer as warm-up left it (trained on images without
+    /// noise), frozen, and sees the image without noise while the recognizer sees the upload.
+    /// 0 disables it.
+    #[config(default = 0.0)]
+    pub distill: f64,
+    /// Re-initialise the adversary (and its optimiser) every this many co-training epochs;
+    /// 0 keeps one adversary for the whole run.
+    #[config(default = 0)]
+    pub adversary_reset_epochs: usize,
+    /// Validation share of each class.
+    #[config(default = 0.1)]
+    pub val_fraction: f64,
+    /// Test share of each class.
+    #[config(default = 0.2)]
+    pub test_fraction: f64,
+    /// Backend: `flex`, `ndarray` or `wgpu`.
+    #[config(default = "Backend::Flex")]
+    pub backend: Backend,
+    /// Train the recognizer behind a key-based block-wise transform (the key file's path, the
+    /// scheme and the block size; never the key itself).
+    #[config(default = "None")]
+    pub block_key: Option<crate::keyed::BlockKeyConfig>,
+}
+
+/// Training batches between two control steps of the utility-constrained mode.
+pub const CONTROL_EVERY: usize = 4;
+
+/// Temperature of the distillation term (see [`TrainConfig::distill`]).
+pub const DISTILL_T: f64 = 2.0;
+
+/// Bounds of λ in the utility-constrained mode.
+pub const LAMBDA_RANGE: (f64, f64) = (1e-3, 5.0);
+
+impl TrainConfig {
+    /// The default configuration for a data source and desired label: the one place the
+    /// defaults of a run are written (sizes chosen to train in minutes on 2 CPU cores at 32×32).
+    pub fn for_data(data: &DataSpec, desired: &str) -> Self {
+        TrainConfig::new(
+            data.to_string(),
+            desired.to_string(),
+            PerturberConfig::new(),
+            RecognizerConfig::new(2),
+            AdamConfig::new(),
+        )
+    }
+
+    /// Checks that the options make a run: the one place every caller's configuration is
+    /// validated (the `scrim` command and library callers alike). Messages name the
+    /// command-line flag.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for the first option out of range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Input(msg));
+        let depth = self.recognizer.widths.len();
+        if !self.size.is_multiple_of(1 << depth) {
+            return bad(format!(
+                "--size {} must be divisible by 2^{depth} (the recognizer halves it {depth} times)",
+                self.size
+            ));
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            return bad(format!("--lambda must be ≥ 0, got {}", self.lambda));
+        }
+        if let Some(t) = self.target_accuracy {
+            if !(t > 0.0 && t < 1.0) {
+                return bad(format!("--target-accuracy is a fraction in (0, 1), got {t}"));
+            }
+            if self.lambda <= 0.0 {
+                return bad("--target-accuracy starts from --lambda, which must be positive".into());
+            }
+        }
+        if !(self.dual_rate > 0.0 && self.dual_rate.is_finite()) {
+            return bad(format!("--dual-rate must be positive, got {}", self.dual_rate));
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("--epochs and --batch-size must be positive".into());
+        }
+        if !(self.distill >= 0.0 && self.distill.is_finite()) {
+            return bad(format!("--distill must be ≥ 0, got {}", self.distill));
+        }
+        if self.distill > 0.0 && self.warmup_epochs == 0 {
+            return bad(
+                "--distill needs a warm-up epoch (--warmup ≥ 1): warm-up trains the teacher".into(),
+            );
+        }
+        if self.finetune_epochs > 0 && self.warmup_epochs + self.finetune_epochs >= self.epochs {
+            return bad(format!(
+                "--finetune-epochs {} leaves no co-training epoch: --epochs {} must exceed --warmup {} + --finetune-epochs",
+                self.finetune_epochs, self.epochs, self.warmup_epochs
+            ));
+        }
+        self.perturber.validate(self.size)
+    }
+
+    /// λ in effect during `epoch` (0-based): 0 in warm-up, then a linear ramp.
+    pub fn lambda_at(&self, epoch: usize) -> f64 {
+        if epoch < self.warmup_epochs {
+            return 0.0;
+        }
+        let k = epoch - self.warmup_epochs + 1;
+        self.lambda * (k as f64 / self.lambda_ramp_epochs.max(1) as f64).min(1.0)
+    }
+
+    /// Learning rate during `epoch`: cosine from the peak to a tenth of it.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let t = epoch as f64 / self.epochs.max(2).saturating_sub(1) as f64;
+        let min = self.learning_rate * 0.1;
+        min + 0.5 * (self.learning_rate - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
+
+    /// True in the closing recognizer-only epochs (see [`TrainConfig::finetune_epochs`]).
+    pub fn is_finetune(&self, epoch: usize) -> bool {
+        epoch >= self.warmup_epochs && epoch + self.finetune_epochs >= self.epochs
+    }
+
+    /// True once λ has reached its full value: the epochs eligible as "best".
+    pub fn is_full_lambda(&self, epoch: usize) -> bool {
+        epoch + 1 >= self.warmup_epochs + self.lambda_ramp_epochs.max(1)
+            || self.epochs <= self.warmup_epochs + self.lambda_ramp_epochs
+                && epoch + 1 == self.epochs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TrainConfig {
+        TrainConfig::new(
+            "synthetic".into(),
+            "shape".into(),
+            PerturberConfig::new(),
+            RecognizerConfig::new(2),
+            AdamConfig::new(),
+        )
+    }
+
+    #[test]
+    fn schedules() {
+        let c = cfg()
+            .with_lambda(0.5)
+            .with_warmup_epochs(2)
+            .with_lambda_ramp_epochs(2)
+            .with_epochs(6);
+        let l: Vec<f64> = (0..6).map(|e| c.lambda_at(e)).collect();
+        assert_eq!(l, vec![0.0, 0.0, 0.25, 0.5, 0.5, 0.5]);
+        assert!((c.lr_at(0) - c.learning_rate).abs() < 1e-12);
+        assert!((c.lr_at(5) - c.learning_rate * 0.1).abs() < 1e-12);
+        assert!(!c.is_full_lambda(2) && c.is_full_lambda(3));
+        // A run too short to reach full λ still has an eligible last epoch.
+        let short = c.clone().with_epochs(3);
+        assert!(short.is_full_lambda(2));
+        // Fine-tuning takes the last epochs, never warm-up ones.
+        let ft = c.with_finetune_epochs(2);
+        let f: Vec<bool> = (0..6).map(|e| ft.is_finetune(e)).collect();
+        assert_eq!(f, vec![false, false, false, false, true, true]);
+        assert!(!ft.clone().with_epochs(2).is_finetune(1));
+    }
+}
