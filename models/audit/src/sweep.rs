@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuditReport, AuditRequest, Scheme, audit};
 use scrim_train::config::TrainConfig;
-use scrim_train::nets::PerturberLayout;
 use scrim_train::data::DataSpec;
+use scrim_train::nets::PerturberLayout;
 use scrim_train::run::RunDir;
 use scrim_train::workflow::{TrainRequest, train_run};
 use scrim_train::{Error, Result};
@@ -86,11 +86,7 @@ impl std::str::FromStr for Variant {
 pub fn family_of(cfg: &TrainConfig) -> String {
     let p = &cfg.perturber;
     let cloak = p.layout == PerturberLayout::InputIndependent;
-    let mut name = String::from(if cloak {
-        "cloak"
-    } else {
-        "scrim"
-    });
+    let mut name = String::from(if cloak { "cloak" } else { "scrim" });
     for (on, tag) in [
         (p.standardize, "+standardize"),
         (p.gray && !p.standardize, "+gray"),
@@ -167,7 +163,10 @@ pub fn sweep(req: &SweepRequest) -> Result<AuditReport> {
                 t.progress = req.progress;
                 t.cache = req.audit.cache;
                 t.draws = 1;
-                scrim_train::report::note(&format!("sweep: training {} at λ {lambda}", variant.name()));
+                scrim_train::report::note(&format!(
+                    "sweep: training {} at λ {lambda}",
+                    variant.name()
+                ));
                 train_run(&t)?;
             } else {
                 RunDir::open(&dir)?;
@@ -193,8 +192,8 @@ pub fn sweep(req: &SweepRequest) -> Result<AuditReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scrim_train::nets::{PerturberConfig, RecognizerConfig};
     use burn::optim::AdamConfig;
+    use scrim_train::nets::{PerturberConfig, RecognizerConfig};
 
     #[test]
     fn families_name_every_option_that_changes_the_uploads_or_the_training() {

@@ -4,18 +4,17 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::BenchOptions;
 use super::python;
+use scrim_train::Result;
 use scrim_train::batch;
+use scrim_train::config::TrainConfig;
+use scrim_train::cotrain::{Phase, Trainer};
 use scrim_train::data::{self, DataSpec, Dataset, LoadOptions, SyntheticConfig};
-use scrim_train::nets::{Perturber, PerturberConfig, Recognizer, RecognizerConfig};
-use scrim_train::train::perturb;
-use scrim_train::{Error, Result};
+use scrim_train::nets::{PerturberConfig, RecognizerConfig};
 
 /// Section 2.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,55 +115,19 @@ pub struct EpochGrowth {
     pub images_per_sec: f64,
 }
 
-/// The networks and optimisers of one co-training run, as `scrim train` builds them.
-struct Cotrainer {
-    p: Perturber,
-    c: Recognizer,
-    opt_p: ModuleOptimizer,
-    opt_c: ModuleOptimizer,
-    desired: usize,
+/// The trainer of `scrim train` with its defaults (λ, learning rates, networks) on the
+/// synthetic `shape` task: the bench times [`Trainer::step`], the very step training repeats.
+fn trainer(ds: &Dataset, device: &Device) -> Result<(Trainer, TrainConfig)> {
+    let mut cfg = TrainConfig::for_data(&DataSpec::Synthetic(SyntheticConfig::default()), "shape");
+    cfg.size = ds.size;
+    cfg.recognizer.num_classes = ds.attribute("shape")?.classes.len();
+    let all: Vec<usize> = (0..ds.len()).collect();
+    Ok((Trainer::new(&cfg, ds, &all, device)?, cfg))
 }
 
-const LAMBDA: f64 = 0.05;
-const LR: f64 = 2e-3;
-const PERTURBER_LR_SCALE: f64 = 2.0;
-
-impl Cotrainer {
-    fn new(ds: &Dataset, device: &Device) -> Result<Self> {
-        let desired = ds
-            .attributes
-            .iter()
-            .position(|a| a.name == "shape")
-            .ok_or_else(|| Error::Input("synthetic set without `shape`".into()))?;
-        Ok(Self {
-            p: PerturberConfig::new().init(device),
-            c: RecognizerConfig::new(2).init(device),
-            opt_p: AdamConfig::new().init(),
-            opt_c: AdamConfig::new().init(),
-            desired,
-        })
-    }
-
-    /// One co-training step, the computation of `train::train` after warm-up (non-adversarial):
-    /// perturb with reparameterised noise and 8-bit STE, `CE − λ·mean log σ`, Adam on both.
-    fn step(&mut self, ds: &Dataset, idx: &[usize], device: &Device) -> f32 {
-        let x = batch::images(ds, idx, device);
-        let y = batch::labels(ds, self.desired, idx, device);
-        let out = self.p.forward(x.clone());
-        let xp = perturb(x, &out, scrim_core::NoiseKind::Gaussian);
-        let logits = self.c.forward(xp);
-        let loss = CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(logits, y)
-            + out.log_sigma.mean().mul_scalar(-LAMBDA);
-        let mut grads = loss.backward();
-        let gp = GradientsParams::from_module(&mut grads, &self.p);
-        self.p = self.opt_p.step(LR * PERTURBER_LR_SCALE, self.p.clone(), gp);
-        let gc = GradientsParams::from_module(&mut grads, &self.c);
-        self.c = self.opt_c.step(LR, self.c.clone(), gc);
-        // Reading the loss waits for the step to finish, as the training loop does.
-        batch::to_vec(loss).first().copied().unwrap_or(f32::NAN)
-    }
+/// One co-training step at full λ.
+fn step(t: &mut Trainer, cfg: &TrainConfig, ds: &Dataset, idx: &[usize]) {
+    t.step(ds, idx, Phase::Cotrain, cfg.lambda, cfg.learning_rate);
 }
 
 fn synthetic(count: usize, size: usize) -> Result<Dataset> {
@@ -188,9 +151,9 @@ pub(crate) fn run(
     device.seed(3);
     let ds = synthetic(opts.batch_size, opts.train_size)?;
     let idx: Vec<usize> = (0..ds.len()).collect();
-    let mut t = Cotrainer::new(&ds, &device)?;
+    let (mut t, cfg) = trainer(&ds, &device)?;
     let step_ms = super::device::median_ms(opts.cotrain_steps, || {
-        t.step(&ds, &idx, &device);
+        step(&mut t, &cfg, &ds, &idx);
         Ok(())
     })?;
     let mut report = CotrainReport {
@@ -275,15 +238,22 @@ pub(crate) fn epoch_growth(opts: &BenchOptions) -> Result<Vec<EpochGrowth>> {
     for &count in &opts.epoch_counts {
         let ds = synthetic(count, opts.train_size)?;
         let order: Vec<usize> = (0..ds.len()).collect();
-        let mut t = Cotrainer::new(&ds, &device)?;
+        let (mut t, cfg) = trainer(&ds, &device)?;
         // One unmeasured step, so allocation and first-use costs stay out of the epoch.
-        t.step(&ds, &order[..opts.batch_size.min(order.len())], &device);
+        step(
+            &mut t,
+            &cfg,
+            &ds,
+            &order[..opts.batch_size.min(order.len())],
+        );
         let started = Instant::now();
         for idx in batch::chunks(&order, opts.batch_size) {
-            t.step(&ds, idx, &device);
+            step(&mut t, &cfg, &ds, idx);
         }
         let seconds = started.elapsed().as_secs_f64();
-        scrim_train::report::note(&format!("[bench]   epoch of {count} images: {seconds:.2} s"));
+        scrim_train::report::note(&format!(
+            "[bench]   epoch of {count} images: {seconds:.2} s"
+        ));
         rows.push(EpochGrowth {
             images: count,
             seconds,

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::BenchOptions;
 use super::python;
 use scrim_train::export::{perturber_onnx, perturber_outputs, recognizer_onnx};
+use scrim_train::nets::Nets;
 use scrim_train::nets::{self, RecognizerConfig};
 use scrim_train::run::RunDir;
-use scrim_train::nets::Nets;
 use scrim_train::{Error, Result};
 
 /// One perturber architecture at one image side.
@@ -211,7 +211,9 @@ pub(crate) fn run(
             let path_ms = median_ms(opts.iterations, || {
                 perturber.perturb(&jpeg).map(drop).map_err(Into::into)
             })?;
-            scrim_train::report::note(&format!("[bench]   {variant} {size} px: whole path {path_ms:.3} ms"));
+            scrim_train::report::note(&format!(
+                "[bench]   {variant} {size} px: whole path {path_ms:.3} ms"
+            ));
             rows.push(PerturbRow {
                 variant: variant.clone(),
                 size,

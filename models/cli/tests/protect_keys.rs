@@ -9,8 +9,8 @@ use burn::prelude::*;
 use scrim_core::manifest::Manifest;
 use scrim_core::{BatchMode, BlockTransform, ImageTensor, Model, Scheme, SecretKey};
 use scrim_protect::convmixer::{ConvMixerConfig, convmixer_onnx};
-use scrim_train::data::{Attribute, DataSpec, Dataset, SyntheticConfig};
 use scrim_protect::keys::eval::{Fit, fit};
+use scrim_train::data::{Attribute, DataSpec, Dataset, SyntheticConfig};
 
 fn scrim(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_scrim"))

@@ -153,14 +153,21 @@ impl TrainConfig {
         }
         if let Some(t) = self.target_accuracy {
             if !(t > 0.0 && t < 1.0) {
-                return bad(format!("--target-accuracy is a fraction in (0, 1), got {t}"));
+                return bad(format!(
+                    "--target-accuracy is a fraction in (0, 1), got {t}"
+                ));
             }
             if self.lambda <= 0.0 {
-                return bad("--target-accuracy starts from --lambda, which must be positive".into());
+                return bad(
+                    "--target-accuracy starts from --lambda, which must be positive".into(),
+                );
             }
         }
         if !(self.dual_rate > 0.0 && self.dual_rate.is_finite()) {
-            return bad(format!("--dual-rate must be positive, got {}", self.dual_rate));
+            return bad(format!(
+                "--dual-rate must be positive, got {}",
+                self.dual_rate
+            ));
         }
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("--epochs and --batch-size must be positive".into());

@@ -317,4 +317,3 @@ pub fn sigma_stats(p: &Perturber, ds: &Dataset) -> Result<(f64, f64)> {
     let n = n.max(1) as f64;
     Ok((sum / n, (sq / n).sqrt()))
 }
-

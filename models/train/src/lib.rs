@@ -22,6 +22,7 @@
 pub mod backend;
 pub mod batch;
 pub mod config;
+pub mod cotrain;
 pub mod data;
 mod error;
 pub mod eval;
@@ -30,7 +31,6 @@ pub mod keyed;
 pub mod nets;
 pub mod report;
 pub mod run;
-pub mod train;
 pub mod workflow;
 
 pub use error::{Error, Result};

@@ -35,7 +35,11 @@ pub struct Progress(Option<Box<dyn Task>>);
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Progress" } else { "Progress(silent)" })
+        f.write_str(if self.0.is_some() {
+            "Progress"
+        } else {
+            "Progress(silent)"
+        })
     }
 }
 

@@ -407,8 +407,8 @@ mod tests {
     fn configs_from_before_an_option_existed_still_load() {
         let dir = tempfile::tempdir().expect("tempdir");
         let run = RunDir::create(dir.path()).expect("run");
-        let cfg = TrainConfig::for_data(&"synthetic".parse().expect("spec"), "shape")
-            .with_lambda(0.3);
+        let cfg =
+            TrainConfig::for_data(&"synthetic".parse().expect("spec"), "shape").with_lambda(0.3);
         let mut json = serde_json::to_value(&cfg).expect("json");
         // An older run: no suppression/grey fields in the perturber, no adversary reset.
         let p = json["perturber"].as_object_mut().expect("perturber");

@@ -49,7 +49,12 @@ impl Common {
     /// The flags every audit shares, as a request.
     pub fn request(&self) -> AuditRequest {
         let sensitive: Vec<&str> = self.sensitive.iter().map(String::as_str).collect();
-        let mut req = AuditRequest::new(self.data.clone(), &self.desired, &sensitive, self.out.clone());
+        let mut req = AuditRequest::new(
+            self.data.clone(),
+            &self.desired,
+            &sensitive,
+            self.out.clone(),
+        );
         req.attacks = self.attacks.clone();
         req.draws = self.draws;
         req.attacker = req
@@ -170,4 +175,3 @@ pub fn print_summary(report: &AuditReport, out: &std::path::Path) {
         out.display()
     );
 }
-

@@ -20,8 +20,8 @@ use scrim_core::manifest::Manifest;
 use scrim_core::{BatchMode, BlockTransform, Model, Scheme, SecretKey};
 use serde::{Deserialize, Serialize};
 
-use scrim_train::batch;
 use crate::convmixer::{ConvMixer, ConvMixerConfig, convmixer_onnx};
+use scrim_train::batch;
 use scrim_train::data::{self, DataSpec, Dataset, LoadOptions};
 use scrim_train::keyed;
 use scrim_train::nets::{Recognizer, RecognizerConfig};
@@ -383,7 +383,9 @@ fn onnx_accuracy(
     let hits = logits
         .chunks(k)
         .enumerate()
-        .filter(|(i, row)| scrim_train::eval::argmax(row) == ds.attributes[attr].labels[*i] as usize)
+        .filter(|(i, row)| {
+            scrim_train::eval::argmax(row) == ds.attributes[attr].labels[*i] as usize
+        })
         .count();
     Ok((hits as f64 / ds.len().max(1) as f64, logits))
 }

@@ -13,9 +13,9 @@ use scrim_core::onnx_graph::Graph;
 use scrim_core::selective::ConvLayer;
 use serde::{Deserialize, Serialize};
 
+use crate::levels::net::OnnxNet;
 use scrim_train::batch;
 use scrim_train::data::Dataset;
-use crate::levels::net::OnnxNet;
 use scrim_train::{Error, Result};
 
 /// How kernels are ranked.

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::Dataset;
+use super::dataset::Dataset;
 
 const FORMAT: &str = "scrim-decoded-v1";
 

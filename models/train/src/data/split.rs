@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Dataset;
+use super::dataset::Dataset;
 use crate::{Error, Result};
 
 /// Fractions of each class that go to validation and test; the rest trains.
@@ -111,7 +111,7 @@ fn hash(seed: u64, name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{SyntheticConfig, synthetic};
+    use crate::data::synthetic::{self, SyntheticConfig};
 
     #[test]
     fn split_is_deterministic_stratified_and_disjoint() {

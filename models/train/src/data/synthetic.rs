@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Attribute, Dataset};
+use super::dataset::{Attribute, Dataset};
 
 /// Size and seed of the synthetic set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,159 +1,14 @@
-//! The three networks: the on-device [`Perturber`], the cloud [`Recognizer`], and the
-//! [`Recognizer`] family reused as adversary and attacker.
+//! The on-device perturber: image → σ (and optionally μ, k), in the layout its configuration
+//! names.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
-use serde::{Deserialize, Serialize};
 
-/// Configuration of the perturber: a small fully convolutional net, image → σ map.
-#[derive(Config, Debug)]
-pub struct PerturberConfig {
-    /// Channels of the hidden 3×3 convolutions.
-    #[config(default = 16)]
-    pub channels: usize,
-    /// Hidden 3×3 convolutions before the σ head (the head is one more 3×3 conv).
-    #[config(default = 2)]
-    pub hidden_layers: usize,
-    /// Upper bound of σ: the head is `σ_max · sigmoid(z)`.
-    #[config(default = 1.0)]
-    pub sigma_max: f64,
-    /// Initial bias of the σ head, `logit(σ_init)`: the default starts at σ = [`SIGMA_INIT`]·σ_max,
-    /// a mild noise the recognizer can adapt to before λ pushes it up.
-    #[config(default = "head_bias_for(SIGMA_INIT)")]
-    pub head_bias: f64,
-    /// How the perturber computes its maps (see [`PerturberLayout`]).
-    #[config(default = "PerturberLayout::Dense")]
-    pub layout: PerturberLayout,
-    /// Side of the input-independent σ map.
-    #[config(default = 32)]
-    pub map_size: usize,
-    /// Adds a learned deterministic offset `μ(x) = shift_max · tanh(z)` before the noise
-    /// (0 disables it). Only the adversarial term gives it a reason to move.
-    #[config(default = 0.0)]
-    pub shift_max: f64,
-    /// Suppression: each pixel keeps the fraction `k = 1 − σ/σ_max` of itself and fades to
-    /// `fill` where σ saturates, so zero-mean noise no longer leaves the pixel's mean behind.
-    #[config(default = false)]
-    pub suppress: bool,
-    /// Uploads luma only: a fixed grey conversion (ITU-R BT.601 weights) before the noise.
-    #[config(default = false)]
-    pub gray: bool,
-    /// Tone standardisation (implies `gray`): the luma of each image is shifted and scaled to
-    /// mean `fill` and standard deviation [`STANDARD_STD`] before the noise. It removes the
-    /// image's overall brightness and contrast (skin tone, lighting), a low-frequency signal
-    /// that zero-mean noise cannot hide, and costs shape-based tasks little.
-    #[config(default = false)]
-    pub standardize: bool,
-    /// The value suppressed pixels fade to.
-    #[config(default = 0.5)]
-    pub fill: f64,
-    /// Computes σ (and μ, k) at `1/downsample` of the input resolution: the first convolution
-    /// has this stride and the head's outputs are upsampled (nearest) back to the input size,
-    /// so the network costs about `1/downsample²` as much on the phone. 1 (the default) keeps
-    /// full resolution; image sides must be divisible by it.
-    #[config(default = 1)]
-    pub downsample: usize,
-}
-
-/// The initial σ as a fraction of σ_max (`scrim train --sigma-init`).
-pub const SIGMA_INIT: f64 = 0.12;
-
-/// The σ head's bias that starts σ at `sigma_init`·σ_max: `ln(s / (1 − s))`.
-pub fn head_bias_for(sigma_init: f64) -> f64 {
-    (sigma_init / (1.0 - sigma_init)).ln()
-}
-
-/// The perturber's architecture: one choice, saved with the run as a kebab-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PerturberLayout {
-    /// Dense 3×3 convolutions (`hidden_layers` of `channels` each) and 3×3 heads: the paper's
-    /// small fully-convolutional network. The default.
-    #[default]
-    Dense,
-    /// Depthwise-separable, built for fast on-device inference: a patch stem (a
-    /// `downsample`×`downsample` convolution with that stride and no padding, so the graph never
-    /// pads or re-reads the full-resolution image; 3×3 with padding at `downsample` 1), then
-    /// `hidden_layers` depthwise 3×3 convolutions with ReLU, then 1×1 heads. `channels` is the
-    /// stem's width.
-    Separable,
-    /// Fully depthwise, the fastest in tract (about as fast as onnxruntime): every convolution
-    /// works on each colour channel alone, 3 channels throughout. A `downsample`×`downsample`
-    /// patch stem with that stride and no padding, `hidden_layers` depthwise 3×3 convolutions
-    /// with ReLU, and depthwise 3×3 heads; `channels` is not used. The σ of a channel depends
-    /// on that channel's neighbourhood only.
-    Depthwise,
-    /// The Cloak-style baseline (Mireshghallah et al., WWW 2021): σ is one learned map shared
-    /// by every image, not a function of the image. Needs `map_size` = the input size.
-    InputIndependent,
-}
-
-impl PerturberLayout {
-    /// Whether σ depends on the image.
-    pub fn is_input_dependent(self) -> bool {
-        self != PerturberLayout::InputIndependent
-    }
-}
-
-impl std::str::FromStr for PerturberLayout {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "dense" => Ok(Self::Dense),
-            "separable" => Ok(Self::Separable),
-            "depthwise" => Ok(Self::Depthwise),
-            "input-independent" => Ok(Self::InputIndependent),
-            other => Err(crate::Error::Input(format!(
-                "unknown perturber layout {other:?}; use dense, separable, depthwise or input-independent"
-            ))),
-        }
-    }
-}
-
-impl PerturberConfig {
-    /// Checks the perturber's options for images of side `size`.
-    ///
-    /// # Errors
-    /// [`crate::Error::Input`] naming the command-line flag.
-    pub fn validate(&self, size: usize) -> crate::Result<()> {
-        let bad = |msg: String| Err(crate::Error::Input(msg));
-        if !(self.head_bias.is_finite()) {
-            return bad("--sigma-init must be in (0, 1)".into());
-        }
-        if !(self.shift_max >= 0.0 && self.shift_max <= 1.0) {
-            return bad(format!("--shift-max must be in [0, 1], got {}", self.shift_max));
-        }
-        if !(self.sigma_max > 0.0 && self.sigma_max.is_finite()) {
-            return bad(format!("--sigma-max must be positive, got {}", self.sigma_max));
-        }
-        if self.channels == 0 {
-            return bad("--perturber-channels must be at least 1".into());
-        }
-        if self.downsample == 0 || !size.is_multiple_of(self.downsample) {
-            return bad(format!(
-                "--downsample must divide --size ({size}), got {}",
-                self.downsample
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// How the perturber's convolutions are laid out: [`PerturberLayout`] without the baseline,
-/// whose map has no network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// Dense 3×3 convolutions and 3×3 heads.
-    Dense,
-    /// Patch stem, depthwise 3×3 convolutions, 1×1 heads.
-    Separable,
-    /// Per-channel patch stem, depthwise 3×3 convolutions and depthwise 3×3 heads.
-    Depthwise,
-}
+use super::config::{PerturberConfig, PerturberLayout};
+use super::layers::{conv3_strided, depthwise3, patch_stem, positive_init, upsample_nearest};
 
 /// The device's constants of the grey and tone transforms: training uses the same.
 pub use scrim_core::noise::{LUMA, STANDARD_EPS, STANDARD_STD};
@@ -201,54 +56,16 @@ pub struct PerturberOut {
     pub fill: f64,
 }
 
-/// A 3×3 convolution with padding 1 (the shape keeps its side).
-pub fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
-    conv3_strided(cin, cout, 1, device)
-}
-
-fn conv3_strided(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([cin, cout], [3, 3])
-        .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
-}
-
-/// The separable and depthwise layouts' stem: non-overlapping `d`×`d` patches (3×3, padded,
-/// at `d` = 1), in `groups` groups.
-fn patch_stem(cout: usize, d: usize, groups: usize, device: &Device) -> Conv2d {
-    let config = if d <= 1 {
-        Conv2dConfig::new([3, cout], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-    } else {
-        Conv2dConfig::new([3, cout], [d, d])
-            .with_stride([d, d])
-            .with_padding(PaddingConfig2d::Valid)
-    };
-    config.with_groups(groups).init(device)
-}
-
-/// Re-draws a convolution's weights and bias uniformly in `[0, 2/k²]` (`k²` = the kernel's
-/// fan-in per group), so it starts as a noisy local mean.
-fn positive_init(conv: Conv2d, device: &Device) -> Conv2d {
-    let dims = conv.weight.dims();
-    let fan_in = (dims[1] * dims[2] * dims[3]) as f64;
-    let dist = burn::tensor::Distribution::Uniform(0.0, 2.0 / fan_in);
-    let bias = conv
-        .bias
-        .as_ref()
-        .map(|b| Param::from_tensor(Tensor::random(b.dims(), dist, device)));
-    Conv2d {
-        weight: Param::from_tensor(Tensor::random(dims, dist, device)),
-        bias,
-        ..conv
-    }
-}
-
-/// Depthwise 3×3 convolution over `c` channels.
-fn depthwise3(c: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([c, c], [3, 3])
-        .with_groups(c)
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
+/// How the perturber's convolutions are laid out: [`PerturberLayout`] without the baseline,
+/// whose map has no network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Dense 3×3 convolutions and 3×3 heads.
+    Dense,
+    /// Patch stem, depthwise 3×3 convolutions, 1×1 heads.
+    Separable,
+    /// Per-channel patch stem, depthwise 3×3 convolutions and depthwise 3×3 heads.
+    Depthwise,
 }
 
 /// A head: 3 output maps from `cin` features (1×1 in the separable layout, depthwise 3×3 in the
@@ -269,17 +86,6 @@ fn head_conv(cin: usize, stride: usize, layout: Layout, zeros: bool, device: &De
     } else {
         config.init(device)
     }
-}
-
-/// Nearest-neighbour upsampling by an integer factor: `[N, C, H, W]` → `[N, C, H·f, W·f]`.
-pub fn upsample_nearest(x: Tensor<4>, factor: usize) -> Tensor<4> {
-    if factor <= 1 {
-        return x;
-    }
-    let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h, 1, w, 1])
-        .expand([n, c, h, factor, w, factor])
-        .reshape([n, c, h * factor, w * factor])
 }
 
 impl PerturberConfig {
@@ -446,101 +252,10 @@ pub fn standardize_shift(x: Tensor<4>, fill: f64) -> Tensor<4> {
     t.expand([n, c, h, w]) - x
 }
 
-/// Configuration of a recognizer (also used for adversaries and attackers): blocks of
-/// 3×3 conv → BatchNorm → ReLU → 2×2 max-pool, then global average pooling and a linear head.
-#[derive(Config, Debug)]
-pub struct RecognizerConfig {
-    /// Number of classes.
-    pub num_classes: usize,
-    /// Channels of each block; the depth is the length.
-    #[config(default = "vec![32, 64, 128]")]
-    pub widths: Vec<usize>,
-}
-
-/// One conv block.
-#[derive(Module, Debug)]
-pub struct Block {
-    /// 3×3 convolution.
-    pub conv: Conv2d,
-    /// Batch normalisation.
-    pub bn: BatchNorm,
-    /// 2×2 max-pool.
-    pub pool: MaxPool2d,
-}
-
-/// A small CNN classifier: `[N, 3, H, W]` → logits `[N, classes]`.
-#[derive(Module, Debug)]
-pub struct Recognizer {
-    /// Conv blocks.
-    pub blocks: Vec<Block>,
-    /// Linear head.
-    pub fc: Linear,
-}
-
-impl RecognizerConfig {
-    /// Builds a freshly initialised recognizer of RGB images.
-    pub fn init(&self, device: &Device) -> Recognizer {
-        self.init_with_channels(3, device)
-    }
-
-    /// Builds a freshly initialised recognizer of `channels`-channel inputs (feature maps, for
-    /// the ARDEN baseline). The input width is not a config field: saved configs stay readable.
-    pub fn init_with_channels(&self, channels: usize, device: &Device) -> Recognizer {
-        let mut blocks = Vec::new();
-        let mut cin = channels;
-        for &w in &self.widths {
-            blocks.push(Block {
-                conv: conv3(cin, w, device),
-                bn: BatchNormConfig::new(w).init(device),
-                pool: MaxPool2dConfig::new([2, 2]).init(),
-            });
-            cin = w;
-        }
-        Recognizer {
-            blocks,
-            fc: LinearConfig::new(cin, self.num_classes).init(device),
-        }
-    }
-}
-
-impl Block {
-    /// # Shapes
-    /// `[N, C_in, H, W]` → `[N, C_out, H/2, W/2]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool
-            .forward(activation::relu(self.bn.forward(self.conv.forward(x))))
-    }
-}
-
-impl Recognizer {
-    /// # Shapes
-    /// `x: [N, C, H, W]` (C = 3 for images; H, W divisible by 2^depth) → `[N, classes]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut h = x;
-        for b in &self.blocks {
-            h = b.forward(h);
-        }
-        let [n, c, _, _] = h.dims();
-        self.fc.forward(h.mean_dims(&[2, 3]).reshape([n, c]))
-    }
-}
-
-/// The three networks under training.
-#[derive(Debug, Clone)]
-pub struct Nets {
-    /// The perturber.
-    pub perturber: Perturber,
-    /// The recognizer.
-    pub recognizer: Recognizer,
-    /// The adversary, in adversarial mode.
-    pub adversary: Option<Recognizer>,
-    /// The frozen distillation teacher (with `distill` > 0, once warm-up is over).
-    pub teacher: Option<Recognizer>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nets::RecognizerConfig;
     use burn::optim::GradientsParams;
 
     #[test]

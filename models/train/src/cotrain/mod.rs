@@ -1,0 +1,244 @@
+//! Co-training of the perturber and the recognizer (and, in adversarial mode, an adversary),
+//! written as a hand loop in the style of burn's GAN example: several models, one optimiser each.
+//!
+//! Schedule:
+//! 1. **Warm-up** (`warmup_epochs`): the recognizer alone on clean images (after the perturber's
+//!    fixed grey or tone transform, when it has one), so the perturber's first gradients come
+//!    from a recognizer that already knows the task.
+//! 2. **Co-training**: `x' = q(clip(x + σ(x) ⊙ ε, 0, 1))` with reparameterised noise and 8-bit
+//!    quantisation through a straight-through estimator, and the loss
+//!    `CE(C(x'), y) − λ · mean(log σ(x))`, λ ramping linearly over `lambda_ramp_epochs`.
+//! 3. **Adversarial mode**: per batch, first the adversary learns the sensitive label from the
+//!    detached `x'`; then perturber and recognizer add `w · CE(prior, A(x'))`, which is smallest
+//!    when the adversary's prediction equals the class prior (not merely when it is wrong).
+//!
+//! 4. **Utility-constrained mode** (`target_accuracy`): λ is adapted by dual ascent on the
+//!    constraint "accuracy on perturbed validation images ≥ target", so the perturber adds as
+//!    much noise as a stated utility budget allows (see [`Dual`]). λ first ramps to its
+//!    starting value as usual; the control starts at full λ.
+//!
+//! 5. **Distillation** (`distill`): the recognizer as warm-up left it becomes a frozen teacher
+//!    that sees each image without noise; the recognizer is also pulled toward its soft labels.
+//!
+//! 6. **Fine-tuning** (`finetune_epochs`): the closing epochs train the recognizer alone on
+//!    images from the frozen perturber, so the cloud model ends adapted to the perturbation it
+//!    will be served instead of one that moved under it every batch.
+//!
+//! Every epoch is validated; the checkpoint with the lowest validation objective among the
+//! epochs at full λ is kept as `best`, and `last` allows `--resume`.
+
+mod dual;
+mod ops;
+mod step;
+mod targets;
+mod validate;
+
+use std::time::Instant;
+
+use burn::module::Module;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+pub use ops::{perturb, quantize_ste};
+pub use step::{Phase, StepStats, Trainer};
+
+use crate::batch;
+use crate::config::{CONTROL_EVERY, TrainConfig};
+use crate::data::{Dataset, Split};
+use crate::nets::Nets;
+use crate::run::{Checkpoint, RunDir};
+use crate::{Error, Result};
+use dual::{Dual, constrained_objective};
+
+/// Options that do not change what is trained.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Continue from the run's last checkpoint.
+    pub resume: bool,
+    /// Report progress.
+    pub progress: bool,
+}
+
+/// Trains a run from scratch or resumes it, writing everything into `run`.
+///
+/// # Errors
+/// [`Error::Input`] for unknown labels or incompatible resume state, [`Error::Io`] for files.
+pub fn train(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    split: &Split,
+    run: &RunDir,
+    opts: &TrainOptions,
+) -> Result<Nets> {
+    let device = cfg.backend.train_device()?;
+    let eval_device = cfg.backend.device()?;
+    device.seed(cfg.seed);
+    let mut tr = Trainer::new(cfg, ds, &split.train, &device)?;
+    let mut have_teacher = false;
+    let mut state = Checkpoint::default();
+    if opts.resume {
+        if let Some(saved) = run.load_last(&tr.nets, &device)? {
+            (tr.nets, state) = saved;
+            have_teacher = tr.nets.teacher.is_some();
+            (tr.opt_p, tr.opt_c, tr.opt_a) = run.load_optimizers(
+                cfg.optimizer.init(),
+                cfg.optimizer.init(),
+                cfg.optimizer.init(),
+            )?;
+            tracing::info!("resuming after epoch {}", state.epochs_done);
+        } else {
+            tracing::warn!(
+                "--resume: no checkpoint in {}, starting from scratch",
+                run.path().display()
+            );
+        }
+    } else {
+        run.reset_metrics()?;
+    }
+    run.save_config(cfg)?;
+    run.save_split(split)?;
+
+    let mut dual = cfg.target_accuracy.map(|target| Dual {
+        target,
+        rate: cfg.dual_rate,
+        lambda: state.lambda.unwrap_or(cfg.lambda),
+        accuracy: None,
+        next: 0,
+    });
+    for epoch in state.epochs_done..cfg.epochs {
+        let started = Instant::now();
+        let cotrain_epoch = epoch.checked_sub(cfg.warmup_epochs);
+        if let Some(k) = cotrain_epoch
+            && cfg.adversary_reset_epochs > 0
+            && k > 0
+            && k % cfg.adversary_reset_epochs == 0
+        {
+            device.seed(cfg.seed.wrapping_add(0xad00 + epoch as u64));
+            tr.reset_adversary();
+        }
+        device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
+        let lr = cfg.lr_at(epoch);
+        let phase = if epoch < cfg.warmup_epochs {
+            Phase::Warmup
+        } else if cfg.is_finetune(epoch) {
+            Phase::Finetune
+        } else {
+            Phase::Cotrain
+        };
+        if cfg.distill > 0.0 && phase != Phase::Warmup && !have_teacher {
+            // A snapshot, not a clone: clones share BatchNorm's running statistics, which
+            // the recognizer's training steps keep updating.
+            tr.nets.teacher = Some(tr.nets.recognizer.valid());
+            have_teacher = true;
+        }
+        // The dual controller takes over once the ramp has brought λ to its starting value: in
+        // the ramp epochs the recognizer is still adapting to the perturbation (validation
+        // accuracy dips), and controlling on that dip drove λ to its floor on UTKFace.
+        let controlling = phase == Phase::Cotrain && cfg.is_full_lambda(epoch);
+        let mut lambda = match &dual {
+            Some(d) if controlling || phase == Phase::Finetune => d.lambda,
+            _ => cfg.lambda_at(epoch),
+        };
+        let mut order = split.train.clone();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (epoch as u64).wrapping_mul(0x9e37),
+        ));
+        let bar = crate::report::bar(
+            order.len() as u64,
+            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            opts.progress,
+        );
+        let (mut loss_sum, mut correct, mut seen, mut sigma_sum) = (0.0f64, 0usize, 0usize, 0.0f64);
+        for idx in batch::chunks(&order, cfg.batch_size) {
+            let s = tr.step(ds, idx, phase, lambda, lr);
+            if let Some(d) = dual.as_mut().filter(|_| controlling)
+                && (seen / cfg.batch_size.max(1)).is_multiple_of(CONTROL_EVERY)
+            {
+                lambda = d.step(
+                    &tr.nets,
+                    ds,
+                    &split.val,
+                    cfg.batch_size,
+                    &tr.targets,
+                    cfg.noise,
+                    &eval_device,
+                );
+            }
+            loss_sum += s.loss * idx.len() as f64;
+            correct += s.correct;
+            seen += idx.len();
+            sigma_sum += s.sigma_mean * idx.len() as f64;
+            bar.inc(idx.len() as u64);
+            bar.set_status(&format!(
+                "loss {:.3} acc {:.3} σ {:.3}",
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+                sigma_sum / seen as f64
+            ));
+            if !s.loss.is_finite() {
+                return Err(Error::Train(format!(
+                    "the loss diverged (NaN/inf) in epoch {}; lower --lr or --lambda",
+                    epoch + 1
+                )));
+            }
+        }
+        bar.finish();
+        let train_secs = started.elapsed().as_secs_f64();
+        let mut m = validate::validate(
+            &tr.nets,
+            cfg,
+            ds,
+            &split.val,
+            &tr.targets,
+            cfg.noise,
+            &eval_device,
+        )?;
+        m.epoch = epoch;
+        m.phase = phase.name().into();
+        m.lambda = lambda;
+        if let Some(d) = &dual {
+            m.val_objective = constrained_objective(&m, d.target);
+            state.lambda = Some(d.lambda);
+        }
+        m.lr = lr;
+        m.train_loss = loss_sum / seen.max(1) as f64;
+        m.train_acc = correct as f64 / seen.max(1) as f64;
+        m.seconds = started.elapsed().as_secs_f64();
+        m.images_per_sec = seen as f64 / train_secs.max(1e-9);
+        crate::report::note(&format!(
+            "epoch {:>3}/{} {:<7} λ {:.3} | train loss {:.3} acc {:.3} | val acc clean {:.3} perturbed {:.3} σ {:.3}{} | {:.0} img/s",
+            epoch + 1,
+            cfg.epochs,
+            m.phase,
+            lambda,
+            m.train_loss,
+            m.train_acc,
+            m.val_acc_clean,
+            m.val_acc_perturbed,
+            m.mean_sigma,
+            m.adversary_val_acc
+                .map(|a| format!(" adv {a:.3}"))
+                .unwrap_or_default(),
+            m.images_per_sec
+        ));
+        run.append_metrics(&m)?;
+        state.epochs_done = epoch + 1;
+        let eligible = match phase {
+            Phase::Warmup => false,
+            Phase::Finetune => true,
+            Phase::Cotrain => cfg.is_full_lambda(epoch),
+        };
+        if eligible && state.best_objective.is_none_or(|b| m.val_objective < b) {
+            state.best_objective = Some(m.val_objective);
+            state.best_epoch = Some(epoch);
+            run.save_best(&tr.nets)?;
+        }
+        run.save_last(&tr.nets, &state, &tr.opt_p, &tr.opt_c, &tr.opt_a)?;
+    }
+    if state.best_epoch.is_none() {
+        // Only warm-up epochs ran (epochs ≤ warmup): the last state is all there is.
+        run.save_best(&tr.nets)?;
+    }
+    run.load_best(&tr.nets, &device)
+}

@@ -1,0 +1,190 @@
+//! One co-training step: the unit that `scrim train` repeats and `scrim bench` times, so the
+//! benchmark measures exactly what training runs.
+
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+
+use super::ops::{distillation, fixed_part, perturb, prior_cross_entropy, scalar};
+use super::targets::{Targets, targets};
+use crate::Result;
+use crate::batch;
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+use crate::nets::{Nets, RecognizerConfig};
+
+/// What a step trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The recognizer alone, on the image after the perturber's fixed transform (no noise).
+    Warmup,
+    /// Perturber and recognizer (and the adversary, in adversarial mode) on uploads.
+    Cotrain,
+    /// The recognizer alone, on uploads of the frozen perturber.
+    Finetune,
+}
+
+impl Phase {
+    /// The name written in `metrics.jsonl`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Warmup => "warmup",
+            Phase::Cotrain => "cotrain",
+            Phase::Finetune => "finetune",
+        }
+    }
+}
+
+/// What one step measured on its batch.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// The training loss.
+    pub loss: f64,
+    /// Images of the batch the recognizer classified right (on what it trained on).
+    pub correct: usize,
+    /// Mean σ of the batch (0 in warm-up).
+    pub sigma_mean: f64,
+}
+
+/// The networks, their optimisers and what they train toward.
+pub struct Trainer {
+    /// The networks under training.
+    pub nets: Nets,
+    pub(crate) opt_p: ModuleOptimizer,
+    pub(crate) opt_c: ModuleOptimizer,
+    pub(crate) opt_a: ModuleOptimizer,
+    pub(crate) targets: Targets,
+    pub(crate) adversary_cfg: Option<RecognizerConfig>,
+    cfg: TrainConfig,
+    loss_fn: CrossEntropyLoss,
+    device: Device,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("nets", &self.nets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trainer {
+    /// Fresh networks and optimisers for `cfg` on `device` (an autodiff device); the
+    /// adversary's class prior is counted over the `train` indices of `ds`.
+    ///
+    /// # Errors
+    /// Unknown labels, `--adversarial` without `--sensitive`, an unreadable key file.
+    pub fn new(cfg: &TrainConfig, ds: &Dataset, train: &[usize], device: &Device) -> Result<Self> {
+        let targets = targets(cfg, ds, train)?;
+        let n_sensitive = targets.sensitive.map(|s| ds.attributes[s].classes.len());
+        let adversary_cfg = cfg.adversarial.then(|| {
+            cfg.adversary
+                .clone()
+                .unwrap_or_else(|| RecognizerConfig::new(n_sensitive.unwrap_or(2)))
+        });
+        let nets = Nets {
+            perturber: cfg.perturber.init(device),
+            recognizer: cfg.recognizer.init(device),
+            adversary: adversary_cfg.as_ref().map(|c| c.init(device)),
+            // A template, so `--resume` can load a saved teacher; replaced after warm-up.
+            teacher: (cfg.distill > 0.0).then(|| cfg.recognizer.init(device)),
+        };
+        Ok(Self {
+            nets,
+            opt_p: cfg.optimizer.init(),
+            opt_c: cfg.optimizer.init(),
+            opt_a: cfg.optimizer.init(),
+            targets,
+            adversary_cfg,
+            cfg: cfg.clone(),
+            loss_fn: CrossEntropyLossConfig::new().init(device),
+            device: device.clone(),
+        })
+    }
+
+    /// A fresh adversary and optimiser (the staggered restarts of `adversary_reset_epochs`).
+    pub fn reset_adversary(&mut self) {
+        if let Some(c) = &self.adversary_cfg {
+            self.nets.adversary = Some(c.init(&self.device));
+            self.opt_a = self.cfg.optimizer.init();
+        }
+    }
+
+    /// One optimiser step on the images `idx` of `ds` at noise reward `lambda` and learning
+    /// rate `lr`.
+    pub fn step(
+        &mut self,
+        ds: &Dataset,
+        idx: &[usize],
+        phase: Phase,
+        lambda: f64,
+        lr: f64,
+    ) -> StepStats {
+        let (cfg, t, device) = (&self.cfg, &self.targets, &self.device);
+        let nets = &mut self.nets;
+        let x = batch::images(ds, idx, device);
+        let y = batch::labels(ds, t.desired, idx, device);
+        let (loss, logits, sigma_mean) = if phase == Phase::Warmup {
+            let logits = nets.recognizer.forward(crate::keyed::maybe_apply(
+                t.keyed.as_ref(),
+                fixed_part(&nets.perturber, x),
+            ));
+            (self.loss_fn.forward(logits.clone(), y), logits, 0.0)
+        } else {
+            let finetune = phase == Phase::Finetune;
+            // Fine-tuning freezes the perturber: no graph through it, only the recognizer
+            // learns.
+            let frozen;
+            let perturber = if finetune {
+                frozen = nets.perturber.clone().no_grad();
+                &frozen
+            } else {
+                &nets.perturber
+            };
+            let out = perturber.forward(x.clone());
+            let xp =
+                crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x.clone(), &out, cfg.noise));
+            let logits = nets.recognizer.forward(xp.clone());
+            let mut loss = self.loss_fn.forward(logits.clone(), y);
+            if let Some(teacher) = &nets.teacher {
+                loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);
+            }
+            if !finetune {
+                loss = loss + out.log_sigma.clone().mean().mul_scalar(-lambda);
+            }
+            // Not in fine-tuning: the adversary stays as co-training left it.
+            if !finetune && let (Some(adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
+                let ys = batch::labels(ds, s, idx, device);
+                let a_loss = self.loss_fn.forward(adv.forward(xp.clone().detach()), ys);
+                let mut g = a_loss.backward();
+                let ga = GradientsParams::from_module(&mut g, &adv);
+                let adv = self.opt_a.step(lr, adv, ga);
+                let reward = prior_cross_entropy(adv.forward(xp), &t.prior);
+                loss = loss + reward.mul_scalar(cfg.adversary_weight);
+                nets.adversary = Some(adv);
+            }
+            let s = scalar(out.sigma.mean());
+            (loss, logits, s)
+        };
+        let mut grads = loss.backward();
+        if phase == Phase::Cotrain {
+            let gp = GradientsParams::from_module(&mut grads, &nets.perturber);
+            nets.perturber =
+                self.opt_p
+                    .step(lr * cfg.perturber_lr_scale, nets.perturber.clone(), gp);
+        }
+        let gc = GradientsParams::from_module(&mut grads, &nets.recognizer);
+        nets.recognizer = self.opt_c.step(lr, nets.recognizer.clone(), gc);
+        let labels = &ds.attributes[t.desired].labels;
+        let correct = batch::predictions(logits)
+            .iter()
+            .zip(idx)
+            .filter(|(p, i)| **p == labels[**i] as usize)
+            .count();
+        StepStats {
+            loss: scalar(loss),
+            correct,
+            sigma_mean,
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! What a run trains toward: the desired and sensitive attributes, the sensitive class prior,
+//! and the key-based transform in front of the recognizer.
+
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+use crate::{Error, Result};
+
+/// Indices of the desired and sensitive attributes in the dataset.
+pub(crate) struct Targets {
+    pub desired: usize,
+    pub sensitive: Option<usize>,
+    pub prior: Vec<f32>,
+    /// The key-based transform every recognizer input goes through (after the perturbation).
+    pub keyed: Option<scrim_core::BlockTransform>,
+}
+
+/// The targets of `cfg` on `ds`; the sensitive prior is counted over the `train` indices.
+///
+/// # Errors
+/// Unknown labels, `--adversarial` without `--sensitive`, an unreadable key file.
+pub(crate) fn targets(cfg: &TrainConfig, ds: &Dataset, train: &[usize]) -> Result<Targets> {
+    let pos = |name: &str| -> Result<usize> {
+        let a = ds.attribute(name)?;
+        Ok(ds
+            .attributes
+            .iter()
+            .position(|b| b.name == a.name)
+            .unwrap_or(0))
+    };
+    let desired = pos(&cfg.desired)?;
+    let sensitive = cfg.sensitive.as_deref().map(pos).transpose()?;
+    if cfg.adversarial && sensitive.is_none() {
+        return Err(Error::Input("--adversarial needs --sensitive LABEL".into()));
+    }
+    let mut prior = Vec::new();
+    if let Some(s) = sensitive {
+        let a = &ds.attributes[s];
+        let mut counts = vec![0f32; a.classes.len()];
+        for &i in train {
+            counts[a.labels[i] as usize] += 1.0;
+        }
+        let total: f32 = counts.iter().sum::<f32>().max(1.0);
+        prior = counts.iter().map(|c| c / total).collect();
+    }
+    Ok(Targets {
+        desired,
+        sensitive,
+        prior,
+        keyed: crate::keyed::load(cfg.block_key.as_ref())?,
+    })
+}

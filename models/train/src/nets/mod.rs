@@ -1,0 +1,27 @@
+//! The three networks: the on-device [`Perturber`], the cloud [`Recognizer`], and the
+//! [`Recognizer`] family reused as adversary and attacker.
+
+mod config;
+mod layers;
+mod perturber;
+mod recognizer;
+
+pub use config::{PerturberConfig, PerturberLayout, SIGMA_INIT, head_bias_for};
+pub use layers::{conv3, upsample_nearest};
+pub use perturber::{
+    LUMA, Perturber, PerturberOut, STANDARD_EPS, STANDARD_STD, gray_shift, standardize_shift,
+};
+pub use recognizer::{Block, Recognizer, RecognizerConfig};
+
+/// The three networks under training.
+#[derive(Debug, Clone)]
+pub struct Nets {
+    /// The perturber.
+    pub perturber: Perturber,
+    /// The recognizer.
+    pub recognizer: Recognizer,
+    /// The adversary, in adversarial mode.
+    pub adversary: Option<Recognizer>,
+    /// The frozen distillation teacher (with `distill` > 0, once warm-up is over).
+    pub teacher: Option<Recognizer>,
+}
