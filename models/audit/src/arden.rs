@@ -184,7 +184,7 @@ pub(super) fn audit_arden(
         .arden
         .as_ref()
         .map(|a| a.block.clone())
-        .ok_or_else(|| Error::Train("the ARDEN block was not set".into()))?;
+        .ok_or_else(|| Error::Internal("the ARDEN block was not set".into()))?;
     let client = Client {
         block,
         nullify: nullify as f32,
@@ -292,7 +292,7 @@ fn clean_feature_attacker(
     };
     let (train, val, device) = (ctx.train, ctx.val, ctx.device.clone());
     let Some(shared) = ctx.arden.as_mut() else {
-        return Err(Error::Train("the ARDEN block was not set".into()));
+        return Err(Error::Internal("the ARDEN block was not set".into()));
     };
     if let Some(m) = shared.clean_attackers.get(attr) {
         return Ok(m.clone());
@@ -309,7 +309,9 @@ fn clean_feature_attacker(
         ..
     }) = ctx.arden.as_ref()
     else {
-        return Err(Error::Train("the clean ARDEN features were not set".into()));
+        return Err(Error::Internal(
+            "the clean ARDEN features were not set".into(),
+        ));
     };
     let m = ctx.train_attacker(
         ctrain,

@@ -559,7 +559,7 @@ pub fn audit(req: &AuditRequest) -> Result<AuditReport> {
             }
             (_, Some(r)) => audit_scheme(&mut ctx, &name, scheme, r)?,
             (_, None) => {
-                return Err(Error::Train(format!("{name}: scheme not resolved")));
+                return Err(Error::Internal(format!("{name}: scheme not resolved")));
             }
         };
         print_scheme(&report);
@@ -603,7 +603,7 @@ fn assemble(
 
 fn save_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let json = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Train(format!("cannot serialise the report: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot serialise the report: {e}")))?;
     std::fs::write(path, json).map_err(|e| Error::io(path, e))
 }
 

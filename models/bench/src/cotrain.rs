@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::BenchOptions;
 use super::python;
-use scrim_train::Result;
+use crate::Result;
 use scrim_train::batch;
 use scrim_train::config::TrainConfig;
 use scrim_train::cotrain::{Phase, Trainer};
@@ -131,14 +131,14 @@ fn step(t: &mut Trainer, cfg: &TrainConfig, ds: &Dataset, idx: &[usize]) {
 }
 
 fn synthetic(count: usize, size: usize) -> Result<Dataset> {
-    data::load(
+    Ok(data::load(
         &DataSpec::Synthetic(SyntheticConfig { count, seed: 11 }),
         &LoadOptions {
             size,
             cache: false,
             progress: false,
         },
-    )
+    )?)
 }
 
 /// Section 2.

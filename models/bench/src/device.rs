@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::BenchOptions;
 use super::python;
+use crate::{Error, Result};
 use scrim_train::export::{perturber_onnx, perturber_outputs, recognizer_onnx};
 use scrim_train::nets::Nets;
 use scrim_train::nets::{self, RecognizerConfig};
 use scrim_train::run::RunDir;
-use scrim_train::{Error, Result};
 
 /// One perturber architecture at one image side.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ pub(crate) fn test_jpeg(size: usize) -> Result<Vec<u8>> {
     });
     let mut buf = std::io::Cursor::new(Vec::new());
     img.write_to(&mut buf, image::ImageFormat::Jpeg)
-        .map_err(|e| Error::Input(format!("cannot encode the test JPEG: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot encode the test JPEG: {e}")))?;
     Ok(buf.into_inner())
 }
 

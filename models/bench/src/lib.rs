@@ -13,6 +13,7 @@
 
 mod cotrain;
 mod device;
+mod error;
 mod python;
 mod report;
 mod server;
@@ -26,8 +27,8 @@ pub use device::{FileSize, MemoryReport, PerturbRow, RssProbe, RssRow, rss_probe
 pub use report::{Machine, markdown};
 pub use server::{ServerLevel, ServerReport};
 
+pub use error::{Error, Result};
 use scrim_train::nets::{PerturberConfig, PerturberLayout};
-use scrim_train::{Error, Result};
 
 /// What to measure and where to write it.
 #[derive(Debug, Clone)]
@@ -256,7 +257,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     };
     let json = opts.out.join("bench.json");
     let text = serde_json::to_string_pretty(&report)
-        .map_err(|e| Error::Input(format!("bench.json: {e}")))?;
+        .map_err(|e| Error::Internal(format!("bench.json: {e}")))?;
     std::fs::write(&json, text).map_err(|e| Error::io(&json, e))?;
     if let Some(doc) = &opts.doc {
         if let Some(dir) = doc.parent().filter(|d| !d.as_os_str().is_empty()) {

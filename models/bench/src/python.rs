@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::BenchOptions;
-use scrim_train::{Error, Result};
+use crate::{Error, Result};
 
 /// `bench/ort_perturb.py`: times ONNX files in onnxruntime on one thread, on request.
 pub(crate) const ORT_SCRIPT: &str = include_str!("../../../bench/ort_perturb.py");
@@ -129,17 +129,20 @@ pub(crate) fn run_script(
         .output()
         .map_err(|e| Error::io(python, e))?;
     if !out.status.success() {
-        return Err(Error::Input(format!(
-            "{name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )));
+        return Err(Error::reference(
+            name,
+            format!(
+                "failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        ));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line).map_err(|e| Error::Input(format!("{name}: bad output: {e}")))
+    serde_json::from_str(line).map_err(|e| Error::reference(name, format!("bad output: {e}")))
 }
 
 /// `bench/ort_perturb.py` running in the background with every model loaded: the bench asks it
@@ -167,7 +170,7 @@ impl OrtWorker {
             .spawn()
             .map_err(|e| Error::io(python, e))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(Error::Input("ort_perturb.py: no pipes to the child".into()));
+            return Err(Error::reference("ort_perturb.py", "no pipes to the child"));
         };
         let mut worker = Self {
             child,
@@ -185,10 +188,10 @@ impl OrtWorker {
         use std::io::Write;
         writeln!(self.stdin, "{index} {iterations}")
             .and_then(|()| self.stdin.flush())
-            .map_err(|e| Error::Input(format!("ort_perturb.py stopped: {e}")))?;
+            .map_err(|e| Error::reference("ort_perturb.py", format!("stopped: {e}")))?;
         self.reply()?["median_ms"]
             .as_f64()
-            .ok_or_else(|| Error::Input("ort_perturb.py: reply without median_ms".into()))
+            .ok_or_else(|| Error::reference("ort_perturb.py", "reply without median_ms"))
     }
 
     fn reply(&mut self) -> Result<serde_json::Value> {
@@ -202,13 +205,13 @@ impl OrtWorker {
                 let _ = e.read_to_string(&mut err);
             }
             let _ = self.child.wait();
-            return Err(Error::Input(format!(
-                "ort_perturb.py failed: {}",
-                err.lines().last().unwrap_or("no output")
-            )));
+            return Err(Error::reference(
+                "ort_perturb.py",
+                format!("failed: {}", err.lines().last().unwrap_or("no output")),
+            ));
         }
         serde_json::from_str(&line)
-            .map_err(|e| Error::Input(format!("ort_perturb.py: bad output: {e}")))
+            .map_err(|e| Error::reference("ort_perturb.py", format!("bad output: {e}")))
     }
 }
 

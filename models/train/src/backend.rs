@@ -29,9 +29,11 @@ impl std::str::FromStr for Backend {
             "flex" => Ok(Backend::Flex),
             "ndarray" => Ok(Backend::Ndarray),
             "wgpu" => Ok(Backend::Wgpu),
-            other => Err(Error::Input(format!(
-                "unknown backend {other:?}; use flex, ndarray or wgpu"
-            ))),
+            other => Err(Error::UnknownName {
+                what: "backend",
+                given: other.into(),
+                expected: "flex, ndarray or wgpu",
+            }),
         }
     }
 }
@@ -50,7 +52,7 @@ impl Backend {
     /// The device for inference (no autodiff).
     ///
     /// # Errors
-    /// [`Error::Input`] when the backend was not compiled in.
+    /// [`Error::BackendMissing`] when the backend was not compiled in.
     pub fn device(self) -> Result<Device> {
         match self {
             Backend::Flex => Ok(Device::flex()),
@@ -59,9 +61,7 @@ impl Backend {
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Ok(Device::wgpu(Default::default())),
             #[allow(unreachable_patterns)]
-            other => Err(Error::Input(format!(
-                "backend {other} is not compiled in; rebuild with `--features {other}`"
-            ))),
+            other => Err(Error::BackendMissing(other)),
         }
     }
 

@@ -138,52 +138,69 @@ impl TrainConfig {
     /// command-line flag.
     ///
     /// # Errors
-    /// [`Error::Input`] for the first option out of range.
+    /// [`Error::InvalidOption`] for the first option out of range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Input(msg));
         let depth = self.recognizer.widths.len();
         if !self.size.is_multiple_of(1 << depth) {
-            return bad(format!(
-                "--size {} must be divisible by 2^{depth} (the recognizer halves it {depth} times)",
-                self.size
+            return Err(Error::option(
+                "--size",
+                format!(
+                    "{} must be divisible by 2^{depth} (the recognizer halves it {depth} times)",
+                    self.size
+                ),
             ));
         }
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            return bad(format!("--lambda must be ≥ 0, got {}", self.lambda));
+            return Err(Error::option(
+                "--lambda",
+                format!("must be ≥ 0, got {}", self.lambda),
+            ));
         }
         if let Some(t) = self.target_accuracy {
             if !(t > 0.0 && t < 1.0) {
-                return bad(format!(
-                    "--target-accuracy is a fraction in (0, 1), got {t}"
+                return Err(Error::option(
+                    "--target-accuracy",
+                    format!("is a fraction in (0, 1), got {t}"),
                 ));
             }
             if self.lambda <= 0.0 {
-                return bad(
-                    "--target-accuracy starts from --lambda, which must be positive".into(),
-                );
+                return Err(Error::option(
+                    "--target-accuracy",
+                    "starts from --lambda, which must be positive",
+                ));
             }
         }
         if !(self.dual_rate > 0.0 && self.dual_rate.is_finite()) {
-            return bad(format!(
-                "--dual-rate must be positive, got {}",
-                self.dual_rate
+            return Err(Error::option(
+                "--dual-rate",
+                format!("must be positive, got {}", self.dual_rate),
             ));
         }
-        if self.epochs == 0 || self.batch_size == 0 {
-            return bad("--epochs and --batch-size must be positive".into());
+        if self.epochs == 0 {
+            return Err(Error::option("--epochs", "must be positive"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::option("--batch-size", "must be positive"));
         }
         if !(self.distill >= 0.0 && self.distill.is_finite()) {
-            return bad(format!("--distill must be ≥ 0, got {}", self.distill));
+            return Err(Error::option(
+                "--distill",
+                format!("must be ≥ 0, got {}", self.distill),
+            ));
         }
         if self.distill > 0.0 && self.warmup_epochs == 0 {
-            return bad(
-                "--distill needs a warm-up epoch (--warmup ≥ 1): warm-up trains the teacher".into(),
-            );
+            return Err(Error::option(
+                "--distill",
+                "needs a warm-up epoch (--warmup ≥ 1): warm-up trains the teacher",
+            ));
         }
         if self.finetune_epochs > 0 && self.warmup_epochs + self.finetune_epochs >= self.epochs {
-            return bad(format!(
-                "--finetune-epochs {} leaves no co-training epoch: --epochs {} must exceed --warmup {} + --finetune-epochs",
-                self.finetune_epochs, self.epochs, self.warmup_epochs
+            return Err(Error::option(
+                "--finetune-epochs",
+                format!(
+                    "{} leaves no co-training epoch: --epochs {} must exceed --warmup {} + --finetune-epochs",
+                    self.finetune_epochs, self.epochs, self.warmup_epochs
+                ),
             ));
         }
         self.perturber.validate(self.size)

@@ -54,8 +54,9 @@ pub fn perturb_dataset(perturber: &Perturber, ds: &Dataset, progress: bool) -> R
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Train("a perturbation thread panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Internal("a perturbation thread panicked".into()))
+                })
             })
             .collect()
     });
@@ -116,7 +117,7 @@ impl Accuracy {
 /// Accuracy of an ONNX recognizer (tract) on attribute `attr` of `ds`.
 ///
 /// # Errors
-/// Model errors; [`Error::Input`] for an unknown attribute.
+/// Model errors; [`Error::UnknownLabel`] for an unknown attribute.
 pub fn onnx_accuracy(model: &Model, ds: &Dataset, attr: &str) -> Result<Accuracy> {
     onnx_accuracy_keyed(model, ds, attr, None)
 }
@@ -213,7 +214,7 @@ pub struct Trained {
 /// [`Dataset`]) or any other [`Inputs`]; the network's first block takes their channels.
 ///
 /// # Errors
-/// [`Error::Input`] for an unknown attribute.
+/// [`Error::UnknownLabel`] for an unknown attribute.
 // Eight arguments: every caller passes all of them, and a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier<I: Inputs + ?Sized>(
@@ -284,7 +285,7 @@ pub fn train_classifier<I: Inputs + ?Sized>(
 /// Accuracy of a burn classifier on attribute `attr` of `ds` (images or other [`Inputs`]).
 ///
 /// # Errors
-/// [`Error::Input`] for an unknown attribute.
+/// [`Error::UnknownLabel`] for an unknown attribute.
 pub fn burn_accuracy<I: Inputs + ?Sized>(
     model: &Recognizer,
     ds: &I,

@@ -191,7 +191,7 @@ pub const EXPORT_TOLERANCE: f32 = 1e-4;
 /// [`EXPORT_TOLERANCE`].
 ///
 /// # Errors
-/// [`Error::Train`] when tract and burn disagree; I/O and model errors otherwise.
+/// [`Error::ExportMismatch`] when tract and burn disagree; I/O and model errors otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn export(
     run: &RunDir,
@@ -251,7 +251,7 @@ pub fn export(
         .manifest()
         .perturber
         .clone()
-        .ok_or_else(|| Error::Train("perturber manifest without its section".into()))?;
+        .ok_or_else(|| Error::Internal("perturber manifest without its section".into()))?;
     let maps = scrim_core::perturb::maps_from_outputs(&spec, &xs, tp.run(&xs)?)?;
     let mut tract_sigma = maps.sigma.into_data();
     for t in [maps.shift, maps.keep].into_iter().flatten() {
@@ -267,10 +267,11 @@ pub fn export(
     if report.perturber_max_abs_diff > EXPORT_TOLERANCE
         || report.recognizer_max_abs_diff > EXPORT_TOLERANCE
     {
-        return Err(Error::Train(format!(
-            "the exported ONNX disagrees with burn: max |diff| σ {:.2e}, logits {:.2e} (> {EXPORT_TOLERANCE:.0e})",
-            report.perturber_max_abs_diff, report.recognizer_max_abs_diff
-        )));
+        return Err(Error::ExportMismatch {
+            sigma: report.perturber_max_abs_diff,
+            logits: report.recognizer_max_abs_diff,
+            tolerance: EXPORT_TOLERANCE,
+        });
     }
     run.save_json("export-check.json", &report)?;
     Ok(report)

@@ -139,13 +139,13 @@ pub fn maybe_apply(t: Option<&BlockTransform>, x: Tensor<4>) -> Tensor<4> {
 /// Checks that the images of a model's input size can be cut into the key's blocks.
 ///
 /// # Errors
-/// [`Error::Input`] otherwise.
+/// [`Error::InvalidOption`] otherwise.
 pub fn check_size(t: &BlockTransform, size: usize) -> Result<()> {
     if !size.is_multiple_of(t.block()) {
-        return Err(Error::Input(format!(
-            "--block {} must divide the image size {size}",
-            t.block()
-        )));
+        return Err(Error::option(
+            "--block",
+            format!("{} must divide the image size {size}", t.block()),
+        ));
     }
     Ok(())
 }

@@ -80,10 +80,10 @@ pub struct RunDir {
 }
 
 fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Input(format!(
-        "{}: cannot read or write weights: {e}",
-        path.display()
-    ))
+    Error::BadRecord {
+        path: path.to_path_buf(),
+        reason: format!("cannot read or write weights: {e}"),
+    }
 }
 
 impl RunDir {
@@ -101,14 +101,10 @@ impl RunDir {
     /// Opens an existing run (it must have a `config.json`).
     ///
     /// # Errors
-    /// [`Error::Input`] when the folder is not a run.
+    /// [`Error::NotARun`] when the folder is not a run.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join("config.json").is_file() {
-            return Err(Error::Input(format!(
-                "{} is not a training run (no config.json); train one with `scrim train --out {}`",
-                path.display(),
-                path.display()
-            )));
+            return Err(Error::NotARun(path.to_path_buf()));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -134,14 +130,18 @@ impl RunDir {
 
     fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
         let path = self.file(name);
-        let text = serde_json::to_string_pretty(value).map_err(|e| Error::Train(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
     }
 
     fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
         let path = self.file(name);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|e| Error::BadRecord {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Saves the training configuration.
@@ -154,7 +154,7 @@ impl RunDir {
     /// Loads the training configuration.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Input`] for a malformed file.
+    /// [`Error::Io`] or [`Error::BadRecord`] for a malformed file.
     pub fn load_config(&self) -> Result<TrainConfig> {
         // Runs written before an option existed lack its field: fill every missing field with
         // today's default, so older runs stay loadable (and mean what they meant).
@@ -172,10 +172,15 @@ impl RunDir {
                 .unwrap_or(crate::data::DataSpec::Synthetic(Default::default())),
             desired,
         );
-        let mut merged = serde_json::to_value(&defaults)
-            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        let mut merged = serde_json::to_value(&defaults).map_err(|e| Error::BadRecord {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         merge_json(&mut merged, saved);
-        serde_json::from_value(merged).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+        serde_json::from_value(merged).map_err(|e| Error::BadRecord {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
     }
     /// Saves the split.
     ///
@@ -187,7 +192,7 @@ impl RunDir {
     /// Loads the split.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Input`].
+    /// [`Error::Io`] or [`Error::BadRecord`].
     pub fn load_split(&self) -> Result<Split> {
         self.read_json("split.json")
     }
@@ -211,22 +216,24 @@ impl RunDir {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        let line = serde_json::to_string(m).map_err(|e| Error::Train(e.to_string()))?;
+        let line = serde_json::to_string(m).map_err(|e| Error::Internal(e.to_string()))?;
         writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
     }
 
     /// Reads `metrics.jsonl`.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Input`].
+    /// [`Error::Io`] or [`Error::BadRecord`].
     pub fn metrics(&self) -> Result<Vec<EpochMetrics>> {
         let path = self.file("metrics.jsonl");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
-                serde_json::from_str(l)
-                    .map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+                serde_json::from_str(l).map_err(|e| Error::BadRecord {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
             })
             .collect()
     }
@@ -299,7 +306,7 @@ impl RunDir {
     /// Loads the best checkpoint into networks shaped like `template`.
     ///
     /// # Errors
-    /// [`Error::Input`] when the weights are missing or do not fit.
+    /// [`Error::BadRecord`] when the weights are missing or do not fit.
     pub fn load_best(&self, template: &Nets, device: &Device) -> Result<Nets> {
         self.load_nets("best", template, device)
     }

@@ -214,7 +214,7 @@ pub fn eval_levels(req: &EvalLevelsRequest) -> Result<LevelsReport> {
         rows,
     };
     let json = serde_json::to_string_pretty(&report)
-        .map_err(|e| Error::Train(format!("levels.json: {e}")))?;
+        .map_err(|e| Error::Internal(format!("levels.json: {e}")))?;
     let path = req.out.join("levels.json");
     std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
     let path = req.out.join("levels.md");

@@ -189,7 +189,7 @@ pub fn pss_scores(
         let g = log_alpha
             .grad(&grads)
             .map(batch::to_vec)
-            .ok_or_else(|| Error::Train("PSS: the gates received no gradient".into()))?;
+            .ok_or_else(|| Error::Internal("PSS: the gates received no gradient".into()))?;
         let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
         for i in 0..n {
             m[i] = b1 * m[i] + (1.0 - b1) * g[i];

@@ -305,7 +305,7 @@ pub fn select(req: &SelectRequest) -> Result<SelectReport> {
         files,
     };
     let json = serde_json::to_string_pretty(&report)
-        .map_err(|e| Error::Train(format!("protection.json: {e}")))?;
+        .map_err(|e| Error::Internal(format!("protection.json: {e}")))?;
     write(&req.out.join("protection.json"), json.as_bytes())?;
     Ok(report)
 }

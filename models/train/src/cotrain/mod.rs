@@ -63,7 +63,7 @@ pub struct TrainOptions {
 /// Trains a run from scratch or resumes it, writing everything into `run`.
 ///
 /// # Errors
-/// [`Error::Input`] for unknown labels or incompatible resume state, [`Error::Io`] for files.
+/// [`Error::UnknownLabel`], [`Error::BadRecord`] for an incompatible resume state, [`Error::Io`] for files.
 pub fn train(
     cfg: &TrainConfig,
     ds: &Dataset,
@@ -177,10 +177,7 @@ pub fn train(
                 sigma_sum / seen as f64
             ));
             if !s.loss.is_finite() {
-                return Err(Error::Train(format!(
-                    "the loss diverged (NaN/inf) in epoch {}; lower --lr or --lambda",
-                    epoch + 1
-                )));
+                return Err(Error::Diverged { epoch: epoch + 1 });
             }
         }
         bar.finish();

@@ -30,7 +30,7 @@ pub(crate) fn targets(cfg: &TrainConfig, ds: &Dataset, train: &[usize]) -> Resul
     let desired = pos(&cfg.desired)?;
     let sensitive = cfg.sensitive.as_deref().map(pos).transpose()?;
     if cfg.adversarial && sensitive.is_none() {
-        return Err(Error::Input("--adversarial needs --sensitive LABEL".into()));
+        return Err(Error::option("--adversarial", "needs --sensitive LABEL"));
     }
     let mut prior = Vec::new();
     if let Some(s) = sensitive {

@@ -80,7 +80,7 @@ impl Dataset {
     /// Finds an attribute by name, with a message listing the ones that exist.
     ///
     /// # Errors
-    /// [`Error::Input`] for an unknown name.
+    /// [`Error::UnknownLabel`] for an unknown name.
     pub fn attribute(&self, name: &str) -> Result<&Attribute> {
         let canonical = match name {
             "age" => "age_group",
@@ -89,12 +89,9 @@ impl Dataset {
         self.attributes
             .iter()
             .find(|a| a.name == canonical)
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.attributes.iter().map(|a| a.name.as_str()).collect();
-                Error::Input(format!(
-                    "unknown label {name:?}; this dataset has: {}",
-                    known.join(", ")
-                ))
+            .ok_or_else(|| Error::UnknownLabel {
+                name: name.into(),
+                known: self.attributes.iter().map(|a| a.name.clone()).collect(),
             })
     }
 

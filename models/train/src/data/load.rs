@@ -24,13 +24,13 @@ pub struct LoadOptions {
 /// Loads a dataset at `size × size`, from the cache when possible.
 ///
 /// # Errors
-/// [`Error::Input`] for a missing source, an empty dataset or malformed labels (CSV).
+/// [`Error::InvalidOption`] for a size out of range, [`Error::BadData`] for a missing source or malformed labels (CSV), [`Error::NoImages`] for an empty dataset.
 pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Dataset> {
     if opts.size < 8 || opts.size > 512 {
-        return Err(Error::Input(format!(
-            "--size must be in 8..=512, got {}",
-            opts.size
-        )));
+        return Err(Error::option(
+            "--size",
+            format!("must be in 8..=512, got {}", opts.size),
+        ));
     }
     let ds = match spec {
         DataSpec::Synthetic(cfg) => synthetic::generate(cfg, opts.size),
@@ -41,7 +41,7 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Dataset> {
         DataSpec::Csv(file) => load_csv(file, opts)?,
     };
     if ds.is_empty() {
-        return Err(Error::Input(format!("{spec}: no images found")));
+        return Err(Error::NoImages(spec.to_string()));
     }
     Ok(ds)
 }
@@ -54,10 +54,10 @@ fn cached(
     load: impl FnOnce() -> Result<Dataset>,
 ) -> Result<Dataset> {
     if !root.exists() {
-        return Err(Error::Input(format!(
-            "{spec}: {} does not exist",
-            root.display()
-        )));
+        return Err(Error::data(
+            spec,
+            format!("{} does not exist", root.display()),
+        ));
     }
     if !opts.cache {
         return load();
@@ -180,11 +180,13 @@ fn load_imagefolder(root: &Path, prefix: &str, opts: &LoadOptions) -> Result<Dat
     classes.sort();
     classes.dedup();
     if classes.len() < 2 {
-        return Err(Error::Input(format!(
-            "{}: an ImageFolder needs at least two class folders (class/image.jpg), found {}",
+        return Err(Error::data(
             root.display(),
-            classes.len()
-        )));
+            format!(
+                "an ImageFolder needs at least two class folders (class/image.jpg), found {}",
+                classes.len()
+            ),
+        ));
     }
     let labels = class_of
         .iter()
@@ -207,34 +209,31 @@ fn load_csv(file: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<String> = lines
         .next()
-        .ok_or_else(|| Error::Input(format!("{}: empty CSV", file.display())))?
+        .ok_or_else(|| Error::data(file.display(), "empty CSV"))?
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
     let path_col = header.iter().position(|h| h == "path").ok_or_else(|| {
-        Error::Input(format!(
-            "{}: the header needs a `path` column, got {header:?}",
-            file.display()
-        ))
+        Error::data(
+            file.display(),
+            format!("the header needs a `path` column, got {header:?}"),
+        )
     })?;
     if header.len() < 2 {
-        return Err(Error::Input(format!(
-            "{}: no label columns besides `path`",
-            file.display()
-        )));
+        return Err(Error::data(
+            file.display(),
+            "no label columns besides `path`",
+        ));
     }
     let base = file.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
     for (n, line) in lines.enumerate() {
         let cells: Vec<&str> = line.split(',').map(str::trim).collect();
         if cells.len() != header.len() {
-            return Err(Error::Input(format!(
-                "{} line {}: {} cells, the header has {}",
-                file.display(),
-                n + 2,
-                cells.len(),
-                header.len()
-            )));
+            return Err(Error::data(
+                format!("{} line {}", file.display(), n + 2),
+                format!("{} cells, the header has {}", cells.len(), header.len()),
+            ));
         }
         rows.push(cells.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     }
@@ -243,10 +242,7 @@ fn load_csv(file: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let bar = crate::report::bar(paths.len() as u64, "decoding", opts.progress);
     for p in &paths {
         let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-        images.extend(
-            decode_resize(&bytes, opts.size)
-                .map_err(|e| Error::Input(format!("{}: {e}", p.display())))?,
-        );
+        images.extend(decode_resize(&bytes, opts.size).map_err(|e| Error::data(p.display(), e))?);
         bar.inc(1);
     }
     bar.finish();

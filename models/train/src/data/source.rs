@@ -79,16 +79,16 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> 
 /// `prefix`, sorted by path.
 pub(crate) fn list(root: &Path, prefix: &str) -> Result<Vec<PathOrEntry>> {
     if !root.exists() {
-        return Err(Error::Input(format!("{} does not exist", root.display())));
+        return Err(Error::NotFound(root.to_path_buf()));
     }
     if is_archive(root) {
         return Ok(vec![PathOrEntry::Archive(root.to_path_buf())]);
     }
     if !root.is_dir() {
-        return Err(Error::Input(format!(
-            "{} is neither a folder nor a .tar.gz archive",
-            root.display()
-        )));
+        return Err(Error::data(
+            root.display(),
+            "is neither a folder nor a .tar.gz archive",
+        ));
     }
     let mut files = Vec::new();
     walk(root, &mut |p, _| {
@@ -153,8 +153,7 @@ fn read_archive(
         Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
     };
     let mut archive = tar::Archive::new(reader);
-    let bad =
-        |e: std::io::Error| Error::Input(format!("{}: unreadable archive: {e}", path.display()));
+    let bad = |e: std::io::Error| Error::data(path.display(), format!("unreadable archive: {e}"));
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         if !entry.header().entry_type().is_file() {

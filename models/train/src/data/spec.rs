@@ -36,17 +36,20 @@ impl std::str::FromStr for DataSpec {
                 let mut cfg = SyntheticConfig::default();
                 if !rest.is_empty() {
                     cfg.count = rest.parse().map_err(|_| {
-                        Error::Input(format!(
-                            "synthetic:N needs a number of images, got {rest:?}"
-                        ))
+                        Error::option(
+                            "synthetic:N",
+                            format!("needs a number of images, got {rest:?}"),
+                        )
                     })?;
                 }
                 Ok(DataSpec::Synthetic(cfg))
             }
-            _ => Err(Error::Input(format!(
-                "unknown data source {s:?}; use utkface:DIR, imagefolder:DIR[#SUBDIR], csv:FILE \
-                 or synthetic[:N] (DIR may also be a .tar.gz archive)"
-            ))),
+            _ => Err(Error::UnknownName {
+                what: "data source",
+                given: s.into(),
+                expected: "utkface:DIR, imagefolder:DIR[#SUBDIR], csv:FILE or synthetic[:N] \
+                           (DIR may also be a .tar.gz archive)",
+            }),
         }
     }
 }

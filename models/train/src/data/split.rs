@@ -42,7 +42,7 @@ impl Split {
     /// Splits `ds` stratified by `attribute`.
     ///
     /// # Errors
-    /// [`Error::Input`] for an unknown attribute, bad fractions, or a split with an empty part.
+    /// [`Error::UnknownLabel`], [`Error::InvalidOption`] for bad fractions, [`Error::BadData`] for a split with an empty part.
     pub fn stratified(
         ds: &Dataset,
         attribute: &str,
@@ -52,9 +52,10 @@ impl Split {
         let attr = ds.attribute(attribute)?;
         let SplitFractions { val, test } = fractions;
         if !(0.0..1.0).contains(&val) || !(0.0..1.0).contains(&test) || val + test >= 1.0 {
-            return Err(Error::Input(format!(
-                "bad split fractions: val {val}, test {test}"
-            )));
+            return Err(Error::option(
+                "split fractions",
+                format!("out of range: val {val}, test {test}"),
+            ));
         }
         let mut split = Split {
             train: Vec::new(),
@@ -84,13 +85,15 @@ impl Split {
             part.sort_unstable();
         }
         if split.train.is_empty() || split.test.is_empty() || (val > 0.0 && split.val.is_empty()) {
-            return Err(Error::Input(format!(
-                "{} images are too few to split into train/val/test ({} / {} / {})",
-                ds.len(),
-                split.train.len(),
-                split.val.len(),
-                split.test.len()
-            )));
+            return Err(Error::data(
+                format!("{} images", ds.len()),
+                format!(
+                    "too few to split into train/val/test ({} / {} / {})",
+                    split.train.len(),
+                    split.val.len(),
+                    split.test.len()
+                ),
+            ));
         }
         Ok(split)
     }

@@ -102,9 +102,11 @@ impl std::str::FromStr for PerturberLayout {
             "separable" => Ok(Self::Separable),
             "depthwise" => Ok(Self::Depthwise),
             "input-independent" => Ok(Self::InputIndependent),
-            other => Err(crate::Error::Input(format!(
-                "unknown perturber layout {other:?}; use dense, separable, depthwise or input-independent"
-            ))),
+            other => Err(crate::Error::UnknownName {
+                what: "perturber layout",
+                given: other.into(),
+                expected: "dense, separable, depthwise or input-independent",
+            }),
         }
     }
 }
@@ -113,31 +115,31 @@ impl PerturberConfig {
     /// Checks the perturber's options for images of side `size`.
     ///
     /// # Errors
-    /// [`crate::Error::Input`] naming the command-line flag.
+    /// [`crate::Error::InvalidOption`] naming the command-line flag.
     pub fn validate(&self, size: usize) -> crate::Result<()> {
-        let bad = |msg: String| Err(crate::Error::Input(msg));
-        if !(self.head_bias.is_finite()) {
-            return bad("--sigma-init must be in (0, 1)".into());
+        use crate::Error;
+        if !self.head_bias.is_finite() {
+            return Err(Error::option("--sigma-init", "must be in (0, 1)"));
         }
         if !(self.shift_max >= 0.0 && self.shift_max <= 1.0) {
-            return bad(format!(
-                "--shift-max must be in [0, 1], got {}",
-                self.shift_max
+            return Err(Error::option(
+                "--shift-max",
+                format!("must be in [0, 1], got {}", self.shift_max),
             ));
         }
         if !(self.sigma_max > 0.0 && self.sigma_max.is_finite()) {
-            return bad(format!(
-                "--sigma-max must be positive, got {}",
-                self.sigma_max
+            return Err(Error::option(
+                "--sigma-max",
+                format!("must be positive, got {}", self.sigma_max),
             ));
         }
         if self.channels == 0 {
-            return bad("--perturber-channels must be at least 1".into());
+            return Err(Error::option("--perturber-channels", "must be at least 1"));
         }
         if self.downsample == 0 || !size.is_multiple_of(self.downsample) {
-            return bad(format!(
-                "--downsample must divide --size ({size}), got {}",
-                self.downsample
+            return Err(Error::option(
+                "--downsample",
+                format!("must divide --size ({size}), got {}", self.downsample),
             ));
         }
         Ok(())

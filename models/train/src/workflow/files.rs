@@ -10,13 +10,13 @@ use crate::{Error, Result};
 /// Lists image files: `input` itself if it is a file, else the images directly inside it.
 ///
 /// # Errors
-/// [`Error::Input`] when nothing is found.
+/// [`Error::NotFound`] or [`Error::BadData`] when nothing is found.
 pub fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_file() {
         return Ok(vec![input.to_path_buf()]);
     }
     if !input.is_dir() {
-        return Err(Error::Input(format!("{} does not exist", input.display())));
+        return Err(Error::NotFound(input.to_path_buf()));
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(input)
         .map_err(|e| Error::io(input, e))?
@@ -33,10 +33,10 @@ pub fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::Input(format!(
-            "no JPEG, PNG or WebP images in {}",
-            input.display()
-        )));
+        return Err(Error::data(
+            input.display(),
+            "no JPEG, PNG or WebP images in this folder",
+        ));
     }
     Ok(files)
 }
@@ -44,16 +44,21 @@ pub fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
 /// Resolves a perturber or recognizer ONNX path from `--run` or `--model`.
 ///
 /// # Errors
-/// [`Error::Input`] when neither or both are given, or the file is missing.
+/// [`Error::InvalidOption`] when neither or both are given, [`Error::NotFound`] when the file is missing.
 pub fn resolve_model(run: Option<&Path>, model: Option<&Path>, which: &str) -> Result<PathBuf> {
     let path = match (run, model) {
         (Some(r), None) => r.join(format!("{which}.onnx")),
         (None, Some(m)) => m.to_path_buf(),
-        (Some(_), Some(_)) => return Err(Error::Input("give --run or --model, not both".into())),
-        (None, None) => return Err(Error::Input("give --run DIR or --model FILE.onnx".into())),
+        (Some(_), Some(_)) => {
+            return Err(Error::option(
+                "--run",
+                "and --model exclude each other: give one",
+            ));
+        }
+        (None, None) => return Err(Error::option("--run", "DIR or --model FILE.onnx is needed")),
     };
     if !path.is_file() {
-        return Err(Error::Input(format!("{} not found", path.display())));
+        return Err(Error::NotFound(path));
     }
     Ok(path)
 }
@@ -61,7 +66,7 @@ pub fn resolve_model(run: Option<&Path>, model: Option<&Path>, which: &str) -> R
 /// Perturbs files into `out` as PNGs with the same stem. Returns the written paths.
 ///
 /// # Errors
-/// [`Error::Input`] / core errors, naming the file at fault.
+/// [`Error::BadData`] naming the file at fault.
 pub fn perturb_files(
     model: &Path,
     inputs: &[PathBuf],
@@ -76,7 +81,7 @@ pub fn perturb_files(
         let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
         let img = perturber
             .perturb(&bytes)
-            .map_err(|e| Error::Input(format!("{}: {e}", f.display())))?;
+            .map_err(|e| Error::data(f.display(), e))?;
         let stem = f
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -108,7 +113,7 @@ pub fn classify_files(model: &Path, inputs: &[PathBuf]) -> Result<Vec<Classified
         .iter()
         .map(|f| {
             let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-            let named = |e: scrim_core::Error| Error::Input(format!("{}: {e}", f.display()));
+            let named = |e: scrim_core::Error| Error::data(f.display(), e);
             let rgb = scrim_core::imaging::decode(&bytes, scrim_core::DecodeLimits::default())
                 .map_err(named)?;
             let x = scrim_core::imaging::to_tensor(&rgb, m.input);
