@@ -11,7 +11,7 @@ pub fn images(ds: &Dataset, indices: &[usize], device: &Device) -> Tensor<4> {
     let s = ds.size;
     let mut v = Vec::with_capacity(indices.len() * ds.image_len());
     for &i in indices {
-        v.extend(ds.image(i).iter().map(|&b| f32::from(b) / 255.0));
+        v.extend(ds.unit_pixels(i));
     }
     Tensor::from_data(TensorData::new(v, [indices.len(), 3, s, s]), device)
 }

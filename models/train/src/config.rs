@@ -120,6 +120,14 @@ pub const DISTILL_T: f64 = 2.0;
 /// Bounds of λ in the utility-constrained mode.
 pub const LAMBDA_RANGE: (f64, f64) = (1e-3, 5.0);
 
+/// The learning-rate schedule of every training loop: cosine from `peak` at epoch 0 down to a
+/// tenth of it at the last of `epochs`.
+pub fn cosine_lr(peak: f64, epoch: usize, epochs: usize) -> f64 {
+    let t = epoch as f64 / epochs.max(2).saturating_sub(1) as f64;
+    let min = peak * 0.1;
+    min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+}
+
 impl TrainConfig {
     /// The default configuration for a data source and desired label: the one place the
     /// defaults of a run are written (sizes chosen to train in minutes on 2 CPU cores at 32×32).
@@ -217,9 +225,7 @@ impl TrainConfig {
 
     /// Learning rate during `epoch`: cosine from the peak to a tenth of it.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        let t = epoch as f64 / self.epochs.max(2).saturating_sub(1) as f64;
-        let min = self.learning_rate * 0.1;
-        min + 0.5 * (self.learning_rate - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+        cosine_lr(self.learning_rate, epoch, self.epochs)
     }
 
     /// True in the closing recognizer-only epochs (see [`TrainConfig::finetune_epochs`]).

@@ -22,7 +22,6 @@ use crate::{Error, Result};
 /// # Errors
 /// Model errors from the perturber.
 pub fn perturb_dataset(perturber: &Perturber, ds: &Dataset, progress: bool) -> Result<Dataset> {
-    let s = ds.size;
     let n = ds.len();
     let bar = crate::report::bar(n as u64, "perturbing", progress);
     let threads = std::thread::available_parallelism()
@@ -39,10 +38,7 @@ pub fn perturb_dataset(perturber: &Perturber, ds: &Dataset, progress: bool) -> R
                 scope.spawn(move || -> Result<Vec<u8>> {
                     let mut out = Vec::with_capacity(idx.len() * ds.image_len());
                     for i in idx {
-                        let x = ImageTensor::new(
-                            [1, 3, s, s],
-                            ds.image(i).iter().map(|&b| f32::from(b) / 255.0).collect(),
-                        )?;
+                        let x = ds.image_tensor(i)?;
                         let y = perturber.perturb_tensor(&x)?;
                         out.extend(y.data().iter().map(|&v| scrim_core::imaging::quantize(v)));
                         bar.inc(1);
@@ -156,7 +152,7 @@ pub fn onnx_logits(
     for idx in all.chunks(256) {
         let mut data = Vec::with_capacity(idx.len() * ds.image_len());
         for &i in idx {
-            data.extend(ds.image(i).iter().map(|&b| f32::from(b) / 255.0));
+            data.extend(ds.unit_pixels(i));
         }
         let mut x = ImageTensor::new([idx.len(), 3, s, s], data)?;
         if let Some(t) = keyed {
@@ -227,13 +223,8 @@ pub fn train_classifier<I: Inputs + ?Sized>(
     label: &str,
     progress: bool,
 ) -> Result<Trained> {
-    let a = train.dataset().attribute(attr)?;
-    let attr_idx = train
-        .dataset()
-        .attributes
-        .iter()
-        .position(|b| b.name == a.name)
-        .unwrap_or(0);
+    let attr_idx = train.dataset().attribute_index(attr)?;
+    let a = &train.dataset().attributes[attr_idx];
     let train_device = device.clone().autodiff();
     train_device.seed(cfg.seed);
     let mut model = match init {
@@ -302,13 +293,9 @@ pub fn burn_accuracy<I: Inputs + ?Sized>(
 }
 /// Mean and RMS σ of a perturber over a dataset.
 pub fn sigma_stats(p: &Perturber, ds: &Dataset) -> Result<(f64, f64)> {
-    let s = ds.size;
     let (mut sum, mut sq, mut n) = (0.0f64, 0.0f64, 0usize);
     for i in 0..ds.len() {
-        let x = ImageTensor::new(
-            [1, 3, s, s],
-            ds.image(i).iter().map(|&b| f32::from(b) / 255.0).collect(),
-        )?;
+        let x = ds.image_tensor(i)?;
         for &v in p.maps(&x)?.sigma.data() {
             sum += f64::from(v);
             sq += f64::from(v) * f64::from(v);

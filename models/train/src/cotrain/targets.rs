@@ -19,14 +19,7 @@ pub(crate) struct Targets {
 /// # Errors
 /// Unknown labels, `--adversarial` without `--sensitive`, an unreadable key file.
 pub(crate) fn targets(cfg: &TrainConfig, ds: &Dataset, train: &[usize]) -> Result<Targets> {
-    let pos = |name: &str| -> Result<usize> {
-        let a = ds.attribute(name)?;
-        Ok(ds
-            .attributes
-            .iter()
-            .position(|b| b.name == a.name)
-            .unwrap_or(0))
-    };
+    let pos = |name: &str| ds.attribute_index(name);
     let desired = pos(&cfg.desired)?;
     let sensitive = cfg.sensitive.as_deref().map(pos).transpose()?;
     if cfg.adversarial && sensitive.is_none() {

@@ -82,17 +82,54 @@ impl Dataset {
     /// # Errors
     /// [`Error::UnknownLabel`] for an unknown name.
     pub fn attribute(&self, name: &str) -> Result<&Attribute> {
+        Ok(&self.attributes[self.attribute_index(name)?])
+    }
+
+    /// The position of an attribute in [`Dataset::attributes`] (`age` names `age_group`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownLabel`] for an unknown name.
+    pub fn attribute_index(&self, name: &str) -> Result<usize> {
         let canonical = match name {
             "age" => "age_group",
             other => other,
         };
         self.attributes
             .iter()
-            .find(|a| a.name == canonical)
+            .position(|a| a.name == canonical)
             .ok_or_else(|| Error::UnknownLabel {
                 name: name.into(),
                 known: self.attributes.iter().map(|a| a.name.clone()).collect(),
             })
+    }
+
+    /// The pixels of image `i` as values in `[0, 1]` (CHW order), as the device sees them.
+    pub fn unit_pixels(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
+        self.image(i).iter().map(|&b| f32::from(b) / 255.0)
+    }
+
+    /// Image `i` as a `[1, 3, S, S]` tensor in `[0, 1]`, the input of the device runtime.
+    ///
+    /// # Errors
+    /// Never for a well-formed dataset (the shape always matches).
+    pub fn image_tensor(&self, i: usize) -> Result<scrim_core::ImageTensor> {
+        Ok(scrim_core::ImageTensor::new(
+            [1, 3, self.size, self.size],
+            self.unit_pixels(i).collect(),
+        )?)
+    }
+
+    /// A seeded random subset of at most `n` images (all of them when `n` is 0 or larger than
+    /// the dataset), in a random order.
+    pub fn sample(&self, n: usize, seed: u64) -> Dataset {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut idx: Vec<usize> = (0..self.len()).collect();
+        idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        if n > 0 {
+            idx.truncate(n);
+        }
+        self.subset(&idx)
     }
 
     /// Keeps only the images at `indices` (in that order).

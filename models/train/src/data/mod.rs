@@ -12,6 +12,7 @@ mod synthetic;
 
 pub use dataset::{Attribute, Dataset};
 pub use load::{LoadOptions, load};
+pub use source::is_image;
 pub use spec::DataSpec;
 pub use split::{Split, SplitFractions};
 pub use synthetic::SyntheticConfig;

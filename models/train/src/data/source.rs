@@ -12,10 +12,12 @@ pub(crate) struct RawFile {
     pub bytes: Vec<u8>,
 }
 
-/// File extensions read as images.
+/// File extensions read as images (`chip`: UTKFace's aligned crops).
 const IMAGE_EXTS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "chip"];
 
-fn is_image(name: &str) -> bool {
+/// Whether a file name has an image extension (JPEG, PNG, WebP; case-insensitive): the one
+/// filter for every place that picks image files out of a folder.
+pub fn is_image(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     IMAGE_EXTS.iter().any(|e| lower.ends_with(&format!(".{e}")))
 }

@@ -23,12 +23,8 @@ pub fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
-                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "jpg" | "jpeg" | "png" | "webp"
-                    )
-                })
+                && p.file_name()
+                    .is_some_and(|n| crate::data::is_image(&n.to_string_lossy()))
         })
         .collect();
     files.sort();
