@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use scrim_core::manifest::PerturberSpec;
 use scrim_core::{BatchMode, ImageTensor, InputSpec, Manifest, Model, NoiseKind, Perturber};
 use serde::{Deserialize, Serialize};
 
 use super::BenchOptions;
 use super::python;
 use crate::{Error, Result};
-use scrim_train::export::{perturber_onnx, perturber_outputs, recognizer_onnx};
+use scrim_train::export::{perturber_manifest, perturber_onnx, recognizer_onnx};
 use scrim_train::nets::Nets;
 use scrim_train::nets::{self, RecognizerConfig};
 use scrim_train::run::RunDir;
@@ -135,20 +134,6 @@ pub(crate) fn test_jpeg(size: usize) -> Result<Vec<u8>> {
     Ok(buf.into_inner())
 }
 
-fn perturber_manifest(p: &nets::Perturber, input: InputSpec) -> Manifest {
-    Manifest::perturber(
-        "scrim-perturber",
-        input,
-        PerturberSpec {
-            sigma_max: p.sigma_max as f32,
-            noise: NoiseKind::Gaussian,
-            outputs: perturber_outputs(p),
-            fill: p.fill as f32,
-            standardize: p.standardize,
-        },
-    )
-}
-
 /// The perturbers to measure: the run's best checkpoint, or fresh networks of each variant.
 fn perturbers(opts: &BenchOptions, device: &Device) -> Result<Vec<(String, nets::Perturber)>> {
     match &opts.run {
@@ -195,7 +180,7 @@ pub(crate) fn run(
             let bytes = perturber_onnx(&p, input);
             let path = opts.out.join(format!("perturber-{variant}-{size}.onnx"));
             write(&path, &bytes)?;
-            let manifest = perturber_manifest(&p, input);
+            let manifest = perturber_manifest(&p, input, NoiseKind::Gaussian);
             manifest.save(&Manifest::path_for(&path))?;
             let model = match Model::load(&bytes, manifest, BatchMode::Single) {
                 Ok(m) => m,

@@ -79,6 +79,22 @@ pub fn perturber_outputs(p: &Perturber) -> Vec<PerturberOutput> {
     outputs
 }
 
+/// The manifest that travels with a perturber's ONNX: what the device must do around the graph
+/// (noise kind, σ_max, the outputs it expands, suppression fill, tone standardisation).
+pub fn perturber_manifest(p: &Perturber, input: InputSpec, noise: NoiseKind) -> Manifest {
+    Manifest::perturber(
+        "scrim-perturber",
+        input,
+        PerturberSpec {
+            sigma_max: p.sigma_max as f32,
+            noise,
+            outputs: perturber_outputs(p),
+            fill: p.fill as f32,
+            standardize: p.standardize,
+        },
+    )
+}
+
 /// The perturber as ONNX: input `image [N,3,H,W]`, outputs `sigma` and, when present, `shift`
 /// and `keep` (see [`perturber_outputs`]), each `[N,3,H/D,W/D]` for a perturber that computes
 /// its maps at `1/D` resolution (`D` = 1 by default); a shift that includes the grey or tone
@@ -207,17 +223,7 @@ pub fn export(
     let p = perturber.valid();
     let c = recognizer.valid();
     let attr = ds.attribute(desired)?;
-    let p_manifest = Manifest::perturber(
-        "scrim-perturber",
-        input,
-        PerturberSpec {
-            sigma_max: p.sigma_max as f32,
-            noise,
-            outputs: perturber_outputs(&p),
-            fill: p.fill as f32,
-            standardize: p.standardize,
-        },
-    );
+    let p_manifest = perturber_manifest(&p, input, noise);
     let c_manifest =
         Manifest::recognizer("scrim-recognizer", input, &attr.name, attr.classes.clone());
     let p_bytes = perturber_onnx(&p, input);
