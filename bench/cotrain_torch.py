@@ -1,8 +1,8 @@
 """The co-training step of scrim train in PyTorch on the CPU, for `scrim bench --torch`.
 
-Same networks as models/src/nets.rs (perturber: hidden 3x3 convs + ReLU, a 3x3 sigma head,
+Same networks as models/train/src/nets/ (perturber: hidden 3x3 convs + ReLU, a 3x3 sigma head,
 sigma = sigma_max * sigmoid; recognizer: [3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool] per
-width, global average pool, linear), the same step as models/src/train.rs (Gaussian noise,
+width, global average pool, linear), the same step as models/train/src/cotrain/step.rs (Gaussian noise,
 clip, 8-bit rounding with a straight-through gradient, CE - lambda * mean(log sigma), Adam on
 both networks). Written from that description, not from another project.
 
