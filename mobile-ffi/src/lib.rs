@@ -31,11 +31,14 @@
 //! Both objects are thread-safe and every call blocks: share one of each and call them from a
 //! background thread. The HTTP client must not be built or called inside an async runtime.
 
+mod classification;
 mod client;
 mod error;
 mod perturber;
+mod wire;
 
-pub use client::{Classification, ClientConfig, LabelScore, ScrimClient};
+pub use classification::{Classification, LabelScore};
+pub use client::{ClientConfig, ScrimClient};
 pub use error::{Result, ScrimError};
 pub use perturber::{PerturbedImage, Perturber};
 
