@@ -114,6 +114,8 @@ pub fn load_data(
 /// # Errors
 /// Data, training and export errors.
 pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
+    // Options first: a bad flag should not wait for the data to load.
+    req.config.validate()?;
     let (ds, split) = load_data(&req.data, &req.config, req.progress, req.cache)?;
     // The recognizer's output count follows the desired label's classes.
     let mut cfg = req.config.clone();
@@ -121,7 +123,6 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
     // The input-independent map covers the whole image.
     cfg.perturber.map_size = cfg.size;
     let cfg = &cfg;
-    cfg.validate()?;
     let keyed = crate::keyed::load(cfg.block_key.as_ref())?;
     if let Some(t) = &keyed {
         crate::keyed::check_size(t, cfg.size)?;
