@@ -16,7 +16,7 @@
 //!   transform is invertible, but its outputs are not 8-bit levels.
 //! - [`Scheme::Patch`]: a permutation like `Shuffle`, derived under its own label; with block
 //!   size `p` it matches a ConvMixer whose stem has kernel = stride = `p` and has been encrypted
-//!   by [`crate::model_crypt::encrypt_patch_model`].
+//!   by scrim-seal's `model_crypt::encrypt_patch_model`.
 //!
 //! Key material is derived per scheme and block size (`scrim/block/<scheme>/M=<M>/<what>`), so one
 //! key file serves all of them without reuse.
