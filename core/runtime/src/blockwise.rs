@@ -446,7 +446,7 @@ impl BlockTransform {
                     for ((o, &v), &enc) in b.iter_mut().zip(a).zip(&self.mask) {
                         *o = match (enc, dir) {
                             (false, _) => v,
-                            (true, Direction::Forward) => t.value(crate::imaging::quantize(v)),
+                            (true, Direction::Forward) => t.value(crate::tensor::quantize(v)),
                             (true, Direction::Inverse) => {
                                 let q = t.invert(v).ok_or_else(|| {
                                     Error::InvalidArgument(format!(

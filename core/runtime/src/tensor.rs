@@ -1,4 +1,5 @@
-//! A minimal owned image tensor in NCHW layout, the currency between scrim-core's parts.
+//! A minimal owned image tensor in NCHW layout, the currency between scrim-core's parts, and the
+//! 8-bit quantisation of its values.
 
 use crate::{Error, Result};
 
@@ -148,6 +149,12 @@ impl ImageTensor {
     pub fn describe(&self) -> String {
         format!("{}x{}x{}", self.shape[1], self.shape[2], self.shape[3])
     }
+}
+
+/// `[0,1]` → `0..=255`, rounding to nearest; NaN maps to 0. The one 8-bit quantisation: of
+/// uploads (`imaging::tensor_to_rgb`), of noisy pixels, and of FFX inputs.
+pub fn quantize(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
 /// The integer factor `f ≥ 1` with `to = f · from` on both sides, if there is one.
