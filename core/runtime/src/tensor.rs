@@ -102,17 +102,6 @@ impl ImageTensor {
         })
     }
 
-    /// Splits a batch into single-image tensors.
-    pub fn unstack(&self) -> Vec<ImageTensor> {
-        let [n, c, h, w] = self.shape;
-        (0..n)
-            .map(|i| Self {
-                shape: [1, c, h, w],
-                data: self.image(i).to_vec(),
-            })
-            .collect()
-    }
-
     /// Nearest-neighbour upsampling to `[height, width]`, each an integer multiple of this
     /// tensor's side (the same factor for both): how the device expands a σ map that the
     /// perturber computed at a fraction of the image's resolution.
