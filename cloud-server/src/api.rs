@@ -1,4 +1,5 @@
-//! The HTTP API: routes, handlers, response types, and [`app`].
+//! The HTTP API: response types, handlers, and [`app`], which serves each [`Route`] with its
+//! handler.
 
 use std::time::Instant;
 
@@ -15,8 +16,9 @@ use scrim_core::{InputSpec, Manifest, Role};
 use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::auth::{Principal, require_token};
+use crate::auth::Principal;
 use crate::layers;
+use crate::routes::Route;
 use crate::state::AppState;
 use crate::{Error, Result};
 
@@ -128,71 +130,6 @@ pub struct ModelsResponse {
     pub levels: Vec<LevelInfo>,
 }
 
-/// Every route of the API. [`app`] registers exactly these, and the OpenAPI document is checked
-/// against this list by a test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Route {
-    Classify,
-    ClassifyBatch,
-    Models,
-    Healthz,
-    Readyz,
-    Metrics,
-    OpenApi,
-}
-
-impl Route {
-    pub(crate) const ALL: [Route; 7] = [
-        Route::Classify,
-        Route::ClassifyBatch,
-        Route::Models,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::OpenApi,
-    ];
-
-    pub(crate) fn path(self) -> &'static str {
-        match self {
-            Route::Classify => "/v1/classify",
-            Route::ClassifyBatch => "/v1/classify/batch",
-            Route::Models => "/v1/models",
-            Route::Healthz => "/healthz",
-            Route::Readyz => "/readyz",
-            Route::Metrics => "/metrics",
-            Route::OpenApi => "/openapi.json",
-        }
-    }
-
-    pub(crate) fn method(self) -> Method {
-        match self {
-            Route::Classify | Route::ClassifyBatch => Method::POST,
-            _ => Method::GET,
-        }
-    }
-
-    /// Whether the route sits behind the bearer token (the `/v1` API); the operational routes
-    /// are open so that probes and scrapers need no secret.
-    pub(crate) fn authenticated(self) -> bool {
-        self.path().starts_with("/v1/")
-    }
-
-    fn endpoint(self, state: &AppState) -> MethodRouter<AppState> {
-        let limits = state.limits();
-        match self {
-            Route::Classify => post(classify).layer(DefaultBodyLimit::max(limits.max_body_bytes)),
-            Route::ClassifyBatch => {
-                post(classify_batch).layer(DefaultBodyLimit::max(limits.max_batch_body_bytes))
-            }
-            Route::Models => get(models),
-            Route::Healthz => get(healthz),
-            Route::Readyz => get(readyz),
-            Route::Metrics => get(metrics),
-            Route::OpenApi => get(openapi),
-        }
-    }
-}
-
 /// The whole HTTP application. Tests drive it with `tower::ServiceExt::oneshot`; the server
 /// serves it with `axum::serve`.
 pub fn app(state: AppState) -> Router {
@@ -200,12 +137,15 @@ pub fn app(state: AppState) -> Router {
     let mut ops = Router::new();
     for route in Route::ALL {
         if route.authenticated() {
-            v1 = v1.route(route.path(), route.endpoint(&state));
+            v1 = v1.route(route.path(), endpoint(route, &state));
         } else {
-            ops = ops.route(route.path(), route.endpoint(&state));
+            ops = ops.route(route.path(), endpoint(route, &state));
         }
     }
-    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let v1 = v1.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        layers::require_token,
+    ));
     v1.merge(ops)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -222,6 +162,22 @@ pub fn app(state: AppState) -> Router {
             layers::observe,
         ))
         .with_state(state)
+}
+
+/// The handler of a route, with its body limit.
+fn endpoint(route: Route, state: &AppState) -> MethodRouter<AppState> {
+    let limits = state.limits();
+    match route {
+        Route::Classify => post(classify).layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+        Route::ClassifyBatch => {
+            post(classify_batch).layer(DefaultBodyLimit::max(limits.max_batch_body_bytes))
+        }
+        Route::Models => get(models),
+        Route::Healthz => get(healthz),
+        Route::Readyz => get(readyz),
+        Route::Metrics => get(metrics),
+        Route::OpenApi => get(openapi),
+    }
 }
 
 async fn classify(
@@ -482,19 +438,5 @@ mod tests {
             let e = check_image_type(bad).expect_err("rejected");
             assert_eq!(e.code(), crate::ErrorCode::UnsupportedMediaType);
         }
-    }
-
-    #[test]
-    fn routes_are_unique_and_v1_is_authenticated() {
-        for (i, a) in Route::ALL.iter().enumerate() {
-            for b in &Route::ALL[i + 1..] {
-                assert!(
-                    (a.path(), a.method()) != (b.path(), b.method()),
-                    "{a:?} {b:?}"
-                );
-            }
-        }
-        assert!(Route::Classify.authenticated() && Route::Models.authenticated());
-        assert!(!Route::Healthz.authenticated() && !Route::Metrics.authenticated());
     }
 }

@@ -3,17 +3,13 @@
 //! The auth layer resolves a request to a [`Principal`], which names the model [`Level`] the
 //! caller may use. The server-wide tokens (and every caller when auth is off) get
 //! [`Level::DEFAULT`], the model as configured; the tokens of a service tier get the protection
-//! level of the tier's key.
+//! level of the tier's key. The middleware that applies it to the `/v1` routes is
+//! `layers::require_token`.
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::Error;
 use crate::config::ApiToken;
-use crate::state::AppState;
 
 /// A model level: which model a caller is served by. For a selectively encrypted model this is
 /// the protection level ℓ restored by a level key; 0 is the model file as configured.
@@ -106,25 +102,6 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     }
     let token = rest.trim_ascii();
     (!token.is_empty()).then_some(token)
-}
-
-/// Middleware for the `/v1` routes: resolves the caller or answers 401.
-pub(crate) async fn require_token(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    match state.auth().resolve(header) {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
-        }
-        Err(e) => e.into_response(),
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Middleware shared by every route: the request time limit, and metrics + logging.
+//! The middleware: the request time limit and metrics + logging of every route, and the bearer
+//! token check of the `/v1` routes.
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::Error;
-use crate::api::Route;
+use crate::routes::Route;
 use crate::state::AppState;
 
 /// Bounds the whole request (body, queue, inference) by the configured timeout.
@@ -24,6 +25,25 @@ pub(crate) async fn time_limit(
             timeout_ms: limit.as_millis() as u64,
         }
         .into_response(),
+    }
+}
+
+/// Middleware for the `/v1` routes: resolves the caller or answers 401.
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match state.auth().resolve(header) {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
     }
 }
 

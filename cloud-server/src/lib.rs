@@ -35,6 +35,7 @@ mod error;
 mod layers;
 mod metrics;
 mod openapi;
+mod routes;
 mod server;
 mod state;
 

@@ -225,7 +225,7 @@ pub(crate) fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Route;
+    use crate::routes::Route;
 
     fn documented() -> Vec<(String, String)> {
         let doc = document();

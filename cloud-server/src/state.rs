@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use scrim_core::{BatchMode, DecodeLimits, LevelKey, Manifest, Model, Role};
+use scrim_core::{BatchMode, DecodeLimits, Manifest, Model, Role};
+use scrim_seal::LevelKey;
 
 use crate::auth::{Auth, Level};
 use crate::batcher::{BatchSettings, Batcher};
@@ -285,7 +286,7 @@ fn restore_levels(config: &Config, base: &Model) -> Result<Restored> {
                 path: path.clone(),
                 source,
             })?;
-            let info = scrim_core::sealed::bundle_info(&bytes).map_err(Error::Model)?;
+            let info = scrim_seal::sealed::bundle_info(&bytes).map_err(Error::Model)?;
             out.levels_total = Some(info.levels);
             Some(bytes)
         }
@@ -308,7 +309,7 @@ fn restore_levels(config: &Config, base: &Model) -> Result<Restored> {
                 tier.name
             )));
         };
-        let bytes = scrim_core::selective::restore(&encrypted, bundle, &key).map_err(|e| {
+        let bytes = scrim_seal::selective::restore(&encrypted, bundle, &key).map_err(|e| {
             Error::Config(format!(
                 "tier {:?}: cannot restore level {} of {} with {}: {e}",
                 tier.name,

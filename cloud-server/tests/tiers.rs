@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use common::*;
 use scrim_cloud::{Config, ErrorCode, ModelsResponse, TierConfig};
 use scrim_core::Manifest;
-use scrim_core::selective::{self, LayerSelection};
+use scrim_seal::selective::{self, LayerSelection};
 
 /// Protects the fixture recognizer for 2 levels (12 of its 24 kernels) and writes
 /// `encrypted.onnx` (+ manifest), `bundle.scrimlv`, `level-{1,2}.key`, and the level-1 model as

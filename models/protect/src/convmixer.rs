@@ -1,6 +1,6 @@
 //! ConvMixer (Trockman & Kolter, 2022): a patch-embedding recognizer whose stem is a convolution
 //! with kernel = stride = `p`, so it can be encrypted with a secret key after training without
-//! changing its outputs (scrim-core's [`scrim_core::model_crypt`]).
+//! changing its outputs (scrim-seal's [`scrim_seal::model_crypt`]).
 //!
 //! `stem: conv(3→d, k=s=p) → GELU → BN`, then `depth` blocks of
 //! `x + BN(GELU(depthwise conv k×k))` → `BN(GELU(pointwise conv))`, global average pooling and a

@@ -524,7 +524,7 @@ pub fn run(cfg: &EvalConfig, key: &SecretKey, progress: bool) -> Result<EvalRepo
     let onnx = convmixer_onnx(&mixer, input);
     let manifest = Manifest::recognizer("convmixer", input, &cfg.label, a.classes.clone());
     let (enc, enc_manifest, _) =
-        scrim_core::model_crypt::encrypt_patch_model(&onnx, &manifest, key)?;
+        scrim_seal::model_crypt::encrypt_patch_model(&onnx, &manifest, key)?;
     let plain_model = Model::load(&onnx, manifest, BatchMode::Dynamic)?;
     let enc_model = Model::load(&enc, enc_manifest, BatchMode::Dynamic)?;
     let t = BlockTransform::new(key, Scheme::Patch, cfg.mixer_patch)?;

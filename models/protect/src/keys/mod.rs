@@ -147,11 +147,11 @@ pub fn encrypt_model_file(
     model: &Path,
     key: &Path,
     out: &Path,
-) -> Result<scrim_core::model_crypt::EncryptedStem> {
+) -> Result<scrim_seal::model_crypt::EncryptedStem> {
     let manifest = Manifest::load(&Manifest::path_for(model))?;
     let onnx = std::fs::read(model).map_err(|e| Error::io(model, e))?;
     let key = SecretKey::load(key)?;
-    let (bytes, m, stem) = scrim_core::model_crypt::encrypt_patch_model(&onnx, &manifest, &key)?;
+    let (bytes, m, stem) = scrim_seal::model_crypt::encrypt_patch_model(&onnx, &manifest, &key)?;
     Model::load(&bytes, m.clone(), BatchMode::Single)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

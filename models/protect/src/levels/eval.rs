@@ -8,8 +8,8 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
-use scrim_core::selective;
 use scrim_core::{BatchMode, Manifest, Model};
+use scrim_seal::selective;
 use serde::{Deserialize, Serialize};
 
 use super::{Importance, PssConfig, protected_layers, rank_layers, selections};

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scrim_core::manifest::Normalization;
 use scrim_core::onnx_graph::Graph;
-use scrim_core::selective::ConvLayer;
+use scrim_seal::selective::ConvLayer;
 use serde::{Deserialize, Serialize};
 
 use crate::levels::net::OnnxNet;

@@ -1,7 +1,7 @@
 //! Selective weight encryption with hierarchical service levels (PSS + DPRM, Tian et al.,
 //! CVPR 2021) for ONNX recognizers: ranking kernels ([`importance`]), protecting a model
 //! ([`select`]), restoring a level ([`decrypt`]) and the accuracy-per-level experiment
-//! ([`eval`]). The cryptography and the ONNX rewriting live in `scrim_core::selective`.
+//! ([`eval`]). The cryptography and the ONNX rewriting live in `scrim_seal::selective`.
 
 pub mod eval;
 pub mod importance;
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::Device;
 use scrim_core::Manifest;
 use scrim_core::onnx_graph::Graph;
-use scrim_core::selective::{self, ConvLayer, LayerSelection};
+use scrim_seal::selective::{self, ConvLayer, LayerSelection};
 use serde::{Deserialize, Serialize};
 
 pub use importance::{Importance, PssConfig};
@@ -311,7 +311,7 @@ pub fn select(req: &SelectRequest) -> Result<SelectReport> {
 }
 
 fn selective_max_levels() -> usize {
-    scrim_core::sealed::MAX_LEVELS
+    scrim_seal::sealed::MAX_LEVELS
 }
 
 /// Restores the model of `key`'s level from `model` (encrypted) and `bundle`, and writes it to
@@ -320,7 +320,7 @@ fn selective_max_levels() -> usize {
 /// # Errors
 /// Authentication errors for a wrong key or a modified bundle; I/O errors.
 pub fn decrypt(model: &Path, bundle: &Path, key: &Path, out: &Path) -> Result<usize> {
-    let level = scrim_core::LevelKey::load(key)?.level();
+    let level = scrim_seal::LevelKey::load(key)?.level();
     let bytes = selective::restore_files(model, bundle, key)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -1,8 +1,13 @@
 //! Graphs that exercise every layer of the ONNX writer, with a direct (naive) computation of
-//! each, shared by the tract test and the example that writes fixtures for onnxruntime.
+//! each, shared by the tract tests (here and in scrim-seal) and the examples that write fixtures
+//! for onnxruntime.
 #![allow(dead_code)]
 
+use std::path::Path;
+
+use scrim_core::manifest::{Manifest, PerturberOutput, PerturberSpec};
 use scrim_core::onnx::{Conv, GraphBuilder};
+use scrim_core::{BatchMode, ImageTensor, InputSpec, Model, NoiseKind};
 
 /// Deterministic pseudo-random values in `[-scale, scale]`.
 pub fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -272,37 +277,93 @@ pub fn classifier() -> Case {
     }
 }
 
-/// The classifier with its stem encrypted by a key (`model_crypt`): a graph rewritten on the
-/// protobuf rather than written by the builder. Its reference undoes the patch transform and runs
-/// the plain classifier.
-pub fn encrypted_classifier() -> Case {
-    let plain = classifier();
-    let [c, h, w] = plain.input;
-    let labels = (0..4).map(|i| format!("c{i}")).collect();
-    let manifest = scrim_core::manifest::Manifest::recognizer(
-        "classifier",
-        scrim_core::InputSpec::rgb(h, w),
-        "test",
-        labels,
-    );
-    let key = scrim_core::SecretKey::from_bytes([9; 32]);
-    let (onnx, _, _) = scrim_core::model_crypt::encrypt_patch_model(&plain.onnx, &manifest, &key)
-        .expect("the classifier has a patch stem");
-    let t = scrim_core::BlockTransform::new(&key, scrim_core::Scheme::Patch, 4).expect("t");
-    let reference = move |x: &T| {
-        let img = scrim_core::ImageTensor::new([1, c, h, w], x.d.clone()).expect("shape");
-        let d = t.invert(&img).expect("invert").into_data();
-        (plain.reference)(&T { c, h, w, d })
-    };
-    Case {
-        name: "encrypted_classifier",
-        onnx,
-        input: [c, h, w],
-        outputs: vec!["logits"],
-        reference: Box::new(reference),
+pub fn all() -> Vec<Case> {
+    vec![conv_stack(), classifier()]
+}
+
+/// A manifest that fits a case: a perturber with σ and shift outputs for the stack, a recognizer
+/// with 4 labels for the classifiers.
+pub fn manifest_for(case: &Case) -> Manifest {
+    let [_, h, w] = case.input;
+    if case.outputs[0] == "sigma" {
+        let spec = PerturberSpec {
+            sigma_max: 0.7,
+            noise: NoiseKind::Gaussian,
+            outputs: vec![PerturberOutput::Sigma, PerturberOutput::Shift],
+            fill: 0.5,
+            standardize: false,
+        };
+        Manifest::perturber(case.name, InputSpec::rgb(h, w), spec)
+    } else {
+        let labels = (0..4).map(|i| format!("class{i}")).collect();
+        Manifest::recognizer(case.name, InputSpec::rgb(h, w), "test", labels)
     }
 }
 
-pub fn all() -> Vec<Case> {
-    vec![conv_stack(), classifier(), encrypted_classifier()]
+/// Runs a case in tract, one image and a dynamic batch of three, and checks every output against
+/// the case's direct computation (max error 1e-4).
+pub fn check_against_reference(case: &Case) {
+    let [c, h, w] = case.input;
+    for batch in [BatchMode::Single, BatchMode::Dynamic] {
+        let model = Model::load(&case.onnx, manifest_for(case), batch)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let n = if batch == BatchMode::Single { 1 } else { 3 };
+        let data = values(99, n * c * h * w, 1.0)
+            .iter()
+            .map(|v| v * 0.5 + 0.5)
+            .collect();
+        let input = ImageTensor::new([n, c, h, w], data).expect("shape");
+        let outs = model.run(&input).expect("run");
+        assert_eq!(outs.len(), case.outputs.len(), "{}", case.name);
+        for i in 0..n {
+            let x = T {
+                c,
+                h,
+                w,
+                d: input.image(i).to_vec(),
+            };
+            let want = (case.reference)(&x);
+            for (o, (got, want)) in outs.iter().zip(&want).enumerate() {
+                let per = got.data.len() / n;
+                let got = &got.data[i * per..(i + 1) * per];
+                assert_eq!(got.len(), want.len(), "{} output {o}", case.name);
+                let max_err = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    max_err <= 1e-4,
+                    "{} output {o} image {i}: max error {max_err}",
+                    case.name
+                );
+            }
+        }
+    }
+}
+
+/// Writes a case's ONNX file, and an input with tract's outputs beside it as `NAME.json`, for the
+/// onnxruntime / onnx.checker comparison in `tests/python/check_onnx.py`.
+pub fn write_fixture(case: &Case, out: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let [c, h, w] = case.input;
+    let n = 2;
+    let input: Vec<f32> = values(7, n * c * h * w, 0.5)
+        .iter()
+        .map(|v| v + 0.5)
+        .collect();
+    // Run in tract with a dynamic batch; the manifest role only decides the output check.
+    let model = Model::load(&case.onnx, manifest_for(case), BatchMode::Dynamic)?;
+    let outs = model.run(&ImageTensor::new([n, c, h, w], input.clone())?)?;
+    let onnx_path = out.join(format!("{}.onnx", case.name));
+    std::fs::write(&onnx_path, &case.onnx)?;
+    let fixture = serde_json::json!({
+        "input_shape": [n, c, h, w],
+        "input": input,
+        "outputs": case.outputs.iter().zip(&outs).map(|(name, o)| serde_json::json!({
+            "name": name, "shape": o.shape, "data": o.data,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(out.join(format!("{}.json", case.name)), fixture.to_string())?;
+    println!("wrote {}", onnx_path.display());
+    Ok(())
 }

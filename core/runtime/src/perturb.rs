@@ -37,7 +37,6 @@ impl std::fmt::Debug for PerturbedImage {
 pub struct Perturber {
     model: Model,
     noise: NoiseSource,
-    limits: DecodeLimits,
     /// The key-based block-wise transform the cloud recognizer requires, applied to the upload.
     keyed: Option<BlockTransform>,
 }
@@ -67,7 +66,6 @@ impl Perturber {
         Ok(Self {
             model,
             noise,
-            limits: DecodeLimits::default(),
             keyed: None,
         })
     }
@@ -79,12 +77,6 @@ impl Perturber {
     pub fn from_bytes(onnx: &[u8], manifest_json: &str, noise: NoiseSource) -> Result<Self> {
         let manifest = Manifest::from_json(manifest_json)?;
         Self::with_noise(Model::load(onnx, manifest, BatchMode::Single)?, noise)
-    }
-
-    /// Changes the decoding limits for incoming images.
-    pub fn with_limits(mut self, limits: DecodeLimits) -> Self {
-        self.limits = limits;
-        self
     }
 
     /// Applies a key-based block-wise transform to every upload after the perturbation, for a
@@ -149,9 +141,10 @@ impl Perturber {
     /// leaves this function.
     ///
     /// # Errors
-    /// [`Error::InvalidImage`] / [`Error::ImageTooLarge`] for bad input, as [`imaging::decode`].
+    /// [`Error::InvalidImage`] / [`Error::ImageTooLarge`] for bad input, as [`imaging::decode`]
+    /// with the default [`DecodeLimits`].
     pub fn perturb(&self, image_bytes: &[u8]) -> Result<PerturbedImage> {
-        let rgb = imaging::decode(image_bytes, self.limits)?;
+        let rgb = imaging::decode(image_bytes, DecodeLimits::default())?;
         let x = imaging::to_tensor(&rgb, self.manifest().input);
         let mut y = self.perturb_tensor(&x)?;
         if let Some(t) = &self.keyed {

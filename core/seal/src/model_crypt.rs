@@ -15,12 +15,12 @@
 //! encrypted images equal to the plain model on plain images for any normalisation.
 
 use prost::Message;
+use scrim_core::blockwise::{BlockTransform, Scheme};
+use scrim_core::keys::SecretKey;
+use scrim_core::manifest::Manifest;
 use tract_onnx::pb;
 
-use crate::blockwise::{BlockTransform, Scheme};
-use crate::keys::SecretKey;
-use crate::manifest::Manifest;
-use crate::onnx_graph::floats;
+use crate::proto::{decode, floats, graph_mut};
 use crate::{Error, Result};
 
 /// What [`encrypt_patch_model`] found and changed.
@@ -48,12 +48,8 @@ pub fn encrypt_patch_model(
     key: &SecretKey,
 ) -> Result<(Vec<u8>, Manifest, EncryptedStem)> {
     let bad = |m: String| Error::InvalidModel(m);
-    let mut model =
-        pb::ModelProto::decode(onnx).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| bad("the ONNX model has no graph".into()))?;
+    let mut model = decode(onnx)?;
+    let graph = graph_mut(&mut model)?;
     let initialised: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let image = graph
@@ -230,9 +226,8 @@ fn w_init_dims(dims: &[usize]) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Normalization;
-    use crate::runtime::{BatchMode, Model};
-    use crate::tensor::ImageTensor;
+    use scrim_core::manifest::Normalization;
+    use scrim_core::{BatchMode, ImageTensor, Model};
 
     fn images(n: usize, size: usize, seed: u32) -> ImageTensor {
         let mut s = seed | 1;
@@ -250,7 +245,7 @@ mod tests {
     #[test]
     fn encrypted_model_on_encrypted_images_equals_plain_model() {
         let labels = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
-        let (onnx, mut manifest) = crate::fixtures::recognizer(16, &labels);
+        let (onnx, mut manifest) = scrim_core::fixtures::recognizer(16, &labels);
         for norm in [
             Normalization::identity(3),
             Normalization {
@@ -297,7 +292,7 @@ mod tests {
 
     #[test]
     fn refuses_models_without_a_patch_stem() {
-        let (onnx, manifest) = crate::fixtures::perturber(16, 1.0);
+        let (onnx, manifest) = scrim_core::fixtures::perturber(16, 1.0);
         let err = encrypt_patch_model(&onnx, &manifest, &SecretKey::from_bytes([1; 32]))
             .expect_err("3x3 pad 1");
         assert!(err.to_string().contains("not a patch embedding"), "{err}");

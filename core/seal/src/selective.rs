@@ -21,8 +21,8 @@
 //! covers every model exported by `scrim train` and most exported CNNs.
 //!
 //! ```no_run
-//! use scrim_core::selective::{self, LayerSelection};
-//! # fn main() -> scrim_core::Result<()> {
+//! use scrim_seal::selective::{self, LayerSelection};
+//! # fn main() -> scrim_seal::Result<()> {
 //! let plain = std::fs::read("recognizer.onnx").unwrap_or_default();
 //! let layers = selective::conv_layers(&plain)?;
 //! let sel: Vec<LayerSelection> = layers
@@ -43,7 +43,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
 use tract_onnx::pb;
 
-use crate::onnx_graph::floats;
+use crate::proto::{decode, find, find_mut, floats, graph, graph_mut, set_floats};
 use crate::sealed::{self, LevelKey};
 use crate::{Error, Result};
 
@@ -372,46 +372,5 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Option<u32> {
         self.take(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-}
-
-fn decode(onnx: &[u8]) -> Result<pb::ModelProto> {
-    pb::ModelProto::decode(onnx).map_err(|e| Error::InvalidModel(format!("not an ONNX model: {e}")))
-}
-
-fn graph(model: &pb::ModelProto) -> Result<&pb::GraphProto> {
-    model
-        .graph
-        .as_ref()
-        .ok_or_else(|| Error::InvalidModel("the ONNX model has no graph".into()))
-}
-
-fn graph_mut(model: &mut pb::ModelProto) -> Result<&mut pb::GraphProto> {
-    model
-        .graph
-        .as_mut()
-        .ok_or_else(|| Error::InvalidModel("the ONNX model has no graph".into()))
-}
-
-fn find<'a>(g: &'a pb::GraphProto, name: &str) -> Result<&'a pb::TensorProto> {
-    g.initializer
-        .iter()
-        .find(|t| t.name == name)
-        .ok_or_else(|| Error::InvalidModel(format!("no initializer named {name:?}")))
-}
-
-fn find_mut<'a>(g: &'a mut pb::GraphProto, name: &str) -> Result<&'a mut pb::TensorProto> {
-    g.initializer
-        .iter_mut()
-        .find(|t| t.name == name)
-        .ok_or_else(|| Error::InvalidModel(format!("no initializer named {name:?}")))
-}
-
-/// Writes values back in the storage the initializer already uses.
-fn set_floats(t: &mut pb::TensorProto, w: &[f32]) {
-    if t.raw_data.is_empty() && !t.float_data.is_empty() {
-        t.float_data = w.to_vec();
-    } else {
-        t.raw_data = w.iter().flat_map(|v| v.to_le_bytes()).collect();
     }
 }

@@ -11,6 +11,8 @@ use std::io::Cursor;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
+pub use crate::tensor::quantize;
+
 use crate::manifest::InputSpec;
 use crate::tensor::ImageTensor;
 use crate::{Error, Result};
@@ -164,11 +166,6 @@ pub fn tensor_to_rgb(t: &ImageTensor) -> Result<RgbImage> {
     }
     RgbImage::from_raw(w as u32, h as u32, buf)
         .ok_or_else(|| Error::InvalidArgument("image buffer size mismatch".into()))
-}
-
-/// `[0,1]` → `0..=255`, rounding to nearest; NaN maps to 0.
-pub fn quantize(v: f32) -> u8 {
-    (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
 /// Encodes RGB as a lossless 8-bit PNG.

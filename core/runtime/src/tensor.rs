@@ -1,4 +1,5 @@
-//! A minimal owned image tensor in NCHW layout, the currency between scrim-core's parts.
+//! A minimal owned image tensor in NCHW layout, the currency between scrim-core's parts, and the
+//! 8-bit quantisation of its values.
 
 use crate::{Error, Result};
 
@@ -101,17 +102,6 @@ impl ImageTensor {
         })
     }
 
-    /// Splits a batch into single-image tensors.
-    pub fn unstack(&self) -> Vec<ImageTensor> {
-        let [n, c, h, w] = self.shape;
-        (0..n)
-            .map(|i| Self {
-                shape: [1, c, h, w],
-                data: self.image(i).to_vec(),
-            })
-            .collect()
-    }
-
     /// Nearest-neighbour upsampling to `[height, width]`, each an integer multiple of this
     /// tensor's side (the same factor for both): how the device expands a σ map that the
     /// perturber computed at a fraction of the image's resolution.
@@ -148,6 +138,12 @@ impl ImageTensor {
     pub fn describe(&self) -> String {
         format!("{}x{}x{}", self.shape[1], self.shape[2], self.shape[3])
     }
+}
+
+/// `[0,1]` → `0..=255`, rounding to nearest; NaN maps to 0. The one 8-bit quantisation: of
+/// uploads (`imaging::tensor_to_rgb`), of noisy pixels, and of FFX inputs.
+pub fn quantize(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }
 
 /// The integer factor `f ≥ 1` with `to = f · from` on both sides, if there is one.

@@ -218,7 +218,7 @@ pub fn apply(
                 base = k * base + (1.0 - k) * maps.fill;
             }
             let noisy = base + sigma[j].max(0.0) * kind.sample(&mut rng);
-            *v = f32::from(crate::imaging::quantize(noisy)) / 255.0;
+            *v = f32::from(crate::tensor::quantize(noisy)) / 255.0;
         }
     }
     Ok(out)

@@ -4,8 +4,9 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha20Rng;
-use scrim_core::selective::{self, LayerSelection};
-use scrim_core::{BatchMode, Error, ImageTensor, InputSpec, LevelKey, Manifest, Model};
+use scrim_core::{BatchMode, ImageTensor, InputSpec, Manifest, Model};
+use scrim_seal::selective::{self, LayerSelection};
+use scrim_seal::{Error, LevelKey};
 
 /// A small conv net with two protectable layers (16×3 and 64×16 kernels), weights from a seed.
 fn plain_model() -> Vec<u8> {

@@ -1,7 +1,10 @@
 //! # scrim-core
 //!
-//! The runtime half of Scrim, shared by the mobile SDK, the cloud server and the CLI. It does no
-//! network I/O and does not depend on burn: models arrive as ONNX files with a JSON manifest.
+//! The device runtime of Scrim, shared by the mobile SDK, the cloud server and the CLI. It does
+//! no network I/O and does not depend on burn: models arrive as ONNX files with a JSON manifest.
+//! The provider's model protection (selective weight encryption, sealed level bundles,
+//! patch-model encryption) is the separate crate `scrim-seal`, which the phone library does not
+//! link.
 //!
 //! - [`imaging`]: decode JPEG/PNG/WebP safely, resize, convert to tensors, encode PNG.
 //! - [`noise`]: CSPRNG noise and the perturbation formula.
@@ -10,11 +13,8 @@
 //! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`; [`onnx_graph`]: a
 //!   read-only view of an ONNX graph.
 //! - [`perturb`]: [`Perturber`], the one on-device perturbation path.
-//! - [`selective`], [`sealed`]: selective weight encryption with hierarchical service levels
-//!   (restore a protected model with a level key).
 //! - [`keys`]: secret key files and per-purpose key derivation (HKDF-SHA256 → ChaCha20).
 //! - [`blockwise`]: key-based block-wise image transforms (shuffle, negative/positive, FFX, patch).
-//! - [`model_crypt`]: encrypting a patch-embedding model's stem with a key, exactly.
 //! - [`fixtures`]: tiny untrained models for tests of crates without burn.
 //!
 //! ```no_run
@@ -33,14 +33,11 @@ pub mod fixtures;
 pub mod imaging;
 pub mod keys;
 pub mod manifest;
-pub mod model_crypt;
 pub mod noise;
 pub mod onnx;
 pub mod onnx_graph;
 pub mod perturb;
 pub mod runtime;
-pub mod sealed;
-pub mod selective;
 mod tensor;
 
 pub use blockwise::{BlockTransform, Scheme};
@@ -51,5 +48,4 @@ pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
 pub use runtime::{BatchMode, Model, Output, PreparedInput};
-pub use sealed::LevelKey;
 pub use tensor::ImageTensor;

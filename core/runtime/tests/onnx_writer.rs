@@ -2,67 +2,13 @@
 
 mod support;
 
-use scrim_core::manifest::{Manifest, PerturberOutput, PerturberSpec};
-use scrim_core::{BatchMode, ImageTensor, InputSpec, Model, NoiseKind};
-use support::graphs::{self, T};
-
-fn manifest_for(case: &graphs::Case) -> Manifest {
-    let [_, h, w] = case.input;
-    if case.outputs[0] == "sigma" {
-        let spec = PerturberSpec {
-            sigma_max: 0.7,
-            noise: NoiseKind::Gaussian,
-            outputs: vec![PerturberOutput::Sigma, PerturberOutput::Shift],
-            fill: 0.5,
-            standardize: false,
-        };
-        Manifest::perturber(case.name, InputSpec::rgb(h, w), spec)
-    } else {
-        let labels = (0..4).map(|i| format!("class{i}")).collect();
-        Manifest::recognizer(case.name, InputSpec::rgb(h, w), "test", labels)
-    }
-}
+use scrim_core::{BatchMode, ImageTensor, InputSpec, Model};
+use support::graphs::{self, manifest_for};
 
 #[test]
 fn tract_matches_direct_computation() {
     for case in graphs::all() {
-        let [c, h, w] = case.input;
-        for batch in [BatchMode::Single, BatchMode::Dynamic] {
-            let model = Model::load(&case.onnx, manifest_for(&case), batch)
-                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-            let n = if batch == BatchMode::Single { 1 } else { 3 };
-            let data = graphs::values(99, n * c * h * w, 1.0)
-                .iter()
-                .map(|v| v * 0.5 + 0.5)
-                .collect();
-            let input = ImageTensor::new([n, c, h, w], data).expect("shape");
-            let outs = model.run(&input).expect("run");
-            assert_eq!(outs.len(), case.outputs.len(), "{}", case.name);
-            for i in 0..n {
-                let x = T {
-                    c,
-                    h,
-                    w,
-                    d: input.image(i).to_vec(),
-                };
-                let want = (case.reference)(&x);
-                for (o, (got, want)) in outs.iter().zip(&want).enumerate() {
-                    let per = got.data.len() / n;
-                    let got = &got.data[i * per..(i + 1) * per];
-                    assert_eq!(got.len(), want.len(), "{} output {o}", case.name);
-                    let max_err = got
-                        .iter()
-                        .zip(want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max);
-                    assert!(
-                        max_err <= 1e-4,
-                        "{} output {o} image {i}: max error {max_err}",
-                        case.name
-                    );
-                }
-            }
-        }
+        graphs::check_against_reference(&case);
     }
 }
 

@@ -18,8 +18,12 @@
 //! assert!(!bytes.is_empty());
 //! ```
 
+mod proto;
+
 use prost::Message;
 use tract_onnx::pb;
+
+use proto::{Dim, FLOAT, IR_VERSION, OPSET, float, int, ints, string, value_info};
 
 /// A named tensor in the graph under construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +94,6 @@ pub struct GraphBuilder {
     /// Inferred shape of every value, so outputs can be declared with their shapes.
     shapes: std::collections::HashMap<String, Vec<Dim>>,
 }
-
-const OPSET: i64 = 13;
-const IR_VERSION: i64 = 7;
-const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
 
 impl GraphBuilder {
     /// An empty graph.
@@ -439,74 +439,5 @@ impl GraphBuilder {
             ..Default::default()
         });
         Value(out)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Dim {
-    Fixed(usize),
-    Sym(&'static str),
-}
-
-fn float_type(dims: &[Dim]) -> pb::TypeProto {
-    use pb::tensor_shape_proto::{Dimension, dimension};
-    let shape = Some(pb::TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| Dimension {
-                value: Some(match d {
-                    Dim::Fixed(n) => dimension::Value::DimValue(*n as i64),
-                    Dim::Sym(s) => dimension::Value::DimParam((*s).into()),
-                }),
-                ..Default::default()
-            })
-            .collect(),
-    });
-    pb::TypeProto {
-        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-            elem_type: FLOAT,
-            shape,
-        })),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(float_type(dims)),
-        ..Default::default()
-    }
-}
-
-fn attr(name: &str, kind: pb::attribute_proto::AttributeType) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: kind as i32,
-        ..Default::default()
-    }
-}
-fn ints(name: &str, v: &[usize]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        ints: v.iter().map(|&x| x as i64).collect(),
-        ..attr(name, pb::attribute_proto::AttributeType::Ints)
-    }
-}
-fn int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        i: v,
-        ..attr(name, pb::attribute_proto::AttributeType::Int)
-    }
-}
-fn float(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto {
-        f: v,
-        ..attr(name, pb::attribute_proto::AttributeType::Float)
-    }
-}
-fn string(name: &str, v: &str) -> pb::AttributeProto {
-    pb::AttributeProto {
-        s: v.as_bytes().to_vec(),
-        ..attr(name, pb::attribute_proto::AttributeType::String)
     }
 }

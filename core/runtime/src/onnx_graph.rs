@@ -161,30 +161,6 @@ fn attr(a: &pb::AttributeProto) -> Attr {
     }
 }
 
-/// A float initializer's values, from `raw_data` (little-endian) or `float_data`.
-pub(crate) fn floats(t: &pb::TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != pb::tensor_proto::DataType::Float as i32 {
-        return Err(Error::InvalidModel(format!(
-            "initializer {:?} is not float32",
-            t.name
-        )));
-    }
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return Err(Error::InvalidModel(format!(
-                "initializer {:?} has a truncated raw_data",
-                t.name
-            )));
-        }
-        Ok(t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    } else {
-        Ok(t.float_data.clone())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
