@@ -25,7 +25,7 @@ use burn::tensor::TensorData;
 use rand::Rng;
 use scrim_core::{NoiseKind, NoiseSource};
 
-use super::attacks::{self, Context};
+use super::context::{self, Context};
 use super::{Attack, AttackResult, Scheme, SchemeReport, mean_accuracy};
 use scrim_train::batch::{self, Inputs};
 use scrim_train::data::Dataset;
@@ -223,7 +223,7 @@ pub(super) fn audit_arden(
     let mut results = Vec::new();
     let mut skipped = Vec::new();
     for attr in &req.sensitive {
-        let majority = attacks::majority(ctx.test, attr)?;
+        let majority = context::majority(ctx.test, attr)?;
         for &attack in &req.attacks {
             let label = format!("{name}: {attr} {attack:?} attacker").to_lowercase();
             let init = match attack {

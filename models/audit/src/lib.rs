@@ -26,8 +26,8 @@
 //! skipped with a note in the report.
 
 mod arden;
-mod attacks;
-mod report;
+mod context;
+mod plots;
 mod results;
 mod sweep;
 
@@ -42,8 +42,8 @@ use scrim_train::eval::{self, Accuracy, ClassifierConfig};
 use scrim_train::run::RunDir;
 use scrim_train::{Error, Result};
 
-pub use attacks::{Reconstruction, psnr, ssim};
-pub use report::{markdown, merge, write_markdown, write_plots};
+pub use context::{Reconstruction, psnr, ssim};
+pub use plots::{markdown, merge, write_markdown, write_plots};
 pub use results::{ResultsRequest, write_results};
 pub use sweep::{SweepRequest, Variant, sweep};
 
@@ -528,7 +528,7 @@ pub fn audit(req: &AuditRequest) -> Result<AuditReport> {
         req.sensitive
     ));
     let device = Backend::Flex.device()?;
-    let mut ctx = attacks::Context::new(&train, &val, &test, req, device);
+    let mut ctx = context::Context::new(&train, &val, &test, req, device);
 
     // The RMS σ of the first perturber fixes the energy of uniform noise that names no σ.
     let first_perturber = req.schemes.iter().find_map(|s| match s {
@@ -572,7 +572,7 @@ pub fn audit(req: &AuditRequest) -> Result<AuditReport> {
     save_json(&req.out.join("report.json"), &report)?;
     write_markdown(&report, &req.out.join("report.md"))?;
     write_plots(&report, &req.out)?;
-    report::sample_grid(&req.schemes, &test, &req.out.join("samples.png"))?;
+    plots::sample_grid(&req.schemes, &test, &req.out.join("samples.png"))?;
     Ok(report)
 }
 
@@ -636,7 +636,7 @@ fn print_scheme(r: &SchemeReport) {
 
 /// Audits one scheme.
 fn audit_scheme(
-    ctx: &mut attacks::Context<'_>,
+    ctx: &mut context::Context<'_>,
     name: &str,
     scheme: &Scheme,
     r: &Resolved,
