@@ -1,156 +1,21 @@
-//! The audit's human-readable outputs: `report.md`, the privacy–utility frontier plot (SVG, and
-//! PNG when a font is available), and a sample grid of original / σ map / perturbed images.
+//! The audit's figures: the privacy–utility frontier plot (SVG, and PNG when a font is
+//! available), and a sample grid of original / σ map / perturbed images.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use image::{Rgb, RgbImage};
 use plotters::prelude::*;
+use scrim_core::imaging::{rgb_to_tensor, tensor_to_rgb};
 use scrim_core::{BatchMode, ImageTensor, Model, NoiseSource, Perturber};
 
-use super::{AuditReport, Scheme};
 use scrim_train::data::Dataset;
 use scrim_train::run::RunDir;
-use scrim_train::{Error, Result};
 
-fn pct(v: f64) -> String {
-    format!("{:.1}%", 100.0 * v)
-}
-
-/// Writes the tables of `report` as Markdown.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be written.
-pub fn write_markdown(report: &AuditReport, path: &Path) -> Result<()> {
-    std::fs::write(path, markdown(report)).map_err(|e| Error::io(path, e))
-}
-
-/// The tables of `report` as Markdown.
-pub fn markdown(report: &AuditReport) -> String {
-    let mut md = String::new();
-    let [tr, va, te] = report.split_sizes;
-    let _ = writeln!(
-        md,
-        "Data `{}`: {tr} train / {va} val / {te} test images. Desired label `{}` (majority {}). \
-         Utility is the mean over {} noise draws. Attackers: widths {:?}, at most {} epochs, \
-         early stopping after {} without validation gain.\n",
-        report.data,
-        report.desired,
-        pct(report.desired_majority),
-        report.draws,
-        report.attacker.widths,
-        report.attacker.epochs,
-        report.attacker.patience
-    );
-    let _ = writeln!(md, "### Utility and the best attacker\n");
-    let mut header = format!(
-        "| scheme | λ | mean σ | {} clean | {} perturbed |",
-        report.desired, report.desired
-    );
-    let mut rule = "|---|---|---|---|---|".to_string();
-    for s in &report.sensitive {
-        let _ = write!(header, " best {s} attack (majority) |");
-        rule.push_str("---|");
-    }
-    let _ = writeln!(md, "{header}\n{rule}");
-    for r in &report.schemes {
-        let mut row = format!(
-            "| {} | {} | {:.3} | {} | {} |",
-            r.name,
-            r.lambda.map_or("–".into(), |l| {
-                // Three significant digits: an adapted λ is not a round number.
-                let digits = (2 - l.abs().log10().floor() as i32).clamp(0, 8) as usize;
-                let s = format!("{l:.digits$}");
-                if s.contains('.') {
-                    s.trim_end_matches('0').trim_end_matches('.').to_string()
-                } else {
-                    s
-                }
-            }),
-            r.mean_sigma,
-            pct(r.desired_clean.accuracy),
-            pct(r.desired_perturbed.accuracy)
-        );
-        for s in &report.sensitive {
-            match r.best_attack(s) {
-                Some(a) => {
-                    let best_seed = if a.seeds.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", best of {} seeds {}", a.seeds.len(), pct(a.best_seed()))
-                    };
-                    let _ = write!(
-                        row,
-                        " {} ± {} ({:?}{best_seed}; {}) |",
-                        pct(a.accuracy.accuracy),
-                        pct(a.ci95),
-                        a.attacker,
-                        pct(a.majority)
-                    );
-                }
-                None => row.push_str(" – |"),
-            }
-        }
-        let _ = writeln!(md, "{}", row.to_lowercase());
-    }
-    let _ = writeln!(md, "\n### Every attacker\n");
-    let _ = writeln!(
-        md,
-        "| scheme | attribute | attacker | accuracy | balanced | majority | each seed |\n|---|---|---|---|---|---|---|"
-    );
-    for r in &report.schemes {
-        for a in &r.attacks {
-            let seeds = if a.seeds.is_empty() {
-                "–".to_string()
-            } else {
-                a.seeds
-                    .iter()
-                    .map(|&v| pct(v))
-                    .collect::<Vec<_>>()
-                    .join(" / ")
-            };
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} ± {} | {} | {} | {seeds} |",
-                r.name,
-                a.attribute,
-                format!("{:?}", a.attacker).to_lowercase(),
-                pct(a.accuracy.accuracy),
-                pct(a.ci95),
-                pct(a.accuracy.balanced),
-                pct(a.majority)
-            );
-        }
-    }
-    if report.schemes.iter().any(|r| r.reconstruction.is_some()) {
-        let _ = writeln!(md, "\n### Reconstruction attacker\n");
-        let _ = writeln!(
-            md,
-            "| scheme | PSNR perturbed → reconstructed | SSIM perturbed → reconstructed |\n|---|---|---|"
-        );
-        for r in &report.schemes {
-            if let Some(rec) = &r.reconstruction {
-                let _ = writeln!(
-                    md,
-                    "| {} | {:.2} → {:.2} dB | {:.3} → {:.3} |",
-                    r.name, rec.input_psnr, rec.psnr, rec.input_ssim, rec.ssim
-                );
-            }
-        }
-    }
-    if report.schemes.iter().any(|r| !r.notes.is_empty()) {
-        let _ = writeln!(md, "\n### Notes\n");
-        for r in &report.schemes {
-            for note in &r.notes {
-                let _ = writeln!(md, "- {}: {note}", r.name);
-            }
-        }
-    }
-    let _ = writeln!(md, "\nMeasured by:\n\n```\n{}\n```", report.command);
-    md
-}
+use crate::error::{Error, Result};
+use crate::reports::AuditReport;
+use crate::request::Scheme;
 
 /// Registers a system sans-serif font for plot text once; `false` when none is installed.
 fn font_available() -> bool {
@@ -302,11 +167,12 @@ where
 /// row of perturbed uploads, for the first 8 test images, scaled up 4×.
 ///
 /// # Errors
-/// Model errors, or [`Error::Io`] when the PNG cannot be written.
+/// Model errors, or [`Error::Image`] when the PNG cannot be written.
 pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()> {
     let s = test.size;
     let n = test.len().min(8);
-    let mut rows: Vec<Vec<Vec<[u8; 3]>>> = vec![(0..n).map(|i| pixels(test.image(i), s)).collect()];
+    let originals: Vec<RgbImage> = (0..n).map(|i| test.rgb(i)).collect();
+    let mut rows = vec![originals.clone()];
     for scheme in schemes {
         let onnx = match scheme {
             Scheme::Run { path } => RunDir::open(path)?.perturber_onnx(),
@@ -321,29 +187,12 @@ pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()
             .map_or(1.0, |p| p.sigma_max);
         let p = Perturber::with_noise(model, NoiseSource::from_os())?;
         let (mut sig_row, mut out_row) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let x = ImageTensor::new(
-                [1, 3, s, s],
-                test.image(i)
-                    .iter()
-                    .map(|&b| f32::from(b) / 255.0)
-                    .collect(),
-            )?;
-            let maps = p.maps(&x)?;
-            let sig: Vec<u8> = maps
-                .sigma
-                .data()
-                .iter()
-                .map(|&v| scrim_core::imaging::quantize(v / sigma_max))
-                .collect();
-            sig_row.push(pixels(&sig, s));
-            let y = p.perturb_tensor(&x)?;
-            let q: Vec<u8> = y
-                .data()
-                .iter()
-                .map(|&v| scrim_core::imaging::quantize(v))
-                .collect();
-            out_row.push(pixels(&q, s));
+        for original in &originals {
+            let x = rgb_to_tensor(original);
+            let sigma = p.maps(&x)?.sigma;
+            let scaled = sigma.data().iter().map(|&v| v / sigma_max).collect();
+            sig_row.push(tensor_to_rgb(&ImageTensor::new(sigma.shape(), scaled)?)?);
+            out_row.push(tensor_to_rgb(&p.perturb_tensor(&x)?)?);
         }
         rows.push(sig_row);
         rows.push(out_row);
@@ -360,172 +209,14 @@ pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()
         for (c, px) in row.iter().enumerate() {
             for y in 0..s * scale {
                 for x in 0..s * scale {
-                    let v = px[(y / scale) * s + x / scale];
-                    img.put_pixel((c * cell + x) as u32, (r * cell + y) as u32, Rgb(v));
+                    let v = *px.get_pixel((x / scale) as u32, (y / scale) as u32);
+                    img.put_pixel((c * cell + x) as u32, (r * cell + y) as u32, v);
                 }
             }
         }
     }
-    img.save(path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
-}
-
-/// CHW bytes → row-major RGB pixels.
-fn pixels(chw: &[u8], s: usize) -> Vec<[u8; 3]> {
-    (0..s * s)
-        .map(|i| [chw[i], chw[s * s + i], chw[2 * s * s + i]])
-        .collect()
-}
-
-/// True when two data specs name the same data: equal strings, or the same kind with paths that
-/// resolve to the same file (an audit run from another folder writes `../x` or `/abs/x`).
-fn same_data(a: &str, b: &str) -> bool {
-    let canonical = |spec: &str| {
-        let (kind, rest) = spec.split_once(':')?;
-        let (path, sub) = rest.split_once('#').unwrap_or((rest, ""));
-        Some((
-            kind.to_string(),
-            std::fs::canonicalize(path).ok()?,
-            sub.to_string(),
-        ))
-    };
-    a == b || canonical(a).is_some_and(|x| Some(x) == canonical(b))
-}
-
-/// Merges audits of the same data, desired label and split into one report (schemes keep their
-/// order; a scheme name seen twice keeps its first measurement).
-///
-/// # Errors
-/// [`Error::Input`] when the reports audit different data, labels or splits.
-pub fn merge(reports: Vec<AuditReport>) -> Result<AuditReport> {
-    let mut it = reports.into_iter();
-    let mut merged = it
-        .next()
-        .ok_or_else(|| Error::Input("give at least one report.json".into()))?;
-    for r in it {
-        if !same_data(&r.data, &merged.data)
-            || r.desired != merged.desired
-            || r.split_sizes != merged.split_sizes
-        {
-            return Err(Error::Input(format!(
-                "cannot merge an audit of {} ({}; split {:?}) with one of {} ({}; split {:?})",
-                r.data, r.desired, r.split_sizes, merged.data, merged.desired, merged.split_sizes
-            )));
-        }
-        for s in &r.sensitive {
-            if !merged.sensitive.contains(s) {
-                merged.sensitive.push(s.clone());
-            }
-        }
-        merge_schemes(&mut merged.schemes, r.schemes);
-        merged.command = format!("{}\n{}", merged.command, r.command);
-    }
-    Ok(merged)
-}
-
-/// Adds `from` to `into`: new schemes are appended; a scheme already there (same name, e.g.
-/// audited again with other attackers) gains the attacks it lacks, and an attack measured twice
-/// keeps the first number.
-fn merge_schemes(into: &mut Vec<super::SchemeReport>, from: Vec<super::SchemeReport>) {
-    for s in from {
-        match into.iter_mut().find(|m| m.name == s.name) {
-            // The same scheme audited again (e.g. with other attackers): its new attacks
-            // join the first report's; an attack measured twice keeps the first number.
-            Some(m) => {
-                for a in s.attacks {
-                    if !m
-                        .attacks
-                        .iter()
-                        .any(|b| b.attribute == a.attribute && b.attacker == a.attacker)
-                    {
-                        m.attacks.push(a);
-                    }
-                }
-                m.reconstruction = m.reconstruction.or(s.reconstruction);
-                for n in s.notes {
-                    if !m.notes.contains(&n) {
-                        m.notes.push(n);
-                    }
-                }
-            }
-            None => into.push(s),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Attack, AttackResult, Scheme, SchemeReport};
-    use scrim_train::eval::Accuracy;
-
-    fn scheme(name: &str, attacks: &[(&str, Attack, f64)]) -> SchemeReport {
-        let acc = |a: f64| Accuracy {
-            accuracy: a,
-            balanced: a,
-            n: 100,
-        };
-        SchemeReport {
-            name: name.into(),
-            scheme: Scheme::None,
-            family: "none".into(),
-            lambda: None,
-            mean_sigma: 0.0,
-            rms_sigma: 0.0,
-            desired_clean: acc(0.9),
-            desired_perturbed: acc(0.9),
-            utility_model: String::new(),
-            attacks: attacks
-                .iter()
-                .map(|(attr, attacker, a)| AttackResult {
-                    attribute: (*attr).into(),
-                    attacker: *attacker,
-                    accuracy: acc(*a),
-                    ci95: 0.01,
-                    majority: 0.4,
-                    seeds: Vec::new(),
-                })
-                .collect(),
-            reconstruction: None,
-            notes: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_scheme_audited_twice_gains_the_attacks_it_lacked() {
-        let mut into = vec![scheme("run", &[("race", Attack::Cnn, 0.5)])];
-        let from = vec![
-            scheme(
-                "run",
-                &[("race", Attack::Cnn, 0.9), ("race", Attack::Blur, 0.6)],
-            ),
-            scheme("other", &[("race", Attack::Cnn, 0.7)]),
-        ];
-        merge_schemes(&mut into, from);
-        assert_eq!(into.len(), 2);
-        let run = &into[0];
-        assert_eq!(run.attacks.len(), 2);
-        // The first measurement of an attack is kept; the new attacker joins it.
-        assert_eq!(
-            run.best_attack("race").map(|a| a.attacker),
-            Some(Attack::Blur)
-        );
-        assert!((run.attacks[0].accuracy.accuracy - 0.5).abs() < 1e-12);
-    }
-
-    #[test]
-    fn data_specs_match_by_resolved_path() {
-        let dir = std::env::temp_dir();
-        let abs = format!("utkface:{}", dir.display());
-        let dotted = format!(
-            "utkface:{}/../{}",
-            dir.display(),
-            dir.file_name()
-                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
-        );
-        assert!(same_data(&abs, &abs));
-        assert!(same_data(&abs, &dotted));
-        assert!(!same_data(&abs, &format!("csv:{}", dir.display())));
-        assert!(!same_data("synthetic:100", "synthetic:200"));
-    }
+    img.save(path).map_err(|source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    })
 }
