@@ -14,7 +14,7 @@
 //!   training features ("noisy training"), early-stopping on noisy validation features.
 //!
 //! Every image gets a fresh mask and fresh noise from a ChaCha20 generator seeded from the
-//! operating system (as [`super::uniform_noise`] does), drawn once per split: each photo is
+//! operating system (as `uniform_noise` does), drawn once per split: each photo is
 //! uploaded once. Attackers are CNNs with the image attacker's widths on the features; the blur
 //! and reconstruction attackers are image attacks and are skipped (the report says so).
 
@@ -25,13 +25,15 @@ use burn::tensor::TensorData;
 use rand::Rng;
 use scrim_core::{NoiseKind, NoiseSource};
 
-use super::attacks::{self, Context};
-use super::{Attack, AttackResult, Scheme, SchemeReport, mean_accuracy};
 use scrim_train::batch::{self, Inputs};
 use scrim_train::data::Dataset;
 use scrim_train::eval;
 use scrim_train::nets::{Block, Recognizer};
-use scrim_train::{Error, Result};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::reports::{AttackResult, SchemeReport, mean_accuracy};
+use crate::request::{Attack, Scheme};
 
 /// Released feature maps of every image of a split, `[N, C, H, W]` flattened.
 pub struct Features<'a> {
@@ -141,52 +143,40 @@ impl Client {
 }
 
 /// What the ARDEN schemes of one audit share: the frozen block, and for the `finetune` attacker
-/// the clean (un-nullified, noise-free) features and the attackers trained on them.
-pub struct Shared<'a> {
+/// the clean (un-nullified, noise-free) features and the attackers trained on them. The audit
+/// holds it (`None` until the first ARDEN scheme) and hands it to every [`audit_arden`].
+pub(crate) struct Shared<'a> {
     block: Block,
     clean: Option<(Features<'a>, Features<'a>)>,
     clean_attackers: HashMap<String, Recognizer>,
 }
 
-/// Checks an ARDEN scheme's parameters (before any training starts).
-pub(super) fn check(nullify: f64, scale: f64) -> Result<()> {
-    if !(0.0..=1.0).contains(&nullify) || !scale.is_finite() || scale < 0.0 {
-        return Err(Error::Input(format!(
-            "ARDEN needs a nullified fraction in [0, 1] and a Laplace scale ≥ 0, got μ = {nullify}, b = {scale}"
-        )));
-    }
-    Ok(())
-}
-
-/// Audits one ARDEN scheme: utility of the noisily trained cloud part, and attackers on the
-/// released features.
-pub(super) fn audit_arden(
-    ctx: &mut Context<'_>,
+/// Audits one ARDEN scheme (its parameters already checked): utility of the noisily trained
+/// cloud part, and attackers on the released features.
+pub(crate) fn audit_arden<'a>(
+    ctx: &mut Context<'a>,
+    shared: &mut Option<Shared<'a>>,
     name: &str,
     scheme: &Scheme,
     nullify: f64,
     scale: f64,
 ) -> Result<SchemeReport> {
-    check(nullify, scale)?;
     let req = ctx.req;
     let (clean_model, desired_clean) = ctx.clean_recognizer()?;
-    if ctx.arden.is_none() {
-        let block = clean_model.blocks.first().cloned().ok_or_else(|| {
-            Error::Input("the ARDEN baseline needs attacker widths with at least one block".into())
-        })?;
-        ctx.arden = Some(Shared {
-            block,
+    let shared = match shared {
+        Some(shared) => shared,
+        None => shared.insert(Shared {
+            block: clean_model
+                .blocks
+                .first()
+                .cloned()
+                .ok_or(Error::ArdenNeedsBlock)?,
             clean: None,
             clean_attackers: HashMap::new(),
-        });
-    }
-    let block = ctx
-        .arden
-        .as_ref()
-        .map(|a| a.block.clone())
-        .ok_or_else(|| Error::Internal("the ARDEN block was not set".into()))?;
+        }),
+    };
     let client = Client {
-        block,
+        block: shared.block.clone(),
         nullify: nullify as f32,
         scale: scale as f32,
     };
@@ -203,17 +193,14 @@ pub(super) fn audit_arden(
         .attacker
         .clone()
         .with_widths(req.attacker.widths[1..].to_vec());
-    let cloud = eval::train_classifier(
+    let cloud = ctx.train_attacker(
         &ftrain,
         &fval,
         &req.desired,
-        &cloud_cfg,
         None,
-        &device,
+        &cloud_cfg,
         &format!("{name}: cloud part"),
-        req.progress,
-    )?
-    .model;
+    )?;
     let mut accs = vec![eval::burn_accuracy(&cloud, &ftest, &req.desired, &device)?];
     for _ in 1..req.draws.max(1) {
         let t = client.release(ctx.test, &os, &device);
@@ -223,12 +210,12 @@ pub(super) fn audit_arden(
     let mut results = Vec::new();
     let mut skipped = Vec::new();
     for attr in &req.sensitive {
-        let majority = attacks::majority(ctx.test, attr)?;
+        let majority = ctx.majority(attr)?;
         for &attack in &req.attacks {
             let label = format!("{name}: {attr} {attack:?} attacker").to_lowercase();
             let init = match attack {
                 Attack::Cnn => None,
-                Attack::Finetune => Some(clean_feature_attacker(ctx, &client, attr)?),
+                Attack::Finetune => Some(clean_feature_attacker(ctx, shared, &client, attr)?),
                 Attack::Blur | Attack::Reconstruct => {
                     if !skipped.contains(&attack) {
                         skipped.push(attack);
@@ -238,7 +225,7 @@ pub(super) fn audit_arden(
             };
             let (accuracy, seeds) = ctx.over_seeds(|cfg| {
                 let model = ctx.train_attacker(&ftrain, &fval, attr, init.as_ref(), cfg, &label)?;
-                eval::burn_accuracy(&model, &ftest, attr, &device)
+                Ok(eval::burn_accuracy(&model, &ftest, attr, &device)?)
             })?;
             results.push(AttackResult::new(attr, attack, accuracy, majority).with_seeds(seeds));
         }
@@ -253,10 +240,7 @@ pub(super) fn audit_arden(
         scale * std::f64::consts::SQRT_2
     )];
     if !skipped.is_empty() {
-        let names: Vec<String> = skipped
-            .iter()
-            .map(|a| format!("{a:?}").to_lowercase())
-            .collect();
+        let names: Vec<&str> = skipped.iter().map(|a| a.name()).collect();
         notes.push(format!(
             "{} not run: image attacks do not apply to ARDEN's feature uploads.",
             names.join(" and ")
@@ -280,50 +264,36 @@ pub(super) fn audit_arden(
 
 /// The attacker for `attr` trained on clean features (trained once per audit), the start of
 /// the `finetune` attacker.
-fn clean_feature_attacker(
-    ctx: &mut Context<'_>,
+fn clean_feature_attacker<'a>(
+    ctx: &Context<'a>,
+    shared: &mut Shared<'a>,
     client: &Client,
     attr: &str,
 ) -> Result<Recognizer> {
-    let clean_client = Client {
-        nullify: 0.0,
-        scale: 0.0,
-        ..client.clone()
-    };
-    let (train, val, device) = (ctx.train, ctx.val, ctx.device.clone());
-    let Some(shared) = ctx.arden.as_mut() else {
-        return Err(Error::Internal("the ARDEN block was not set".into()));
-    };
     if let Some(m) = shared.clean_attackers.get(attr) {
         return Ok(m.clone());
     }
-    if shared.clean.is_none() {
+    let (ctrain, cval) = shared.clean.get_or_insert_with(|| {
+        let clean_client = Client {
+            nullify: 0.0,
+            scale: 0.0,
+            ..client.clone()
+        };
         let os = NoiseSource::from_os();
-        shared.clean = Some((
-            clean_client.release(train, &os, &device),
-            clean_client.release(val, &os, &device),
-        ));
-    }
-    let Some(Shared {
-        clean: Some((ctrain, cval)),
-        ..
-    }) = ctx.arden.as_ref()
-    else {
-        return Err(Error::Internal(
-            "the clean ARDEN features were not set".into(),
-        ));
-    };
+        (
+            clean_client.release(ctx.train, &os, &ctx.device),
+            clean_client.release(ctx.val, &os, &ctx.device),
+        )
+    });
     let m = ctx.train_attacker(
-        ctrain,
-        cval,
+        &*ctrain,
+        &*cval,
         attr,
         None,
         &ctx.req.attacker,
         &format!("clean-feature attacker ({attr})"),
     )?;
-    if let Some(shared) = ctx.arden.as_mut() {
-        shared.clean_attackers.insert(attr.to_string(), m.clone());
-    }
+    shared.clean_attackers.insert(attr.to_string(), m.clone());
     Ok(m)
 }
 

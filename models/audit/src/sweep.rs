@@ -6,13 +6,17 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AuditReport, AuditRequest, Scheme, audit};
 use scrim_train::config::TrainConfig;
 use scrim_train::data::DataSpec;
 use scrim_train::nets::PerturberLayout;
+use scrim_train::report::note;
 use scrim_train::run::RunDir;
 use scrim_train::workflow::{TrainRequest, train_run};
-use scrim_train::{Error, Result};
+
+use crate::audit::audit;
+use crate::error::{Error, Result};
+use crate::reports::AuditReport;
+use crate::request::{AuditRequest, Scheme};
 
 /// A named co-training recipe (see the README's "Privacy options" for why each exists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +34,14 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// All recipes.
+    pub const ALL: [Variant; 4] = [
+        Self::Paper,
+        Self::Cloak,
+        Self::GraySuppress,
+        Self::Adversarial,
+    ];
+
     /// The name used on the command line and in plots.
     pub fn name(self) -> &'static str {
         match self {
@@ -66,49 +78,11 @@ impl Variant {
 impl std::str::FromStr for Variant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        [
-            Self::Paper,
-            Self::Cloak,
-            Self::GraySuppress,
-            Self::Adversarial,
-        ]
-        .into_iter()
-        .find(|v| v.name() == s)
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "unknown variant {s:?}; use paper, cloak, gray-suppress or adversarial"
-            ))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| Error::UnknownVariant(s.into()))
     }
-}
-
-/// The plot family of a trained configuration.
-pub fn family_of(cfg: &TrainConfig) -> String {
-    let p = &cfg.perturber;
-    let cloak = p.layout == PerturberLayout::InputIndependent;
-    let mut name = String::from(if cloak { "cloak" } else { "scrim" });
-    for (on, tag) in [
-        (p.standardize, "+standardize"),
-        (p.gray && !p.standardize, "+gray"),
-        (p.suppress, "+suppress"),
-        (p.shift_max > 0.0, "+shift"),
-        (cfg.adversarial, "+adversary"),
-        (cfg.distill > 0.0, "+distill"),
-    ] {
-        if on {
-            name.push_str(tag);
-        }
-    }
-    // A coarser σ map is another perturber, not another point on the same curve.
-    if p.downsample > 1 && !cloak {
-        name.push_str(&format!("+downsample{}", p.downsample));
-    }
-    match p.layout {
-        PerturberLayout::Separable => name.push_str("+separable"),
-        PerturberLayout::Depthwise => name.push_str("+depthwise"),
-        PerturberLayout::Dense | PerturberLayout::InputIndependent => {}
-    }
-    name
 }
 
 /// A sweep.
@@ -139,12 +113,10 @@ pub struct SweepRequest {
 /// interrupted sweep continues where it stopped.
 ///
 /// # Errors
-/// Training and audit errors.
+/// [`Error::EmptySweep`] without λ values or variants; training and audit errors.
 pub fn sweep(req: &SweepRequest) -> Result<AuditReport> {
     if req.lambdas.is_empty() || req.variants.is_empty() {
-        return Err(Error::Input(
-            "give at least one --lambdas value and one --variants name".into(),
-        ));
+        return Err(Error::EmptySweep);
     }
     let mut schemes = vec![Scheme::None];
     let mut matched = Vec::new();
@@ -163,14 +135,11 @@ pub fn sweep(req: &SweepRequest) -> Result<AuditReport> {
                 t.progress = req.progress;
                 t.cache = req.audit.cache;
                 t.draws = 1;
-                scrim_train::report::note(&format!(
-                    "sweep: training {} at λ {lambda}",
-                    variant.name()
-                ));
+                note(&format!("sweep: training {} at λ {lambda}", variant.name()));
                 train_run(&t)?;
             } else {
                 RunDir::open(&dir)?;
-                scrim_train::report::note(&format!("sweep: reusing {}", dir.display()));
+                note(&format!("sweep: reusing {}", dir.display()));
             }
             if vi == 0 {
                 matched.push(Scheme::Uniform {
@@ -187,41 +156,4 @@ pub fn sweep(req: &SweepRequest) -> Result<AuditReport> {
     a.out = req.out.clone();
     a.size = req.base.size;
     audit(&a)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::optim::AdamConfig;
-    use scrim_train::nets::{PerturberConfig, RecognizerConfig};
-
-    #[test]
-    fn families_name_every_option_that_changes_the_uploads_or_the_training() {
-        let base = TrainConfig::new(
-            "synthetic".into(),
-            "shape".into(),
-            PerturberConfig::new(),
-            RecognizerConfig::new(2),
-            AdamConfig::new(),
-        );
-        assert_eq!(family_of(&base), "scrim");
-        let mut c = base.clone();
-        c.perturber.layout = PerturberLayout::InputIndependent;
-        c.perturber.standardize = true;
-        c.perturber.gray = true;
-        c.perturber.suppress = true;
-        assert_eq!(family_of(&c), "cloak+standardize+suppress");
-        let mut d = base.clone();
-        d.perturber.gray = true;
-        d.distill = 1.0;
-        d.adversarial = true;
-        assert_eq!(family_of(&d), "scrim+gray+adversary+distill");
-        let mut q = base;
-        q.perturber.downsample = 4;
-        assert_eq!(family_of(&q), "scrim+downsample4");
-        q.perturber.layout = PerturberLayout::Separable;
-        assert_eq!(family_of(&q), "scrim+downsample4+separable");
-        q.perturber.layout = PerturberLayout::Depthwise;
-        assert_eq!(family_of(&q), "scrim+downsample4+depthwise");
-    }
 }

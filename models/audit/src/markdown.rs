@@ -1,0 +1,145 @@
+//! `report.md`: the audit's tables (utility and the best attacker, every attacker, the
+//! reconstruction attacker, notes) in Markdown.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::reports::AuditReport;
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", 100.0 * v)
+}
+
+/// Writes the tables of `report` as Markdown.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+pub fn write_markdown(report: &AuditReport, path: &Path) -> Result<()> {
+    std::fs::write(path, markdown(report)).map_err(|e| Error::io(path, e))
+}
+
+/// The tables of `report` as Markdown.
+pub fn markdown(report: &AuditReport) -> String {
+    let mut md = String::new();
+    let [tr, va, te] = report.split_sizes;
+    let _ = writeln!(
+        md,
+        "Data `{}`: {tr} train / {va} val / {te} test images. Desired label `{}` (majority {}). \
+         Utility is the mean over {} noise draws. Attackers: widths {:?}, at most {} epochs, \
+         early stopping after {} without validation gain.\n",
+        report.data,
+        report.desired,
+        pct(report.desired_majority),
+        report.draws,
+        report.attacker.widths,
+        report.attacker.epochs,
+        report.attacker.patience
+    );
+    let _ = writeln!(md, "### Utility and the best attacker\n");
+    let mut header = format!(
+        "| scheme | λ | mean σ | {} clean | {} perturbed |",
+        report.desired, report.desired
+    );
+    let mut rule = "|---|---|---|---|---|".to_string();
+    for s in &report.sensitive {
+        let _ = write!(header, " best {s} attack (majority) |");
+        rule.push_str("---|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    for r in &report.schemes {
+        let mut row = format!(
+            "| {} | {} | {:.3} | {} | {} |",
+            r.name,
+            r.lambda.map_or("–".into(), |l| {
+                // Three significant digits: an adapted λ is not a round number.
+                let digits = (2 - l.abs().log10().floor() as i32).clamp(0, 8) as usize;
+                let s = format!("{l:.digits$}");
+                if s.contains('.') {
+                    s.trim_end_matches('0').trim_end_matches('.').to_string()
+                } else {
+                    s
+                }
+            }),
+            r.mean_sigma,
+            pct(r.desired_clean.accuracy),
+            pct(r.desired_perturbed.accuracy)
+        );
+        for s in &report.sensitive {
+            match r.best_attack(s) {
+                Some(a) => {
+                    let best_seed = if a.seeds.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", best of {} seeds {}", a.seeds.len(), pct(a.best_seed()))
+                    };
+                    let _ = write!(
+                        row,
+                        " {} ± {} ({:?}{best_seed}; {}) |",
+                        pct(a.accuracy.accuracy),
+                        pct(a.ci95),
+                        a.attacker,
+                        pct(a.majority)
+                    );
+                }
+                None => row.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(md, "{}", row.to_lowercase());
+    }
+    let _ = writeln!(md, "\n### Every attacker\n");
+    let _ = writeln!(
+        md,
+        "| scheme | attribute | attacker | accuracy | balanced | majority | each seed |\n|---|---|---|---|---|---|---|"
+    );
+    for r in &report.schemes {
+        for a in &r.attacks {
+            let seeds = if a.seeds.is_empty() {
+                "–".to_string()
+            } else {
+                a.seeds
+                    .iter()
+                    .map(|&v| pct(v))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} ± {} | {} | {} | {seeds} |",
+                r.name,
+                a.attribute,
+                a.attacker.name(),
+                pct(a.accuracy.accuracy),
+                pct(a.ci95),
+                pct(a.accuracy.balanced),
+                pct(a.majority)
+            );
+        }
+    }
+    if report.schemes.iter().any(|r| r.reconstruction.is_some()) {
+        let _ = writeln!(md, "\n### Reconstruction attacker\n");
+        let _ = writeln!(
+            md,
+            "| scheme | PSNR perturbed → reconstructed | SSIM perturbed → reconstructed |\n|---|---|---|"
+        );
+        for r in &report.schemes {
+            if let Some(rec) = &r.reconstruction {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.2} → {:.2} dB | {:.3} → {:.3} |",
+                    r.name, rec.input_psnr, rec.psnr, rec.input_ssim, rec.ssim
+                );
+            }
+        }
+    }
+    if report.schemes.iter().any(|r| !r.notes.is_empty()) {
+        let _ = writeln!(md, "\n### Notes\n");
+        for r in &report.schemes {
+            for note in &r.notes {
+                let _ = writeln!(md, "- {}: {note}", r.name);
+            }
+        }
+    }
+    let _ = writeln!(md, "\nMeasured by:\n\n```\n{}\n```", report.command);
+    md
+}

@@ -1,0 +1,187 @@
+//! How each scheme perturbs images: a [`Scheme`] resolved into its perturbation, the recognizer
+//! that serves it and its plot family, and uniform noise through scrim-core's device path.
+
+use std::path::Path;
+
+use scrim_core::{BatchMode, Model, NoiseKind, NoiseSource, Perturber};
+
+use scrim_train::data::Dataset;
+use scrim_train::eval;
+use scrim_train::run::RunDir;
+
+use crate::error::{Error, Result};
+use crate::request::Scheme;
+use crate::runs::{family_of, run_lambda};
+
+/// Adds Gaussian noise of one σ to every pixel through scrim-core's device path (CSPRNG, 8-bit).
+///
+/// # Errors
+/// Tensor shape errors (never for a well-formed dataset).
+pub fn uniform_noise(ds: &Dataset, sigma: f32) -> Result<Dataset> {
+    let s = ds.size;
+    let source = NoiseSource::from_os();
+    let mut images = Vec::with_capacity(ds.images.len());
+    for i in 0..ds.len() {
+        let x = scrim_core::imaging::rgb_to_tensor(&ds.rgb(i));
+        let maps = scrim_core::noise::PerturbationMaps {
+            sigma: scrim_core::ImageTensor::new([1, 3, s, s], vec![sigma; 3 * s * s])?,
+            shift: None,
+            keep: None,
+            fill: 0.5,
+        };
+        let y = scrim_core::noise::apply(&x, &maps, NoiseKind::Gaussian, &source)?;
+        images.extend(y.data().iter().map(|&v| scrim_core::imaging::quantize(v)));
+    }
+    Ok(Dataset {
+        images,
+        ..ds.clone()
+    })
+}
+
+/// How a scheme perturbs images.
+pub(crate) enum Perturb {
+    Identity,
+    Uniform(f32),
+    Onnx(Box<Perturber>),
+}
+
+impl Perturb {
+    /// A perturbed copy of `ds`, with fresh noise.
+    pub fn apply(&self, ds: &Dataset, progress: bool) -> Result<Dataset> {
+        Ok(match self {
+            Self::Identity => ds.clone(),
+            Self::Uniform(sigma) => uniform_noise(ds, *sigma)?,
+            Self::Onnx(p) => eval::perturb_dataset(p, ds, progress)?,
+        })
+    }
+
+    /// Mean and RMS σ over the images of `ds`.
+    pub fn sigma_stats(&self, ds: &Dataset) -> Result<(f64, f64)> {
+        Ok(match self {
+            Self::Identity => (0.0, 0.0),
+            Self::Uniform(s) => (f64::from(*s), f64::from(*s)),
+            Self::Onnx(p) => eval::sigma_stats(p, ds)?,
+        })
+    }
+}
+
+/// A scheme resolved into what its audit needs.
+pub(crate) enum Resolved {
+    /// A scheme that uploads perturbed images.
+    Images(Box<ImageScheme>),
+    /// The ARDEN baseline, which uploads features (audited by `arden.rs`).
+    Arden { nullify: f64, laplace_b: f64 },
+}
+
+/// What the audit of an image scheme needs.
+pub(crate) struct ImageScheme {
+    pub perturb: Perturb,
+    /// The recognizer that serves the scheme, when it has one (a run, or an ONNX with its
+    /// recognizer).
+    pub recognizer: Option<Model>,
+    pub family: String,
+    pub lambda: Option<f64>,
+}
+
+impl Resolved {
+    /// The scheme's name in reports: uniform noise names the σ it resolved to.
+    pub fn name(&self, scheme: &Scheme) -> String {
+        if let Self::Images(images) = self
+            && let Perturb::Uniform(s) = images.perturb
+        {
+            return format!("uniform σ={s:.3}");
+        }
+        scheme.name()
+    }
+}
+
+/// Resolves `scheme`; uniform noise without a σ of its own takes `first_rms`.
+///
+/// # Errors
+/// Bad scheme parameters, unreadable runs or models, [`Error::UniformNeedsSigma`].
+pub(crate) fn resolve(
+    scheme: &Scheme,
+    first_rms: Option<f64>,
+    train: &Dataset,
+) -> Result<Resolved> {
+    scheme.check()?;
+    let images = match scheme {
+        Scheme::Arden { nullify, laplace_b } => {
+            return Ok(Resolved::Arden {
+                nullify: *nullify,
+                laplace_b: *laplace_b,
+            });
+        }
+        Scheme::None => ImageScheme {
+            perturb: Perturb::Identity,
+            recognizer: None,
+            family: "none".into(),
+            lambda: None,
+        },
+        Scheme::Uniform { sigma, matching } => {
+            let matched = match matching {
+                Some(run) => Some(rms_sigma(&RunDir::open(run)?.perturber_onnx(), train)?),
+                None => None,
+            };
+            let s = sigma
+                .or(matched)
+                .or(first_rms)
+                .ok_or(Error::UniformNeedsSigma)?;
+            ImageScheme {
+                perturb: Perturb::Uniform(s as f32),
+                recognizer: None,
+                family: "uniform".into(),
+                lambda: None,
+            }
+        }
+        Scheme::Run { path } => {
+            let run = RunDir::open(path)?;
+            let cfg = run.load_config()?;
+            ImageScheme {
+                perturb: Perturb::Onnx(Box::new(load_perturber(&run.perturber_onnx())?)),
+                recognizer: Some(Model::load_path(
+                    &run.recognizer_onnx(),
+                    BatchMode::Dynamic,
+                )?),
+                family: family_of(&cfg),
+                lambda: Some(run_lambda(&run, &cfg)),
+            }
+        }
+        Scheme::Onnx {
+            perturber,
+            recognizer,
+        } => ImageScheme {
+            perturb: Perturb::Onnx(Box::new(load_perturber(perturber)?)),
+            recognizer: recognizer
+                .as_deref()
+                .map(|r| Model::load_path(r, BatchMode::Dynamic))
+                .transpose()?,
+            family: "onnx".into(),
+            lambda: None,
+        },
+    };
+    Ok(Resolved::Images(Box::new(images)))
+}
+
+/// The RMS σ of the first perturber among `schemes` over `train`, which fixes the energy of
+/// uniform noise that names no σ; `None` when no scheme has a perturber.
+pub(crate) fn first_rms(schemes: &[Scheme], train: &Dataset) -> Result<Option<f64>> {
+    let first = schemes.iter().find_map(|s| match s {
+        Scheme::Run { path } => Some(RunDir::open(path).map(|r| r.perturber_onnx())),
+        Scheme::Onnx { perturber, .. } => Some(Ok(perturber.clone())),
+        _ => None,
+    });
+    match first {
+        Some(p) => Ok(Some(rms_sigma(&p?, train)?)),
+        None => Ok(None),
+    }
+}
+
+/// The RMS σ of the perturber at `onnx` over `ds`.
+fn rms_sigma(onnx: &Path, ds: &Dataset) -> Result<f64> {
+    Ok(eval::sigma_stats(&load_perturber(onnx)?, ds)?.1)
+}
+
+fn load_perturber(path: &Path) -> Result<Perturber> {
+    Ok(Perturber::new(Model::load_path(path, BatchMode::Single)?)?)
+}

@@ -1,0 +1,129 @@
+//! What an audit measures: one attacker's score, everything about one scheme, and the whole
+//! report written as `report.json`.
+
+use serde::{Deserialize, Serialize};
+
+use scrim_train::eval::{Accuracy, ClassifierConfig};
+
+use crate::quality::Reconstruction;
+use crate::request::{Attack, Scheme};
+
+/// One attacker's score on one sensitive attribute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttackResult {
+    /// The sensitive attribute.
+    pub attribute: String,
+    /// `cnn`, `blur`, `finetune` or `reconstruct`.
+    pub attacker: Attack,
+    /// Test accuracy (and balanced accuracy) on perturbed test images.
+    pub accuracy: Accuracy,
+    /// 95% half-width of the accuracy.
+    pub ci95: f64,
+    /// Majority-class rate of the attribute on the test split.
+    pub majority: f64,
+    /// Accuracy of each attacker seed when several were trained (`accuracy` is their mean).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<f64>,
+}
+
+impl AttackResult {
+    /// A result with its Wilson half-width.
+    pub(crate) fn new(attr: &str, attacker: Attack, accuracy: Accuracy, majority: f64) -> Self {
+        Self {
+            attribute: attr.to_string(),
+            attacker,
+            ci95: accuracy.ci95(),
+            accuracy,
+            majority,
+            seeds: Vec::new(),
+        }
+    }
+
+    /// The same result with the per-seed accuracies it is the mean of.
+    pub(crate) fn with_seeds(mut self, seeds: Vec<f64>) -> Self {
+        self.seeds = seeds;
+        self
+    }
+
+    /// The strongest of the seeds (the accuracy itself for a single attacker).
+    pub fn best_seed(&self) -> f64 {
+        self.seeds
+            .iter()
+            .copied()
+            .fold(self.accuracy.accuracy, f64::max)
+    }
+}
+
+/// Everything measured for one scheme.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemeReport {
+    /// Name.
+    pub name: String,
+    /// What it is.
+    pub scheme: Scheme,
+    /// A family for the frontier plot (`scrim`, `cloak`, `uniform`, `none`, a variant name).
+    pub family: String,
+    /// λ of the run, when known.
+    pub lambda: Option<f64>,
+    /// Mean σ over the test images (for ARDEN: the Laplace scale b on its bounded features).
+    pub mean_sigma: f64,
+    /// Root-mean-square σ (the noise energy per pixel is its square; for ARDEN the Laplace
+    /// noise's standard deviation `√2·b` per feature value).
+    pub rms_sigma: f64,
+    /// Desired accuracy on clean test images (the scheme's recognizer, or a clean-trained one).
+    pub desired_clean: Accuracy,
+    /// Desired accuracy on perturbed test images, mean over draws.
+    pub desired_perturbed: Accuracy,
+    /// How `desired_perturbed` was measured.
+    pub utility_model: String,
+    /// Attackers.
+    pub attacks: Vec<AttackResult>,
+    /// Reconstruction quality, when the reconstruction attacker ran.
+    pub reconstruction: Option<Reconstruction>,
+    /// What a reader needs to know to compare this row (attackers skipped, units).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl SchemeReport {
+    /// The best attacker's accuracy on `attribute`.
+    pub fn best_attack(&self, attribute: &str) -> Option<&AttackResult> {
+        self.attacks
+            .iter()
+            .filter(|a| a.attribute == attribute)
+            .max_by(|a, b| a.accuracy.accuracy.total_cmp(&b.accuracy.accuracy))
+    }
+}
+
+/// The audit's result, written as `report.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// The data source.
+    pub data: String,
+    /// Desired label.
+    pub desired: String,
+    /// Sensitive labels (the first is primary).
+    pub sensitive: Vec<String>,
+    /// Images in train / val / test.
+    pub split_sizes: [usize; 3],
+    /// Majority rate of the desired label on the test split.
+    pub desired_majority: f64,
+    /// Noise draws averaged for utility.
+    pub draws: usize,
+    /// Attacker training configuration.
+    pub attacker: ClassifierConfig,
+    /// Schemes in order.
+    pub schemes: Vec<SchemeReport>,
+    /// The command line that produced the report.
+    pub command: String,
+}
+
+/// The mean of several measurements (noise draws, attacker seeds); `n` is their total count.
+pub(crate) fn mean_accuracy(accs: &[Accuracy]) -> Accuracy {
+    let n = accs.len().max(1) as f64;
+    Accuracy {
+        accuracy: accs.iter().map(|a| a.accuracy).sum::<f64>() / n,
+        balanced: accs.iter().map(|a| a.balanced).sum::<f64>() / n,
+        n: accs.iter().map(|a| a.n).sum(),
+    }
+}

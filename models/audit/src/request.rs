@@ -1,0 +1,256 @@
+//! What to audit: the schemes, the attackers, the baselines of the command line, and the
+//! request that gathers them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use scrim_train::data::DataSpec;
+use scrim_train::eval::ClassifierConfig;
+
+use crate::error::{Error, Result};
+
+/// What to audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Scheme {
+    /// No perturbation: the clean reference.
+    None,
+    /// Input-independent Gaussian noise of one σ everywhere. `sigma: None` takes the RMS σ of
+    /// the first perturber audited (equal mean noise energy).
+    Uniform {
+        /// The noise σ.
+        sigma: Option<f64>,
+        /// A run whose perturber's RMS σ this noise matches (when `sigma` is absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        matching: Option<PathBuf>,
+    },
+    /// A run folder from `scrim train` (its perturber, recognizer and split).
+    Run {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// Any perturber ONNX (with its manifest next to it), optionally with the recognizer that
+    /// serves it.
+    Onnx {
+        /// The perturber.
+        perturber: PathBuf,
+        /// The recognizer; without one, utility uses a recognizer trained on perturbed images.
+        recognizer: Option<PathBuf>,
+    },
+    /// The ARDEN-style feature baseline (Wang et al., KDD 2018): the phone runs the first conv
+    /// block of a clean-trained recognizer, frozen, on the image with a fraction `nullify` of
+    /// its pixels set to 0, bounds the features to `[0, 1]` and adds Laplace noise of scale
+    /// `laplace_b`; the cloud part is trained on such noisy features.
+    Arden {
+        /// Probability that an input pixel is nullified (ARDEN's μ).
+        nullify: f64,
+        /// Laplace scale b on features bounded to `[0, 1]`.
+        laplace_b: f64,
+    },
+}
+
+impl Scheme {
+    /// A short name for tables and plots.
+    pub fn name(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::Uniform { sigma: Some(s), .. } => format!("uniform σ={s:.3}"),
+            Self::Uniform { sigma: None, .. } => "uniform".into(),
+            Self::Arden { nullify, laplace_b } => format!("arden μ={nullify} b={laplace_b}"),
+            Self::Run { path }
+            | Self::Onnx {
+                perturber: path, ..
+            } => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+        }
+    }
+
+    /// Checks the scheme's parameters, before any training starts.
+    ///
+    /// # Errors
+    /// [`Error::BadArden`] for a nullified fraction outside `[0, 1]` or a negative or
+    /// non-finite Laplace scale.
+    pub fn check(&self) -> Result<()> {
+        if let Self::Arden { nullify, laplace_b } = *self
+            && (!(0.0..=1.0).contains(&nullify) || !laplace_b.is_finite() || laplace_b < 0.0)
+        {
+            return Err(Error::BadArden {
+                nullify,
+                scale: laplace_b,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The attackers (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attack {
+    /// A CNN trained from scratch on perturbed images.
+    Cnn,
+    /// Blur, then a CNN.
+    Blur,
+    /// A CNN trained on clean images, then fine-tuned on perturbed ones.
+    Finetune,
+    /// A decoder that reconstructs the clean image; scored by PSNR/SSIM and by the clean
+    /// attacker's accuracy on its output.
+    Reconstruct,
+}
+
+impl Attack {
+    /// All attackers.
+    pub const ALL: [Attack; 4] = [Self::Cnn, Self::Blur, Self::Finetune, Self::Reconstruct];
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cnn => "cnn",
+            Self::Blur => "blur",
+            Self::Finetune => "finetune",
+            Self::Reconstruct => "reconstruct",
+        }
+    }
+}
+
+impl std::str::FromStr for Attack {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| Error::UnknownAttack(s.into()))
+    }
+}
+
+/// A baseline audited beside the runs (`scrim audit --baselines`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// The clean images: what an attacker reads without any perturbation.
+    None,
+    /// Uniform noise of equal energy (σ matched to the first perturber's RMS σ).
+    Uniform,
+    /// ARDEN-style noisy features of a frozen first conv block.
+    Arden,
+}
+
+impl Baseline {
+    /// All baselines.
+    pub const ALL: [Baseline; 3] = [Self::None, Self::Uniform, Self::Arden];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Uniform => "uniform",
+            Self::Arden => "arden",
+        }
+    }
+}
+
+impl std::str::FromStr for Baseline {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| Error::UnknownBaseline(s.into()))
+    }
+}
+
+/// An audit to run.
+#[derive(Debug, Clone)]
+pub struct AuditRequest {
+    /// The data.
+    pub data: DataSpec,
+    /// Image side (taken from the first run when auditing runs).
+    pub size: usize,
+    /// The desired label.
+    pub desired: String,
+    /// Sensitive labels; the first is the primary one (the frontier's y axis).
+    pub sensitive: Vec<String>,
+    /// Schemes, in report order.
+    pub schemes: Vec<Scheme>,
+    /// Attackers to train.
+    pub attacks: Vec<Attack>,
+    /// Noise draws averaged for utility.
+    pub draws: usize,
+    /// Attacker training.
+    pub attacker: ClassifierConfig,
+    /// Attackers trained per (scheme, attribute, attack), each with its own seed; reports give
+    /// their mean and each seed. Attackers vary by several points from seed to seed.
+    pub attacker_seeds: usize,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Split seed when no run provides a split.
+    pub seed: u64,
+    /// Progress bars.
+    pub progress: bool,
+    /// Decoded-image cache.
+    pub cache: bool,
+    /// A run folder whose split (and image size) the audit uses without auditing the run.
+    pub split_from: Option<PathBuf>,
+}
+
+impl AuditRequest {
+    /// An audit of `schemes` with every attacker and the defaults of the README.
+    pub fn new(data: DataSpec, desired: &str, sensitive: &[&str], out: PathBuf) -> Self {
+        Self {
+            data,
+            size: 32,
+            desired: desired.into(),
+            sensitive: sensitive.iter().map(|s| (*s).to_string()).collect(),
+            schemes: Vec::new(),
+            attacks: Attack::ALL.to_vec(),
+            draws: 3,
+            attacker: ClassifierConfig::new().with_epochs(10).with_patience(2),
+            attacker_seeds: 1,
+            out,
+            seed: 42,
+            progress: false,
+            cache: true,
+            split_from: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_unknown_names_list_the_known_ones() {
+        for a in Attack::ALL {
+            assert_eq!(a.name().parse::<Attack>().ok(), Some(a));
+            assert_eq!(a.name(), format!("{a:?}").to_lowercase());
+        }
+        for b in Baseline::ALL {
+            assert_eq!(b.name().parse::<Baseline>().ok(), Some(b));
+        }
+        let e = "cloak".parse::<Baseline>().expect_err("not a baseline");
+        assert!(matches!(&e, Error::UnknownBaseline(s) if s == "cloak"));
+        assert!(e.to_string().contains("--input-independent"), "{e}");
+        let e = "pgd".parse::<Attack>().expect_err("not an attack");
+        assert_eq!(
+            e.to_string(),
+            "unknown attack \"pgd\"; use cnn, blur, finetune or reconstruct"
+        );
+    }
+
+    #[test]
+    fn arden_parameters_are_checked() {
+        let arden = |nullify, laplace_b| Scheme::Arden { nullify, laplace_b };
+        assert!(arden(0.1, 0.5).check().is_ok());
+        assert!(arden(0.0, 0.0).check().is_ok());
+        assert!(Scheme::None.check().is_ok());
+        for (m, b) in [(-0.1, 0.5), (1.5, 0.5), (0.1, -1.0), (0.1, f64::NAN)] {
+            assert!(
+                matches!(arden(m, b).check(), Err(Error::BadArden { .. })),
+                "μ = {m}, b = {b}"
+            );
+        }
+    }
+}

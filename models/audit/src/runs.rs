@@ -1,0 +1,84 @@
+//! What the audit reads from a `scrim train` run folder besides its models: the plot family of
+//! its configuration and the λ it ended with.
+
+use scrim_train::config::TrainConfig;
+use scrim_train::nets::PerturberLayout;
+use scrim_train::run::RunDir;
+
+/// The plot family of a trained configuration.
+pub(crate) fn family_of(cfg: &TrainConfig) -> String {
+    let p = &cfg.perturber;
+    let cloak = p.layout == PerturberLayout::InputIndependent;
+    let mut name = String::from(if cloak { "cloak" } else { "scrim" });
+    for (on, tag) in [
+        (p.standardize, "+standardize"),
+        (p.gray && !p.standardize, "+gray"),
+        (p.suppress, "+suppress"),
+        (p.shift_max > 0.0, "+shift"),
+        (cfg.adversarial, "+adversary"),
+        (cfg.distill > 0.0, "+distill"),
+    ] {
+        if on {
+            name.push_str(tag);
+        }
+    }
+    // A coarser σ map is another perturber, not another point on the same curve.
+    if p.downsample > 1 && !cloak {
+        name.push_str(&format!("+downsample{}", p.downsample));
+    }
+    match p.layout {
+        PerturberLayout::Separable => name.push_str("+separable"),
+        PerturberLayout::Depthwise => name.push_str("+depthwise"),
+        PerturberLayout::Dense | PerturberLayout::InputIndependent => {}
+    }
+    name
+}
+
+/// The λ a run ended with: its fixed λ, or for a utility-constrained run (`--target-accuracy`)
+/// the value the dual ascent reached in its last epoch (its starting λ when no metrics are left).
+pub fn run_lambda(run: &RunDir, cfg: &TrainConfig) -> f64 {
+    if cfg.target_accuracy.is_none() {
+        return cfg.lambda;
+    }
+    run.metrics()
+        .ok()
+        .and_then(|m| m.last().map(|e| e.lambda))
+        .unwrap_or(cfg.lambda)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::AdamConfig;
+    use scrim_train::nets::{PerturberConfig, RecognizerConfig};
+
+    #[test]
+    fn families_name_every_option_that_changes_the_uploads_or_the_training() {
+        let base = TrainConfig::new(
+            "synthetic".into(),
+            "shape".into(),
+            PerturberConfig::new(),
+            RecognizerConfig::new(2),
+            AdamConfig::new(),
+        );
+        assert_eq!(family_of(&base), "scrim");
+        let mut c = base.clone();
+        c.perturber.layout = PerturberLayout::InputIndependent;
+        c.perturber.standardize = true;
+        c.perturber.gray = true;
+        c.perturber.suppress = true;
+        assert_eq!(family_of(&c), "cloak+standardize+suppress");
+        let mut d = base.clone();
+        d.perturber.gray = true;
+        d.distill = 1.0;
+        d.adversarial = true;
+        assert_eq!(family_of(&d), "scrim+gray+adversary+distill");
+        let mut q = base;
+        q.perturber.downsample = 4;
+        assert_eq!(family_of(&q), "scrim+downsample4");
+        q.perturber.layout = PerturberLayout::Separable;
+        assert_eq!(family_of(&q), "scrim+downsample4+separable");
+        q.perturber.layout = PerturberLayout::Depthwise;
+        assert_eq!(family_of(&q), "scrim+downsample4+depthwise");
+    }
+}
