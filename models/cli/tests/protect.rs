@@ -7,9 +7,9 @@ use std::process::Command;
 use burn::prelude::*;
 use scrim_core::onnx_graph::Graph;
 use scrim_core::{BatchMode, Manifest, Model};
+use scrim_protect::levels::net::OnnxNet;
 use scrim_train::data::{self, DataSpec, LoadOptions, SyntheticConfig};
 use scrim_train::eval::{ClassifierConfig, train_classifier};
-use scrim_protect::levels::net::OnnxNet;
 use scrim_train::{batch, export};
 
 const SIZE: usize = 16;

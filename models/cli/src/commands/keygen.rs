@@ -24,4 +24,3 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     Ok(())
 }
-

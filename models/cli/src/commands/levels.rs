@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use scrim_train::data::DataSpec;
 use scrim_protect::levels::eval::{EvalLevelsRequest, eval_levels, markdown};
 use scrim_protect::levels::{self as protect, Importance, PssConfig, SelectRequest};
+use scrim_train::data::DataSpec;
 
 /// Selective weight encryption with hierarchical service levels.
 #[derive(Subcommand, Debug)]

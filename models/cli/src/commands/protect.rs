@@ -136,9 +136,7 @@ pub struct EvalArgs {
 /// Bad keys or models, unreadable images, unwritable output.
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.command {
-        ProtectCommand::Levels(command) => {
-            super::levels::run(command)
-        }
+        ProtectCommand::Levels(command) => super::levels::run(command),
         ProtectCommand::Transform(a) => {
             let req = TransformRequest {
                 key: a.key,
