@@ -10,7 +10,9 @@ use scrim_core::manifest::Manifest;
 use scrim_core::{BatchMode, BlockTransform, ImageTensor, Model, Scheme, SecretKey};
 use scrim_protect::convmixer::{ConvMixerConfig, convmixer_onnx};
 use scrim_protect::keys::eval::{Fit, fit};
+use scrim_train::batch;
 use scrim_train::data::{Attribute, DataSpec, Dataset, SyntheticConfig};
+use scrim_train::eval::argmax;
 
 fn scrim(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_scrim"))
@@ -65,24 +67,15 @@ fn colours(n: usize, size: usize, seed: u32) -> Dataset {
     }
 }
 
-fn tensor(ds: &Dataset) -> ImageTensor {
-    let s = ds.size;
-    ImageTensor::new(
-        [ds.len(), 3, s, s],
-        ds.images.iter().map(|&b| f32::from(b) / 255.0).collect(),
-    )
-    .expect("shape")
+/// Every image of `ds` as one scrim-core batch in `[0, 1]`.
+fn tensor(ds: &Dataset, device: &Device) -> ImageTensor {
+    let all: Vec<usize> = (0..ds.len()).collect();
+    batch::to_image_tensor(batch::images(ds, &all, device))
 }
 
-fn argmax(v: &[f32], k: usize) -> Vec<usize> {
-    v.chunks(k)
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold((0, f32::MIN), |b, (j, &x)| if x > b.1 { (j, x) } else { b })
-                .0
-        })
-        .collect()
+/// The class of each row of `k` logits.
+fn predictions(logits: &[f32], k: usize) -> Vec<usize> {
+    logits.chunks(k).map(argmax).collect()
 }
 
 #[test]
@@ -258,7 +251,7 @@ fn encrypted_convmixer_is_exact_and_useless_without_the_key() {
 
     let plain = Model::load_path(&plain_path, BatchMode::Dynamic).expect("plain");
     let enc = Model::load_path(&enc_path, BatchMode::Dynamic).expect("enc");
-    let x = tensor(&test);
+    let x = tensor(&test, &device);
     let t = BlockTransform::new(&secret, Scheme::Patch, 4).expect("t");
     let want = plain.run(&x).expect("run").remove(0).data;
     let got = enc
@@ -278,7 +271,7 @@ fn encrypted_convmixer_is_exact_and_useless_without_the_key() {
         .map(|&l| l as usize)
         .collect();
     let acc = |p: &[usize]| p.iter().zip(&truth).filter(|(a, b)| a == b).count();
-    let plain_pred = argmax(&want, 4);
+    let plain_pred = predictions(&want, 4);
     assert!(
         acc(&plain_pred) >= 60,
         "the plain model learned: {}/64",
@@ -290,7 +283,7 @@ fn encrypted_convmixer_is_exact_and_useless_without_the_key() {
         ("plain images", x.clone()),
         ("wrong key", wrong.apply(&x).expect("a")),
     ] {
-        let pred = argmax(&enc.run(&input).expect("run")[0].data, 4);
+        let pred = predictions(&enc.run(&input).expect("run")[0].data, 4);
         let differ = pred.iter().zip(&plain_pred).filter(|(a, b)| a != b).count();
         eprintln!("{what}: {differ}/64 predictions differ");
         assert!(differ > 32, "{what}: only {differ}/64 predictions differ");

@@ -10,9 +10,11 @@
 //!   and `scrim protect transform | encrypt-model | eval`;
 //! - [`convmixer`]: the ConvMixer recognizer whose patch stem the model encryption permutes.
 //!
+//! Every fallible function returns this crate's [`Error`].
+//!
 //! ```no_run
 //! use scrim_protect::levels::{Importance, SelectRequest, select};
-//! # fn main() -> scrim_train::Result<()> {
+//! # fn main() -> scrim_protect::Result<()> {
 //! let mut req = SelectRequest::new("runs/demo/recognizer.onnx".into(), "protected".into());
 //! req.importance = Importance::Mean;
 //! let report = select(&req)?;
@@ -21,5 +23,10 @@
 //! ```
 
 pub mod convmixer;
+mod dataset;
+mod error;
+mod files;
 pub mod keys;
 pub mod levels;
+
+pub use error::{Error, Result};

@@ -10,12 +10,15 @@ use rand::seq::SliceRandom;
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use scrim_core::{BatchMode, Manifest, Model};
 use scrim_seal::selective;
-use serde::{Deserialize, Serialize};
-
-use super::{Importance, PssConfig, protected_layers, rank_layers, selections};
 use scrim_train::data::{self, DataSpec, Dataset, LoadOptions};
 use scrim_train::eval::{self, Accuracy, ClassifierConfig};
-use scrim_train::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::dataset::random_subset;
+use crate::files::{create_dir, read, write, write_json};
+use crate::levels::importance::{Importance, PssConfig};
+use crate::levels::rank::{protected_layers, rank_layers, selections};
 
 /// What `scrim protect eval-levels` does.
 #[derive(Debug, Clone)]
@@ -95,14 +98,13 @@ pub struct LevelsReport {
     pub rows: Vec<LevelRow>,
 }
 
+/// `limit` images of `ds` drawn with `seed`; `ds` as it is when the limit is 0 or not below its
+/// size.
 fn subset(ds: Dataset, limit: usize, seed: u64) -> Dataset {
     if limit == 0 || limit >= ds.len() {
         return ds;
     }
-    let mut idx: Vec<usize> = (0..ds.len()).collect();
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    idx.truncate(limit);
-    ds.subset(&idx)
+    random_subset(&ds, limit, seed)
 }
 
 /// Runs the experiment and writes `levels.json` and `levels.md` into `req.out`.
@@ -110,7 +112,7 @@ fn subset(ds: Dataset, limit: usize, seed: u64) -> Dataset {
 /// # Errors
 /// Data, training, model and I/O errors.
 pub fn eval_levels(req: &EvalLevelsRequest) -> Result<LevelsReport> {
-    std::fs::create_dir_all(&req.out).map_err(|e| Error::io(&req.out, e))?;
+    create_dir(&req.out)?;
     let opts = LoadOptions {
         size: req.size,
         cache: req.cache,
@@ -123,7 +125,7 @@ pub fn eval_levels(req: &EvalLevelsRequest) -> Result<LevelsReport> {
     let started = Instant::now();
     let (onnx, manifest, train_seconds) = match &req.model {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = read(path)?;
             (bytes, Manifest::load(&Manifest::path_for(path))?, 0.0)
         }
         None => {
@@ -152,14 +154,14 @@ pub fn eval_levels(req: &EvalLevelsRequest) -> Result<LevelsReport> {
                 Manifest::recognizer("scrim-recognizer", input, &attr.name, attr.classes.clone());
             let bytes = scrim_train::export::recognizer_onnx(&trained.model, input);
             let path = req.out.join("recognizer.onnx");
-            std::fs::write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+            write(&path, &bytes)?;
             manifest.save(&Manifest::path_for(&path))?;
             (bytes, manifest, started.elapsed().as_secs_f64())
         }
     };
     let accuracy = |bytes: &[u8]| -> Result<Accuracy> {
         let model = Model::load(bytes, manifest.clone(), BatchMode::Dynamic)?;
-        eval::onnx_accuracy(&model, &test, &req.attr)
+        Ok(eval::onnx_accuracy(&model, &test, &req.attr)?)
     };
     let plain = accuracy(&onnx)?.accuracy;
     let all: Vec<usize> = (0..test.len()).collect();
@@ -213,12 +215,8 @@ pub fn eval_levels(req: &EvalLevelsRequest) -> Result<LevelsReport> {
         train_seconds,
         rows,
     };
-    let json = serde_json::to_string_pretty(&report)
-        .map_err(|e| Error::Internal(format!("levels.json: {e}")))?;
-    let path = req.out.join("levels.json");
-    std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
-    let path = req.out.join("levels.md");
-    std::fs::write(&path, markdown(&report)).map_err(|e| Error::io(&path, e))?;
+    write_json(&req.out.join("levels.json"), &report, "")?;
+    write(&req.out.join("levels.md"), markdown(&report))?;
     Ok(report)
 }
 

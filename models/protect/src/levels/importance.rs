@@ -13,10 +13,12 @@ use scrim_core::onnx_graph::Graph;
 use scrim_seal::selective::ConvLayer;
 use serde::{Deserialize, Serialize};
 
-use crate::levels::net::OnnxNet;
 use scrim_train::batch;
 use scrim_train::data::Dataset;
-use scrim_train::{Error, Result};
+
+use crate::dataset::attribute_index;
+use crate::levels::net::OnnxNet;
+use crate::{Error, Result};
 
 /// How kernels are ranked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,9 +40,7 @@ impl std::str::FromStr for Importance {
             "pss" => Ok(Self::Pss),
             "random" => Ok(Self::Random),
             "mean" => Ok(Self::Mean),
-            _ => Err(Error::Input(format!(
-                "unknown importance {s:?}; use pss, random or mean"
-            ))),
+            _ => Err(Error::UnknownImportance(s.to_string())),
         }
     }
 }
@@ -127,7 +127,8 @@ pub fn random_scores(kernels: usize, seed: u64) -> Vec<f32> {
 /// after every Adam step. Returns the learned `log α` per kernel (`f · C + c`).
 ///
 /// # Errors
-/// [`Error::Input`] when the model cannot be rebuilt in burn, or for an unknown attribute.
+/// [`Error::PssUnsupported`] when the model cannot be rebuilt in burn; scrim-train's input error
+/// for an unknown attribute.
 #[allow(clippy::too_many_arguments)]
 pub fn pss_scores(
     graph: &Graph,
@@ -141,12 +142,7 @@ pub fn pss_scores(
 ) -> Result<Vec<f32>> {
     let ad = device.clone().autodiff();
     let net = OnnxNet::new(graph, norm, &ad)?;
-    let name = ds.attribute(attr)?.name.clone();
-    let attr_idx = ds
-        .attributes
-        .iter()
-        .position(|a| a.name == name)
-        .unwrap_or(0);
+    let attr_idx = attribute_index(ds, attr)?;
     let [f, c, _, _] = layer.shape;
     let n = f * c;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -189,7 +185,7 @@ pub fn pss_scores(
         let g = log_alpha
             .grad(&grads)
             .map(batch::to_vec)
-            .ok_or_else(|| Error::Internal("PSS: the gates received no gradient".into()))?;
+            .ok_or(Error::NoGateGradient)?;
         let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
         for i in 0..n {
             m[i] = b1 * m[i] + (1.0 - b1) * g[i];

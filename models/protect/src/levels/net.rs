@@ -18,7 +18,7 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use scrim_core::manifest::Normalization;
 use scrim_core::onnx_graph::{Graph, Initializer, Node};
 
-use scrim_train::{Error, Result};
+use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -79,11 +79,10 @@ fn tensor<const D: usize>(values: &[f32], shape: [usize; D], device: &Device) ->
 }
 
 fn unsupported(node: &Node, why: &str) -> Error {
-    Error::Input(format!(
-        "PSS cannot rebuild this model in burn: {} node {why}; PSS supports conv-BN-ReLU-pool \
-         recognizers such as those of `scrim train` (use --importance random or mean for others)",
-        node.op
-    ))
+    Error::PssUnsupported {
+        op: node.op.clone(),
+        reason: why.to_string(),
+    }
 }
 
 impl OnnxNet {
@@ -91,7 +90,8 @@ impl OnnxNet {
     /// input normalisation in front.
     ///
     /// # Errors
-    /// [`Error::Input`] naming the first unsupported operator or attribute.
+    /// [`Error::PssUnsupported`] naming the first unsupported operator or attribute;
+    /// [`Error::NoGraphEnd`] for a graph without an input or output.
     pub fn new(graph: &Graph, norm: &Normalization, device: &Device) -> Result<Self> {
         let init = |node: &Node, i: usize| -> Result<&Initializer> {
             node.inputs
@@ -230,12 +230,12 @@ impl OnnxNet {
             .inputs
             .first()
             .cloned()
-            .ok_or_else(|| Error::Input("the ONNX model has no input".into()))?;
+            .ok_or(Error::NoGraphEnd("input"))?;
         let output = graph
             .outputs
             .first()
             .cloned()
-            .ok_or_else(|| Error::Input("the ONNX model has no output".into()))?;
+            .ok_or(Error::NoGraphEnd("output"))?;
         let c = norm.mean.len();
         let inv: Vec<f32> = norm.std.iter().map(|s| 1.0 / s).collect();
         Ok(Self {
@@ -252,13 +252,16 @@ impl OnnxNet {
     /// kernel).
     ///
     /// # Errors
-    /// [`Error::Input`] when the graph uses a value before defining it or has ranks it cannot
-    /// handle.
+    /// [`Error::PssGraph`] when the graph uses a value before defining it or has ranks it cannot
+    /// handle; [`Error::OutputNotComputed`].
     pub fn forward(&self, x: Tensor<4>, gate: Option<(&str, Tensor<4>)>) -> Result<Tensor<2>> {
         let x = (x - self.mean.clone()) * self.inv_std.clone();
         let mut vals: HashMap<&str, Val> = HashMap::new();
         vals.insert(&self.input, Val::R4(x));
-        let bad = |s: &Step, why: &str| Error::Input(format!("{}: {why}", s.output));
+        let bad = |s: &Step, reason: &'static str| Error::PssGraph {
+            value: s.output.clone(),
+            reason,
+        };
         for s in &self.steps {
             let v = vals
                 .get(s.input.as_str())
@@ -318,7 +321,7 @@ impl OnnxNet {
                 let [n, c, h, w] = y.dims();
                 Ok(y.reshape([n, c * h * w]))
             }
-            None => Err(Error::Input("the model's output was not computed".into())),
+            None => Err(Error::OutputNotComputed),
         }
     }
 }
