@@ -186,4 +186,27 @@ fn select_decrypt_and_tampering_through_the_cli() {
     let o = scrim(&["protect", "select", "--model", model_s, "--out", out_s]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --data"));
+    // Level keys are never overwritten: a second run into the same folder is refused and
+    // leaves the first run's keys in place.
+    let key_before = std::fs::read(out.join("level-1.key")).expect("key");
+    let o = scrim(&[
+        "protect",
+        "select",
+        "--model",
+        model_s,
+        "--importance",
+        "random",
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(out.join("level-1.key")).expect("key"),
+        key_before
+    );
 }

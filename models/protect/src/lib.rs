@@ -10,7 +10,9 @@
 //!   and `scrim protect transform | encrypt-model | eval`;
 //! - [`convmixer`]: the ConvMixer recognizer whose patch stem the model encryption permutes.
 //!
-//! Every fallible function returns this crate's [`Error`].
+//! Every fallible function returns this crate's [`Error`]. Key files (the secret key of
+//! `keygen`, the level keys of `select`) are written owner-only and atomically, and never
+//! replace an existing key unless the request says so ([`Existing`]).
 //!
 //! ```no_run
 //! use scrim_protect::levels::{Importance, SelectRequest, select};
@@ -28,5 +30,7 @@ mod error;
 mod files;
 pub mod keys;
 pub mod levels;
+mod secret_file;
 
 pub use error::{Error, Result};
+pub use secret_file::Existing;

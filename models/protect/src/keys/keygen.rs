@@ -4,18 +4,32 @@ use std::path::Path;
 
 use scrim_core::SecretKey;
 
-use crate::files::create_parent;
-use crate::{Error, Result};
+use crate::Result;
+use crate::secret_file::{Existing, write_secret};
 
-/// Writes a new key file at `out` (never overwrites); creates its folder.
+/// Writes a new key file at `out`, owner-readable only and atomically (never overwrites, never
+/// writes through a link); creates its folder.
 ///
 /// # Errors
-/// [`Error::KeyFileExists`] when `out` exists; I/O errors.
+/// [`Error::KeyFileExists`](crate::Error::KeyFileExists) when anything is at `out`; I/O errors.
 pub fn keygen(out: &Path) -> Result<()> {
-    if out.exists() {
-        return Err(Error::KeyFileExists(out.to_path_buf()));
+    let key = SecretKey::generate()?;
+    write_secret(out, &key.to_file_bytes(), Existing::Refuse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_writes_a_loadable_key_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("keys/a.key");
+        keygen(&path).expect("keygen");
+        SecretKey::load(&path).expect("a valid key file");
+        let first = std::fs::read(&path).expect("read");
+        let err = keygen(&path).expect_err("never overwrites").to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(std::fs::read(&path).expect("read"), first);
     }
-    create_parent(out)?;
-    SecretKey::generate()?.save_new(out)?;
-    Ok(())
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::{create_dir, create_parent, read, write, write_json};
 use crate::levels::importance::{Importance, PssConfig};
 use crate::levels::rank::{protected_layers, rank_layers, selections};
+use crate::secret_file::{Existing, write_secret_owned};
 use crate::{Error, Result};
 use scrim_train::data::{self, DataSpec, LoadOptions};
 
@@ -40,10 +41,13 @@ pub struct SelectRequest {
     pub progress: bool,
     /// Use the decoded-image cache.
     pub cache: bool,
+    /// What to do about level keys already in `out` (checked before anything is written).
+    pub keys: Existing,
 }
 
 impl SelectRequest {
-    /// Defaults: PSS importance, ratio 0.05, 4 levels, every conv layer.
+    /// Defaults: PSS importance, ratio 0.05, 4 levels, every conv layer, existing level keys
+    /// refused.
     pub fn new(model: PathBuf, out: PathBuf) -> Self {
         Self {
             model,
@@ -58,6 +62,7 @@ impl SelectRequest {
             seed: 42,
             progress: false,
             cache: true,
+            keys: Existing::Refuse,
         }
     }
 }
@@ -105,10 +110,13 @@ pub fn key_file(l: usize) -> String {
 }
 
 /// Ranks, selects and encrypts: writes `encrypted.onnx` (+ its manifest), `bundle.scrimlv`,
-/// `level-1.key` … `level-M.key` and `protection.json` into `req.out`.
+/// `level-1.key` … `level-M.key` and `protection.json` into `req.out`. The level keys are
+/// written owner-only and atomically; with [`Existing::Refuse`] a level key already in `req.out`
+/// stops the run before any file is written (after the options, the model and the data have
+/// been checked), so old keys never end up beside a new bundle.
 ///
 /// # Errors
-/// [`Error::BadRatio`], [`Error::BadLevels`]; the errors of
+/// [`Error::BadRatio`], [`Error::BadLevels`], [`Error::KeyFileExists`]; the errors of
 /// [`rank_layers`]; I/O, data and model errors.
 pub fn select(req: &SelectRequest) -> Result<SelectReport> {
     if !(req.ratio > 0.0 && req.ratio <= 1.0) {
@@ -153,6 +161,14 @@ pub fn select(req: &SelectRequest) -> Result<SelectReport> {
         req.progress,
     )?;
     let sel = selections(&ranked, req.ratio);
+    if req.keys == Existing::Refuse {
+        let in_the_way = (1..=req.levels)
+            .map(|l| req.out.join(key_file(l)))
+            .find(|p| p.symlink_metadata().is_ok());
+        if let Some(path) = in_the_way {
+            return Err(Error::KeyFileExists(path));
+        }
+    }
     let protected = selective::protect(&plain, &sel, req.levels, &mut selective::os_rng())?;
     create_dir(&req.out)?;
     let enc_path = req.out.join(ENCRYPTED_ONNX);
@@ -166,7 +182,7 @@ pub fn select(req: &SelectRequest) -> Result<SelectReport> {
     ];
     for key in &protected.keys {
         let name = key_file(key.level());
-        key.save(&req.out.join(&name))?;
+        write_secret_owned(&req.out.join(&name), key.to_bytes(), req.keys)?;
         files.push(name);
     }
     let report = SelectReport {
