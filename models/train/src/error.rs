@@ -81,9 +81,6 @@ pub enum Error {
         /// The tolerance.
         tolerance: f32,
     },
-    /// Bad user input not covered above (kept for the training crates built on this one).
-    #[error("{0}")]
-    Input(String),
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -4,7 +4,7 @@
 //! columns), and of the key-estimation attack on shuffle and negative/positive.
 //!
 //! The block-wise models train on `keyed::apply(x)`, the same ops as `scrim train --block-key`.
-//! The ConvMixer is exported to ONNX, encrypted by scrim-core and run in tract on images that
+//! The ConvMixer is exported to ONNX, encrypted by scrim-seal and run in tract on images that
 //! scrim-core's transform encrypted: the path a deployment takes.
 
 mod attack;
