@@ -212,21 +212,17 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut notes = Vec::new();
     let py = python::resolve(opts, &mut notes);
 
-    scrim_train::report::note(&format!(
-        "[bench] 1/5 on-device perturbation (tract vs onnxruntime, one thread)"
-    ));
+    scrim_train::report::note(
+        "[bench] 1/5 on-device perturbation (tract vs onnxruntime, one thread)",
+    );
     let dev = device::run(opts, py.as_deref(), &mut notes)?;
-    scrim_train::report::note(&format!("[bench] 2/5 co-training step (burn vs PyTorch)"));
+    scrim_train::report::note("[bench] 2/5 co-training step (burn vs PyTorch)");
     let cotrain = cotrain::run(opts, py.as_deref(), &mut notes)?;
-    scrim_train::report::note(&format!(
-        "[bench] 3/5 server vs raw tract (scrim-cloud bench)"
-    ));
+    scrim_train::report::note("[bench] 3/5 server vs raw tract (scrim-cloud bench)");
     let server = server::run(opts, &dev.recognizer, &mut notes);
-    scrim_train::report::note(&format!("[bench] 4/5 memory and sizes"));
+    scrim_train::report::note("[bench] 4/5 memory and sizes");
     let memory = device::memory(opts, &dev, &mut notes);
-    scrim_train::report::note(&format!(
-        "[bench] 5/5 growth: epoch time against dataset size"
-    ));
+    scrim_train::report::note("[bench] 5/5 growth: epoch time against dataset size");
     let epoch_growth = cotrain::epoch_growth(opts)?;
 
     let largest = opts.sizes.iter().copied().max().unwrap_or(0);
