@@ -38,6 +38,7 @@ pub fn perturber(size: usize, sigma_max: f32) -> (Vec<u8>, Manifest) {
         outputs: vec![PerturberOutput::Sigma],
         fill: 0.5,
         standardize: false,
+        release: None,
     };
     (
         g.finish(),

@@ -8,6 +8,9 @@
 //!
 //! - [`imaging`]: decode JPEG/PNG/WebP safely, resize, convert to tensors, encode PNG.
 //! - [`noise`]: CSPRNG noise and the perturbation formula.
+//! - [`release`]: the bounded-capacity release (a low-resolution map and fixed noise), and the
+//!   bound on what one upload can carry.
+//! - [`upload`]: an upload before its noise, for drawing the same photo's upload again.
 //! - [`runtime`]: [`Model`], ONNX inference over tract.
 //! - [`manifest`]: the JSON description that travels with every ONNX file.
 //! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`; [`onnx_graph`]: a
@@ -37,8 +40,10 @@ pub mod noise;
 pub mod onnx;
 pub mod onnx_graph;
 pub mod perturb;
+pub mod release;
 pub mod runtime;
 mod tensor;
+pub mod upload;
 
 pub use blockwise::{BlockTransform, Scheme};
 pub use error::{Error, Result};
@@ -49,3 +54,4 @@ pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
 pub use runtime::{BatchMode, Model, Output, PreparedInput};
 pub use tensor::ImageTensor;
+pub use upload::UploadBase;

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::noise::NoiseKind;
+pub use crate::release::BoundedRelease;
 use crate::{Error, Result};
 
-/// The manifest format this build writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The newest manifest format this build reads. It writes version 1 unless a model needs 2 (a
+/// bounded release, [`PerturberSpec::release`]), so older SDKs keep reading every other model.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// What a model does in the Scrim pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,42 @@ pub struct PerturberSpec {
     /// network.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub standardize: bool,
+    /// A bounded-capacity release ([`crate::release`]): the graph's one output is `map`, and
+    /// the upload is rendered from it with fixed noise. Needs format version 2, so that an older
+    /// SDK, which would read the map as σ and upload the photo, refuses the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<BoundedRelease>,
+}
+
+impl PerturberSpec {
+    /// A noise perturber: σ (and optionally shift and keep) maps, the paper's release.
+    pub fn noise(
+        sigma_max: f32,
+        noise: NoiseKind,
+        outputs: Vec<PerturberOutput>,
+        fill: f32,
+    ) -> Self {
+        Self {
+            sigma_max,
+            noise,
+            outputs,
+            fill,
+            standardize: false,
+            release: None,
+        }
+    }
+
+    /// A bounded release: one `map` output rendered with Gaussian noise of the release's σ.
+    pub fn bounded(release: BoundedRelease, fill: f32) -> Self {
+        Self {
+            sigma_max: release.sigma,
+            noise: NoiseKind::Gaussian,
+            outputs: vec![PerturberOutput::Map],
+            fill,
+            standardize: false,
+            release: Some(release),
+        }
+    }
 }
 
 fn default_outputs() -> Vec<PerturberOutput> {
@@ -120,6 +158,8 @@ pub enum PerturberOutput {
     Shift,
     /// k(x) ∈ [0,1], the fraction of the pixel kept (1 − suppression).
     Keep,
+    /// The low-resolution map of a bounded release (its only output).
+    Map,
 }
 
 /// A key-based transform the recognizer was trained behind. Names the scheme, never the key.
@@ -165,7 +205,7 @@ impl Manifest {
     /// A recognizer manifest with identity normalisation.
     pub fn recognizer(name: &str, input: InputSpec, task: &str, labels: Vec<String>) -> Self {
         Self {
-            format_version: MANIFEST_VERSION,
+            format_version: 1,
             role: Role::Recognizer,
             name: name.into(),
             normalization: Normalization::identity(input.channels),
@@ -181,7 +221,7 @@ impl Manifest {
     /// A perturber manifest with identity normalisation.
     pub fn perturber(name: &str, input: InputSpec, spec: PerturberSpec) -> Self {
         Self {
-            format_version: MANIFEST_VERSION,
+            format_version: if spec.release.is_some() { 2 } else { 1 },
             role: Role::Perturber,
             name: name.into(),
             normalization: Normalization::identity(input.channels),
@@ -246,9 +286,9 @@ impl Manifest {
     /// [`Error::InvalidManifest`].
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidManifest(msg));
-        if self.format_version != MANIFEST_VERSION {
+        if !(1..=MANIFEST_VERSION).contains(&self.format_version) {
             return bad(format!(
-                "format_version is {}, this build reads version {MANIFEST_VERSION}",
+                "format_version is {}, this build reads versions 1 to {MANIFEST_VERSION}",
                 self.format_version
             ));
         }
@@ -304,8 +344,30 @@ impl Manifest {
                         p.sigma_max
                     ));
                 }
-                if p.outputs.first() != Some(&PerturberOutput::Sigma) {
-                    return bad("perturber.outputs must start with \"sigma\"".into());
+                if let Some(r) = &p.release {
+                    if self.format_version < 2 {
+                        return bad(
+                            "a bounded release (perturber.release) needs format_version 2".into(),
+                        );
+                    }
+                    if p.outputs != [PerturberOutput::Map] {
+                        return bad("a bounded release has exactly one output, \"map\"".into());
+                    }
+                    if p.noise != NoiseKind::Gaussian || p.standardize || p.sigma_max != r.sigma {
+                        return bad(
+                            "a bounded release draws Gaussian noise of perturber.release.sigma \
+                             (noise gaussian, sigma_max = release.sigma, no standardize)"
+                                .into(),
+                        );
+                    }
+                    r.validate(i.height, i.width, p.fill)?;
+                } else if p.outputs.first() != Some(&PerturberOutput::Sigma)
+                    || p.outputs.contains(&PerturberOutput::Map)
+                {
+                    return bad(
+                        "perturber.outputs must start with \"sigma\" (\"map\" needs a release)"
+                            .into(),
+                    );
                 }
                 let mut seen = p.outputs.clone();
                 seen.sort_by_key(|o| *o as u8);
@@ -425,6 +487,7 @@ mod tests {
             outputs: default_outputs(),
             fill: 0.5,
             standardize: false,
+            release: None,
         };
         let m = Manifest::perturber("p", InputSpec::rgb(8, 8), spec);
         assert!(
@@ -432,6 +495,37 @@ mod tests {
                 .expect_err("sigma")
                 .to_string()
                 .contains("sigma_max")
+        );
+    }
+
+    #[test]
+    fn a_bounded_release_needs_version_2_and_one_map_output() {
+        let r = BoundedRelease::new(4, 1, 0.5, 0.2, 32);
+        let m = Manifest::perturber("b", InputSpec::rgb(32, 32), PerturberSpec::bounded(r, 0.5));
+        assert_eq!(m.format_version, 2);
+        let back = Manifest::from_json(&m.to_json()).expect("round trip");
+        assert_eq!(back, m);
+        let err = |m: Manifest| m.validate().expect_err("invalid").to_string();
+        let v1 = Manifest {
+            format_version: 1,
+            ..m.clone()
+        };
+        assert!(err(v1).contains("format_version 2"));
+        let mut two = m.clone();
+        if let Some(p) = &mut two.perturber {
+            p.outputs = vec![PerturberOutput::Sigma];
+        }
+        assert!(err(two).contains("\"map\""));
+        let v3 = Manifest {
+            format_version: 3,
+            ..m.clone()
+        };
+        assert!(err(v3).contains("versions 1 to 2"));
+        // Noise perturbers stay at version 1, which older SDKs read.
+        let noise = PerturberSpec::noise(1.0, NoiseKind::Gaussian, default_outputs(), 0.5);
+        assert_eq!(
+            Manifest::perturber("n", InputSpec::rgb(8, 8), noise).format_version,
+            1
         );
     }
 }

@@ -179,6 +179,8 @@ pub fn standardize_shift(x: &ImageTensor, fill: f32) -> Result<ImageTensor> {
 /// Forms the upload for every image of `x`:
 /// `x' = q(clip(k ⊙ (x + μ) + (1 − k) · fill + σ ⊙ ε, 0, 1))`, with `q` 8-bit quantisation
 /// (`μ = 0`, `k = 1` when absent). The result holds exactly the values an 8-bit PNG will carry.
+/// The same as [`UploadBase::from_maps`](crate::upload::UploadBase::from_maps) then
+/// [`draw`](crate::upload::UploadBase::draw).
 ///
 /// # Errors
 /// [`Error::WrongSize`] when a map's shape differs from `x`'s.
@@ -188,40 +190,7 @@ pub fn apply(
     kind: NoiseKind,
     source: &NoiseSource,
 ) -> Result<ImageTensor> {
-    for (name, t) in [
-        ("sigma", Some(&maps.sigma)),
-        ("shift", maps.shift.as_ref()),
-        ("keep", maps.keep.as_ref()),
-    ] {
-        if let Some(t) = t
-            && t.shape() != x.shape()
-        {
-            return Err(Error::WrongSize {
-                expected: format!("a {name} map of shape {:?}", x.shape()),
-                found: format!("{:?}", t.shape()),
-            });
-        }
-    }
-    let mut out = x.clone();
-    let per_image = x.image_len();
-    for i in 0..x.batch() {
-        let mut rng = source.rng();
-        let range = i * per_image..(i + 1) * per_image;
-        let sigma = &maps.sigma.data()[range.clone()];
-        let shift = maps.shift.as_ref().map(|t| &t.data()[range.clone()]);
-        let keep = maps.keep.as_ref().map(|t| &t.data()[range.clone()]);
-        let dst = &mut out.data_mut()[range];
-        for (j, v) in dst.iter_mut().enumerate() {
-            let mut base = *v + shift.map_or(0.0, |s| s[j]);
-            if let Some(k) = keep {
-                let k = k[j].clamp(0.0, 1.0);
-                base = k * base + (1.0 - k) * maps.fill;
-            }
-            let noisy = base + sigma[j].max(0.0) * kind.sample(&mut rng);
-            *v = f32::from(crate::tensor::quantize(noisy)) / 255.0;
-        }
-    }
-    Ok(out)
+    crate::upload::UploadBase::from_maps(x, maps)?.draw(kind, source)
 }
 
 #[cfg(test)]

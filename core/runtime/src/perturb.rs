@@ -6,9 +6,10 @@
 use crate::blockwise::BlockTransform;
 use crate::imaging::{self, DecodeLimits};
 use crate::manifest::{Manifest, PerturberOutput, PerturberSpec, Role};
-use crate::noise::{self, NoiseSource, PerturbationMaps};
+use crate::noise::{NoiseKind, NoiseSource, PerturbationMaps};
 use crate::runtime::{BatchMode, Model};
 use crate::tensor::ImageTensor;
+use crate::upload::UploadBase;
 use crate::{Error, Result};
 
 /// A perturbed image, ready to upload.
@@ -124,6 +125,11 @@ impl Perturber {
     /// # Errors
     /// [`Error::WrongSize`] for another size; [`Error::InvalidModel`] if inference fails.
     pub fn maps(&self, x: &ImageTensor) -> Result<PerturbationMaps> {
+        if self.spec().release.is_some() {
+            return Err(Error::InvalidArgument(
+                "a bounded release has no per-pixel maps of the photo; use upload_base".into(),
+            ));
+        }
         maps_from_outputs(self.spec(), x, self.model.run(x)?)
     }
 
@@ -132,8 +138,53 @@ impl Perturber {
     /// # Errors
     /// As [`Perturber::maps`].
     pub fn perturb_tensor(&self, x: &ImageTensor) -> Result<ImageTensor> {
-        let maps = self.maps(x)?;
-        noise::apply(x, &maps, self.spec().noise, &self.noise)
+        self.upload_base(x)?.draw(self.noise_kind(), &self.noise)
+    }
+
+    /// What the upload of images `x` is before its noise (the graph's run and the device's
+    /// transforms): [`UploadBase::draw`] with [`Perturber::noise_kind`] and a CSPRNG source then
+    /// gives an upload exactly as [`Perturber::perturb_tensor`] does. For auditors that upload
+    /// the same photo many times.
+    ///
+    /// # Errors
+    /// As [`Perturber::maps`].
+    pub fn upload_base(&self, x: &ImageTensor) -> Result<UploadBase> {
+        let spec = self.spec();
+        match &spec.release {
+            Some(r) => {
+                let [_, _, h, w] = x.shape();
+                let out = self
+                    .model
+                    .run(x)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::InvalidModel("missing output \"map\"".into()))?;
+                let [n, c, mh, mw] = out.shape[..] else {
+                    return Err(Error::InvalidModel(format!(
+                        "the release map must be [N, C, H, W], got shape {:?}",
+                        out.shape
+                    )));
+                };
+                r.upload_base(
+                    &ImageTensor::new([n, c, mh, mw], out.data)?,
+                    spec.fill,
+                    h,
+                    w,
+                )
+            }
+            None => UploadBase::from_maps(x, &self.maps(x)?),
+        }
+    }
+
+    /// The bounded release this perturber renders, if it is one (then [`Perturber::maps`] does
+    /// not apply: the upload has no per-pixel maps of the photo).
+    pub fn release(&self) -> Option<&crate::release::BoundedRelease> {
+        self.spec().release.as_ref()
+    }
+
+    /// The distribution of the noise this perturber draws.
+    pub fn noise_kind(&self) -> NoiseKind {
+        self.spec().noise
     }
 
     /// Decodes any supported image, resizes it to the model's input, perturbs it, applies the
@@ -189,6 +240,11 @@ pub fn maps_from_outputs(
             PerturberOutput::Sigma => maps.sigma = t,
             PerturberOutput::Shift => maps.shift = Some(t),
             PerturberOutput::Keep => maps.keep = Some(t),
+            PerturberOutput::Map => {
+                return Err(Error::InvalidModel(
+                    "a \"map\" output belongs to a bounded release (Perturber::upload_base)".into(),
+                ));
+            }
         }
     }
     if spec.standardize {

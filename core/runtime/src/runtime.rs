@@ -287,6 +287,17 @@ impl Model {
                         spec.outputs
                     )));
                 }
+                if let Some(r) = &spec.release {
+                    let want = vec![1, r.channels, r.side, r.side];
+                    return match outs.first() {
+                        Some(o) if o.shape == want => Ok(()),
+                        Some(o) => Err(Error::InvalidModel(format!(
+                            "the release map has shape {:?}, the manifest's release says {want:?}",
+                            o.shape
+                        ))),
+                        None => Err(Error::InvalidModel("the model has no output".into())),
+                    };
+                }
                 // Each map is at the image's resolution or at an integer fraction of it (a σ
                 // map computed at low resolution, expanded by the device).
                 for (o, name) in outs.iter().zip(&spec.outputs) {

@@ -15,8 +15,10 @@
 //!
 //! Every image gets a fresh mask and fresh noise from a ChaCha20 generator seeded from the
 //! operating system (as `uniform_noise` does), drawn once per split: each photo is
-//! uploaded once. Attackers are CNNs with the image attacker's widths on the features; the blur
-//! and reconstruction attackers are image attacks and are skipped (the report says so).
+//! uploaded once. Attackers are CNNs with the image attacker's widths on the features; the
+//! holders of the client (`kerckhoffs`, `variance`, `linear`) train on the train split released
+//! afresh every epoch; the blur and reconstruction attackers are image attacks and are skipped
+//! (the report says so).
 
 use std::collections::HashMap;
 
@@ -32,8 +34,10 @@ use scrim_train::nets::{Block, Recognizer};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::holders::{Releases, holder_attack};
 use crate::reports::{AttackResult, SchemeReport, mean_accuracy};
 use crate::request::{Attack, Scheme};
+use crate::uploads::Redraw;
 
 /// Released feature maps of every image of a split, `[N, C, H, W]` flattened.
 pub struct Features<'a> {
@@ -70,6 +74,43 @@ impl Inputs for Features<'_> {
             v.extend_from_slice(&self.values[i * n..(i + 1) * n]);
         }
         Tensor::from_data(TensorData::new(v, [indices.len(), c, h, w]), device)
+    }
+}
+
+impl Redraw for Features<'_> {
+    fn dataset(&self) -> &Dataset {
+        self.source
+    }
+    fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+    fn draw(&self) -> Result<Vec<f32>> {
+        Ok(self.values.clone())
+    }
+}
+
+/// The train split released afresh by a client (new masks and noise at every draw): what the
+/// holder of the client trains on.
+struct FreshRelease<'a> {
+    client: &'a Client,
+    ds: &'a Dataset,
+    device: &'a Device,
+    source: &'a NoiseSource,
+    shape: [usize; 3],
+}
+
+impl Redraw for FreshRelease<'_> {
+    fn dataset(&self) -> &Dataset {
+        self.ds
+    }
+    fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+    fn draw(&self) -> Result<Vec<f32>> {
+        Ok(self
+            .client
+            .release(self.ds, self.source, self.device)
+            .values)
     }
 }
 
@@ -213,7 +254,30 @@ pub(crate) fn audit_arden<'a>(
         let majority = ctx.majority(attr)?;
         for &attack in &req.attacks {
             let label = format!("{name}: {attr} {attack:?} attacker").to_lowercase();
+            let started = std::time::Instant::now();
             let init = match attack {
+                Attack::Kerckhoffs | Attack::Variance | Attack::Linear => {
+                    let fresh = FreshRelease {
+                        client: &client,
+                        ds: ctx.train,
+                        device: &device,
+                        source: &os,
+                        shape: ftrain.shape(),
+                    };
+                    let releases = Releases {
+                        train: &fresh,
+                        val: &fval,
+                        test: &ftest,
+                        images: false,
+                    };
+                    let (accuracy, seeds) = holder_attack(ctx, attack, attr, &releases, &label)?;
+                    results.push(
+                        AttackResult::new(attr, attack, accuracy, majority)
+                            .with_seeds(seeds)
+                            .with_seconds(started.elapsed().as_secs_f64()),
+                    );
+                    continue;
+                }
                 Attack::Cnn => None,
                 Attack::Finetune => Some(clean_feature_attacker(ctx, shared, &client, attr)?),
                 Attack::Blur | Attack::Reconstruct => {
@@ -223,11 +287,17 @@ pub(crate) fn audit_arden<'a>(
                     continue;
                 }
             };
-            let (accuracy, seeds) = ctx.over_seeds(|cfg| {
-                let model = ctx.train_attacker(&ftrain, &fval, attr, init.as_ref(), cfg, &label)?;
+            let (accuracy, seeds) = ctx.over_seeds(|seed| {
+                let cfg = ctx.attacker_with_seed(seed);
+                let model =
+                    ctx.train_attacker(&ftrain, &fval, attr, init.as_ref(), &cfg, &label)?;
                 Ok(eval::burn_accuracy(&model, &ftest, attr, &device)?)
             })?;
-            results.push(AttackResult::new(attr, attack, accuracy, majority).with_seeds(seeds));
+            results.push(
+                AttackResult::new(attr, attack, accuracy, majority)
+                    .with_seeds(seeds)
+                    .with_seconds(started.elapsed().as_secs_f64()),
+            );
         }
     }
     let [c, h, w] = ftrain.shape();

@@ -66,6 +66,7 @@ pub fn audit(req: &AuditRequest) -> Result<AuditReport> {
         req.desired,
         req.sensitive
     ));
+    let started = std::time::Instant::now();
     let device = Backend::Flex.device()?;
     let mut ctx = Context::new(&train, &val, &test, req, device);
     let first_rms = first_rms(&req.schemes, &train)?;
@@ -90,10 +91,10 @@ pub fn audit(req: &AuditRequest) -> Result<AuditReport> {
         note_scheme(&report);
         reports.push(report);
         // Written after every scheme so a long audit that is interrupted keeps what it measured.
-        let partial = assemble(req, &ds, &split, reports.clone());
+        let partial = assemble(req, &ds, &split, reports.clone(), started);
         save_json(&req.out.join("report.json"), &partial)?;
     }
-    let report = assemble(req, &ds, &split, reports);
+    let report = assemble(req, &ds, &split, reports, started);
     save_json(&req.out.join("report.json"), &report)?;
     write_markdown(&report, &req.out.join("report.md"))?;
     write_plots(&report, &req.out)?;
@@ -149,6 +150,7 @@ fn assemble(
     ds: &Dataset,
     split: &Split,
     schemes: Vec<SchemeReport>,
+    started: std::time::Instant,
 ) -> AuditReport {
     AuditReport {
         data: req.data.to_string(),
@@ -161,6 +163,9 @@ fn assemble(
             .unwrap_or(0.0),
         draws: req.draws,
         attacker: req.attacker.clone(),
+        recipes: Some(req.recipes.clone()),
+        attacker_seeds: req.attacker_seeds.max(1),
+        wall_seconds: started.elapsed().as_secs_f64(),
         schemes,
         command: std::iter::once("scrim".to_string())
             .chain(std::env::args().skip(1))

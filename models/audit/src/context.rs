@@ -97,21 +97,18 @@ impl<'a> Context<'a> {
     }
 
     /// Scores [`AuditRequest::attacker_seeds`] attackers that differ only in their seed
-    /// (initialisation and shuffling): the mean accuracy, and each seed's accuracy when there
-    /// is more than one. `attack` trains and scores one attacker with the configuration given.
+    /// (initialisation, shuffling, augmentation): the mean accuracy, and each seed's accuracy
+    /// when there is more than one. `attack` trains and scores one attacker with the seed given.
     pub fn over_seeds(
         &self,
-        mut attack: impl FnMut(&ClassifierConfig) -> Result<Accuracy>,
+        mut attack: impl FnMut(u64) -> Result<Accuracy>,
     ) -> Result<(Accuracy, Vec<f64>)> {
         let k = self.req.attacker_seeds.max(1);
         let mut runs = Vec::with_capacity(k);
         for i in 0..k as u64 {
-            let cfg = self
-                .req
-                .attacker
-                .clone()
-                .with_seed(self.req.attacker.seed.wrapping_add(i * SEED_STRIDE));
-            runs.push(attack(&cfg)?);
+            runs.push(attack(
+                self.req.attacker.seed.wrapping_add(i * SEED_STRIDE),
+            )?);
         }
         // Every seed is scored on the same test images: `n` counts them once.
         let accuracy = Accuracy {
@@ -124,6 +121,11 @@ impl<'a> Context<'a> {
             Vec::new()
         };
         Ok((accuracy, seeds))
+    }
+
+    /// The audit's attacker configuration with another seed.
+    pub fn attacker_with_seed(&self, seed: u64) -> ClassifierConfig {
+        self.req.attacker.clone().with_seed(seed)
     }
 
     /// A fresh attacker for `attr` (or `init` fine-tuned) on `train`, early-stopping on `val`,

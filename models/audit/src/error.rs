@@ -6,8 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An attacker name that is none of `cnn`, `blur`, `finetune`, `reconstruct`.
-    #[error("unknown attack {0:?}; use cnn, blur, finetune or reconstruct")]
+    /// An attacker name that is none of those in [`crate::Attack::ALL`].
+    #[error(
+        "unknown attack {0:?}; use kerckhoffs, variance, linear, cnn, blur, finetune or reconstruct"
+    )]
     UnknownAttack(String),
     /// A baseline name that is none of `none`, `uniform`, `arden`.
     #[error(

@@ -1,5 +1,6 @@
 //! The audit of a scheme that uploads perturbed images: its utility, then the image attackers
-//! (`cnn`, `blur`, `finetune`, `reconstruct`) on every sensitive attribute.
+//! (the holders of the perturber in `holders.rs`; `cnn`, `blur`, `finetune`, `reconstruct`) on
+//! every sensitive attribute.
 
 use scrim_train::data::Dataset;
 use scrim_train::eval::{self, Accuracy};
@@ -7,11 +8,13 @@ use scrim_train::nets::Recognizer;
 
 use crate::context::Context;
 use crate::error::Result;
+use crate::holders::{Releases, holder_attack};
 use crate::perturb::{ImageScheme, Perturb};
 use crate::quality::Reconstruction;
 use crate::reconstruct::reconstruct;
 use crate::reports::{AttackResult, SchemeReport, mean_accuracy};
 use crate::request::{Attack, Scheme};
+use crate::uploads::{ImageUploads, Uploaded};
 
 /// Audits one image scheme named `name`.
 pub(crate) fn audit_images(
@@ -70,7 +73,8 @@ pub(crate) fn audit_images(
         }
     };
     let identity = matches!(r.perturb, Perturb::Identity);
-    let (attacks, reconstruction) = attack_images(ctx, name, identity, &ptrain, &pval, &ptest)?;
+    let (attacks, reconstruction) =
+        attack_images(ctx, name, &r.perturb, identity, &ptrain, &pval, &ptest)?;
     Ok(SchemeReport {
         name: name.into(),
         scheme: scheme.clone(),
@@ -92,6 +96,7 @@ pub(crate) fn audit_images(
 fn attack_images(
     ctx: &mut Context<'_>,
     name: &str,
+    perturb: &Perturb,
     identity: bool,
     ptrain: &Dataset,
     pval: &Dataset,
@@ -110,6 +115,9 @@ fn attack_images(
         .attacks
         .contains(&Attack::Blur)
         .then(|| (blur(ptrain), blur(pval), blur(ptest)));
+    // The uploads the holders of the perturber draw afresh (the graph runs once per image, on
+    // the first holder attack).
+    let mut holders = None;
     for attr in &req.sensitive {
         let majority = ctx.majority(attr)?;
         for &attack in &req.attacks {
@@ -118,12 +126,33 @@ fn attack_images(
             let score = |m: &Recognizer, ds: &Dataset| -> Result<Accuracy> {
                 Ok(eval::burn_accuracy(m, ds, attr, &device)?)
             };
+            let started = std::time::Instant::now();
             let (accuracy, seeds) = match attack {
+                Attack::Kerckhoffs | Attack::Variance | Attack::Linear => {
+                    let (train, val, test) = match holders.take() {
+                        Some(h) => h,
+                        None => (
+                            ImageUploads::new(perturb, ctx.train)?,
+                            Uploaded(pval),
+                            Uploaded(ptest),
+                        ),
+                    };
+                    let releases = Releases {
+                        train: &train,
+                        val: &val,
+                        test: &test,
+                        images: true,
+                    };
+                    let out = holder_attack(ctx, attack, attr, &releases, &label);
+                    holders = Some((train, val, test));
+                    out?
+                }
                 // Without perturbation the from-scratch attacker is the clean attacker.
                 Attack::Cnn if identity => (score(&ctx.clean_attacker(attr)?, ptest)?, Vec::new()),
-                Attack::Cnn => ctx.over_seeds(|cfg| {
+                Attack::Cnn => ctx.over_seeds(|seed| {
+                    let cfg = ctx.attacker_with_seed(seed);
                     score(
-                        &ctx.train_attacker(ptrain, pval, attr, None, cfg, &label)?,
+                        &ctx.train_attacker(ptrain, pval, attr, None, &cfg, &label)?,
                         ptest,
                     )
                 })?,
@@ -131,18 +160,20 @@ fn attack_images(
                     let Some((btrain, bval, btest)) = &blurred else {
                         continue;
                     };
-                    ctx.over_seeds(|cfg| {
+                    ctx.over_seeds(|seed| {
+                        let cfg = ctx.attacker_with_seed(seed);
                         score(
-                            &ctx.train_attacker(btrain, bval, attr, None, cfg, &label)?,
+                            &ctx.train_attacker(btrain, bval, attr, None, &cfg, &label)?,
                             btest,
                         )
                     })?
                 }
                 Attack::Finetune => {
                     let clean = ctx.clean_attacker(attr)?;
-                    ctx.over_seeds(|cfg| {
+                    ctx.over_seeds(|seed| {
+                        let cfg = ctx.attacker_with_seed(seed);
                         score(
-                            &ctx.train_attacker(ptrain, pval, attr, Some(&clean), cfg, &label)?,
+                            &ctx.train_attacker(ptrain, pval, attr, Some(&clean), &cfg, &label)?,
                             ptest,
                         )
                     })?
@@ -155,7 +186,11 @@ fn attack_images(
                     }
                 }
             };
-            results.push(AttackResult::new(attr, attack, accuracy, majority).with_seeds(seeds));
+            results.push(
+                AttackResult::new(attr, attack, accuracy, majority)
+                    .with_seeds(seeds)
+                    .with_seconds(started.elapsed().as_secs_f64()),
+            );
         }
     }
     Ok((results, reconstruction))

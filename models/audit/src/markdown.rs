@@ -26,8 +26,9 @@ pub fn markdown(report: &AuditReport) -> String {
     let _ = writeln!(
         md,
         "Data `{}`: {tr} train / {va} val / {te} test images. Desired label `{}` (majority {}). \
-         Utility is the mean over {} noise draws. Attackers: widths {:?}, at most {} epochs, \
-         early stopping after {} without validation gain.\n",
+         Utility is the mean over {} noise draws. cnn, blur and finetune attackers: widths {:?}, \
+         at most {} epochs on one perturbed copy of the train split, early stopping after {} \
+         without validation gain.",
         report.data,
         report.desired,
         pct(report.desired_majority),
@@ -35,6 +36,34 @@ pub fn markdown(report: &AuditReport) -> String {
         report.attacker.widths,
         report.attacker.epochs,
         report.attacker.patience
+    );
+    if let Some(r) = &report.recipes {
+        let _ = write!(
+            md,
+            " The holders of the perturber train on the train split uploaded afresh every epoch: \
+             kerckhoffs, a residual CNN of widths {:?}, at most {} epochs (mirror {}, shift ±{} px); \
+             variance, a CNN of widths {:?} on the local noise level in {}×{} blocks; linear, \
+             logistic regression on the upload or its blur.",
+            r.kerckhoffs_widths,
+            r.kerckhoffs.epochs,
+            if r.augment.flip { "on" } else { "off" },
+            r.augment.shift,
+            r.variance_widths,
+            r.variance_block,
+            r.variance_block
+        );
+    }
+    let _ = writeln!(
+        md,
+        " {} attacker seed(s) per attack; the best attack is the highest mean over seeds among \
+         the attack kinds, ± its 95% interval on the test images, with the seeds' standard \
+         deviation (sd) where there are several.{}\n",
+        report.attacker_seeds,
+        if report.wall_seconds > 0.0 {
+            format!(" The audit took {:.0} min.", report.wall_seconds / 60.0)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(md, "### Utility and the best attacker\n");
     let mut header = format!(
@@ -68,14 +97,12 @@ pub fn markdown(report: &AuditReport) -> String {
         for s in &report.sensitive {
             match r.best_attack(s) {
                 Some(a) => {
-                    let best_seed = if a.seeds.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", best of {} seeds {}", a.seeds.len(), pct(a.best_seed()))
-                    };
+                    let spread = a
+                        .spread()
+                        .map_or(String::new(), |sd| format!(", sd {:.1}", 100.0 * sd));
                     let _ = write!(
                         row,
-                        " {} ± {} ({:?}{best_seed}; {}) |",
+                        " {} ± {} ({:?}{spread}; {}) |",
                         pct(a.accuracy.accuracy),
                         pct(a.ci95),
                         a.attacker,
@@ -90,7 +117,7 @@ pub fn markdown(report: &AuditReport) -> String {
     let _ = writeln!(md, "\n### Every attacker\n");
     let _ = writeln!(
         md,
-        "| scheme | attribute | attacker | accuracy | balanced | majority | each seed |\n|---|---|---|---|---|---|---|"
+        "| scheme | attribute | attacker | accuracy | sd | balanced | majority | each seed | time |\n|---|---|---|---|---|---|---|---|---|"
     );
     for r in &report.schemes {
         for a in &r.attacks {
@@ -105,14 +132,21 @@ pub fn markdown(report: &AuditReport) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} ± {} | {} | {} | {seeds} |",
+                "| {} | {} | {} | {} ± {} | {} | {} | {} | {seeds} | {} |",
                 r.name,
                 a.attribute,
                 a.attacker.name(),
                 pct(a.accuracy.accuracy),
                 pct(a.ci95),
+                a.spread()
+                    .map_or("–".into(), |sd| format!("{:.1}", 100.0 * sd)),
                 pct(a.accuracy.balanced),
-                pct(a.majority)
+                pct(a.majority),
+                if a.seconds > 0.0 {
+                    format!("{:.0} s", a.seconds)
+                } else {
+                    "–".into()
+                }
             );
         }
     }

@@ -119,6 +119,7 @@ mod tests {
                     ci95: 0.01,
                     majority: 0.4,
                     seeds: Vec::new(),
+                    seconds: 0.0,
                 })
                 .collect(),
             reconstruction: None,
@@ -174,6 +175,9 @@ mod tests {
             desired_majority: 0.5,
             draws: 1,
             attacker: scrim_train::eval::ClassifierConfig::new(),
+            recipes: None,
+            attacker_seeds: 1,
+            wall_seconds: 0.0,
             schemes: vec![scheme("run", &[("texture", Attack::Cnn, 0.5)])],
             command: "scrim audit".into(),
         };

@@ -189,9 +189,15 @@ pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()
         let (mut sig_row, mut out_row) = (Vec::new(), Vec::new());
         for original in &originals {
             let x = rgb_to_tensor(original);
-            let sigma = p.maps(&x)?.sigma;
-            let scaled = sigma.data().iter().map(|&v| v / sigma_max).collect();
-            sig_row.push(tensor_to_rgb(&ImageTensor::new(sigma.shape(), scaled)?)?);
+            let base = p.upload_base(&x)?;
+            if p.release().is_some() {
+                // A bounded release: its noiseless render, the most an upload can show.
+                sig_row.push(tensor_to_rgb(base.base())?);
+            } else {
+                let sigma = base.sigma();
+                let scaled = sigma.data().iter().map(|&v| v / sigma_max).collect();
+                sig_row.push(tensor_to_rgb(&ImageTensor::new(sigma.shape(), scaled)?)?);
+            }
             out_row.push(tensor_to_rgb(&p.perturb_tensor(&x)?)?);
         }
         rows.push(sig_row);

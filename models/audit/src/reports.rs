@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use scrim_train::eval::{Accuracy, ClassifierConfig};
 
 use crate::quality::Reconstruction;
-use crate::request::{Attack, Scheme};
+use crate::request::{Attack, Recipes, Scheme};
 
 /// One attacker's score on one sensitive attribute.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +24,9 @@ pub struct AttackResult {
     /// Accuracy of each attacker seed when several were trained (`accuracy` is their mean).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<f64>,
+    /// Wall time of this attack, every seed included (0 in reports from before it was kept).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 impl AttackResult {
@@ -36,7 +39,24 @@ impl AttackResult {
             accuracy,
             majority,
             seeds: Vec::new(),
+            seconds: 0.0,
         }
+    }
+
+    /// The same result with the wall time it took.
+    pub(crate) fn with_seconds(mut self, seconds: f64) -> Self {
+        self.seconds = seconds;
+        self
+    }
+
+    /// The standard deviation of the seeds' accuracies (`None` for a single attacker).
+    pub fn spread(&self) -> Option<f64> {
+        if self.seeds.len() < 2 {
+            return None;
+        }
+        let n = self.seeds.len() as f64;
+        let m = self.seeds.iter().sum::<f64>() / n;
+        Some((self.seeds.iter().map(|s| (s - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
     }
 
     /// The same result with the per-seed accuracies it is the mean of.
@@ -86,7 +106,8 @@ pub struct SchemeReport {
 }
 
 impl SchemeReport {
-    /// The best attacker's accuracy on `attribute`.
+    /// The headline attack on `attribute`: the maximum over attack kinds of the mean accuracy
+    /// over seeds.
     pub fn best_attack(&self, attribute: &str) -> Option<&AttackResult> {
         self.attacks
             .iter()
@@ -110,8 +131,18 @@ pub struct AuditReport {
     pub desired_majority: f64,
     /// Noise draws averaged for utility.
     pub draws: usize,
-    /// Attacker training configuration.
+    /// Attacker training configuration (`cnn`, `blur`, `finetune`, and the recognizer of
+    /// schemes without one).
     pub attacker: ClassifierConfig,
+    /// Training of the attackers who hold the perturber (absent from older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipes: Option<Recipes>,
+    /// Attackers trained per attack (each with its own seed).
+    #[serde(default = "one")]
+    pub attacker_seeds: usize,
+    /// Wall time of the whole audit in seconds (0 in older reports).
+    #[serde(default)]
+    pub wall_seconds: f64,
     /// Schemes in order.
     pub schemes: Vec<SchemeReport>,
     /// The command line that produced the report.
@@ -126,4 +157,8 @@ pub(crate) fn mean_accuracy(accs: &[Accuracy]) -> Accuracy {
         balanced: accs.iter().map(|a| a.balanced).sum::<f64>() / n,
         n: accs.iter().map(|a| a.n).sum(),
     }
+}
+
+fn one() -> usize {
+    1
 }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use scrim_train::data::DataSpec;
-use scrim_train::eval::ClassifierConfig;
+use scrim_train::eval::{ClassifierConfig, FitConfig};
 
 use crate::error::{Error, Result};
+use crate::uploads::{Augment, View};
 
 /// What to audit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +91,14 @@ impl Scheme {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Attack {
-    /// A CNN trained from scratch on perturbed images.
+    /// The attacker who holds the perturber: a residual CNN trained on the train split released
+    /// afresh every epoch (new noise, mirrored and shifted), tested on one release per image.
+    Kerckhoffs,
+    /// The σ side channel: a CNN on the local noise level of releases drawn afresh.
+    Variance,
+    /// Logistic regression on releases drawn afresh (pixels or blurred pixels).
+    Linear,
+    /// A CNN trained from scratch on one perturbed copy of the train split.
     Cnn,
     /// Blur, then a CNN.
     Blur,
@@ -103,15 +111,79 @@ pub enum Attack {
 
 impl Attack {
     /// All attackers.
-    pub const ALL: [Attack; 4] = [Self::Cnn, Self::Blur, Self::Finetune, Self::Reconstruct];
+    pub const ALL: [Attack; 7] = [
+        Self::Kerckhoffs,
+        Self::Variance,
+        Self::Linear,
+        Self::Cnn,
+        Self::Blur,
+        Self::Finetune,
+        Self::Reconstruct,
+    ];
+
+    /// The attackers who hold the perturber and train on releases drawn afresh.
+    pub const HOLDERS: [Attack; 3] = [Self::Kerckhoffs, Self::Variance, Self::Linear];
 
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Kerckhoffs => "kerckhoffs",
+            Self::Variance => "variance",
+            Self::Linear => "linear",
             Self::Cnn => "cnn",
             Self::Blur => "blur",
             Self::Finetune => "finetune",
             Self::Reconstruct => "reconstruct",
+        }
+    }
+}
+
+/// How the attackers who hold the perturber ([`Attack::HOLDERS`]) are trained. Recorded in
+/// every report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipes {
+    /// Widths of `kerckhoffs`'s residual CNN (stem and blocks).
+    pub kerckhoffs_widths: Vec<usize>,
+    /// `kerckhoffs`'s optimisation.
+    pub kerckhoffs: FitConfig,
+    /// Augmentation of image releases for `kerckhoffs` (and the mirror for `variance`).
+    pub augment: Augment,
+    /// Pooling block of `variance`'s noise-level view.
+    pub variance_block: usize,
+    /// Widths of `variance`'s CNN.
+    pub variance_widths: Vec<usize>,
+    /// `variance`'s optimisation.
+    pub variance: FitConfig,
+    /// Views `linear` chooses from (on validation, with its first seed).
+    pub linear_views: Vec<View>,
+    /// `linear`'s optimisation.
+    pub linear: FitConfig,
+}
+
+impl Recipes {
+    /// The defaults; `mirror`: left–right flips keep the labels (faces, not the synthetic
+    /// textures, whose `/` and `\` a mirror swaps).
+    pub fn new(mirror: bool) -> Self {
+        let fit = |epochs, patience, batch_size, learning_rate| {
+            FitConfig::new()
+                .with_epochs(epochs)
+                .with_patience(patience)
+                .with_batch_size(batch_size)
+                .with_learning_rate(learning_rate)
+                .with_cosine(true)
+        };
+        Self {
+            kerckhoffs_widths: vec![32, 64, 128],
+            kerckhoffs: fit(20, 4, 128, 2e-3),
+            augment: Augment {
+                flip: mirror,
+                shift: 2,
+            },
+            variance_block: 2,
+            variance_widths: vec![32, 64],
+            variance: fit(15, 3, 128, 2e-3),
+            linear_views: vec![View::Pixels, View::Blur],
+            linear: fit(30, 4, 128, 1e-3).with_weight_decay(1e-4),
         }
     }
 }
@@ -180,6 +252,8 @@ pub struct AuditRequest {
     pub draws: usize,
     /// Attacker training.
     pub attacker: ClassifierConfig,
+    /// Training of the attackers who hold the perturber.
+    pub recipes: Recipes,
     /// Attackers trained per (scheme, attribute, attack), each with its own seed; reports give
     /// their mean and each seed. Attackers vary by several points from seed to seed.
     pub attacker_seeds: usize,
@@ -199,6 +273,7 @@ impl AuditRequest {
     /// An audit of `schemes` with every attacker and the defaults of the README.
     pub fn new(data: DataSpec, desired: &str, sensitive: &[&str], out: PathBuf) -> Self {
         Self {
+            recipes: Recipes::new(!matches!(data, DataSpec::Synthetic(_))),
             data,
             size: 32,
             desired: desired.into(),
@@ -207,7 +282,7 @@ impl AuditRequest {
             attacks: Attack::ALL.to_vec(),
             draws: 3,
             attacker: ClassifierConfig::new().with_epochs(10).with_patience(2),
-            attacker_seeds: 1,
+            attacker_seeds: 3,
             out,
             seed: 42,
             progress: false,
@@ -236,7 +311,7 @@ mod tests {
         let e = "pgd".parse::<Attack>().expect_err("not an attack");
         assert_eq!(
             e.to_string(),
-            "unknown attack \"pgd\"; use cnn, blur, finetune or reconstruct"
+            "unknown attack \"pgd\"; use kerckhoffs, variance, linear, cnn, blur, finetune or reconstruct"
         );
     }
 

@@ -110,6 +110,18 @@ fn runs_table(report: &AuditReport) -> String {
         };
         let p = &cfg.perturber;
         let mut opts = vec![format!("σ_max {}", p.sigma_max)];
+        if let Some(r) = p.bounded_release(cfg.size) {
+            opts = vec![format!(
+                "bounded release: {}×{} {} map, amplitude {}, σ {}, encoder {:?}; at most {:.1} bits per upload",
+                r.side,
+                r.side,
+                if r.channels == 1 { "grey" } else { "colour" },
+                r.amplitude,
+                r.sigma,
+                p.encoder_widths,
+                r.bits_per_upload
+            )];
+        }
         if p.layout == PerturberLayout::InputIndependent {
             opts.push("input-independent".into());
         }

@@ -8,6 +8,17 @@ use scrim_train::run::RunDir;
 /// The plot family of a trained configuration.
 pub(crate) fn family_of(cfg: &TrainConfig) -> String {
     let p = &cfg.perturber;
+    if p.layout == PerturberLayout::Bounded {
+        let mut name = format!(
+            "bounded-r{}{}",
+            p.release_side,
+            if p.release_channels == 1 { "-grey" } else { "" }
+        );
+        if cfg.adversarial {
+            name.push_str("+adversary");
+        }
+        return name;
+    }
     let cloak = p.layout == PerturberLayout::InputIndependent;
     let mut name = String::from(if cloak { "cloak" } else { "scrim" });
     for (on, tag) in [
@@ -29,7 +40,7 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
     match p.layout {
         PerturberLayout::Separable => name.push_str("+separable"),
         PerturberLayout::Depthwise => name.push_str("+depthwise"),
-        PerturberLayout::Dense | PerturberLayout::InputIndependent => {}
+        PerturberLayout::Dense | PerturberLayout::InputIndependent | PerturberLayout::Bounded => {}
     }
     name
 }

@@ -34,6 +34,7 @@ fn arden_noise_hides_texture_and_no_noise_keeps_shape() {
         .with_batch_size(32)
         .with_patience(3);
     a.draws = 2;
+    a.attacker_seeds = 1;
     a.cache = false;
     let report = audit::audit(&a).expect("audit");
 

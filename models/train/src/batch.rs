@@ -28,6 +28,10 @@ pub trait Inputs {
     /// # Shapes
     /// `[B, channels, H, W]`.
     fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4>;
+    /// Called by [`crate::eval::fit`] before each training epoch with its number: inputs drawn
+    /// afresh every epoch (an upload redrawn with new noise) redraw here. The default does
+    /// nothing.
+    fn set_epoch(&self, _epoch: usize) {}
     /// Number of inputs.
     fn len(&self) -> usize {
         self.dataset().len()

@@ -177,6 +177,12 @@ impl TrainConfig {
                     "starts from --lambda, which must be positive",
                 ));
             }
+            if self.perturber.layout == crate::nets::PerturberLayout::Bounded {
+                return Err(Error::option(
+                    "--target-accuracy",
+                    "adapts λ, which a bounded release (fixed σ) does not have",
+                ));
+            }
         }
         if !(self.dual_rate > 0.0 && self.dual_rate.is_finite()) {
             return Err(Error::option(

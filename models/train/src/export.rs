@@ -7,11 +7,12 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use scrim_core::manifest::{Manifest, PerturberOutput, PerturberSpec};
 use scrim_core::onnx::{Conv, GraphBuilder, Value};
+use scrim_core::release::BoundedRelease;
 use scrim_core::{BatchMode, InputSpec, Model, NoiseKind};
 
 use crate::batch;
 use crate::data::Dataset;
-use crate::nets::{LUMA, Perturber, Recognizer};
+use crate::nets::{BoundedEncoder, LUMA, Perturber, Recognizer};
 use crate::run::RunDir;
 use crate::{Error, Result};
 
@@ -82,6 +83,14 @@ pub fn perturber_outputs(p: &Perturber) -> Vec<PerturberOutput> {
 /// The manifest that travels with a perturber's ONNX: what the device must do around the graph
 /// (noise kind, σ_max, the outputs it expands, suppression fill, tone standardisation).
 pub fn perturber_manifest(p: &Perturber, input: InputSpec, noise: NoiseKind) -> Manifest {
+    if let Some(b) = &p.bounded {
+        let release = bounded_release(b, input);
+        return Manifest::perturber(
+            "scrim-perturber",
+            input,
+            PerturberSpec::bounded(release, b.fill as f32),
+        );
+    }
     Manifest::perturber(
         "scrim-perturber",
         input,
@@ -91,8 +100,40 @@ pub fn perturber_manifest(p: &Perturber, input: InputSpec, noise: NoiseKind) -> 
             outputs: perturber_outputs(p),
             fill: p.fill as f32,
             standardize: p.standardize,
+            release: None,
         },
     )
+}
+
+/// The release a bounded encoder renders on `input`: its map side follows from the stride-2
+/// convolutions, its channels from the head.
+pub fn bounded_release(b: &BoundedEncoder, input: InputSpec) -> BoundedRelease {
+    let down: usize = b.convs.iter().map(|c| c.stride[0]).product();
+    BoundedRelease::new(
+        input.height / down.max(1),
+        b.head.weight.dims()[0],
+        b.amplitude as f32,
+        b.sigma as f32,
+        input.height,
+    )
+}
+
+/// A bounded encoder as ONNX: input `image [N,3,H,W]`, output `map [N,C,R,R]` =
+/// `fill + A·tanh(head(convs(x)))`.
+fn bounded_onnx(b: &BoundedEncoder, input: InputSpec) -> Vec<u8> {
+    let mut g = GraphBuilder::new("scrim_bounded_release");
+    g.doc("Scrim bounded release: image in [0,1] -> low-resolution map in fill +- amplitude");
+    let mut h = g.image_input("image", 3, input.height, input.width);
+    for conv in &b.convs {
+        h = emit_conv(&mut g, &h, &conv_weights(conv));
+        h = g.relu(&h);
+    }
+    let z = emit_conv(&mut g, &h, &conv_weights(&b.head));
+    let t = g.tanh(&z);
+    let t = g.scale(&t, b.amplitude as f32);
+    let map = g.offset(&t, b.fill as f32);
+    g.output(&map, "map");
+    g.finish()
 }
 
 /// The perturber as ONNX: input `image [N,3,H,W]`, outputs `sigma` and, when present, `shift`
@@ -100,6 +141,9 @@ pub fn perturber_manifest(p: &Perturber, input: InputSpec, noise: NoiseKind) -> 
 /// its maps at `1/D` resolution (`D` = 1 by default); a shift that includes the grey or tone
 /// transform is at full resolution.
 pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
+    if let Some(b) = &p.bounded {
+        return bounded_onnx(b, input);
+    }
     let mut g = GraphBuilder::new("scrim_perturber");
     g.doc("Scrim perturber: image in [0,1] -> per-pixel noise scale sigma (+ shift, keep)");
     let x = g.image_input("image", 3, input.height, input.width);
@@ -245,8 +289,23 @@ pub fn export(
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max)
     };
-    // Every perturber output (σ, then shift and keep when present), concatenated.
+    // Every perturber output (σ, then shift and keep when present; a bounded release's map),
+    // concatenated.
     let out = p.forward(x.clone());
+    if let Some(map) = out.map {
+        let burn_map = batch::to_vec(map);
+        let tract_map = &tp.run(&xs)?[0].data;
+        let burn_logits = batch::to_vec(c.forward(x));
+        let tract_logits = &tc.run(&xs)?[0].data;
+        return finish_check(
+            run,
+            ExportCheck {
+                images: check.len(),
+                perturber_max_abs_diff: max_diff(&burn_map, tract_map),
+                recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
+            },
+        );
+    }
     let mut burn_sigma = batch::to_vec(out.sigma);
     for t in [out.shift, out.keep].into_iter().flatten() {
         burn_sigma.extend(batch::to_vec(t));
@@ -270,6 +329,11 @@ pub fn export(
         perturber_max_abs_diff: max_diff(&burn_sigma, &tract_sigma),
         recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
     };
+    finish_check(run, report)
+}
+
+/// Fails when either difference is over [`EXPORT_TOLERANCE`], else saves the check in the run.
+fn finish_check(run: &RunDir, report: ExportCheck) -> Result<ExportCheck> {
     if report.perturber_max_abs_diff > EXPORT_TOLERANCE
         || report.recognizer_max_abs_diff > EXPORT_TOLERANCE
     {

@@ -292,6 +292,7 @@ pub fn manifest_for(case: &Case) -> Manifest {
             outputs: vec![PerturberOutput::Sigma, PerturberOutput::Shift],
             fill: 0.5,
             standardize: false,
+            release: None,
         };
         Manifest::perturber(case.name, InputSpec::rgb(h, w), spec)
     } else {

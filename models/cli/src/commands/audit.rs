@@ -5,6 +5,17 @@ use std::path::PathBuf;
 use scrim_audit::{self as audit, Attack, AuditReport, AuditRequest, Baseline, Scheme};
 use scrim_train::data::DataSpec;
 
+/// A switch with a default that depends on the data.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    /// The default for the data.
+    Auto,
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
 /// What every audit shares.
 #[derive(clap::Args, Debug)]
 pub struct Common {
@@ -17,26 +28,46 @@ pub struct Common {
     /// Sensitive labels to attack, comma-separated; the first is plotted (e.g. race,age_group).
     #[arg(long, value_delimiter = ',', required = true)]
     pub sensitive: Vec<String>,
-    /// Attackers, comma-separated: cnn, blur, finetune, reconstruct.
+    /// Attackers, comma-separated. Holders of the perturber, trained on uploads drawn afresh
+    /// every epoch: kerckhoffs (a residual CNN), variance (the σ side channel), linear (logistic
+    /// regression). On one perturbed copy: cnn, blur (blur then CNN), finetune (from a clean
+    /// attacker), reconstruct (a decoder, then the clean attacker).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cnn,blur,finetune,reconstruct"
+        default_value = "kerckhoffs,variance,linear,cnn,blur,finetune,reconstruct"
     )]
     pub attacks: Vec<Attack>,
     /// Noise draws averaged for utility.
     #[arg(long, default_value_t = 3)]
     pub draws: usize,
-    /// Maximum epochs of each attacker (early stopping on perturbed validation images).
+    /// Maximum epochs of the cnn, blur and finetune attackers (early stopping on perturbed
+    /// validation images).
     #[arg(long, default_value_t = 10)]
     pub attacker_epochs: usize,
-    /// Attackers trained per scheme, attribute and attack, each with its own seed (reports
-    /// give the mean and every seed).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    /// Attackers trained per scheme, attribute and attack, each with its own seed; reports give
+    /// the mean, the spread and every seed, and the headline is the highest mean.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub attacker_seeds: u64,
-    /// Attacker widths, comma-separated.
+    /// Widths of the cnn, blur and finetune attackers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
     pub attacker_widths: Vec<usize>,
+    /// Maximum epochs of the kerckhoffs attacker (a new upload of every image each epoch).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=500))]
+    pub kerckhoffs_epochs: u64,
+    /// Widths of the kerckhoffs attacker's residual CNN, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    pub kerckhoffs_widths: Vec<usize>,
+    /// Mirror training uploads left–right (kerckhoffs, variance): auto = on for photos, off for
+    /// the synthetic data, whose textures a mirror swaps.
+    #[arg(long, default_value = "auto")]
+    pub augment_flip: Toggle,
+    /// Shift kerckhoffs's training uploads by up to this many pixels.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=8))]
+    pub augment_shift: u64,
+    /// Pooling block of the variance attacker's local noise level.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub variance_block: u64,
     /// Do not read or write the decoded-image cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -62,6 +93,16 @@ impl Common {
             .with_epochs(self.attacker_epochs)
             .with_widths(self.attacker_widths.clone());
         req.attacker_seeds = self.attacker_seeds as usize;
+        let r = &mut req.recipes;
+        r.kerckhoffs.epochs = self.kerckhoffs_epochs as usize;
+        r.kerckhoffs_widths = self.kerckhoffs_widths.clone();
+        match self.augment_flip {
+            Toggle::Auto => {}
+            Toggle::On => r.augment.flip = true,
+            Toggle::Off => r.augment.flip = false,
+        }
+        r.augment.shift = self.augment_shift as usize;
+        r.variance_block = self.variance_block as usize;
         req.progress = true;
         req.cache = !self.no_cache;
         req

@@ -44,9 +44,9 @@ pub struct Args {
     /// Epochs (warm-up included).
     #[arg(long, default_value_t = d().epochs)]
     epochs: usize,
-    /// Recognizer-only warm-up epochs on clean images.
-    #[arg(long, default_value_t = d().warmup_epochs)]
-    warmup: usize,
+    /// Recognizer-only warm-up epochs on clean images [default: 2; 0 with --bounded].
+    #[arg(long)]
+    warmup: Option<usize>,
     /// The last N epochs (counted in --epochs) train the recognizer alone on the frozen
     /// perturber's output, so the cloud model ends adapted to the final perturbation.
     #[arg(long, default_value_t = d().finetune_epochs)]
@@ -117,6 +117,28 @@ pub struct Args {
     /// heads) works on each colour channel alone; the fastest layout in tract.
     #[arg(long, conflicts_with = "separable")]
     depthwise: bool,
+    /// Bounded-capacity release: the phone uploads an R×R map (R = --release-side) of bounded
+    /// amplitude that an encoder renders from the whole face, upsampled, plus Gaussian noise of
+    /// a fixed σ; nothing else of the photo reaches the upload, and the manifest states the
+    /// most bits one upload can carry. λ and σ_max do not apply; warm-up defaults to 0.
+    #[arg(long, conflicts_with_all = ["input_independent", "separable", "depthwise"])]
+    bounded: bool,
+    /// Side R of the bounded release's map (the input size divided by a power of two).
+    #[arg(long, default_value_t = d().perturber.release_side)]
+    release_side: usize,
+    /// Channels of the bounded release's map: 1 (grey) or 3.
+    #[arg(long, default_value_t = d().perturber.release_channels)]
+    release_channels: usize,
+    /// The bounded release's map lies in 0.5 ± this amplitude.
+    #[arg(long, default_value_t = d().perturber.release_amplitude)]
+    release_amplitude: f64,
+    /// σ of the bounded release's noise (fixed; more noise, fewer bits per upload).
+    #[arg(long, default_value_t = d().perturber.release_sigma)]
+    release_sigma: f64,
+    /// Widths of the bounded release's encoder, comma-separated: one stride-2 3×3 convolution
+    /// per halving from --size to --release-side, then 3×3 convolutions at the map side.
+    #[arg(long, value_delimiter = ',', default_values_t = d().perturber.encoder_widths)]
+    encoder_widths: Vec<usize>,
     /// Seed (initialisation, shuffling, training noise, split).
     #[arg(long, default_value_t = d().seed)]
     seed: u64,
@@ -158,7 +180,7 @@ impl Args {
         c.target_accuracy = self.target_accuracy;
         c.dual_rate = self.dual_rate;
         c.epochs = self.epochs;
-        c.warmup_epochs = self.warmup;
+        c.warmup_epochs = self.warmup.unwrap_or(c.warmup_epochs);
         c.finetune_epochs = self.finetune_epochs;
         c.batch_size = self.batch_size;
         c.learning_rate = self.lr;
@@ -186,6 +208,16 @@ impl Args {
             (.., true) => PerturberLayout::Depthwise,
             _ => PerturberLayout::Dense,
         };
+        if self.bounded {
+            p.layout = PerturberLayout::Bounded;
+            p.release_side = self.release_side;
+            p.release_channels = self.release_channels;
+            p.release_amplitude = self.release_amplitude;
+            p.release_sigma = self.release_sigma;
+            p.encoder_widths = self.encoder_widths.clone();
+            // A warm-up on photos teaches the recognizer nothing about renders.
+            c.warmup_epochs = self.warmup.unwrap_or(0);
+        }
         if let (Some(key), Some(scheme)) = (self.block_key, self.block_scheme) {
             // An absolute path, so `--resume` works from another directory.
             let key = key.canonicalize().unwrap_or(key).display().to_string();

@@ -47,7 +47,19 @@ pub(crate) fn fixed_part(p: &Perturber, x: Tensor<4>) -> Tensor<4> {
 /// `x' = q(clip(k ⊙ (x + μ) + (1 − k)·fill + σ ⊙ ε, 0, 1))` (`μ = 0`, `k = 1` when the perturber
 /// has neither), with `q` 8-bit rounding passed straight through in the
 /// backward pass, so training sees exactly the values an 8-bit upload carries.
+///
+/// A bounded release instead renders `q(clip(up(map) + σ·ε, 0, 1))`: the map upsampled to the
+/// image (a grey map to all three channels, with one ε per pixel), as `scrim_core::release`
+/// does on the device; the photo enters only through the map.
 pub fn perturb(x: Tensor<4>, out: &PerturberOut, kind: scrim_core::NoiseKind) -> Tensor<4> {
+    if let Some(map) = &out.map {
+        let [n, c, h, w] = x.dims();
+        let [_, mc, side, _] = map.dims();
+        let up = crate::nets::upsample_nearest(map.clone(), h / side.max(1));
+        let eps = unit_noise(&Tensor::zeros([n, mc, h, w], &x.device()), kind);
+        let noisy = up + eps * out.sigma.clone().slice([0..n, 0..mc]);
+        return quantize_ste(noisy.expand([n, c, h, w]).clamp(0.0, 1.0));
+    }
     let eps = unit_noise(&x, kind);
     let mut base = x;
     if let Some(shift) = &out.shift {

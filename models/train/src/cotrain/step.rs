@@ -83,7 +83,7 @@ impl Trainer {
                 .unwrap_or_else(|| RecognizerConfig::new(n_sensitive.unwrap_or(2)))
         });
         let nets = Nets {
-            perturber: cfg.perturber.init(device),
+            perturber: cfg.perturber.init_for(cfg.size, device),
             recognizer: cfg.recognizer.init(device),
             adversary: adversary_cfg.as_ref().map(|c| c.init(device)),
             // A template, so `--resume` can load a saved teacher; replaced after warm-up.

@@ -52,6 +52,24 @@ pub struct PerturberConfig {
     /// full resolution; image sides must be divisible by it.
     #[config(default = 1)]
     pub downsample: usize,
+    /// The bounded release's map side R (layout `bounded`): the upload is rendered from an
+    /// R×R map, nearest-upsampled to the input size.
+    #[config(default = 4)]
+    pub release_side: usize,
+    /// The bounded release's map channels: 1 (grey) or 3.
+    #[config(default = 1)]
+    pub release_channels: usize,
+    /// The bounded release's amplitude A: the map lies in `fill ± A`.
+    #[config(default = 0.5)]
+    pub release_amplitude: f64,
+    /// The bounded release's noise σ, the same for every image and pixel.
+    #[config(default = 0.2)]
+    pub release_sigma: f64,
+    /// Widths of the bounded release's encoder: one 3×3 stride-2 convolution per halving from
+    /// the input size to the map side, then 3×3 convolutions at the map side (each map cell
+    /// then sees the whole face).
+    #[config(default = "vec![16, 32, 48, 48]")]
+    pub encoder_widths: Vec<usize>,
 }
 
 /// The initial σ as a fraction of σ_max (`scrim train --sigma-init`).
@@ -85,6 +103,11 @@ pub enum PerturberLayout {
     /// The Cloak-style baseline (Mireshghallah et al., WWW 2021): σ is one learned map shared
     /// by every image, not a function of the image. Needs `map_size` = the input size.
     InputIndependent,
+    /// A bounded-capacity release (`scrim_core::release`): an encoder renders an R×R map of
+    /// bounded amplitude from the whole image, and the upload is that map, upsampled, plus
+    /// Gaussian noise of a fixed σ. Nothing else of the photo reaches the upload, and one
+    /// upload carries at most `R²·C·½·log2(1 + f²A²/σ²)` bits.
+    Bounded,
 }
 
 impl PerturberLayout {
@@ -102,10 +125,11 @@ impl std::str::FromStr for PerturberLayout {
             "separable" => Ok(Self::Separable),
             "depthwise" => Ok(Self::Depthwise),
             "input-independent" => Ok(Self::InputIndependent),
+            "bounded" => Ok(Self::Bounded),
             other => Err(crate::Error::UnknownName {
                 what: "perturber layout",
                 given: other.into(),
-                expected: "dense, separable, depthwise or input-independent",
+                expected: "dense, separable, depthwise, input-independent or bounded",
             }),
         }
     }
@@ -142,6 +166,89 @@ impl PerturberConfig {
                 format!("must divide --size ({size}), got {}", self.downsample),
             ));
         }
+        if self.layout == PerturberLayout::Bounded {
+            self.validate_bounded(size)?;
+        }
         Ok(())
+    }
+
+    /// The halvings from the input size to the map side of a bounded release (`None` when the
+    /// side is not the size divided by a power of two).
+    pub fn release_halvings(&self, size: usize) -> Option<usize> {
+        let side = self.release_side;
+        (side > 0 && size.is_multiple_of(side) && (size / side).is_power_of_two())
+            .then(|| (size / side).trailing_zeros() as usize)
+    }
+
+    fn validate_bounded(&self, size: usize) -> crate::Result<()> {
+        use crate::Error;
+        let Some(halvings) = self.release_halvings(size) else {
+            return Err(Error::option(
+                "--release-side",
+                format!(
+                    "must be --size ({size}) divided by a power of two, got {}",
+                    self.release_side
+                ),
+            ));
+        };
+        if self.encoder_widths.len() <= halvings || self.encoder_widths.contains(&0) {
+            return Err(Error::option(
+                "--encoder-widths",
+                format!(
+                    "needs {halvings} widths for the stride-2 convolutions from {size} to {} \
+                     and at least one more at {}, all positive; got {:?}",
+                    self.release_side, self.release_side, self.encoder_widths
+                ),
+            ));
+        }
+        if self.release_channels != 1 && self.release_channels != 3 {
+            return Err(Error::option(
+                "--release-channels",
+                format!("must be 1 (grey) or 3, got {}", self.release_channels),
+            ));
+        }
+        let (a, f) = (self.release_amplitude, self.fill);
+        if !(a > 0.0 && f - a >= 0.0 && f + a <= 1.0) {
+            return Err(Error::option(
+                "--release-amplitude",
+                format!(
+                    "must be in (0, {}] around the fill {f}, got {a}",
+                    f.min(1.0 - f)
+                ),
+            ));
+        }
+        if !(self.release_sigma > 0.0 && self.release_sigma <= 10.0) {
+            return Err(Error::option(
+                "--release-sigma",
+                format!("must be in (0, 10], got {}", self.release_sigma),
+            ));
+        }
+        for (on, flag) in [
+            (self.suppress, "--suppress"),
+            (self.gray || self.standardize, "--gray/--standardize"),
+            (self.shift_max > 0.0, "--shift-max"),
+            (self.downsample > 1, "--downsample"),
+        ] {
+            if on {
+                return Err(Error::option(
+                    flag,
+                    "does not apply to a bounded release, which renders its own upload",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bounded release this configuration renders on images of side `size`, if any.
+    pub fn bounded_release(&self, size: usize) -> Option<scrim_core::release::BoundedRelease> {
+        (self.layout == PerturberLayout::Bounded).then(|| {
+            scrim_core::release::BoundedRelease::new(
+                self.release_side,
+                self.release_channels,
+                self.release_amplitude as f32,
+                self.release_sigma as f32,
+                size,
+            )
+        })
     }
 }

@@ -1,12 +1,16 @@
 //! The three networks: the on-device [`Perturber`], the cloud [`Recognizer`], and the
 //! [`Recognizer`] family reused as adversary and attacker.
 
+mod attacker;
 mod config;
+mod encoder;
 mod layers;
 mod perturber;
 mod recognizer;
 
+pub use attacker::{LinearProbe, ResBlock, ResidualConfig, ResidualNet};
 pub use config::{PerturberConfig, PerturberLayout, SIGMA_INIT, head_bias_for};
+pub use encoder::BoundedEncoder;
 pub use layers::{conv3, upsample_nearest};
 pub use perturber::{
     LUMA, Perturber, PerturberOut, STANDARD_EPS, STANDARD_STD, gray_shift, standardize_shift,

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 use super::config::{PerturberConfig, PerturberLayout};
+use super::encoder::BoundedEncoder;
 use super::layers::{conv3_strided, depthwise3, patch_stem, positive_init, upsample_nearest};
 
 /// The device's constants of the grey and tone transforms: training uses the same.
@@ -39,6 +40,8 @@ pub struct Perturber {
     pub fill: f64,
     /// σ-map resolution divisor (see [`PerturberConfig::downsample`]).
     pub downsample: usize,
+    /// The encoder of a bounded release (layout `bounded`); the other fields are then unused.
+    pub bounded: Option<BoundedEncoder>,
 }
 
 /// The perturber's outputs for one batch.
@@ -54,6 +57,9 @@ pub struct PerturberOut {
     pub keep: Option<Tensor<4>>,
     /// What suppressed pixels fade to.
     pub fill: f64,
+    /// The bounded release's map `[N, C, R, R]`: the upload is this map, upsampled, plus noise
+    /// of σ (`sigma` is then that constant everywhere).
+    pub map: Option<Tensor<4>>,
 }
 
 /// How the perturber's convolutions are laid out: [`PerturberLayout`] without the baseline,
@@ -91,14 +97,22 @@ fn head_conv(cin: usize, stride: usize, layout: Layout, zeros: bool, device: &De
 impl PerturberConfig {
     fn layout(&self) -> Layout {
         match self.layout {
-            PerturberLayout::Dense | PerturberLayout::InputIndependent => Layout::Dense,
+            PerturberLayout::Dense
+            | PerturberLayout::InputIndependent
+            | PerturberLayout::Bounded => Layout::Dense,
             PerturberLayout::Separable => Layout::Separable,
             PerturberLayout::Depthwise => Layout::Depthwise,
         }
     }
 
-    /// Builds a freshly initialised perturber.
+    /// Builds a freshly initialised perturber for 32×32 images ([`PerturberConfig::init_for`]
+    /// for another size; only the bounded layout depends on it).
     pub fn init(&self, device: &Device) -> Perturber {
+        self.init_for(32, device)
+    }
+
+    /// Builds a freshly initialised perturber for images of side `size`.
+    pub fn init_for(&self, size: usize, device: &Device) -> Perturber {
         let mut hidden = Vec::new();
         let mut cin = 3;
         let layers = if self.layout == PerturberLayout::InputIndependent {
@@ -174,6 +188,8 @@ impl PerturberConfig {
             standardize: self.standardize,
             fill: self.fill,
             downsample: stride,
+            bounded: (self.layout == PerturberLayout::Bounded)
+                .then(|| BoundedEncoder::new(self, size, device)),
         }
     }
 }
@@ -183,6 +199,17 @@ impl Perturber {
     /// `x: [N, 3, H, W]` → σ and log σ `[N, 3, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> PerturberOut {
         let [n, c, h, w] = x.dims();
+        if let Some(b) = &self.bounded {
+            let device = x.device();
+            return PerturberOut {
+                sigma: Tensor::full([n, c, h, w], b.sigma, &device),
+                log_sigma: Tensor::full([n, c, h, w], b.sigma.ln(), &device),
+                shift: None,
+                keep: None,
+                fill: b.fill,
+                map: Some(b.forward(x)),
+            };
+        }
         let (z, learned_shift) = match &self.map {
             Some(map) => (map.val().expand([n, c, h, w]), None),
             None => {
@@ -216,6 +243,7 @@ impl Perturber {
             shift,
             keep,
             fill: self.fill,
+            map: None,
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     /// Max |tract − burn| at export.
     pub export_check: crate::export::ExportCheck,
+    /// For a bounded release, the most bits one upload can carry (`scrim_core::release`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_upload: Option<f64>,
 }
 
 /// Loads the dataset and split for a request.
@@ -199,7 +202,16 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
         mean_sigma,
         train_seconds,
         export_check,
+        bits_per_upload: cfg
+            .perturber
+            .bounded_release(cfg.size)
+            .map(|r| f64::from(r.bits_per_upload)),
     };
+    if let Some(bits) = summary.bits_per_upload {
+        crate::report::note(&format!(
+            "bounded release: one upload carries at most {bits:.1} bits of the photo"
+        ));
+    }
     run.save_json("summary.json", &summary)?;
     Ok(summary)
 }

@@ -1,19 +1,16 @@
 //! Evaluation: perturbing datasets exactly as a phone does, measuring recognizer accuracy through
-//! tract, and training fresh attackers (classifiers) from scratch with early stopping.
+//! tract, and training fresh attackers (classifiers) from scratch with early stopping ([`fit`]).
 
-use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
-use burn::prelude::*;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
+mod fit;
+
+pub use fit::{
+    Classifier, ClassifierConfig, FitConfig, Fitted, Trained, burn_accuracy, fit, train_classifier,
+};
+
 use scrim_core::{ImageTensor, Model, Perturber};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{self, Inputs};
 use crate::data::Dataset;
-use crate::nets::{Recognizer, RecognizerConfig};
 use crate::{Error, Result};
 
 /// Perturbs every image of `ds` through scrim-core's [`Perturber`] (tract σ network, CSPRNG
@@ -173,134 +170,14 @@ pub fn argmax(row: &[f32]) -> usize {
         .0
 }
 
-/// How attackers (and other supervised classifiers) are trained.
-#[derive(Config, Debug)]
-pub struct ClassifierConfig {
-    /// Network widths.
-    #[config(default = "vec![32, 64, 128]")]
-    pub widths: Vec<usize>,
-    /// Maximum epochs.
-    #[config(default = 15)]
-    pub epochs: usize,
-    /// Stop after this many epochs without validation improvement.
-    #[config(default = 3)]
-    pub patience: usize,
-    /// Batch size.
-    #[config(default = 64)]
-    pub batch_size: usize,
-    /// Learning rate (Adam).
-    #[config(default = 2e-3)]
-    pub learning_rate: f64,
-    /// Seed.
-    #[config(default = 7)]
-    pub seed: u64,
-}
-
-/// A trained classifier and its validation history.
-#[derive(Debug, Clone)]
-pub struct Trained {
-    /// The network in inference mode (best validation epoch).
-    pub model: Recognizer,
-    /// Validation accuracy per epoch.
-    pub val_history: Vec<f64>,
-}
-
-/// Trains a fresh classifier for `attr` on `train`, early-stopping on `val`.
-/// `init` starts from given weights instead (for fine-tuning). The inputs are images (a
-/// [`Dataset`]) or any other [`Inputs`]; the network's first block takes their channels.
-///
-/// # Errors
-/// [`Error::UnknownLabel`] for an unknown attribute.
-// Eight arguments: every caller passes all of them, and a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-pub fn train_classifier<I: Inputs + ?Sized>(
-    train: &I,
-    val: &I,
-    attr: &str,
-    cfg: &ClassifierConfig,
-    init: Option<&Recognizer>,
-    device: &Device,
-    label: &str,
-    progress: bool,
-) -> Result<Trained> {
-    let attr_idx = train.dataset().attribute_index(attr)?;
-    let a = &train.dataset().attributes[attr_idx];
-    let train_device = device.clone().autodiff();
-    train_device.seed(cfg.seed);
-    let mut model = match init {
-        Some(m) => m.clone().fork(&train_device).train(),
-        None => RecognizerConfig::new(a.classes.len())
-            .with_widths(cfg.widths.clone())
-            .init_with_channels(train.channels(), &train_device),
-    };
-    let mut optim = AdamConfig::new().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
-    let mut best: Option<(f64, Recognizer)> = None;
-    let mut history = Vec::new();
-    let mut since_best = 0;
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let bar = crate::report::bar((cfg.epochs * train.len()) as u64, label, progress);
-    for epoch in 0..cfg.epochs {
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            cfg.seed.wrapping_add(epoch as u64),
-        ));
-        for idx in batch::chunks(&order, cfg.batch_size) {
-            let x = train.batch(idx, &train_device);
-            let y = batch::labels(train.dataset(), attr_idx, idx, &train_device);
-            let loss = loss_fn.forward(model.forward(x), y);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.learning_rate, model, grads);
-            bar.inc(idx.len() as u64);
-        }
-        let acc = burn_accuracy(&model.valid(), val, attr, device)?.accuracy;
-        history.push(acc);
-        bar.set_status(&format!("val acc {acc:.3}"));
-        if best.as_ref().is_none_or(|(b, _)| acc > *b) {
-            best = Some((acc, model.valid()));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= cfg.patience {
-                break;
-            }
-        }
-    }
-    bar.finish();
-    let model = best.map(|(_, m)| m).unwrap_or_else(|| model.valid());
-    Ok(Trained {
-        model,
-        val_history: history,
-    })
-}
-
-/// Accuracy of a burn classifier on attribute `attr` of `ds` (images or other [`Inputs`]).
-///
-/// # Errors
-/// [`Error::UnknownLabel`] for an unknown attribute.
-pub fn burn_accuracy<I: Inputs + ?Sized>(
-    model: &Recognizer,
-    ds: &I,
-    attr: &str,
-    device: &Device,
-) -> Result<Accuracy> {
-    let a = ds.dataset().attribute(attr)?;
-    let all: Vec<usize> = (0..ds.len()).collect();
-    let mut pred = Vec::with_capacity(ds.len());
-    for idx in all.chunks(256) {
-        pred.extend(batch::predictions(model.forward(ds.batch(idx, device))));
-    }
-    Ok(Accuracy::score(&pred, &a.labels, a.classes.len()))
-}
-/// Mean and RMS σ of a perturber over a dataset.
+/// Mean and RMS σ of a perturber over a dataset (a bounded release's σ is its fixed one).
 pub fn sigma_stats(p: &Perturber, ds: &Dataset) -> Result<(f64, f64)> {
     let (mut sum, mut sq, mut n) = (0.0f64, 0.0f64, 0usize);
     for i in 0..ds.len() {
-        let x = ds.image_tensor(i)?;
-        for &v in p.maps(&x)?.sigma.data() {
-            sum += f64::from(v);
-            sq += f64::from(v) * f64::from(v);
-            n += 1;
-        }
+        let (s, q, k) = p.upload_base(&ds.image_tensor(i)?)?.sigma_sums();
+        sum += s;
+        sq += q;
+        n += k;
     }
     let n = n.max(1) as f64;
     Ok((sum / n, (sq / n).sqrt()))

@@ -1,0 +1,70 @@
+//! The encoder of a bounded-capacity release: image → an R×R map of bounded amplitude, seen by
+//! the device as the release's only output (see `scrim_core::release`).
+
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::prelude::*;
+use burn::tensor::activation;
+
+use super::config::PerturberConfig;
+use super::layers::conv3_strided;
+
+/// `[N, 3, S, S]` → `fill + A·tanh(head(f(x)))`, `[N, C, R, R]`: 3×3 stride-2 convolutions with
+/// ReLU down to R, 3×3 convolutions with ReLU at R (with R = 4 and two of them, every cell sees
+/// the whole 32×32 face), then a 1×1 head.
+#[derive(Module, Debug)]
+pub struct BoundedEncoder {
+    /// The convolutions, stride 2 then stride 1.
+    pub convs: Vec<Conv2d>,
+    /// 1×1 convolution to the map's channels.
+    pub head: Conv2d,
+    /// Bound A of the map around `fill`.
+    pub amplitude: f64,
+    /// Centre of the map's range.
+    pub fill: f64,
+    /// The release's noise σ.
+    pub sigma: f64,
+}
+
+/// How many of the encoder's convolutions have stride 2.
+pub(crate) fn strides(cfg: &PerturberConfig, size: usize) -> Vec<usize> {
+    let halvings = cfg.release_halvings(size).unwrap_or(0);
+    (0..cfg.encoder_widths.len())
+        .map(|i| if i < halvings { 2 } else { 1 })
+        .collect()
+}
+
+impl BoundedEncoder {
+    /// A fresh encoder for images of side `size` (the configuration validated).
+    pub fn new(cfg: &PerturberConfig, size: usize, device: &Device) -> Self {
+        let mut convs = Vec::new();
+        let mut cin = 3;
+        for (&w, s) in cfg.encoder_widths.iter().zip(strides(cfg, size)) {
+            convs.push(conv3_strided(cin, w, s, device));
+            cin = w;
+        }
+        let head = Conv2dConfig::new([cin, cfg.release_channels], [1, 1])
+            .with_padding(PaddingConfig2d::Valid)
+            .init(device);
+        Self {
+            convs,
+            head,
+            amplitude: cfg.release_amplitude,
+            fill: cfg.fill,
+            sigma: cfg.release_sigma,
+        }
+    }
+
+    /// # Shapes
+    /// `[N, 3, S, S]` → `[N, C, R, R]`, values in `fill ± amplitude`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = x;
+        for c in &self.convs {
+            h = activation::relu(c.forward(h));
+        }
+        activation::tanh(self.head.forward(h))
+            .mul_scalar(self.amplitude)
+            .add_scalar(self.fill)
+    }
+}
