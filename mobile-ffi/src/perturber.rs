@@ -190,6 +190,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bounded_release_uploads_a_grey_render() {
+        let (onnx, manifest) = scrim_core::fixtures::bounded_perturber(16, 4, 0.1);
+        assert_eq!(manifest.format_version, 2);
+        let p = Perturber::new(onnx, manifest.to_json()).expect("bounded fixture loads");
+        let img = p.perturb(png(40, 30)).expect("perturb");
+        assert_eq!((img.width(), img.height()), (16, 16));
+        let decoded =
+            scrim_core::imaging::decode(img.png_bytes(), Default::default()).expect("decode");
+        // One ε per pixel for all three channels: the upload is grey.
+        assert!(decoded.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+    }
+
+    #[test]
     fn perturbs_to_the_model_size() {
         let (onnx, json) = fixture(16);
         let p = Perturber::new(onnx, json).expect("fixture loads");

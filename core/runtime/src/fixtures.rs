@@ -72,3 +72,28 @@ pub fn recognizer(size: usize, labels: &[&str]) -> (Vec<u8>, Manifest) {
         ),
     )
 }
+
+/// A bounded release (`crate::release`): the map is a grey `side × side` average of the image
+/// (average pooling, scaled around 0.5), Gaussian noise σ, amplitude 0.5; manifest version 2.
+pub fn bounded_perturber(size: usize, side: usize, sigma: f32) -> (Vec<u8>, Manifest) {
+    let f = size / side;
+    let w = vec![1.0f32 / 3.0; 3];
+    let mut g = GraphBuilder::new("fixture_bounded");
+    let x = g.image_input("image", 3, size, size);
+    let pooled = g.avg_pool(&x, f, f, 0);
+    let grey = g.conv(&pooled, Conv::new(&w, [1, 3, 1, 1]));
+    let centred = g.offset(&grey, -0.5);
+    let t = g.tanh(&centred);
+    let t = g.scale(&t, 0.5);
+    let map = g.offset(&t, 0.5);
+    g.output(&map, "map");
+    let release = crate::release::BoundedRelease::new(side, 1, 0.5, sigma, size);
+    (
+        g.finish(),
+        Manifest::perturber(
+            "fixture-bounded",
+            InputSpec::rgb(size, size),
+            PerturberSpec::bounded(release, 0.5),
+        ),
+    )
+}

@@ -101,10 +101,13 @@ impl UploadBase {
                 shared.clear();
                 shared.extend((0..plane).map(|_| kind.sample(&mut rng)));
                 for ch in 0..c {
-                    for k in 0..plane {
-                        let j = ch * plane + k;
-                        let noisy = dst[j] + sigma[j] * shared[k];
-                        dst[j] = f32::from(crate::tensor::quantize(noisy)) / 255.0;
+                    let range = ch * plane..(ch + 1) * plane;
+                    for ((v, s), e) in dst[range.clone()]
+                        .iter_mut()
+                        .zip(&sigma[range])
+                        .zip(&shared)
+                    {
+                        *v = f32::from(crate::tensor::quantize(*v + s * e)) / 255.0;
                     }
                 }
             } else {

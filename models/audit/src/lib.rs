@@ -6,14 +6,20 @@
 //!
 //! | attacker | trained on | what it models |
 //! |---|---|---|
-//! | `cnn` | perturbed train images, early stopping on perturbed val | the curious provider |
+//! | `kerckhoffs` | the train split uploaded afresh every epoch (augmented), a residual CNN | the provider who holds the perturber |
+//! | `variance` | the local noise level of those uploads | the σ side channel |
+//! | `linear` | those uploads (or their blur), logistic regression | the floor a CNN must beat |
+//! | `cnn` | one perturbed copy of the train split, early stopping on perturbed val | the curious provider |
 //! | `blur` | the same after a 3×3 binomial blur | a denoise-then-classify provider |
 //! | `finetune` | first clean images, then perturbed ones | a provider with public clean faces |
 //! | `reconstruct` | a decoder x' → x, then the clean attacker on its output | image recovery |
 //!
-//! Multi-copy averaging is outside the threat model: each photo is uploaded once, with noise
-//! drawn fresh on the device. A user who uploads the same photo twice halves the noise
-//! variance for that photo; the audit does not model this.
+//! The perturber ships in every app, so the first three may upload their training faces as
+//! often as they like (`uploads.rs` draws them, `holders.rs` trains them); every attacker is
+//! tested on one upload per test image. Averaging several uploads of the *user's* photo is
+//! outside the threat model: each photo is uploaded once, with noise drawn fresh on the device.
+//! Each attack is trained with [`AuditRequest::attacker_seeds`] seeds (3 by default); the
+//! headline ([`SchemeReport::best_attack`]) is the highest mean over seeds among the kinds.
 //!
 //! Utility is the desired-task accuracy on perturbed test images averaged over `draws` noise
 //! draws: with the scheme's own recognizer where it has one (a Scrim run), else with a

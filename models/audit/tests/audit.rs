@@ -151,6 +151,6 @@ fn attacker_seeds_are_reported_with_their_mean() {
     assert!(attack.best_seed() >= attack.accuracy.accuracy);
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     let sd = attack.spread().expect("two seeds have a spread");
-    assert!(sd >= 0.0 && sd < 0.5, "{sd}");
+    assert!((0.0..0.5).contains(&sd), "{sd}");
     assert!(md.contains(&format!("sd {:.1}", 100.0 * sd)), "{md}");
 }

@@ -72,7 +72,8 @@ fn a_bounded_release_trains_exports_and_renders_on_the_device_as_in_training() {
 fn bounded_options_are_checked_with_their_flags() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = request(&dir.path().join("run"));
-    let cases: [(fn(&mut TrainRequest), &str); 4] = [
+    type Case = (fn(&mut TrainRequest), &'static str);
+    let cases: [Case; 4] = [
         (|r| r.config.perturber.release_side = 3, "--release-side"),
         (
             |r| r.config.perturber.encoder_widths = vec![8, 8],

@@ -128,6 +128,10 @@ pub struct Args {
     /// arden (noisy features of a frozen first conv block; one scheme per --arden-scale).
     #[arg(long, value_delimiter = ',', default_value = "none,uniform")]
     baselines: Vec<Baseline>,
+    /// Audit no baselines, only the runs and perturbers given (e.g. to add runs to an audit
+    /// whose baselines were measured on the same split).
+    #[arg(long, conflicts_with = "baselines")]
+    no_baselines: bool,
     /// σ of the uniform baseline instead of matching the first perturber.
     #[arg(long)]
     uniform_sigma: Option<f64>,
@@ -155,7 +159,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut req = a.common.request();
     req.size = a.size;
     req.split_from = a.split_from.clone();
-    for b in &a.baselines {
+    let baselines = if a.no_baselines {
+        &[][..]
+    } else {
+        &a.baselines[..]
+    };
+    for b in baselines {
         match b {
             Baseline::None => req.schemes.push(Scheme::None),
             Baseline::Uniform => req.schemes.push(Scheme::Uniform {

@@ -203,17 +203,28 @@ pub fn train(
         m.train_acc = correct as f64 / seen.max(1) as f64;
         m.seconds = started.elapsed().as_secs_f64();
         m.images_per_sec = seen as f64 / train_secs.max(1e-9);
+        // A bounded release has no λ, and its recognizer never sees photos: no clean accuracy.
+        let bounded = cfg.perturber.layout == crate::nets::PerturberLayout::Bounded;
+        let setting = if bounded {
+            format!("σ {:.3}", m.mean_sigma)
+        } else {
+            format!("λ {lambda:.3}")
+        };
+        let val = if bounded {
+            format!("val acc {:.3}", m.val_acc_perturbed)
+        } else {
+            format!(
+                "val acc clean {:.3} perturbed {:.3} σ {:.3}",
+                m.val_acc_clean, m.val_acc_perturbed, m.mean_sigma
+            )
+        };
         crate::report::note(&format!(
-            "epoch {:>3}/{} {:<7} λ {:.3} | train loss {:.3} acc {:.3} | val acc clean {:.3} perturbed {:.3} σ {:.3}{} | {:.0} img/s",
+            "epoch {:>3}/{} {:<7} {setting} | train loss {:.3} acc {:.3} | {val}{} | {:.0} img/s",
             epoch + 1,
             cfg.epochs,
             m.phase,
-            lambda,
             m.train_loss,
             m.train_acc,
-            m.val_acc_clean,
-            m.val_acc_perturbed,
-            m.mean_sigma,
             m.adversary_val_acc
                 .map(|a| format!(" adv {a:.3}"))
                 .unwrap_or_default(),
