@@ -22,6 +22,8 @@ fn request(out: &std::path::Path) -> TrainRequest {
     c.perturber.layout = PerturberLayout::Bounded;
     c.perturber.release_side = 4;
     c.perturber.encoder_widths = vec![8, 8, 8];
+    // The training-only probe runs too; it must not reach the export.
+    c.perturber.release_probe = 0.5;
     req.draws = 1;
     req
 }

@@ -139,6 +139,11 @@ pub struct Args {
     /// per halving from --size to --release-side, then 3×3 convolutions at the map side.
     #[arg(long, value_delimiter = ',', default_values_t = d().perturber.encoder_widths)]
     encoder_widths: Vec<usize>,
+    /// Weight of a training-only linear probe of the desired label on the bounded release's
+    /// noiseless map, which gives the encoder a direct gradient toward drawing the desired
+    /// label (0 = off; never exported).
+    #[arg(long, default_value_t = d().perturber.release_probe)]
+    release_probe: f64,
     /// Seed (initialisation, shuffling, training noise, split).
     #[arg(long, default_value_t = d().seed)]
     seed: u64,
@@ -215,6 +220,7 @@ impl Args {
             p.release_amplitude = self.release_amplitude;
             p.release_sigma = self.release_sigma;
             p.encoder_widths = self.encoder_widths.clone();
+            p.release_probe = self.release_probe;
             // A warm-up on photos teaches the recognizer nothing about renders.
             c.warmup_epochs = self.warmup.unwrap_or(0);
         }

@@ -82,8 +82,17 @@ impl Trainer {
                 .clone()
                 .unwrap_or_else(|| RecognizerConfig::new(n_sensitive.unwrap_or(2)))
         });
+        let mut perturber = cfg.perturber.init_for(cfg.size, device);
+        if cfg.perturber.release_probe > 0.0 {
+            let p = &cfg.perturber;
+            let cells = p.release_channels * p.release_side * p.release_side;
+            let classes = ds.attributes[targets.desired].classes.len();
+            perturber.bounded = perturber
+                .bounded
+                .map(|b| b.with_probe(cells, classes, device));
+        }
         let nets = Nets {
-            perturber: cfg.perturber.init_for(cfg.size, device),
+            perturber,
             recognizer: cfg.recognizer.init(device),
             adversary: adversary_cfg.as_ref().map(|c| c.init(device)),
             // A template, so `--resume` can load a saved teacher; replaced after warm-up.
@@ -145,7 +154,14 @@ impl Trainer {
             let xp =
                 crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x.clone(), &out, cfg.noise));
             let logits = nets.recognizer.forward(xp.clone());
-            let mut loss = self.loss_fn.forward(logits.clone(), y);
+            let mut loss = self.loss_fn.forward(logits.clone(), y.clone());
+            if !finetune
+                && let (Some(b), Some(map)) = (&perturber.bounded, &out.map)
+                && let Some(probe) = b.probe_logits(map.clone())
+            {
+                let aux = self.loss_fn.forward(probe, y);
+                loss = loss + aux.mul_scalar(cfg.perturber.release_probe);
+            }
             if let Some(teacher) = &nets.teacher {
                 loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);
             }

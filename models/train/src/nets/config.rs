@@ -70,6 +70,12 @@ pub struct PerturberConfig {
     /// then sees the whole face).
     #[config(default = "vec![16, 32, 48, 48]")]
     pub encoder_widths: Vec<usize>,
+    /// Weight of the bounded release's probe: a linear classifier of the desired label on the
+    /// noiseless map, trained with the encoder, whose cross-entropy gives the encoder a direct
+    /// reason to draw the desired label into the map (0 = off). Training only: the probe is
+    /// never exported.
+    #[config(default = 0.0)]
+    pub release_probe: f64,
 }
 
 /// The initial σ as a fraction of σ_max (`scrim train --sigma-init`).
@@ -215,6 +221,12 @@ impl PerturberConfig {
                     "must be in (0, {}] around the fill {f}, got {a}",
                     f.min(1.0 - f)
                 ),
+            ));
+        }
+        if !(self.release_probe >= 0.0 && self.release_probe.is_finite()) {
+            return Err(Error::option(
+                "--release-probe",
+                format!("must be ≥ 0, got {}", self.release_probe),
             ));
         }
         if !(self.release_sigma > 0.0 && self.release_sigma <= 10.0) {

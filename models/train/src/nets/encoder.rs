@@ -2,8 +2,8 @@
 //! the device as the release's only output (see `scrim_core::release`).
 
 use burn::module::Module;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
 
@@ -25,6 +25,9 @@ pub struct BoundedEncoder {
     pub fill: f64,
     /// The release's noise σ.
     pub sigma: f64,
+    /// The training-only probe of the desired label on the flattened map
+    /// ([`PerturberConfig::release_probe`]); never exported.
+    pub probe: Option<Linear>,
 }
 
 /// How many of the encoder's convolutions have stride 2.
@@ -44,8 +47,12 @@ impl BoundedEncoder {
             convs.push(conv3_strided(cin, w, s, device));
             cin = w;
         }
+        // Zero weights and bias: the map starts at `fill`, where tanh has its full slope. A
+        // random head can start saturated (the map pinned to fill ± A, no gradient), which
+        // froze the synthetic task at chance.
         let head = Conv2dConfig::new([cin, cfg.release_channels], [1, 1])
             .with_padding(PaddingConfig2d::Valid)
+            .with_initializer(Initializer::Zeros)
             .init(device);
         Self {
             convs,
@@ -53,7 +60,23 @@ impl BoundedEncoder {
             amplitude: cfg.release_amplitude,
             fill: cfg.fill,
             sigma: cfg.release_sigma,
+            probe: None,
         }
+    }
+
+    /// Adds the training-only probe of a desired label with `classes` classes, for maps of
+    /// `cells` values.
+    pub fn with_probe(mut self, cells: usize, classes: usize, device: &Device) -> Self {
+        self.probe = Some(LinearConfig::new(cells, classes).init(device));
+        self
+    }
+
+    /// The probe's logits on `map` (`None` without a probe).
+    pub fn probe_logits(&self, map: Tensor<4>) -> Option<Tensor<2>> {
+        let [n, c, h, w] = map.dims();
+        self.probe
+            .as_ref()
+            .map(|p| p.forward(map.sub_scalar(self.fill).reshape([n, c * h * w])))
     }
 
     /// # Shapes
