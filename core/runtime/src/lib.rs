@@ -11,6 +11,7 @@
 //! - [`release`]: the bounded-capacity release (a low-resolution map and fixed noise), and the
 //!   bound on what one upload can carry.
 //! - [`upload`]: an upload before its noise, for drawing the same photo's upload again.
+//! - [`cost`]: multiply-adds per image of any ONNX graph (tract's cost model).
 //! - [`runtime`]: [`Model`], ONNX inference over tract.
 //! - [`manifest`]: the JSON description that travels with every ONNX file.
 //! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`; [`onnx_graph`]: a
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod blockwise;
+pub mod cost;
 mod error;
 pub mod fixtures;
 pub mod imaging;

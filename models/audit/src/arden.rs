@@ -328,6 +328,7 @@ pub(crate) fn audit_arden<'a>(
         utility_model: "cloud blocks trained on noisy features (ARDEN noisy training)".into(),
         attacks: results,
         reconstruction: None,
+        multiply_adds: None,
         notes,
     })
 }

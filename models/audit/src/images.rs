@@ -12,7 +12,7 @@ use crate::holders::{Releases, holder_attack};
 use crate::perturb::{ImageScheme, Perturb};
 use crate::quality::Reconstruction;
 use crate::reconstruct::reconstruct;
-use crate::reports::{AttackResult, SchemeReport, mean_accuracy};
+use crate::reports::{AttackResult, DeviceCost, SchemeReport, mean_accuracy};
 use crate::request::{Attack, Scheme};
 use crate::uploads::{ImageUploads, Uploaded};
 
@@ -87,8 +87,31 @@ pub(crate) fn audit_images(
         utility_model,
         attacks,
         reconstruction,
-        notes: Vec::new(),
+        multiply_adds: r.multiply_adds.0.map(|perturber| DeviceCost {
+            perturber,
+            recognizer: r.multiply_adds.1,
+        }),
+        notes: bounded_note(&r.perturb).into_iter().collect(),
     })
+}
+
+/// What a bounded release's manifest states about one upload (no note for other perturbers).
+fn bounded_note(p: &Perturb) -> Option<String> {
+    let Perturb::Onnx(p) = p else {
+        return None;
+    };
+    let r = p.release()?;
+    Some(format!(
+        "bounded release: the upload is a {}×{} {} map (amplitude {}, upsampled) plus Gaussian \
+         noise σ {}; one upload carries at most {:.1} bits of the photo (manifest, checked on \
+         load). Its mean σ column is that fixed σ.",
+        r.side,
+        r.side,
+        if r.channels == 1 { "grey" } else { "colour" },
+        r.amplitude,
+        r.sigma,
+        r.bits_per_upload
+    ))
 }
 
 /// Runs every requested attacker on every sensitive attribute of the perturbed splits

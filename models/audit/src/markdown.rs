@@ -166,9 +166,28 @@ pub fn markdown(report: &AuditReport) -> String {
             }
         }
     }
-    if report.schemes.iter().any(|r| !r.notes.is_empty()) {
+    if report
+        .schemes
+        .iter()
+        .any(|r| !r.notes.is_empty() || r.multiply_adds.is_some())
+    {
         let _ = writeln!(md, "\n### Notes\n");
         for r in &report.schemes {
+            if let Some(c) = &r.multiply_adds {
+                let share = c.share().map_or(String::new(), |s| {
+                    format!(
+                        ", {:.1}% of the recognizer's {:.2} M",
+                        100.0 * s,
+                        c.recognizer.unwrap_or(0) as f64 / 1e6
+                    )
+                });
+                let _ = writeln!(
+                    md,
+                    "- {}: the perturber costs {:.2} M multiply-adds per image on the device{share}.",
+                    r.name,
+                    c.perturber as f64 / 1e6
+                );
+            }
             for note in &r.notes {
                 let _ = writeln!(md, "- {}: {note}", r.name);
             }

@@ -123,6 +123,7 @@ mod tests {
                 })
                 .collect(),
             reconstruction: None,
+            multiply_adds: None,
             notes: Vec::new(),
         }
     }

@@ -81,6 +81,8 @@ pub(crate) struct ImageScheme {
     pub recognizer: Option<Model>,
     pub family: String,
     pub lambda: Option<f64>,
+    /// Multiply-adds per image of the perturber and of the recognizer, when they are ONNX files.
+    pub multiply_adds: (Option<u64>, Option<u64>),
 }
 
 impl Resolved {
@@ -117,6 +119,7 @@ pub(crate) fn resolve(
             recognizer: None,
             family: "none".into(),
             lambda: None,
+            multiply_adds: (None, None),
         },
         Scheme::Uniform { sigma, matching } => {
             let matched = match matching {
@@ -132,6 +135,7 @@ pub(crate) fn resolve(
                 recognizer: None,
                 family: "uniform".into(),
                 lambda: None,
+                multiply_adds: (None, None),
             }
         }
         Scheme::Run { path } => {
@@ -145,6 +149,10 @@ pub(crate) fn resolve(
                 )?),
                 family: family_of(&cfg),
                 lambda: Some(run_lambda(&run, &cfg)),
+                multiply_adds: (
+                    onnx_cost(&run.perturber_onnx()),
+                    onnx_cost(&run.recognizer_onnx()),
+                ),
             }
         }
         Scheme::Onnx {
@@ -158,6 +166,10 @@ pub(crate) fn resolve(
                 .transpose()?,
             family: "onnx".into(),
             lambda: None,
+            multiply_adds: (
+                onnx_cost(perturber),
+                recognizer.as_deref().and_then(onnx_cost),
+            ),
         },
     };
     Ok(Resolved::Images(Box::new(images)))
@@ -180,6 +192,13 @@ pub(crate) fn first_rms(schemes: &[Scheme], train: &Dataset) -> Result<Option<f6
 /// The RMS σ of the perturber at `onnx` over `ds`.
 fn rms_sigma(onnx: &Path, ds: &Dataset) -> Result<f64> {
     Ok(eval::sigma_stats(&load_perturber(onnx)?, ds)?.1)
+}
+
+/// Multiply-adds per image of the ONNX model at `path` (with its manifest), if it can be counted.
+fn onnx_cost(path: &Path) -> Option<u64> {
+    let manifest = scrim_core::Manifest::load(&scrim_core::Manifest::path_for(path)).ok()?;
+    let bytes = std::fs::read(path).ok()?;
+    scrim_core::cost::multiply_adds(&bytes, manifest.input).ok()
 }
 
 fn load_perturber(path: &Path) -> Result<Perturber> {

@@ -100,6 +100,10 @@ pub struct SchemeReport {
     pub attacks: Vec<AttackResult>,
     /// Reconstruction quality, when the reconstruction attacker ran.
     pub reconstruction: Option<Reconstruction>,
+    /// Multiply-adds per image of the perturber on the device and of the recognizer in the
+    /// cloud (`scrim_core::cost`), when both are ONNX files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiply_adds: Option<DeviceCost>,
     /// What a reader needs to know to compare this row (attackers skipped, units).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -113,6 +117,24 @@ impl SchemeReport {
             .iter()
             .filter(|a| a.attribute == attribute)
             .max_by(|a, b| a.accuracy.accuracy.total_cmp(&b.accuracy.accuracy))
+    }
+}
+
+/// What a scheme costs per image on the phone and in the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCost {
+    /// The perturber's multiply-adds (on the phone).
+    pub perturber: u64,
+    /// The recognizer's multiply-adds (in the cloud).
+    pub recognizer: Option<u64>,
+}
+
+impl DeviceCost {
+    /// The perturber's share of the recognizer's cost.
+    pub fn share(&self) -> Option<f64> {
+        self.recognizer
+            .filter(|&r| r > 0)
+            .map(|r| self.perturber as f64 / r as f64)
     }
 }
 

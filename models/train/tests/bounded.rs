@@ -39,6 +39,13 @@ fn a_bounded_release_trains_exports_and_renders_on_the_device_as_in_training() {
     let want = 16.0 * 0.5 * (1.0f64 + 16.0 * 0.25 / 0.04).log2();
     assert!((bits - want).abs() < 1e-3, "{bits} vs {want}");
 
+    // Multiply-adds (tract's count, which adds the bias adds): the encoder's 3·8·9·64 +
+    // 8·8·9·16 + 8·8·9·16 + 8·16 = 32,384; the recognizer's convolutions 3·8·9·256 + 8·16·9·64
+    // = 129,024 plus its head.
+    let [enc, rec] = summary.multiply_adds.expect("costs");
+    assert!((32_384..=33_000).contains(&enc), "{enc}");
+    assert!((129_024..=131_000).contains(&rec), "{rec}");
+
     let run = RunDir::open(&dir.path().join("run")).expect("run");
     let model = Model::load_path(&run.perturber_onnx(), BatchMode::Single).expect("load");
     assert_eq!(model.manifest().format_version, 2);

@@ -76,6 +76,22 @@ pub struct TrainSummary {
     /// For a bounded release, the most bits one upload can carry (`scrim_core::release`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bits_per_upload: Option<f64>,
+    /// Multiply-adds per image of the exported perturber (on the device) and recognizer (in the
+    /// cloud), counted by `scrim_core::cost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiply_adds: Option<[u64; 2]>,
+}
+
+/// The device should render, not recognise: a perturber costing more than this share of the
+/// recognizer's multiply-adds gets a warning.
+pub const DEVICE_BUDGET: f64 = 0.10;
+
+/// Multiply-adds per image of the run's exported perturber and recognizer.
+fn run_cost(run: &RunDir, input: scrim_core::InputSpec) -> Option<[u64; 2]> {
+    let count = |p: std::path::PathBuf| -> Option<u64> {
+        scrim_core::cost::multiply_adds(&std::fs::read(p).ok()?, input).ok()
+    };
+    Some([count(run.perturber_onnx())?, count(run.recognizer_onnx())?])
 }
 
 /// Loads the dataset and split for a request.
@@ -206,7 +222,23 @@ pub fn train_run(req: &TrainRequest) -> Result<TrainSummary> {
             .perturber
             .bounded_release(cfg.size)
             .map(|r| f64::from(r.bits_per_upload)),
+        multiply_adds: run_cost(&run, ds.input()),
     };
+    if let Some([p, c]) = summary.multiply_adds {
+        let share = p as f64 / c.max(1) as f64;
+        crate::report::note(&format!(
+            "the perturber costs {:.2} M multiply-adds per image on the device, {:.1}% of the \
+             recognizer's {:.2} M{}",
+            p as f64 / 1e6,
+            100.0 * share,
+            c as f64 / 1e6,
+            if share > DEVICE_BUDGET {
+                format!(" (over the {:.0}% device budget)", 100.0 * DEVICE_BUDGET)
+            } else {
+                String::new()
+            }
+        ));
+    }
     if let Some(bits) = summary.bits_per_upload {
         crate::report::note(&format!(
             "bounded release: one upload carries at most {bits:.1} bits of the photo"
