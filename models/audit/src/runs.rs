@@ -17,6 +17,9 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
         if cfg.adversarial {
             name.push_str("+adversary");
         }
+        if !cfg.adversary_pool.is_empty() {
+            name.push_str("+pool");
+        }
         return name;
     }
     let cloak = p.layout == PerturberLayout::InputIndependent;
@@ -27,6 +30,7 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
         (p.suppress, "+suppress"),
         (p.shift_max > 0.0, "+shift"),
         (cfg.adversarial, "+adversary"),
+        (!cfg.adversary_pool.is_empty(), "+pool"),
         (cfg.distill > 0.0, "+distill"),
     ] {
         if on {

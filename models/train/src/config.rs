@@ -93,9 +93,17 @@ pub struct TrainConfig {
     #[config(default = 0.0)]
     pub distill: f64,
     /// Re-initialise the adversary (and its optimiser) every this many co-training epochs;
-    /// 0 keeps one adversary for the whole run.
+    /// 0 keeps one adversary for the whole run. With a pool, each member restarts on this
+    /// period, the members at staggered epochs.
     #[config(default = 0)]
     pub adversary_reset_epochs: usize,
+    /// A pool of adversaries of these kinds (`crate::cotrain::AdversaryKind`), trained on every
+    /// batch; the perturber is rewarded on the worst of them. Empty: no pool.
+    #[config(default = "Vec::new()")]
+    pub adversary_pool: Vec<crate::cotrain::AdversaryKind>,
+    /// Widths of the pool's CNN adversaries.
+    #[config(default = "vec![16, 32, 64]")]
+    pub adversary_widths: Vec<usize>,
     /// Validation share of each class.
     #[config(default = 0.1)]
     pub val_fraction: f64,
@@ -192,6 +200,20 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             return Err(Error::option("--epochs", "must be positive"));
+        }
+        if !self.adversary_pool.is_empty() {
+            if self.sensitive.is_none() {
+                return Err(Error::option(
+                    "--adversary-pool",
+                    "needs --sensitive, the label the adversaries learn",
+                ));
+            }
+            if self.adversary_widths.is_empty() || self.adversary_widths.contains(&0) {
+                return Err(Error::option(
+                    "--adversary-widths",
+                    format!("must be positive widths, got {:?}", self.adversary_widths),
+                ));
+            }
         }
         if self.batch_size == 0 {
             return Err(Error::option("--batch-size", "must be positive"));

@@ -101,3 +101,30 @@ fn bounded_options_are_checked_with_their_flags() {
         assert!(e.contains(flag), "{flag}: {e}");
     }
 }
+
+#[test]
+fn a_pool_of_adversaries_of_every_kind_co_trains() {
+    use scrim_train::cotrain::AdversaryKind;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = request(&dir.path().join("run"));
+    let c = &mut req.config;
+    c.sensitive = Some("texture".into());
+    c.adversary_pool = vec![
+        AdversaryKind::Cnn,
+        AdversaryKind::Blur,
+        AdversaryKind::Variance,
+        AdversaryKind::Linear,
+    ];
+    c.adversary_widths = vec![4, 8];
+    c.adversary_reset_epochs = 1;
+    let summary = workflow::train_run(&req).expect("train");
+    assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+    assert!(summary.test_perturbed.accuracy.is_finite());
+    // Without a sensitive label the pool has nothing to learn: a one-line error.
+    let mut bad = request(&dir.path().join("bad"));
+    bad.config.adversary_pool = vec![AdversaryKind::Cnn];
+    let e = workflow::train_run(&bad)
+        .expect_err("no sensitive")
+        .to_string();
+    assert!(e.contains("--adversary-pool"), "{e}");
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use scrim_core::{NoiseKind, Scheme};
 use scrim_train::backend::Backend;
 use scrim_train::config::TrainConfig;
+use scrim_train::cotrain::AdversaryKind;
 use scrim_train::data::DataSpec;
 use scrim_train::keyed::BlockKeyConfig;
 use scrim_train::nets::{PerturberLayout, SIGMA_INIT, head_bias_for};
@@ -75,6 +76,15 @@ pub struct Args {
     /// Train an adversary on the sensitive label and reward the perturber for defeating it.
     #[arg(long)]
     adversarial: bool,
+    /// A pool of adversaries trained on every batch, comma-separated kinds: cnn (the upload),
+    /// blur (its 3×3 blur), variance (its local noise level), linear (logistic regression). The
+    /// perturber is rewarded on the worst of them; --adversary-reset restarts each member on
+    /// that period, at staggered epochs. Needs --sensitive.
+    #[arg(long, value_delimiter = ',')]
+    adversary_pool: Vec<AdversaryKind>,
+    /// Widths of the pool's CNN adversaries, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = d().adversary_widths)]
+    adversary_widths: Vec<usize>,
     /// Weight of the adversarial term.
     #[arg(long, default_value_t = d().adversary_weight)]
     adversary_weight: f64,
@@ -193,6 +203,8 @@ impl Args {
         c.noise = self.noise;
         c.recognizer.widths = self.widths;
         c.adversarial = self.adversarial;
+        c.adversary_pool = self.adversary_pool.clone();
+        c.adversary_widths = self.adversary_widths.clone();
         c.adversary_weight = self.adversary_weight;
         c.adversary_reset_epochs = self.adversary_reset;
         c.distill = self.distill;

@@ -29,6 +29,7 @@
 
 mod dual;
 mod ops;
+mod pool;
 mod step;
 mod targets;
 mod validate;
@@ -41,6 +42,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 pub use ops::{perturb, quantize_ste};
+pub use pool::{AdversaryKind, blur, noise_level};
 pub use step::{Phase, StepStats, Trainer};
 
 use crate::batch;
@@ -116,6 +118,10 @@ pub fn train(
         {
             device.seed(cfg.seed.wrapping_add(0xad00 + epoch as u64));
             tr.reset_adversary();
+        }
+        if let Some(k) = cotrain_epoch {
+            device.seed(cfg.seed.wrapping_add(0xb00 + epoch as u64));
+            tr.reset_pool(k, cfg.adversary_reset_epochs);
         }
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
         let lr = cfg.lr_at(epoch);

@@ -6,6 +6,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::ops::{distillation, fixed_part, perturb, prior_cross_entropy, scalar};
+use super::pool::Pool;
 use super::targets::{Targets, targets};
 use crate::Result;
 use crate::batch;
@@ -55,6 +56,8 @@ pub struct Trainer {
     pub(crate) opt_a: ModuleOptimizer,
     pub(crate) targets: Targets,
     pub(crate) adversary_cfg: Option<RecognizerConfig>,
+    /// The pool of adversaries (`adversary_pool`), not saved with checkpoints.
+    pool: Option<Pool>,
     cfg: TrainConfig,
     loss_fn: CrossEntropyLoss,
     device: Device,
@@ -98,7 +101,19 @@ impl Trainer {
             // A template, so `--resume` can load a saved teacher; replaced after warm-up.
             teacher: (cfg.distill > 0.0).then(|| cfg.recognizer.init(device)),
         };
+        let pool = match (cfg.adversary_pool.is_empty(), n_sensitive) {
+            (false, Some(classes)) => Some(Pool::new(
+                &cfg.adversary_pool,
+                &cfg.adversary_widths,
+                classes,
+                cfg.size,
+                &cfg.optimizer,
+                device,
+            )),
+            _ => None,
+        };
         Ok(Self {
+            pool,
             nets,
             opt_p: cfg.optimizer.init(),
             opt_c: cfg.optimizer.init(),
@@ -116,6 +131,14 @@ impl Trainer {
         if let Some(c) = &self.adversary_cfg {
             self.nets.adversary = Some(c.init(&self.device));
             self.opt_a = self.cfg.optimizer.init();
+        }
+    }
+
+    /// Restarts the pool's members whose turn it is at co-training epoch `k` (0-based) in a
+    /// period of `period` epochs (0: never).
+    pub fn reset_pool(&mut self, k: usize, period: usize) {
+        if let Some(p) = &mut self.pool {
+            p.maybe_reset(k, period, &self.device);
         }
     }
 
@@ -167,6 +190,11 @@ impl Trainer {
             }
             if !finetune {
                 loss = loss + out.log_sigma.clone().mean().mul_scalar(-lambda);
+            }
+            if !finetune && let (Some(pool), Some(s)) = (&mut self.pool, t.sensitive) {
+                let ys = batch::labels(ds, s, idx, device);
+                let worst = pool.step(xp.clone(), ys, &t.prior, &self.loss_fn, lr);
+                loss = loss + worst.mul_scalar(cfg.adversary_weight);
             }
             // Not in fine-tuning: the adversary stays as co-training left it.
             if !finetune && let (Some(adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
