@@ -14,7 +14,7 @@ use crate::quality::Reconstruction;
 use crate::reconstruct::reconstruct;
 use crate::reports::{AttackResult, DeviceCost, SchemeReport, mean_accuracy};
 use crate::request::{Attack, Scheme};
-use crate::uploads::{ImageUploads, Uploaded};
+use crate::uploads::{ImageUploads, Uploaded, blur_plane};
 
 /// Audits one image scheme named `name`.
 pub(crate) fn audit_images(
@@ -224,26 +224,10 @@ fn attack_images(
 pub(crate) fn blur(ds: &Dataset) -> Dataset {
     let s = ds.size;
     let mut images = ds.images.clone();
-    for img in images.chunks_mut(3 * s * s) {
-        for plane in img.chunks_mut(s * s) {
-            let src: Vec<f32> = plane.iter().map(|&v| f32::from(v)).collect();
-            let at = |y: isize, x: isize| {
-                let y = y.clamp(0, s as isize - 1) as usize;
-                let x = x.clamp(0, s as isize - 1) as usize;
-                src[y * s + x]
-            };
-            for y in 0..s as isize {
-                for x in 0..s as isize {
-                    let mut acc = 0.0;
-                    for (dy, wy) in [(-1, 1.0), (0, 2.0), (1, 1.0)] {
-                        for (dx, wx) in [(-1, 1.0), (0, 2.0), (1, 1.0)] {
-                            acc += wy * wx * at(y + dy, x + dx);
-                        }
-                    }
-                    plane[y as usize * s + x as usize] =
-                        (acc / 16.0).round().clamp(0.0, 255.0) as u8;
-                }
-            }
+    for plane in images.chunks_mut(s * s) {
+        let src: Vec<f32> = plane.iter().map(|&v| f32::from(v)).collect();
+        for (dst, v) in plane.iter_mut().zip(blur_plane(&src, s, s)) {
+            *dst = v.round().clamp(0.0, 255.0) as u8;
         }
     }
     Dataset {

@@ -81,7 +81,7 @@ impl View {
 }
 
 /// A 3×3 binomial blur (`[1 2 1]/4` each way) of one `h×w` plane, edges replicated.
-fn blur_plane(p: &[f32], h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn blur_plane(p: &[f32], h: usize, w: usize) -> Vec<f32> {
     let at = |y: isize, x: isize| {
         p[y.clamp(0, h as isize - 1) as usize * w + x.clamp(0, w as isize - 1) as usize]
     };

@@ -1,0 +1,124 @@
+//! Tests of manifest validation and serialisation.
+use super::*;
+
+fn sample() -> Manifest {
+    Manifest::recognizer(
+        "r",
+        InputSpec::rgb(32, 32),
+        "gender",
+        vec!["m".into(), "f".into()],
+    )
+}
+
+#[test]
+fn round_trips_through_json() {
+    let m = sample();
+    assert_eq!(Manifest::from_json(&m.to_json()).ok(), Some(m));
+}
+
+#[test]
+fn rejects_bad_fields_with_the_field_name() {
+    type Break = Box<dyn Fn(&mut Manifest)>;
+    let cases: Vec<(Break, &str)> = vec![
+        (Box::new(|m| m.format_version = 9), "format_version"),
+        (Box::new(|m| m.input.channels = 1), "input.channels"),
+        (Box::new(|m| m.input.height = 0), "input.height"),
+        (Box::new(|m| m.labels.truncate(1)), "at least 2 labels"),
+        (
+            Box::new(|m| m.normalization.std[1] = 0.0),
+            "normalization.std",
+        ),
+        (
+            Box::new(|m| m.normalization.mean.pop().map(|_| ()).unwrap_or(())),
+            "normalization.mean",
+        ),
+        (
+            Box::new(|m| {
+                m.key = Some(KeyRequirement {
+                    scheme: "rot13".into(),
+                    block: 4,
+                })
+            }),
+            "key.scheme",
+        ),
+        (
+            Box::new(|m| {
+                m.key = Some(KeyRequirement {
+                    scheme: "np".into(),
+                    block: 5,
+                })
+            }),
+            "key.block",
+        ),
+        (Box::new(|m| m.role = Role::Perturber), "perturber"),
+    ];
+    for (mutate, needle) in cases {
+        let mut m = sample();
+        mutate(&mut m);
+        let err = Manifest::from_json(&m.to_json())
+            .expect_err(needle)
+            .to_string();
+        assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    }
+}
+
+#[test]
+fn rejects_malformed_json() {
+    let err = Manifest::from_json("{\"role\": \"perturber\"").expect_err("truncated");
+    assert!(matches!(err, Error::InvalidManifest(_)), "{err}");
+    let err = Manifest::from_json("{\"role\": \"juggler\"}").expect_err("role");
+    assert!(
+        err.to_string().contains("role") || err.to_string().contains("juggler"),
+        "{err}"
+    );
+}
+
+#[test]
+fn perturber_spec_is_checked() {
+    let spec = PerturberSpec {
+        sigma_max: 0.0,
+        noise: NoiseKind::Gaussian,
+        outputs: default_outputs(),
+        fill: 0.5,
+        standardize: false,
+        release: None,
+    };
+    let m = Manifest::perturber("p", InputSpec::rgb(8, 8), spec);
+    assert!(
+        m.validate()
+            .expect_err("sigma")
+            .to_string()
+            .contains("sigma_max")
+    );
+}
+
+#[test]
+fn a_bounded_release_needs_version_2_and_one_map_output() {
+    let r = BoundedRelease::new(4, 1, 0.5, 0.2, 32);
+    let m = Manifest::perturber("b", InputSpec::rgb(32, 32), PerturberSpec::bounded(r, 0.5));
+    assert_eq!(m.format_version, 2);
+    let back = Manifest::from_json(&m.to_json()).expect("round trip");
+    assert_eq!(back, m);
+    let err = |m: Manifest| m.validate().expect_err("invalid").to_string();
+    let v1 = Manifest {
+        format_version: 1,
+        ..m.clone()
+    };
+    assert!(err(v1).contains("format_version 2"));
+    let mut two = m.clone();
+    if let Some(p) = &mut two.perturber {
+        p.outputs = vec![PerturberOutput::Sigma];
+    }
+    assert!(err(two).contains("\"map\""));
+    let v3 = Manifest {
+        format_version: 3,
+        ..m.clone()
+    };
+    assert!(err(v3).contains("versions 1 to 2"));
+    // Noise perturbers stay at version 1, which older SDKs read.
+    let noise = PerturberSpec::noise(1.0, NoiseKind::Gaussian, default_outputs(), 0.5);
+    assert_eq!(
+        Manifest::perturber("n", InputSpec::rgb(8, 8), noise).format_version,
+        1
+    );
+}
