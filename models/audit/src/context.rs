@@ -101,14 +101,30 @@ impl<'a> Context<'a> {
     /// when there is more than one. `attack` trains and scores one attacker with the seed given.
     pub fn over_seeds(
         &self,
-        mut attack: impl FnMut(u64) -> Result<Accuracy>,
+        attack: impl Fn(u64) -> Result<Accuracy> + Sync,
     ) -> Result<(Accuracy, Vec<f64>)> {
         let k = self.req.attacker_seeds.max(1);
+        let seeds: Vec<u64> = (0..k as u64)
+            .map(|i| self.req.attacker.seed.wrapping_add(i * SEED_STRIDE))
+            .collect();
+        // The attackers are independent and burn's CPU kernels keep about one core busy on
+        // these small images: train up to `jobs` of them at once, each on its own thread.
+        let attack = &attack;
         let mut runs = Vec::with_capacity(k);
-        for i in 0..k as u64 {
-            runs.push(attack(
-                self.req.attacker.seed.wrapping_add(i * SEED_STRIDE),
-            )?);
+        for chunk in seeds.chunks(self.req.parallel_jobs()) {
+            let done: Vec<Result<Accuracy>> = std::thread::scope(|s| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|&seed| s.spawn(move || attack(seed)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            for r in done {
+                runs.push(r?);
+            }
         }
         // Every seed is scored on the same test images: `n` counts them once.
         let accuracy = Accuracy {
@@ -150,5 +166,60 @@ impl<'a> Context<'a> {
             self.req.progress,
         )?
         .model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scrim_train::data::{DataSpec, LoadOptions, SyntheticConfig, load};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn score(accuracy: f64) -> Accuracy {
+        Accuracy {
+            accuracy,
+            balanced: accuracy,
+            n: 10,
+        }
+    }
+
+    #[test]
+    fn seeds_run_in_parallel_keep_their_order_and_their_errors() {
+        let spec = DataSpec::Synthetic(SyntheticConfig::default());
+        let opts = LoadOptions {
+            size: 8,
+            cache: false,
+            progress: false,
+        };
+        let ds = load(&spec, &opts).expect("synthetic data");
+        let mut req = AuditRequest::new(spec, "shape", &["colour"], "o".into());
+        req.attacker_seeds = 5;
+        let base = req.attacker.seed;
+        for jobs in [1, 2, 3] {
+            req.jobs = jobs;
+            let ctx = Context::new(&ds, &ds, &ds, &req, Device::flex());
+            let calls = AtomicUsize::new(0);
+            // Each seed scores its own index: the order of the seeds must survive the threads.
+            let (mean, seeds) = ctx
+                .over_seeds(|seed| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(score(((seed - base) / SEED_STRIDE) as f64 / 10.0))
+                })
+                .expect("no seed fails");
+            assert_eq!(calls.load(Ordering::SeqCst), 5, "jobs {jobs}");
+            assert_eq!(seeds, vec![0.0, 0.1, 0.2, 0.3, 0.4], "jobs {jobs}");
+            assert!((mean.accuracy - 0.2).abs() < 1e-9, "jobs {jobs}");
+            let failed = ctx.over_seeds(|seed| {
+                if seed == base + 3 * SEED_STRIDE {
+                    Err(crate::error::Error::NoScheme)
+                } else {
+                    Ok(score(0.5))
+                }
+            });
+            assert!(
+                failed.is_err(),
+                "jobs {jobs}: the failing seed's error is returned"
+            );
+        }
     }
 }

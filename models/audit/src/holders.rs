@@ -150,7 +150,7 @@ fn seeds<M, F>(
     augment: Augment,
     fit: &FitConfig,
     label: &str,
-    init: impl Fn(usize) -> F,
+    init: impl Fn(usize) -> F + Sync,
 ) -> Result<(Accuracy, Vec<f64>)>
 where
     M: Classifier,

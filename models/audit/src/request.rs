@@ -257,6 +257,8 @@ pub struct AuditRequest {
     /// Attackers trained per (scheme, attribute, attack), each with its own seed; reports give
     /// their mean and each seed. Attackers vary by several points from seed to seed.
     pub attacker_seeds: usize,
+    /// Attackers of different seeds trained at once, one thread each (0 = one per core).
+    pub jobs: usize,
     /// Output folder.
     pub out: PathBuf,
     /// Split seed when no run provides a split.
@@ -283,11 +285,23 @@ impl AuditRequest {
             draws: 3,
             attacker: ClassifierConfig::new().with_epochs(10).with_patience(2),
             attacker_seeds: 3,
+            jobs: 0,
             out,
             seed: 42,
             progress: false,
             cache: true,
             split_from: None,
+        }
+    }
+}
+
+impl AuditRequest {
+    /// How many attackers of different seeds train at once: [`AuditRequest::jobs`], or the
+    /// machine's cores when it is 0.
+    pub fn parallel_jobs(&self) -> usize {
+        match self.jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }

@@ -145,7 +145,7 @@ impl Augment {
 }
 
 /// Something that releases every image of a split, each time with new noise.
-pub(crate) trait Redraw {
+pub(crate) trait Redraw: Sync {
     /// The labelled images released (one release per image, same order).
     fn dataset(&self) -> &Dataset;
     /// `[C, H, W]` of one release.

@@ -49,6 +49,10 @@ pub struct Common {
     /// the mean, the spread and every seed, and the headline is the highest mean.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub attacker_seeds: u64,
+    /// Attackers of different seeds trained at once, one thread each (0 = one per core; 1 when
+    /// two audits share the machine).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
     /// Widths of the cnn, blur and finetune attackers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
     pub attacker_widths: Vec<usize>,
@@ -93,6 +97,7 @@ impl Common {
             .with_epochs(self.attacker_epochs)
             .with_widths(self.attacker_widths.clone());
         req.attacker_seeds = self.attacker_seeds as usize;
+        req.jobs = self.jobs;
         let r = &mut req.recipes;
         r.kerckhoffs.epochs = self.kerckhoffs_epochs as usize;
         r.kerckhoffs_widths = self.kerckhoffs_widths.clone();
