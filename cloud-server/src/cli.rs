@@ -89,9 +89,17 @@ impl ServeArgs {
     /// then the tokens of `SCRIM_CLOUD_TOKENS`.
     ///
     /// # Errors
-    /// [`crate::Error::Io`] / [`crate::Error::Config`] for an unreadable or invalid TOML file.
+    /// [`crate::Error::Io`] / [`crate::Error::Config`] for an unreadable or invalid TOML file, and
+    /// [`crate::Error::Config`] when `SCRIM_CLOUD_TOKENS` is set but holds no token (or is not
+    /// UTF-8): authentication is off only when the variable is unset and no token file is given.
     pub fn into_config(self) -> Result<Config> {
-        let tokens = std::env::var(TOKENS_ENV).ok();
+        let tokens = match std::env::var(TOKENS_ENV) {
+            Ok(value) => Some(value),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(crate::Error::Config(format!("{TOKENS_ENV} is not valid UTF-8")));
+            }
+        };
         self.merge(tokens.as_deref())
     }
 
@@ -122,7 +130,7 @@ impl ServeArgs {
             c.tokens_file = self.tokens_file;
         }
         if let Some(list) = tokens_env {
-            c.tokens.extend(parse_token_list(list));
+            c.tokens.extend(parse_token_list(list)?);
         }
         c.validate()?;
         Ok(c)
@@ -257,6 +265,36 @@ mod tests {
         };
         assert!(args.merge(None).is_err());
         assert!(Cli::try_parse_from(["scrim-cloud", "serve", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn a_tokens_variable_without_a_token_is_an_error_not_auth_off() {
+        let serve = || {
+            let Command::Serve(args) =
+                parse(&["scrim-cloud", "serve", "--model", "m.onnx"]).command
+            else {
+                panic!("serve")
+            };
+            args
+        };
+        for value in ["", ",", " , ", " ,, \t"] {
+            let err = serve()
+                .merge(Some(value))
+                .expect_err("set but empty must not turn auth off")
+                .to_string();
+            assert!(err.contains(TOKENS_ENV) && !err.contains('\n'), "{err}");
+        }
+        // A token with inner whitespace could never be presented; refuse it without echoing it.
+        let err = serve()
+            .merge(Some("good-secret, two words-secret"))
+            .expect_err("spaces")
+            .to_string();
+        assert!(err.contains(TOKENS_ENV) && !err.contains("secret"), "{err}");
+        // Auth off stays an explicit choice: the variable unset and no token file.
+        let open = serve().merge(None).expect("no tokens configured");
+        assert!(open.tokens.is_empty() && open.tokens_file.is_none());
+        let on = serve().merge(Some("a-secret, ,b-secret,")).expect("two tokens");
+        assert_eq!(on.tokens.len(), 2);
     }
 
     #[test]

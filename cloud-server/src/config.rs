@@ -305,14 +305,33 @@ fn parse_token_lines(text: &str) -> std::result::Result<Vec<ApiToken>, usize> {
     Ok(out)
 }
 
-/// Parses the comma-separated `SCRIM_CLOUD_TOKENS` value (blank entries ignored).
-pub fn parse_token_list(value: &str) -> Vec<ApiToken> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(ApiToken::new)
-        .collect()
+/// Parses the comma-separated `SCRIM_CLOUD_TOKENS` value (blank entries between tokens are
+/// ignored).
+///
+/// # Errors
+/// [`Error::Config`] when the value holds no token at all (`""`, `","`, `" , "`): a variable that
+/// is set must not silently turn authentication off; auth is off only when no token is configured
+/// anywhere. Also for an entry with inner whitespace (never echoed: it may be a secret).
+pub fn parse_token_list(value: &str) -> Result<Vec<ApiToken>> {
+    let mut tokens = Vec::new();
+    for (i, entry) in value.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        if entry.split_whitespace().count() != 1 {
+            return Err(Error::Config(format!(
+                "{TOKENS_ENV}: entry {} contains whitespace; separate tokens with commas",
+                i + 1
+            )));
+        }
+        tokens.push(ApiToken::new(entry));
+    }
+    if tokens.is_empty() {
+        return Err(Error::Config(format!(
+            "{TOKENS_ENV} is set but holds no token; unset it to run without authentication"
+        )));
+    }
+    Ok(tokens)
 }
 
 /// An API bearer token. Its `Debug` prints nothing secret, and it is never logged.
@@ -395,7 +414,7 @@ mod tests {
         let file = dir.path().join("tokens");
         std::fs::write(&file, "# ops\n\n  alpha-secret \nbeta-secret\n").expect("write");
         let mut c = Config::new("m.onnx");
-        c.tokens = parse_token_list(" gamma-secret, ,delta-secret");
+        c.tokens = parse_token_list(" gamma-secret, ,delta-secret").expect("two tokens");
         c.tokens_file = Some(file.clone());
         let tokens = c.load_tokens().expect("tokens");
         assert_eq!(tokens.len(), 4);
