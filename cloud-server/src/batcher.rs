@@ -10,8 +10,9 @@
 //!   on its way (so a lone request is not delayed for nothing). It then decodes the images,
 //!   stacks them, runs the model once and answers each request through its own oneshot channel.
 //!   While one thread runs a batch, the next is already assembling the following one.
-//! - Decoding in the pool keeps every CPU-heavy step on a bounded set of threads; an upload that
-//!   fails to decode is answered with its client error and leaves the rest of the batch alone.
+//! - Decoding in the pool keeps every CPU-heavy step on a bounded set of threads; the header is
+//!   checked first (`upload`), so an upload of the wrong size is never decoded. An upload that
+//!   fails is answered with its client error and leaves the rest of the batch alone.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,10 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use scrim_core::{DecodeLimits, ImageTensor, InputSpec, Model, imaging};
+use scrim_core::{DecodeLimits, ImageTensor, InputSpec, Model};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::metrics::{Metrics, QueueGauges};
+use crate::upload;
 use crate::{Error, Result};
 
 /// How often a thread waiting for a batch to fill re-checks whether more requests are coming.
@@ -267,7 +269,7 @@ impl Worker {
         let mut images = Vec::with_capacity(batch.len());
         let mut waiting = Vec::with_capacity(batch.len());
         for job in batch {
-            match imaging::decode_exact(&job.upload, self.input, self.settings.decode) {
+            match upload::decode(&job.upload, self.input, self.settings.decode.max_pixels) {
                 Ok(image) => {
                     images.push(image);
                     waiting.push(job);
@@ -275,7 +277,7 @@ impl Worker {
                 Err(e) => {
                     // Free the slot before answering, so a client never sees its own slot taken.
                     drop(job.slot);
-                    let _ = job.reply.send(Err(Error::from_decode(e)));
+                    let _ = job.reply.send(Err(e));
                 }
             }
         }
@@ -326,7 +328,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::ErrorCode;
-    use scrim_core::{BatchMode, fixtures};
+    use scrim_core::{BatchMode, fixtures, imaging};
 
     fn batcher(max_batch: usize, max_wait_ms: u64, queue: usize) -> (Batcher, Arc<Metrics>) {
         let (onnx, manifest) = fixtures::recognizer(8, &["a", "b", "c"]);

@@ -38,6 +38,7 @@ mod openapi;
 mod routes;
 mod server;
 mod state;
+mod upload;
 
 pub use api::{
     BatchItem, BatchResponse, ClassifyResponse, LabelScore, LevelInfo, ModelInfo, ModelsResponse,

@@ -298,3 +298,35 @@ async fn bad_batches_get_stable_4xx_codes_naming_the_image() {
     .await
     .expect_error(ErrorCode::InvalidImage);
 }
+
+/// A PNG whose header declares 2000×2000 16-bit RGBA (under the pixel limit) is refused from its
+/// header alone: the answer does not wait for, or depend on, its pixel data. The cut-off copy
+/// proves it: decoding it would fail on the missing data (`invalid_image`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_size_is_decided_from_the_header_before_decoding() {
+    use image::{DynamicImage, ImageBuffer, ImageFormat, Rgba};
+    let (_dir, config) = fixture_config();
+    let (_, app) = router(&config);
+    let rgba16 = |w, h| {
+        let img: ImageBuffer<Rgba<u16>, Vec<u16>> = ImageBuffer::new(w, h);
+        let mut out = Vec::new();
+        DynamicImage::ImageRgba16(img)
+            .write_to(&mut std::io::Cursor::new(&mut out), ImageFormat::Png)
+            .expect("encode");
+        out
+    };
+    let full = rgba16(2000, 2000);
+    assert!(full.len() < 1 << 20, "compresses well: {}", full.len());
+    let message = classify_png(&app, full.clone())
+        .await
+        .expect_error(ErrorCode::WrongSize);
+    assert!(message.contains("2000x2000"), "{message}");
+    // Signature, IHDR and the first bytes of IDAT only.
+    let message = classify_png(&app, full[..100].to_vec())
+        .await
+        .expect_error(ErrorCode::WrongSize);
+    assert!(message.contains("2000x2000"), "{message}");
+    // The header check does not refuse what the decoder accepts: 16-bit RGBA at the right size.
+    let reply = classify_png(&app, rgba16(32, 32)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
