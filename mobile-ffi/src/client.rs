@@ -5,7 +5,7 @@
 //! returned at once, mapped onto [`ScrimError`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderValue};
@@ -98,6 +98,7 @@ pub struct ScrimClient {
     classify_url: reqwest::Url,
     auth: Option<HeaderValue>,
     retry: RetryPolicy,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for ScrimClient {
@@ -198,6 +199,7 @@ impl ScrimClient {
                 config.initial_backoff_ms,
                 config.max_backoff_ms,
             ),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
         })
     }
 
@@ -209,10 +211,10 @@ impl ScrimClient {
                 // A request reqwest could not even build will not build next time either.
                 Attempt::Transport(e) if e.is_builder() => return outcome.finish(),
                 Attempt::Transport(_) => self.retry.backoff(retry, None),
-                Attempt::Answer(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Attempt::Answer(r, _) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     self.retry.backoff(retry, retry_after(r))
                 }
-                Attempt::Answer(_) => return outcome.finish(),
+                Attempt::Answer(..) => return outcome.finish(),
             };
             if retry >= self.retry.max_retries {
                 return outcome.finish();
@@ -223,6 +225,7 @@ impl ScrimClient {
     }
 
     fn post_once(&self, png: &[u8]) -> Attempt {
+        let deadline = Instant::now() + self.request_timeout;
         let mut request = self
             .http
             .post(self.classify_url.clone())
@@ -233,7 +236,7 @@ impl ScrimClient {
             request = request.header(header::AUTHORIZATION, auth.clone());
         }
         match request.send() {
-            Ok(response) => Attempt::Answer(response),
+            Ok(response) => Attempt::Answer(response, deadline),
             Err(e) => Attempt::Transport(e),
         }
     }

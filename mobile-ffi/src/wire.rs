@@ -2,7 +2,7 @@
 //! body, the server's error body, and the retry policy (capped, jittered exponential backoff).
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::blocking::Response;
@@ -17,7 +17,8 @@ const MAX_RESPONSE_BYTES: u64 = 1 << 20;
 /// The outcome of one request.
 pub(crate) enum Attempt {
     Transport(reqwest::Error),
-    Answer(Response),
+    /// An answer whose body must be read by the deadline.
+    Answer(Response, Instant),
 }
 
 impl Attempt {
@@ -26,7 +27,7 @@ impl Attempt {
             Attempt::Transport(e) => Err(ScrimError::Network {
                 detail: describe(&e),
             }),
-            Attempt::Answer(r) => parse_answer(r),
+            Attempt::Answer(r, deadline) => parse_answer(r, deadline),
         }
     }
 }
@@ -43,9 +44,9 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-pub(crate) fn parse_answer(response: Response) -> Result<Classification> {
+pub(crate) fn parse_answer(response: Response, deadline: Instant) -> Result<Classification> {
     let status = response.status();
-    let body = read_body(response)?;
+    let body = read_body(response, deadline)?;
     if status.is_success() {
         let mut c: Classification =
             serde_json::from_slice(&body).map_err(|e| ScrimError::InvalidResponse {
@@ -71,21 +72,36 @@ pub(crate) fn parse_answer(response: Response) -> Result<Classification> {
     })
 }
 
-pub(crate) fn read_body(response: Response) -> Result<Vec<u8>> {
+/// Reads the body, at most [`MAX_RESPONSE_BYTES`], by `deadline`.
+///
+/// reqwest's blocking client bounds each read, not the whole body, so a server that drips a
+/// byte at a time could hold the caller for ever: the deadline is checked after every read (one
+/// read stalls at most the client's timeout).
+pub(crate) fn read_body(mut response: Response, deadline: Instant) -> Result<Vec<u8>> {
     let status = response.status();
     let mut body = Vec::new();
-    response
-        .take(MAX_RESPONSE_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| ScrimError::Network {
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = response.read(&mut chunk).map_err(|e| ScrimError::Network {
             detail: format!("reading the HTTP {status} answer: {}", describe(&e)),
         })?;
-    if body.len() as u64 > MAX_RESPONSE_BYTES {
-        return Err(ScrimError::InvalidResponse {
-            detail: format!("HTTP {status} answer is larger than {MAX_RESPONSE_BYTES} bytes"),
-        });
+        if n == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..n]);
+        if body.len() as u64 > MAX_RESPONSE_BYTES {
+            return Err(ScrimError::InvalidResponse {
+                detail: format!("HTTP {status} answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(ScrimError::Network {
+                detail: format!(
+                    "timed out reading the HTTP {status} answer (request_timeout_ms passed)"
+                ),
+            });
+        }
     }
-    Ok(body)
 }
 
 /// scrim-cloud's error body: `{"error": {"code": "...", "message": "..."}}`.

@@ -40,6 +40,8 @@ enum Script {
     },
     /// Read the request, then keep the connection open without answering.
     Stall(Duration),
+    /// Answer 200 with a long body sent one byte per interval, for at most the given time.
+    Drip(Duration, Duration),
 }
 
 fn json(status: &'static str, body: &str) -> Script {
@@ -121,6 +123,16 @@ fn serve(listener: &TcpListener, script: Vec<Script>) -> Vec<Received> {
                 let _ = stream.write_all(body.as_bytes());
             }
             Script::Stall(d) => std::thread::sleep(d),
+            Script::Drip(every, total) => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\
+                            Content-Type: application/json\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                let dripping = Instant::now();
+                while dripping.elapsed() < total && stream.write_all(b" ").is_ok() {
+                    let _ = stream.flush();
+                    std::thread::sleep(every);
+                }
+            }
         }
     }
     received
@@ -345,6 +357,33 @@ fn connection_refused_is_a_network_error_after_retries() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn a_server_that_drips_its_answer_times_out_for_the_whole_request() {
+    // A byte every 50 ms never trips a per-read timeout; the request's own deadline must.
+    let stub = Stub::start(vec![Script::Drip(
+        Duration::from_millis(50),
+        Duration::from_secs(4),
+    )]);
+    let mut config = ClientConfig::new(stub.base_url.clone());
+    config.request_timeout_ms = 400;
+    config.max_retries = 0;
+    let start = Instant::now();
+    let err = ScrimClient::new(config)
+        .expect("client")
+        .classify(&perturbed())
+        .expect_err("timeout");
+    assert!(
+        matches!(&err, ScrimError::Network { detail } if detail.contains("timed out")),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    stub.received();
 }
 
 #[test]

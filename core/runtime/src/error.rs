@@ -69,7 +69,27 @@ impl Error {
     }
 }
 
-/// Reads a whole file, naming the file in the error.
-pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+/// Reads a file of at most `max` bytes, naming the file in the error. Never reads more than
+/// `max + 1` bytes, so a path such as `/dev/zero` or a huge file given by mistake costs nothing.
+///
+/// # Errors
+/// [`Error::Io`] if unreadable, or with [`std::io::ErrorKind::FileTooLarge`] when the file holds
+/// more than `max` bytes.
+pub fn read_file_limited(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("more than {max} bytes, too large for what it should hold"),
+            ),
+        ));
+    }
+    Ok(bytes)
 }

@@ -147,7 +147,11 @@ impl SecretKey {
     /// # Errors
     /// [`Error::Io`] if unreadable; [`Error::InvalidKey`] (with the path) if malformed.
     pub fn load(path: &Path) -> Result<Self> {
-        let data = Zeroizing::new(crate::error::read_file(path)?);
+        // A key file has a fixed length; read one byte more so "too long" is still reported.
+        let data = Zeroizing::new(crate::error::read_file_limited(
+            path,
+            KEY_FILE_LEN as u64 + 1,
+        )?);
         Self::from_file_bytes(&data).map_err(|e| match e {
             Error::InvalidKey(m) => Error::InvalidKey(format!("{}: {m}", path.display())),
             other => other,
@@ -278,6 +282,26 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn load_reads_no_more_than_a_key_file() {
+        // An endless file (here /dev/zero) used to be read until memory ran out.
+        #[cfg(unix)]
+        {
+            let err = SecretKey::load(Path::new("/dev/zero")).expect_err("endless");
+            assert!(err.to_string().contains("too large"), "{err}");
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let big = dir.path().join("big.key");
+        std::fs::write(&big, vec![7u8; 1 << 20]).expect("write");
+        let err = SecretKey::load(&big).expect_err("big");
+        assert!(err.to_string().contains("big.key"), "{err}");
+        let one_more = dir.path().join("long.key");
+        let k = SecretKey::generate().expect("os rng");
+        std::fs::write(&one_more, [&k.to_file_bytes()[..], &[0]].concat()).expect("write");
+        let err = SecretKey::load(&one_more).expect_err("long");
+        assert!(err.to_string().contains("too long"), "{err}");
     }
 
     #[test]

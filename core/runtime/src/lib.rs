@@ -38,6 +38,7 @@ pub mod fixtures;
 pub mod imaging;
 pub mod keys;
 pub mod manifest;
+pub mod model_limits;
 pub mod noise;
 pub mod onnx;
 pub mod onnx_graph;
@@ -48,7 +49,7 @@ mod tensor;
 pub mod upload;
 
 pub use blockwise::{BlockTransform, Scheme};
-pub use error::{Error, Result};
+pub use error::{Error, Result, read_file_limited};
 pub use imaging::DecodeLimits;
 pub use keys::SecretKey;
 pub use manifest::{InputSpec, Manifest, Role};

@@ -105,13 +105,26 @@ impl Graph {
             let values: Vec<f32> = if t.raw_data.is_empty() {
                 t.float_data.clone()
             } else {
+                if !t.raw_data.len().is_multiple_of(4) {
+                    return Err(Error::InvalidModel(format!(
+                        "initializer {:?}: {} bytes of raw data, not a whole number of 4-byte floats",
+                        t.name,
+                        t.raw_data.len()
+                    )));
+                }
                 t.raw_data
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect()
             };
-            let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-            if shape.iter().product::<usize>() != values.len() {
+            let mut shape = Vec::with_capacity(t.dims.len());
+            for &d in &t.dims {
+                shape.push(usize::try_from(d).map_err(|_| {
+                    Error::InvalidModel(format!("initializer {:?}: negative dimension {d}", t.name))
+                })?);
+            }
+            let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if count != Some(values.len()) {
                 return Err(Error::InvalidModel(format!(
                     "initializer {:?}: {} values for shape {shape:?}",
                     t.name,
@@ -165,6 +178,44 @@ fn attr(a: &pb::AttributeProto) -> Attr {
 mod tests {
     use super::*;
     use crate::onnx::{Conv, GraphBuilder};
+
+    /// A one-node graph whose only initializer is `tensor`.
+    fn model_with(tensor: pb::TensorProto) -> Vec<u8> {
+        let model = pb::ModelProto {
+            graph: Some(pb::GraphProto {
+                initializer: vec![tensor],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        model.encode_to_vec()
+    }
+
+    fn float_tensor(dims: Vec<i64>, raw_data: Vec<u8>) -> pb::TensorProto {
+        pb::TensorProto {
+            name: "w".into(),
+            dims,
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            raw_data,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn malformed_initializers_are_errors_not_truncations_or_wraps() {
+        // Raw data that is not a whole number of floats used to be cut silently.
+        let err = Graph::parse(&model_with(float_tensor(vec![1], vec![0; 5]))).unwrap_err();
+        assert!(err.to_string().contains("not a whole number"), "{err}");
+        // Dimensions whose product overflows used to wrap (to 0 here) in release builds.
+        let huge = 1i64 << 32;
+        let err = Graph::parse(&model_with(float_tensor(vec![huge, huge], vec![]))).unwrap_err();
+        assert!(err.to_string().contains("values for shape"), "{err}");
+        let err = Graph::parse(&model_with(float_tensor(vec![-1], vec![0; 4]))).unwrap_err();
+        assert!(err.to_string().contains("negative dimension"), "{err}");
+        // A well-formed one still reads.
+        let ok = Graph::parse(&model_with(float_tensor(vec![2], vec![0; 8]))).expect("parse");
+        assert_eq!(ok.initializers["w"].values, vec![0.0, 0.0]);
+    }
 
     #[test]
     fn reads_what_the_writer_wrote() {

@@ -92,6 +92,30 @@ impl Model {
     /// do not match what the manifest says; [`Error::InvalidManifest`] for a bad manifest.
     pub fn load(onnx: &[u8], manifest: Manifest, batch: BatchMode) -> Result<Self> {
         manifest.validate()?;
+        crate::model_limits::check(onnx)?;
+        // A hostile graph may still make tract allocate without bound while it folds constants;
+        // tract panics then ("failed to allocate"), which is the file's fault, not a crash.
+        let plan = std::panic::catch_unwind(|| Self::plan(onnx, &manifest, batch)).map_err(
+            |panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown reason".into());
+                Error::InvalidModel(format!("tract failed while loading the graph: {why}"))
+            },
+        )??;
+        let model = Self {
+            plan,
+            manifest,
+            batch,
+        };
+        model.check_outputs()?;
+        Ok(model)
+    }
+
+    /// Parses, types and optimises the graph for the manifest's input and `batch`.
+    fn plan(onnx: &[u8], manifest: &Manifest, batch: BatchMode) -> Result<Arc<TypedRunnableModel>> {
         let i = manifest.input;
         let model_err = |stage: &str, e: TractError| {
             Error::InvalidModel(format!("{stage}: {}", root_cause(&e)))
@@ -105,7 +129,7 @@ impl Model {
                 inference.inputs.len()
             )));
         }
-        check_declared_input(&inference, &manifest)?;
+        check_declared_input(&inference, manifest)?;
         let fact = match batch {
             BatchMode::Single => f32::fact([1, i.channels, i.height, i.width]).into(),
             BatchMode::Dynamic => {
@@ -132,13 +156,7 @@ impl Model {
             })?
             .into_runnable()
             .map_err(|e| model_err("cannot plan the graph", e))?;
-        let model = Self {
-            plan,
-            manifest,
-            batch,
-        };
-        model.check_outputs()?;
-        Ok(model)
+        Ok(plan)
     }
 
     /// Loads `path` and the manifest next to it (`model.onnx` → `model.json`).
@@ -147,7 +165,7 @@ impl Model {
     /// As [`Model::load`], plus [`Error::Io`] for unreadable files.
     pub fn load_path(path: &Path, batch: BatchMode) -> Result<Self> {
         let manifest = Manifest::load(&Manifest::path_for(path))?;
-        let bytes = crate::error::read_file(path)?;
+        let bytes = crate::error::read_file_limited(path, crate::model_limits::MAX_MODEL_BYTES)?;
         Self::load(&bytes, manifest, batch).map_err(|e| match e {
             Error::InvalidModel(msg) => Error::InvalidModel(format!("{}: {msg}", path.display())),
             other => other,

@@ -34,6 +34,14 @@ pub enum Error {
     /// `--ratio` outside `(0, 1]`.
     #[error("--ratio must be in (0, 1], got {0}")]
     BadRatio(f64),
+    /// `--size` outside `1..=max`.
+    #[error("--size must be in 1..={max}, got {size}")]
+    BadSize {
+        /// What was asked.
+        size: usize,
+        /// [`scrim_core::manifest::MAX_INPUT_SIDE`].
+        max: usize,
+    },
     /// `--levels` outside `1..=max`.
     #[error("--levels must be in 1..={max}, got {levels}")]
     BadLevels {

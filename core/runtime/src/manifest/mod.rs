@@ -15,6 +15,13 @@ use crate::{Error, Result};
 /// bounded release, [`PerturberSpec::release`]), so older SDKs keep reading every other model.
 pub const MANIFEST_VERSION: u32 = 2;
 
+/// The largest input height or width a model may declare (and the largest size any command
+/// resizes to).
+pub const MAX_INPUT_SIDE: usize = 4096;
+
+/// The largest manifest file read (1 MiB; real ones are a few KiB, labels included).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// What a model does in the Scrim pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -245,12 +252,12 @@ impl Manifest {
         Ok(m)
     }
 
-    /// Reads and validates the manifest at `path`.
+    /// Reads and validates the manifest at `path` (at most [`MAX_MANIFEST_BYTES`]).
     ///
     /// # Errors
     /// [`Error::Io`] if unreadable, [`Error::InvalidManifest`] if invalid (with the path).
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = crate::error::read_file(path)?;
+        let bytes = crate::error::read_file_limited(path, MAX_MANIFEST_BYTES)?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::InvalidManifest(format!("{}: not UTF-8 text", path.display())))?;
         Self::from_json(&text).map_err(|e| match e {
@@ -299,9 +306,9 @@ impl Manifest {
                 i.channels
             ));
         }
-        if i.height == 0 || i.width == 0 || i.height > 4096 || i.width > 4096 {
+        if i.height == 0 || i.width == 0 || i.height > MAX_INPUT_SIDE || i.width > MAX_INPUT_SIDE {
             return bad(format!(
-                "input.height and input.width must be in 1..=4096, got {}x{}",
+                "input.height and input.width must be in 1..={MAX_INPUT_SIDE}, got {}x{}",
                 i.height, i.width
             ));
         }

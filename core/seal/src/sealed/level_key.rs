@@ -129,7 +129,7 @@ impl LevelKey {
     /// # Errors
     /// [`Error::Io`] or [`Error::InvalidKey`] (naming the file).
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let mut bytes = crate::error::read_file(path)?;
+        let mut bytes = scrim_core::read_file_limited(path, KEY_LEN as u64 + 1)?;
         let key = Self::from_bytes(&bytes)
             .map_err(|e| Error::InvalidKey(format!("{}: {e}", path.display())));
         bytes.zeroize();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use image::{ImageBuffer, Rgb};
 use scrim_core::imaging;
+use scrim_core::manifest::MAX_INPUT_SIDE;
 use scrim_core::{BlockTransform, DecodeLimits, ImageTensor, InputSpec, Scheme, SecretKey};
 
 use crate::files::{create_dir, read, write};
@@ -36,6 +37,14 @@ pub fn transform_files(
     inputs: &[PathBuf],
     out: &Path,
 ) -> Result<Vec<PathBuf>> {
+    if let Some(size) = req.size
+        && !(1..=MAX_INPUT_SIDE).contains(&size)
+    {
+        return Err(Error::BadSize {
+            size,
+            max: MAX_INPUT_SIDE,
+        });
+    }
     let key = SecretKey::load(&req.key)?;
     let t = BlockTransform::new(&key, req.scheme, req.block)?;
     drop(key);
@@ -116,6 +125,23 @@ fn encode_rgb16(t: &ImageTensor) -> scrim_core::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::keys::keygen;
+
+    #[test]
+    fn sizes_out_of_range_are_refused_before_any_work() {
+        // 100000 used to abort on a 120 GB allocation; 2^32 + 1 wrapped to a 1×1 image.
+        for size in [0, MAX_INPUT_SIDE + 1, 100_000, (1usize << 32) + 1] {
+            let req = TransformRequest {
+                key: PathBuf::from("no-such.key"),
+                scheme: Scheme::Shuffle,
+                block: 4,
+                inverse: false,
+                size: Some(size),
+            };
+            let err = transform_files(&req, &[], Path::new("unused")).expect_err("size");
+            assert!(matches!(err, Error::BadSize { .. }), "{size}: {err}");
+            assert!(err.to_string().contains(&size.to_string()), "{err}");
+        }
+    }
 
     #[test]
     fn transform_files_round_trip_for_every_scheme() {

@@ -82,6 +82,7 @@ pub fn train(
     if opts.resume {
         if let Some(saved) = run.load_last(&tr.nets, &device)? {
             (tr.nets, state) = saved;
+            run.truncate_metrics(state.epochs_done)?;
             have_teacher = tr.nets.teacher.is_some();
             (tr.opt_p, tr.opt_c, tr.opt_a) = run.load_optimizers(
                 cfg.optimizer.init(),
@@ -243,12 +244,17 @@ pub fn train(
             Phase::Finetune => true,
             Phase::Cotrain => cfg.is_full_lambda(epoch),
         };
-        if eligible && state.best_objective.is_none_or(|b| m.val_objective < b) {
+        let best = eligible && state.best_objective.is_none_or(|b| m.val_objective < b);
+        if best {
             state.best_objective = Some(m.val_objective);
             state.best_epoch = Some(epoch);
-            run.save_best(&tr.nets)?;
         }
-        run.save_last(&tr.nets, &state, &tr.opt_p, &tr.opt_c, &tr.opt_a)?;
+        run.save_last(
+            &tr.nets,
+            best.then_some(&tr.nets),
+            &state,
+            [&tr.opt_p, &tr.opt_c, &tr.opt_a],
+        )?;
     }
     if state.best_epoch.is_none() {
         // Only warm-up epochs ran (epochs ≤ warmup): the last state is all there is.

@@ -9,8 +9,12 @@
 //!   last-*.bpk, last-optim-*.bpk, checkpoint.json   for --resume
 //!   perturber.onnx + perturber.json, recognizer.onnx + recognizer.json   the artifacts
 //! ```
+//!
+//! JSON files are replaced atomically, and the checkpoint files of an epoch are committed as one
+//! ([`commit`]), so a run killed at any point resumes from a whole checkpoint.
 
-use std::io::Write;
+mod commit;
+
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -18,6 +22,7 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use self::commit::{Commit, write_atomic};
 use crate::config::TrainConfig;
 use crate::data::Split;
 use crate::nets::Nets;
@@ -130,9 +135,7 @@ impl RunDir {
 
     fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
         let path = self.file(name);
-        let text =
-            serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
-        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
+        write_atomic(&path, (json_text(value)? + "\n").as_bytes())
     }
 
     fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
@@ -205,11 +208,33 @@ impl RunDir {
     }
 
     pub(crate) fn reset_metrics(&self) -> Result<()> {
+        write_atomic(&self.file("metrics.jsonl"), b"")
+    }
+
+    /// Keeps the metrics of the first `epochs` epochs only: on resume, the lines of epochs that
+    /// ran after the checkpoint (or a line torn by a crash) are dropped, so that every epoch
+    /// appears once.
+    pub(crate) fn truncate_metrics(&self, epochs: usize) -> Result<()> {
         let path = self.file("metrics.jsonl");
-        std::fs::write(&path, "").map_err(|e| Error::io(&path, e))
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut kept = String::new();
+        for line in text.lines() {
+            if let Ok(m) = serde_json::from_str::<EpochMetrics>(line)
+                && m.epoch < epochs
+            {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        write_atomic(&path, kept.as_bytes())
     }
 
     pub(crate) fn append_metrics(&self, m: &EpochMetrics) -> Result<()> {
+        use std::io::Write;
         let path = self.file("metrics.jsonl");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -217,7 +242,10 @@ impl RunDir {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let line = serde_json::to_string(m).map_err(|e| Error::Internal(e.to_string()))?;
-        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+        // One write per line, flushed: a crash tears at most this line, which resume drops.
+        f.write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Reads `metrics.jsonl`.
@@ -238,30 +266,19 @@ impl RunDir {
             .collect()
     }
 
-    fn save_nets(&self, prefix: &str, nets: &Nets) -> Result<()> {
-        type Save<'a> = Box<dyn FnOnce(&Path) -> Result<()> + 'a>;
-        let save = |name: &str, m: Save<'_>| m(&self.file(&format!("{prefix}-{name}.bpk")));
-        let p = nets.perturber.clone();
-        save(
-            "perturber",
-            Box::new(move |f| p.save_file(f).map_err(|e| record_err(f, e))),
-        )?;
-        let c = nets.recognizer.clone();
-        save(
-            "recognizer",
-            Box::new(move |f| c.save_file(f).map_err(|e| record_err(f, e))),
-        )?;
-        if let Some(a) = nets.adversary.clone() {
-            save(
-                "adversary",
-                Box::new(move |f| a.save_file(f).map_err(|e| record_err(f, e))),
-            )?;
+    fn stage_nets(commit: &mut Commit, prefix: &str, nets: &Nets) -> Result<()> {
+        let mut stage = |name: &str, m: &dyn Fn(&Path) -> SaveResult| {
+            commit.stage(&format!("{prefix}-{name}.bpk"), |f| {
+                m(f).map_err(|e| record_err(f, e))
+            })
+        };
+        stage("perturber", &|f| nets.perturber.clone().save_file(f))?;
+        stage("recognizer", &|f| nets.recognizer.clone().save_file(f))?;
+        if let Some(a) = &nets.adversary {
+            stage("adversary", &|f| a.clone().save_file(f))?;
         }
-        if let Some(t) = nets.teacher.clone() {
-            save(
-                "teacher",
-                Box::new(move |f| t.save_file(f).map_err(|e| record_err(f, e))),
-            )?;
+        if let Some(t) = &nets.teacher {
+            stage("teacher", &|f| t.clone().save_file(f))?;
         }
         Ok(())
     }
@@ -300,7 +317,9 @@ impl RunDir {
     }
 
     pub(crate) fn save_best(&self, nets: &Nets) -> Result<()> {
-        self.save_nets("best", nets)
+        let mut commit = Commit::begin(&self.path)?;
+        Self::stage_nets(&mut commit, "best", nets)?;
+        commit.finish()
     }
 
     /// Loads the best checkpoint into networks shaped like `template`.
@@ -311,20 +330,30 @@ impl RunDir {
         self.load_nets("best", template, device)
     }
 
+    /// Commits the end of an epoch as one step: the `last` networks, their optimisers,
+    /// `checkpoint.json` and, when `best` is given, the `best` networks.
     pub(crate) fn save_last(
         &self,
         nets: &Nets,
+        best: Option<&Nets>,
         state: &Checkpoint,
-        p: &ModuleOptimizer,
-        c: &ModuleOptimizer,
-        a: &ModuleOptimizer,
+        optimizers: [&ModuleOptimizer; 3],
     ) -> Result<()> {
-        self.save_nets("last", nets)?;
-        for (name, o) in [("perturber", p), ("recognizer", c), ("adversary", a)] {
-            let f = self.file(&format!("last-optim-{name}.bpk"));
-            o.save(&f).map_err(|e| record_err(&f, e))?;
+        let mut commit = Commit::begin(&self.path)?;
+        if let Some(best) = best {
+            Self::stage_nets(&mut commit, "best", best)?;
         }
-        self.write_json("checkpoint.json", state)
+        Self::stage_nets(&mut commit, "last", nets)?;
+        for (name, o) in ["perturber", "recognizer", "adversary"]
+            .iter()
+            .zip(optimizers)
+        {
+            commit.stage(&format!("last-optim-{name}.bpk"), |f| {
+                o.save(f).map_err(|e| record_err(f, e))
+            })?;
+        }
+        commit.stage_bytes("checkpoint.json", (json_text(state)? + "\n").as_bytes())?;
+        commit.finish()
     }
 
     pub(crate) fn load_last(
@@ -332,6 +361,7 @@ impl RunDir {
         template: &Nets,
         device: &Device,
     ) -> Result<Option<(Nets, Checkpoint)>> {
+        commit::recover(&self.path)?;
         if !self.file("checkpoint.json").is_file() {
             return Ok(None);
         }
@@ -355,6 +385,13 @@ impl RunDir {
             load(a, "adversary")?,
         ))
     }
+}
+
+/// What burn's `save_file` returns.
+type SaveResult = std::result::Result<(), burn::store::RecordError>;
+
+fn json_text(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Runs written before [`crate::nets::PerturberLayout`] existed said their layout with three
