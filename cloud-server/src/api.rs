@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::Principal;
+use crate::batcher::Admission;
 use crate::layers;
 use crate::routes::Route;
-use crate::state::AppState;
+use crate::state::{AppState, Limits, ModelSlot};
 use crate::{Error, Result};
 
 /// One label with its probability (softmax of the logits).
@@ -187,18 +188,20 @@ async fn classify(
 ) -> Result<Json<ClassifyResponse>> {
     let started = Instant::now();
     let slot = state.slot(principal.level)?;
-    // From here until its image is queued, a batch being assembled waits for this request.
-    let arrival = slot.batcher.arrival();
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     check_image_type(content_type)?;
-    let limits = state.limits();
-    let bytes = Bytes::from_request(request, &state)
-        .await
-        .map_err(|e| body_error(&e, limits.max_body_bytes))?;
+    // Admission before the body: a request holds a queue slot while its body arrives, so the
+    // bodies held in memory are bounded by `queue`, not by the number of connections.
     let admission = slot.batcher.admit(1)?;
+    // From here until its image is queued, a batch being assembled waits for this request.
+    let arrival = slot.batcher.arrival();
+    let limits = state.limits();
+    let bytes = within_body_timeout(limits, Bytes::from_request(request, &state))
+        .await?
+        .map_err(|e| body_error(&e, limits.max_body_bytes))?;
     let mut results = slot.batcher.run(admission, vec![bytes], arrival).await?;
     let logits = results
         .pop()
@@ -217,15 +220,43 @@ async fn classify_batch(
 ) -> Result<Json<BatchResponse>> {
     let started = Instant::now();
     let slot = state.slot(principal.level)?;
+    // One slot before any byte of the body is read, one more before each further part: the
+    // images held in memory are bounded by `queue`, not by the number of connections.
+    let mut admission = slot.batcher.admit(1)?;
     let arrival = slot.batcher.arrival();
     let limits = state.limits();
-    let mut multipart = Multipart::from_request(request, &state)
-        .await
-        .map_err(|_| {
-            Error::UnsupportedMediaType(
-                "send multipart/form-data with one image/png or image/jpeg part per image".into(),
-            )
-        })?;
+    let read = read_parts(&state, slot, &mut admission, request);
+    let (names, uploads) = within_body_timeout(limits, read).await??;
+    let results = slot.batcher.run(admission, uploads, arrival).await?;
+    let mut items = Vec::with_capacity(results.len());
+    for (index, (name, result)) in names.into_iter().zip(results).enumerate() {
+        let logits = result.map_err(|e| e.in_part(index, name.as_deref()))?;
+        items.push(BatchItem {
+            name,
+            labels: rank(&slot.manifest.labels, &logits),
+        });
+    }
+    Ok(Json(BatchResponse {
+        results: items,
+        model: slot.manifest.name.clone(),
+        latency_ms: millis(started),
+    }))
+}
+
+/// Reads the images of a multipart batch body, taking one more queue slot before each image
+/// after the first.
+async fn read_parts(
+    state: &AppState,
+    slot: &ModelSlot,
+    admission: &mut Admission,
+    request: Request,
+) -> Result<(Vec<Option<String>>, Vec<Bytes>)> {
+    let limits = state.limits();
+    let mut multipart = Multipart::from_request(request, state).await.map_err(|_| {
+        Error::UnsupportedMediaType(
+            "send multipart/form-data with one image/png or image/jpeg part per image".into(),
+        )
+    })?;
     let mut names: Vec<Option<String>> = Vec::new();
     let mut uploads: Vec<Bytes> = Vec::new();
     loop {
@@ -243,6 +274,9 @@ async fn classify_batch(
         }
         let name = field.name().map(str::to_owned);
         check_image_type(field.content_type()).map_err(|e| e.in_part(index, name.as_deref()))?;
+        if index > 0 {
+            slot.batcher.admit_more(admission, 1)?;
+        }
         let bytes = field
             .bytes()
             .await
@@ -263,21 +297,19 @@ async fn classify_batch(
             "the batch holds no image: send one multipart part per image".into(),
         ));
     }
-    let admission = slot.batcher.admit(uploads.len())?;
-    let results = slot.batcher.run(admission, uploads, arrival).await?;
-    let mut items = Vec::with_capacity(results.len());
-    for (index, (name, result)) in names.into_iter().zip(results).enumerate() {
-        let logits = result.map_err(|e| e.in_part(index, name.as_deref()))?;
-        items.push(BatchItem {
-            name,
-            labels: rank(&slot.manifest.labels, &logits),
-        });
-    }
-    Ok(Json(BatchResponse {
-        results: items,
-        model: slot.manifest.name.clone(),
-        latency_ms: millis(started),
-    }))
+    Ok((names, uploads))
+}
+
+/// Bounds reading a body by `body_timeout`: an admitted request holds a queue slot meanwhile.
+async fn within_body_timeout<T>(
+    limits: Limits,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .map_err(|_| Error::BodyTimeout {
+            timeout_ms: limits.body_timeout.as_millis() as u64,
+        })
 }
 
 async fn models(

@@ -148,6 +148,17 @@ impl Batcher {
         Ok(Admission { slots })
     }
 
+    /// Takes `n` more slots for a request that already holds some (a batch whose parts are
+    /// admitted one by one, as they are read).
+    ///
+    /// # Errors
+    /// [`Error::Overloaded`] when fewer than `n` slots are free; `admission` keeps what it has.
+    pub(crate) fn admit_more(&self, admission: &mut Admission, n: usize) -> Result<()> {
+        let more = self.admit(n)?;
+        admission.slots.merge(more.slots);
+        Ok(())
+    }
+
     /// Decodes admitted uploads (each must be a PNG/JPEG at the model's input size) and runs
     /// them through the model. Returns one result per upload, in order: the logits, or the
     /// client error of that upload. Cancellation-safe: if the caller goes away, its images are

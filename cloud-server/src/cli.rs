@@ -25,6 +25,10 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only complicate matching on it"
+)]
 pub enum Command {
     /// Serve a recognizer (`recognizer.onnx` + `recognizer.json`) over HTTP.
     Serve(ServeArgs),
@@ -76,6 +80,22 @@ pub struct ServeArgs {
     /// Time limit of a request, in ms [default: 10000].
     #[arg(long, env = "SCRIM_CLOUD_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Time limit for reading a request body once admitted, in ms [default: 5000].
+    #[arg(long, env = "SCRIM_CLOUD_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
+    /// Time a client has to send a complete request head, in ms [default: 10000].
+    #[arg(long, env = "SCRIM_CLOUD_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Idle connections (no request in flight, nothing received) are closed after this, in ms
+    /// [default: 5000].
+    #[arg(long, env = "SCRIM_CLOUD_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Connections served at once; more are closed at once [default: 1024].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest request head (request line + headers), in bytes [default: 131072].
+    #[arg(long, env = "SCRIM_CLOUD_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
     /// Time in-flight requests get after SIGTERM, in ms [default: 30000].
     #[arg(long, env = "SCRIM_CLOUD_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -97,7 +117,9 @@ impl ServeArgs {
             Ok(value) => Some(value),
             Err(std::env::VarError::NotPresent) => None,
             Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(crate::Error::Config(format!("{TOKENS_ENV} is not valid UTF-8")));
+                return Err(crate::Error::Config(format!(
+                    "{TOKENS_ENV} is not valid UTF-8"
+                )));
             }
         };
         self.merge(tokens.as_deref())
@@ -123,6 +145,11 @@ impl ServeArgs {
             max_batch_images,
             max_pixels,
             request_timeout_ms,
+            body_timeout_ms,
+            header_read_timeout_ms,
+            idle_timeout_ms,
+            max_connections,
+            max_header_bytes,
             shutdown_grace_ms,
             retry_after_secs
         );
@@ -293,7 +320,9 @@ mod tests {
         // Auth off stays an explicit choice: the variable unset and no token file.
         let open = serve().merge(None).expect("no tokens configured");
         assert!(open.tokens.is_empty() && open.tokens_file.is_none());
-        let on = serve().merge(Some("a-secret, ,b-secret,")).expect("two tokens");
+        let on = serve()
+            .merge(Some("a-secret, ,b-secret,"))
+            .expect("two tokens");
         assert_eq!(on.tokens.len(), 2);
     }
 

@@ -43,6 +43,20 @@ pub struct Config {
     pub max_pixels: u64,
     /// Time limit for a whole request, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Time limit for reading a request body once the request is admitted (it holds a queue
+    /// slot meanwhile), in milliseconds; 408 `body_timeout` beyond it.
+    pub body_timeout_ms: u64,
+    /// Time a client has to send a complete request head, counted from when the server starts
+    /// waiting for it (connection opened, or previous response written), in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight that receives nothing for this long is closed,
+    /// in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; beyond it new connections are closed at once. Lowered at
+    /// start to fit the process's open-file limit.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes; 431 beyond it.
+    pub max_header_bytes: usize,
     /// After SIGTERM / Ctrl-C, how long in-flight requests may take to finish, in milliseconds.
     pub shutdown_grace_ms: u64,
     /// `Retry-After` sent with 503 responses, in seconds.
@@ -127,6 +141,11 @@ impl Default for Config {
             max_batch_images: 64,
             max_pixels: 4_000_000,
             request_timeout_ms: 10_000,
+            body_timeout_ms: 5_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            max_connections: 1024,
+            max_header_bytes: 128 << 10,
             shutdown_grace_ms: 30_000,
             retry_after_secs: 1,
             tokens_file: None,
@@ -226,6 +245,27 @@ impl Config {
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms must be positive".into());
+        }
+        for (name, ms) in [
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                return bad(format!("{name} must be in 1..=3600000, got {ms}"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad(format!(
+                "max_connections must be in 1..=1000000, got {}",
+                self.max_connections
+            ));
+        }
+        if !(8192..=16 << 20).contains(&self.max_header_bytes) {
+            return bad(format!(
+                "max_header_bytes must be in 8192..=16777216, got {}",
+                self.max_header_bytes
+            ));
         }
         if self.max_pixels == 0 {
             return bad("max_pixels must be positive".into());
@@ -399,6 +439,14 @@ mod tests {
             ),
             (Box::new(|c| c.request_timeout_ms = 0), "request_timeout_ms"),
             (Box::new(|c| c.max_body_bytes = 0), "max_body_bytes"),
+            (Box::new(|c| c.body_timeout_ms = 0), "body_timeout_ms"),
+            (
+                Box::new(|c| c.header_read_timeout_ms = 0),
+                "header_read_timeout_ms",
+            ),
+            (Box::new(|c| c.idle_timeout_ms = 0), "idle_timeout_ms"),
+            (Box::new(|c| c.max_connections = 0), "max_connections"),
+            (Box::new(|c| c.max_header_bytes = 100), "max_header_bytes"),
         ];
         for (mutate, needle) in cases {
             let mut c = Config::new("m.onnx");

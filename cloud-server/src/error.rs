@@ -67,6 +67,15 @@ pub enum Error {
         /// Value of the `Retry-After` header.
         retry_after_secs: u64,
     },
+    /// The request body did not arrive within the configured body timeout.
+    #[error(
+        "the request body did not arrive within {timeout_ms} ms; send the body right after the \
+         headers"
+    )]
+    BodyTimeout {
+        /// The configured body timeout.
+        timeout_ms: u64,
+    },
     /// The request did not complete within the configured timeout.
     #[error("the request did not complete within {timeout_ms} ms")]
     Timeout {
@@ -104,6 +113,14 @@ pub enum ErrorCode {
     Overloaded,
     /// 504: the request timed out.
     Timeout,
+    /// 408: the request body did not arrive in time.
+    BodyTimeout,
+    /// 400: not a well-formed HTTP request (answered before routing).
+    BadRequest,
+    /// 414: the URL is too long (answered before routing).
+    UriTooLong,
+    /// 431: too many header fields, or too large a request head (answered before routing).
+    HeadersTooLarge,
     /// 404 (or 405 for a known path with the wrong method).
     NotFound,
     /// 500: a server-side failure.
@@ -112,7 +129,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the API documentation.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidImage,
         ErrorCode::WrongSize,
         ErrorCode::UnsupportedMediaType,
@@ -123,12 +140,21 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::NotFound,
         ErrorCode::Internal,
+        ErrorCode::BodyTimeout,
+        ErrorCode::BadRequest,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
     ];
 
     /// The HTTP status that goes with the code.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidImage | ErrorCode::WrongSize => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidImage | ErrorCode::WrongSize | ErrorCode::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::PayloadTooLarge | ErrorCode::ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -152,6 +178,10 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Internal => "internal",
+            ErrorCode::BodyTimeout => "body_timeout",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
         }
     }
 }
@@ -185,6 +215,7 @@ impl Error {
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
             Error::Overloaded { .. } => ErrorCode::Overloaded,
             Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::BodyTimeout { .. } => ErrorCode::BodyTimeout,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::Internal(_)
             | Error::Config(_)
@@ -236,6 +267,17 @@ impl Error {
     }
 }
 
+/// The JSON body of an error response, for answers written outside axum (see `connection`).
+pub(crate) fn error_json(code: ErrorCode, message: &str) -> Vec<u8> {
+    let body = ErrorResponse {
+        error: ErrorBody {
+            code,
+            message: message.to_owned(),
+        },
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let code = self.code();
@@ -274,7 +316,12 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
         let statuses: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.status().as_u16()).collect();
-        assert_eq!(statuses, [400, 400, 415, 413, 413, 401, 503, 504, 404, 500]);
+        assert_eq!(
+            statuses,
+            [
+                400, 400, 415, 413, 413, 401, 503, 504, 404, 500, 408, 400, 414, 431
+            ]
+        );
     }
 
     #[test]

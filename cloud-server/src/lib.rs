@@ -31,6 +31,7 @@ pub mod bench;
 pub mod cli;
 mod client;
 mod config;
+mod connection;
 mod error;
 mod layers;
 mod metrics;

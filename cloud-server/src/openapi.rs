@@ -40,6 +40,7 @@ pub(crate) fn document() -> Value {
         "413": err("Body over the limit (`payload_too_large`) or too many pixels \
                     (`image_too_large`)."),
         "415": err("Unsupported content type (`unsupported_media_type`)."),
+        "408": err("The body did not arrive within `body_timeout_ms` (`body_timeout`)."),
     });
     let image_body = json!({ "type": "string", "format": "binary" });
     json!({
@@ -160,6 +161,7 @@ pub(crate) fn document() -> Value {
                     "400": image_errors["400"],
                     "413": image_errors["413"],
                     "415": image_errors["415"],
+                    "408": image_errors["408"],
                 }))
             }},
             "/v1/classify/batch": { "post": {
@@ -178,6 +180,7 @@ pub(crate) fn document() -> Value {
                     "400": image_errors["400"],
                     "413": image_errors["413"],
                     "415": image_errors["415"],
+                    "408": image_errors["408"],
                 }))
             }},
             "/v1/models": { "get": {

@@ -2,18 +2,16 @@
 //! crates. Both shut down gracefully: no new connections, in-flight requests finish (up to
 //! `shutdown_grace_ms`), `/readyz` turns 503 meanwhile.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
-use crate::{AppState, Config, Error, Result, app};
+use crate::{AppState, Config, Error, Result, app, connection};
 
 /// Serves `config` until SIGTERM or Ctrl-C. Loads the model first and refuses to start on a
 /// missing or invalid one. Once bound, prints exactly one line to stdout,
@@ -133,45 +131,35 @@ pub(crate) fn spawn_state(
     })
 }
 
-/// Serves `state` on `listener` until `signal` completes, then drains for at most `grace`.
+/// Serves `state` on `listener` until `signal` completes, then drains for at most `grace`: the
+/// listener closes, `/readyz` turns 503, every connection finishes the requests it has (those
+/// already on the wire included, answered with `Connection: close`), then the inference queue
+/// empties. Connection limits and timeouts are those of the state's config (see `connection`).
 ///
 /// # Errors
-/// [`Error::Internal`] if the accept loop fails (axum's never does).
+/// None at present; the signature leaves room for accept-loop failures.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<()> {
-    let draining = Arc::new(Notify::new());
     let on_signal = {
         let state = state.clone();
-        let draining = Arc::clone(&draining);
         async move {
             signal.await;
             state.set_ready(false);
             tracing::info!("shutting down: finishing in-flight requests");
-            draining.notify_one();
         }
     };
-    let listener = listener.tap_io(|tcp| {
-        // Small JSON responses should not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(on_signal)
-        .into_future();
-    let deadline = async move {
-        draining.notified().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result.map_err(|e| Error::Internal(format!("server: {e}"))),
-        () = deadline => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing the remaining connections");
-            Ok(())
-        }
+    let limits = state.limits().connections;
+    let stopped = connection::serve(listener, app(state.clone()), limits, on_signal, grace).await;
+    // Every connection is closed (or the grace period is over); images still queued belong to
+    // requests whose clients are gone, and are skipped quickly.
+    if !state.drain(grace.saturating_sub(stopped.elapsed())).await {
+        tracing::warn!("grace period over with images still queued");
     }
+    Ok(())
 }
 
 fn grace(config: &Config) -> Duration {

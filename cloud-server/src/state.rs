@@ -11,6 +11,7 @@ use scrim_seal::LevelKey;
 use crate::auth::{Auth, Level};
 use crate::batcher::{BatchSettings, Batcher};
 use crate::config::ApiToken;
+use crate::connection::ConnLimits;
 use crate::metrics::Metrics;
 use crate::{Config, Error, Result};
 
@@ -32,6 +33,8 @@ pub(crate) struct Limits {
     pub(crate) max_batch_body_bytes: usize,
     pub(crate) max_batch_images: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) connections: ConnLimits,
 }
 
 #[derive(Debug)]
@@ -165,6 +168,13 @@ impl AppState {
             max_batch_body_bytes: config.max_batch_body_bytes,
             max_batch_images: config.max_batch_images,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            connections: ConnLimits {
+                max_connections: config.max_connections,
+                header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+                idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+                max_header_bytes: config.max_header_bytes,
+            },
         };
         tracing::info!(
             auth = auth.enabled(),
@@ -216,6 +226,21 @@ impl AppState {
             },
         );
         self.shared.metrics.render(gauges, self.is_ready())
+    }
+
+    /// Waits (at most `limit`) until no image is queued or running in any pool. Whether the
+    /// queues emptied.
+    pub(crate) async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.slots().all(|s| s.batcher.gauges().depth == 0) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub(crate) fn slot(&self, level: Level) -> Result<&ModelSlot> {

@@ -51,19 +51,19 @@ async fn bearer_tokens_guard_the_v1_routes_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_503_with_retry_after() {
-    // One queue slot. A huge (wrong-size) upload holds it while the inference thread decodes
-    // it; a request that arrives meanwhile must be refused at once.
+    // One queue slot. An upload whose body is still arriving holds it (admission comes before
+    // the body); a request that arrives meanwhile must be refused at once.
     let (_dir, mut config) = fixture_config();
     config.queue = 1;
     config.max_batch_images = 1;
     config.retry_after_secs = 7;
-    config.max_pixels = 25_000_000;
-    config.max_body_bytes = 8 << 20;
     let (_, app) = router(&config);
-    let blocker = encode(&image::RgbImage::new(5000, 5000), image::ImageFormat::Png);
+    let upload = png(32, 32, 1);
+    let (request, stream) = streamed_post("/v1/classify", "image/png");
+    stream.send(upload[..10].to_vec()).expect("send");
     let slow = {
         let app = app.clone();
-        tokio::spawn(async move { classify_png(&app, blocker).await })
+        tokio::spawn(async move { send(&app, request).await })
     };
     wait_for_queue_depth(&app, 1).await;
     let reply = classify_png(&app, png(32, 32, 1)).await;
@@ -73,8 +73,10 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let reply = send(&app, post("/v1/classify/batch", Some(&ct), body)).await;
     reply.expect_error(ErrorCode::Overloaded);
     assert!(reply.headers.contains_key(header::RETRY_AFTER));
-    // The blocker itself ends as a client error, and the slot comes back.
-    slow.await.expect("join").expect_error(ErrorCode::WrongSize);
+    // The slow upload completes, and the slot comes back.
+    stream.send(upload[10..].to_vec()).expect("send");
+    drop(stream);
+    assert_eq!(slow.await.expect("join").status, StatusCode::OK);
     assert_eq!(
         classify_png(&app, png(32, 32, 1)).await.status,
         StatusCode::OK
@@ -120,21 +122,21 @@ async fn a_flood_gets_only_200_or_503_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_queue_up_share_one_model_run() {
-    // The single inference thread is kept busy decoding a huge (wrong-size) upload while eight
-    // requests arrive; they must then run as one batch.
+    // An upload whose body is still arriving counts as on its way, so the inference thread
+    // holding the first of eight requests waits (up to max_wait) for the others: they must run
+    // as one batch.
     let (_dir, mut config) = fixture_config();
     config.max_batch = 8;
     config.max_wait_ms = 500;
-    config.max_pixels = 25_000_000;
-    config.max_body_bytes = 8 << 20;
     let (_, app) = router(&config);
+    let upload = png(32, 32, 9);
+    let (request, stream) = streamed_post("/v1/classify", "image/png");
+    stream.send(upload[..10].to_vec()).expect("send");
     let blocker = {
         let app = app.clone();
-        let bytes = encode(&image::RgbImage::new(5000, 5000), image::ImageFormat::Png);
-        tokio::spawn(async move { classify_png(&app, bytes).await })
+        tokio::spawn(async move { send(&app, request).await })
     };
     wait_for_queue_depth(&app, 1).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
     let uploads: Vec<Vec<u8>> = (0..8).map(|i| png(32, 32, i)).collect();
     let mut tasks = Vec::new();
     for bytes in uploads {
@@ -144,11 +146,10 @@ async fn requests_that_queue_up_share_one_model_run() {
     for task in tasks {
         assert_eq!(task.await.expect("join").status, StatusCode::OK);
     }
-    blocker
-        .await
-        .expect("join")
-        .expect_error(ErrorCode::WrongSize);
     let metrics = send(&app, get("/metrics")).await.text();
+    stream.send(upload[10..].to_vec()).expect("send");
+    drop(stream);
+    assert_eq!(blocker.await.expect("join").status, StatusCode::OK);
     let runs = metric(&metrics, "scrim_batch_size_count").expect("count");
     let images = metric(&metrics, "scrim_batch_size_sum").expect("sum");
     assert_eq!(images, 8.0);

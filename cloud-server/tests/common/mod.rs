@@ -196,3 +196,34 @@ pub async fn http(addr: std::net::SocketAddr, request: Request<Body>) -> std::io
         body,
     })
 }
+
+/// A body that arrives when the test sends it, chunk by chunk; it ends when the sender drops.
+pub struct ChannelBody(tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c.into()))))
+    }
+}
+
+/// A `POST` whose body the test streams through the returned sender (a stalled upload while it
+/// holds the sender and sends nothing).
+pub fn streamed_post(
+    path: &str,
+    content_type: &str,
+) -> (Request<Body>, tokio::sync::mpsc::UnboundedSender<Vec<u8>>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let request = Request::post(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::new(ChannelBody(rx)))
+        .expect("request");
+    (request, tx)
+}
