@@ -426,6 +426,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_holds_the_defaults() {
+        let example = Config::from_toml_str(include_str!("../scrim-cloud.example.toml"))
+            .expect("example parses");
+        let defaults = Config::new("runs/utk/recognizer.onnx");
+        assert_eq!(example, defaults);
+    }
+
+    #[test]
     fn validation_names_the_field() {
         type Mutation = Box<dyn Fn(&mut Config)>;
         let cases: Vec<(Mutation, &str)> = vec![
