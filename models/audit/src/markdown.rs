@@ -91,7 +91,12 @@ pub fn markdown(report: &AuditReport) -> String {
                 }
             }),
             r.mean_sigma,
-            pct(r.desired_clean.accuracy),
+            if r.family.starts_with("bounded") {
+                // Its recognizer reads renders only; a photo is not an input it was made for.
+                "–".into()
+            } else {
+                pct(r.desired_clean.accuracy)
+            },
             pct(r.desired_perturbed.accuracy)
         );
         for s in &report.sensitive {

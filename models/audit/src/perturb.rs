@@ -148,7 +148,7 @@ pub(crate) fn resolve(
                     BatchMode::Dynamic,
                 )?),
                 family: family_of(&cfg),
-                lambda: Some(run_lambda(&run, &cfg)),
+                lambda: run_lambda(&run, &cfg),
                 multiply_adds: (
                     onnx_cost(&run.perturber_onnx()),
                     onnx_cost(&run.recognizer_onnx()),

@@ -50,7 +50,7 @@ pub fn write_results(req: &ResultsRequest) -> Result<PathBuf> {
             && let Ok(run) = RunDir::open(path)
             && let Ok(cfg) = run.load_config()
         {
-            s.lambda = Some(run_lambda(&run, &cfg));
+            s.lambda = run_lambda(&run, &cfg);
         }
     }
     let dir = req.out.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -50,15 +50,22 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
 }
 
 /// The λ a run ended with: its fixed λ, or for a utility-constrained run (`--target-accuracy`)
-/// the value the dual ascent reached in its last epoch (its starting λ when no metrics are left).
-pub fn run_lambda(run: &RunDir, cfg: &TrainConfig) -> f64 {
-    if cfg.target_accuracy.is_none() {
-        return cfg.lambda;
+/// the value the dual ascent reached in its last epoch (its starting λ when no metrics are left);
+/// none for the bounded release, which has no λ.
+pub fn run_lambda(run: &RunDir, cfg: &TrainConfig) -> Option<f64> {
+    if cfg.perturber.layout == PerturberLayout::Bounded {
+        // The release's capacity is fixed by its map and σ; no λ trades anything off.
+        return None;
     }
-    run.metrics()
-        .ok()
-        .and_then(|m| m.last().map(|e| e.lambda))
-        .unwrap_or(cfg.lambda)
+    if cfg.target_accuracy.is_none() {
+        return Some(cfg.lambda);
+    }
+    Some(
+        run.metrics()
+            .ok()
+            .and_then(|m| m.last().map(|e| e.lambda))
+            .unwrap_or(cfg.lambda),
+    )
 }
 
 #[cfg(test)]

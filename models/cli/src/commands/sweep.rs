@@ -34,6 +34,14 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let audit = a.common.request();
     let mut base = TrainConfig::for_data(&audit.data, &audit.desired);
+    // The recipes are σ networks traded off by λ: the dense layout and its warm-up, even for
+    // faces, whose default (the bounded release) has no λ.
+    let dense = TrainConfig::for_data(
+        &scrim_train::data::DataSpec::Synthetic(Default::default()),
+        "",
+    );
+    base.perturber.layout = dense.perturber.layout;
+    base.warmup_epochs = dense.warmup_epochs;
     base.size = a.size;
     base.epochs = a.epochs;
     base.recognizer.widths = a.widths;

@@ -45,7 +45,7 @@ pub struct Args {
     /// Epochs (warm-up included).
     #[arg(long, default_value_t = d().epochs)]
     epochs: usize,
-    /// Recognizer-only warm-up epochs on clean images [default: 2; 0 with --bounded].
+    /// Recognizer-only warm-up epochs on clean images [default: 2; 0 for the bounded layout].
     #[arg(long)]
     warmup: Option<usize>,
     /// The last N epochs (counted in --epochs) train the recognizer alone on the frozen
@@ -130,9 +130,15 @@ pub struct Args {
     /// Bounded-capacity release: the phone uploads an R×R map (R = --release-side) of bounded
     /// amplitude that an encoder renders from the whole face, upsampled, plus Gaussian noise of
     /// a fixed σ; nothing else of the photo reaches the upload, and the manifest states the
-    /// most bits one upload can carry. λ and σ_max do not apply; warm-up defaults to 0.
+    /// most bits one upload can carry. λ and σ_max do not apply; warm-up defaults to 0. The
+    /// default for utkface: data (same as --layout bounded).
     #[arg(long, conflicts_with_all = ["input_independent", "separable", "depthwise"])]
     bounded: bool,
+    /// The perturber's architecture: dense, separable, depthwise, input-independent or
+    /// bounded [default: bounded for utkface: data, dense otherwise]. --bounded, --separable,
+    /// --depthwise and --input-independent are shortcuts for it.
+    #[arg(long, conflicts_with_all = ["input_independent", "separable", "depthwise", "bounded"])]
+    layout: Option<PerturberLayout>,
     /// Side R of the bounded release's map (the input size divided by a power of two).
     #[arg(long, default_value_t = d().perturber.release_side)]
     release_side: usize,
@@ -219,14 +225,19 @@ impl Args {
         p.shift_max = self.shift_max;
         p.channels = self.perturber_channels;
         p.downsample = self.downsample;
-        p.layout = match (self.input_independent, self.separable, self.depthwise) {
-            (true, ..) => PerturberLayout::InputIndependent,
-            (_, true, _) => PerturberLayout::Separable,
-            (.., true) => PerturberLayout::Depthwise,
-            _ => PerturberLayout::Dense,
-        };
-        if self.bounded {
-            p.layout = PerturberLayout::Bounded;
+        // Without a choice, the data's default stays (TrainConfig::for_data: bounded for faces).
+        let shortcut = [
+            (self.input_independent, PerturberLayout::InputIndependent),
+            (self.separable, PerturberLayout::Separable),
+            (self.depthwise, PerturberLayout::Depthwise),
+            (self.bounded, PerturberLayout::Bounded),
+        ]
+        .into_iter()
+        .find_map(|(on, layout)| on.then_some(layout));
+        if let Some(layout) = self.layout.or(shortcut) {
+            p.layout = layout;
+        }
+        if p.layout == PerturberLayout::Bounded {
             p.release_side = self.release_side;
             p.release_channels = self.release_channels;
             p.release_amplitude = self.release_amplitude;
