@@ -64,7 +64,7 @@ pub fn write_results(req: &ResultsRequest) -> Result<PathBuf> {
         req.command
     ));
     doc.push_str(&format!(
-        "## Privacy audit: {} kept, {} hidden\n\n![frontier](figures/frontier.png)\n\n",
+        "## Privacy audit: {} kept; what attackers read of {}\n\n![frontier](figures/frontier.png)\n\n",
         merged.desired,
         merged.sensitive.join(", ")
     ));
