@@ -28,14 +28,7 @@ fn read_reply(stream: &mut TcpStream) -> Option<(u16, String, Vec<u8>)> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
+            let length = common::content_length(&head);
             if buf.len() >= end + 4 + length {
                 let status = head
                     .split(' ')

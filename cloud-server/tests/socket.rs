@@ -149,14 +149,7 @@ fn read_response(stream: &mut std::net::TcpStream) -> String {
             return text;
         }
         if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
+            let length = common::content_length(&text[..end]);
             if buf.len() >= end + 4 + length {
                 return text;
             }

@@ -366,42 +366,33 @@ fn a_server_that_drips_its_answer_times_out_for_the_whole_request() {
         Duration::from_millis(50),
         Duration::from_secs(4),
     )]);
+    let (err, elapsed) = classify_failing_within(&stub, 400);
+    assert!(
+        matches!(&err, ScrimError::Network { detail } if detail.contains("timed out")),
+        "{err:?}"
+    );
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+    stub.received();
+}
+
+/// Classifies through `stub` with `timeout_ms` and no retry; the error and the time it took.
+fn classify_failing_within(stub: &Stub, timeout_ms: u64) -> (ScrimError, Duration) {
     let mut config = ClientConfig::new(stub.base_url.clone());
-    config.request_timeout_ms = 400;
+    config.request_timeout_ms = timeout_ms;
     config.max_retries = 0;
     let start = Instant::now();
     let err = ScrimClient::new(config)
         .expect("client")
         .classify(&perturbed())
         .expect_err("timeout");
-    assert!(
-        matches!(&err, ScrimError::Network { detail } if detail.contains("timed out")),
-        "{err:?}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        start.elapsed()
-    );
-    stub.received();
+    (err, start.elapsed())
 }
 
 #[test]
 fn a_server_that_never_answers_times_out() {
     let stub = Stub::start(vec![Script::Stall(Duration::from_millis(1500))]);
-    let mut config = ClientConfig::new(stub.base_url.clone());
-    config.request_timeout_ms = 300;
-    config.max_retries = 0;
-    let start = Instant::now();
-    let err = ScrimClient::new(config)
-        .expect("client")
-        .classify(&perturbed())
-        .expect_err("timeout");
+    let (err, elapsed) = classify_failing_within(&stub, 300);
     assert!(matches!(err, ScrimError::Network { .. }), "{err:?}");
-    assert!(
-        start.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
     stub.received();
 }

@@ -227,3 +227,14 @@ pub fn streamed_post(
         .expect("request");
     (request, tx)
 }
+
+/// The `Content-Length` of an HTTP response head (0 when absent).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0)
+}

@@ -22,6 +22,7 @@ fn request(out: &std::path::Path) -> TrainRequest {
     c.perturber.layout = PerturberLayout::Bounded;
     c.perturber.release_side = 4;
     c.perturber.encoder_widths = vec![8, 8, 8];
+    c.perturber.release_sigma = 0.2;
     // The training-only probe runs too; it must not reach the export.
     c.perturber.release_probe = 0.5;
     req.draws = 1;
