@@ -204,13 +204,16 @@ mod tests {
     #[test]
     fn malformed_initializers_are_errors_not_truncations_or_wraps() {
         // Raw data that is not a whole number of floats used to be cut silently.
-        let err = Graph::parse(&model_with(float_tensor(vec![1], vec![0; 5]))).unwrap_err();
+        let err =
+            Graph::parse(&model_with(float_tensor(vec![1], vec![0; 5]))).expect_err("malformed");
         assert!(err.to_string().contains("not a whole number"), "{err}");
         // Dimensions whose product overflows used to wrap (to 0 here) in release builds.
         let huge = 1i64 << 32;
-        let err = Graph::parse(&model_with(float_tensor(vec![huge, huge], vec![]))).unwrap_err();
+        let err = Graph::parse(&model_with(float_tensor(vec![huge, huge], vec![])))
+            .expect_err("malformed");
         assert!(err.to_string().contains("values for shape"), "{err}");
-        let err = Graph::parse(&model_with(float_tensor(vec![-1], vec![0; 4]))).unwrap_err();
+        let err =
+            Graph::parse(&model_with(float_tensor(vec![-1], vec![0; 4]))).expect_err("malformed");
         assert!(err.to_string().contains("negative dimension"), "{err}");
         // A well-formed one still reads.
         let ok = Graph::parse(&model_with(float_tensor(vec![2], vec![0; 8]))).expect("parse");
