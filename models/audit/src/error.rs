@@ -88,14 +88,9 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// An image (the sample grid) could not be written.
-    #[error("{}: {source}", path.display())]
-    Image {
-        /// The file involved.
-        path: PathBuf,
-        /// The underlying error.
-        source: image::ImageError,
-    },
+    /// A figure could not be drawn or written.
+    #[error(transparent)]
+    Plot(#[from] scrim_plots::Error),
     /// Data, training or evaluation went wrong (unknown labels, unreadable runs, ...).
     #[error(transparent)]
     Train(#[from] scrim_train::Error),

@@ -90,43 +90,8 @@ fn merge_schemes(into: &mut Vec<SchemeReport>, from: Vec<SchemeReport>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reports::AttackResult;
-    use crate::request::{Attack, Scheme};
-    use scrim_train::eval::Accuracy;
-
-    fn scheme(name: &str, attacks: &[(&str, Attack, f64)]) -> SchemeReport {
-        let acc = |a: f64| Accuracy {
-            accuracy: a,
-            balanced: a,
-            n: 100,
-        };
-        SchemeReport {
-            name: name.into(),
-            scheme: Scheme::None,
-            family: "none".into(),
-            lambda: None,
-            mean_sigma: 0.0,
-            rms_sigma: 0.0,
-            desired_clean: acc(0.9),
-            desired_perturbed: acc(0.9),
-            utility_model: String::new(),
-            attacks: attacks
-                .iter()
-                .map(|(attr, attacker, a)| AttackResult {
-                    attribute: (*attr).into(),
-                    attacker: *attacker,
-                    accuracy: acc(*a),
-                    ci95: 0.01,
-                    majority: 0.4,
-                    seeds: Vec::new(),
-                    seconds: 0.0,
-                })
-                .collect(),
-            reconstruction: None,
-            multiply_adds: None,
-            notes: Vec::new(),
-        }
-    }
+    use crate::reports::fixtures::{report, scheme};
+    use crate::request::Attack;
 
     #[test]
     fn a_scheme_audited_twice_gains_the_attacks_it_lacked() {
@@ -168,29 +133,33 @@ mod tests {
 
     #[test]
     fn reports_of_other_data_do_not_merge() {
-        let report = |data: &str| AuditReport {
-            data: data.into(),
-            desired: "shape".into(),
-            sensitive: vec!["texture".into()],
-            split_sizes: [1, 2, 3],
-            desired_majority: 0.5,
-            draws: 1,
-            attacker: scrim_train::eval::ClassifierConfig::new(),
-            recipes: None,
-            attacker_seeds: 1,
-            wall_seconds: 0.0,
-            schemes: vec![scheme("run", &[("texture", Attack::Cnn, 0.5)])],
-            command: "scrim audit".into(),
-        };
-        let e = merge(vec![report("synthetic:100"), report("synthetic:200")])
-            .expect_err("different data");
+        let e = merge(vec![
+            report(
+                "synthetic:100",
+                vec![scheme("run", &[("texture", Attack::Cnn, 0.5)])],
+            ),
+            report(
+                "synthetic:200",
+                vec![scheme("run", &[("texture", Attack::Cnn, 0.5)])],
+            ),
+        ])
+        .expect_err("different data");
         assert_eq!(
             e.to_string(),
             "cannot merge an audit of synthetic:200 (shape; split [1, 2, 3]) with one of \
              synthetic:100 (shape; split [1, 2, 3])"
         );
         assert!(matches!(merge(Vec::new()), Err(Error::NoReport)));
-        let merged = merge(vec![report("synthetic:100"), report("synthetic:100")]);
+        let merged = merge(vec![
+            report(
+                "synthetic:100",
+                vec![scheme("run", &[("texture", Attack::Cnn, 0.5)])],
+            ),
+            report(
+                "synthetic:100",
+                vec![scheme("run", &[("texture", Attack::Cnn, 0.5)])],
+            ),
+        ]);
         assert_eq!(merged.map(|m| m.schemes.len()).ok(), Some(1));
     }
 }

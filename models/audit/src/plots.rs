@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 use plotters::prelude::*;
 use scrim_core::imaging::{rgb_to_tensor, tensor_to_rgb};
 use scrim_core::{BatchMode, ImageTensor, Model, NoiseSource, Perturber};
@@ -17,49 +16,17 @@ use crate::error::{Error, Result};
 use crate::reports::AuditReport;
 use crate::request::Scheme;
 
-/// Registers a system sans-serif font for plot text once; `false` when none is installed.
-fn font_available() -> bool {
-    static FONT: OnceLock<bool> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        let candidates = [
-            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-            "/usr/share/fonts/TTF/DejaVuSans.ttf",
-            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-            "/System/Library/Fonts/Supplemental/Arial.ttf",
-        ];
-        candidates.iter().any(|p| {
-            std::fs::read(p).ok().is_some_and(|bytes| {
-                // Plot text needs the font for the life of the process.
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
-            })
-        })
-    })
-}
-
 /// Draws the frontier (desired accuracy against the best attacker on the primary sensitive
-/// label) as `frontier.svg` and `frontier.png`. Plotting needs a TrueType font for its text; without
-/// one the plots are skipped with a warning (the numbers are in the report either way).
+/// label) as `frontier.svg` and `frontier.png`, in the embedded font.
 ///
 /// # Errors
 /// Never fails the audit for a plot: problems are logged.
 pub fn write_plots(report: &AuditReport, out: &Path) -> Result<()> {
-    if !font_available() {
-        tracing::warn!(
-            "no TrueType font found (install fonts-dejavu-core): skipping frontier.svg/png"
-        );
-        return Ok(());
-    }
+    scrim_plots::register_font();
     let svg = out.join("frontier.svg");
     let png = out.join("frontier.png");
-    let r1 = frontier(
-        report,
-        SVGBackend::new(&svg, (760, 520)).into_drawing_area(),
-    );
-    let r2 = frontier(
-        report,
-        BitMapBackend::new(&png, (760, 520)).into_drawing_area(),
-    );
+    let r1 = frontier(report, SVGBackend::new(&svg, SIZE).into_drawing_area());
+    let r2 = frontier(report, BitMapBackend::new(&png, SIZE).into_drawing_area());
     for (p, r) in [(svg, r1), (png, r2)] {
         if let Err(e) = r {
             tracing::warn!("could not draw {}: {e}", p.display());
@@ -70,115 +37,310 @@ pub fn write_plots(report: &AuditReport, out: &Path) -> Result<()> {
 
 type PlotResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
+const SIZE: (u32, u32) = (1040, 600);
+const FONT: &str = scrim_plots::FONT;
+
+/// One point of the frontier.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Point {
+    /// λ, or σ where a run has no λ: orders a family's points along its curve.
+    pub order: f64,
+    /// "λ 0.05", "σ 0.25", or nothing for a single-point family.
+    pub label: String,
+    /// Best attack, mean over seeds (%).
+    pub attack: f64,
+    /// Lowest and highest seed of that attack (%).
+    pub spread: (f64, f64),
+    /// Desired accuracy on uploads (%).
+    pub desired: f64,
+}
+
+/// What the frontier plot shows, gathered from a report.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Frontier {
+    pub title: String,
+    pub primary: String,
+    pub desired: String,
+    /// Majority rate of the primary attribute (%).
+    pub majority: f64,
+    /// Desired accuracy on clean photos (%): the `none` baseline, or the best clean accuracy.
+    pub clean: Option<f64>,
+    pub families: BTreeMap<String, Vec<Point>>,
+}
+
+/// A readable name for the data: the dataset's kind, not a local path.
+pub(crate) fn data_title(spec: &str) -> String {
+    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let stem = || {
+        let path = rest.split('#').next().unwrap_or(rest);
+        let name = Path::new(path.trim_end_matches('/'))
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        name.split('.').next().unwrap_or("").to_string()
+    };
+    match kind {
+        "utkface" => "UTKFace".into(),
+        "synthetic" => "synthetic data".into(),
+        _ if stem().is_empty() => kind.into(),
+        _ => stem(),
+    }
+}
+
+impl Frontier {
+    pub(crate) fn from_report(report: &AuditReport) -> Option<Self> {
+        let primary = report.sensitive.first()?.clone();
+        let mut families: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+        let mut majority = 0.0;
+        let mut clean_none = None;
+        let mut clean_best: Option<f64> = None;
+        for r in &report.schemes {
+            if r.family == "none" {
+                clean_none = Some(100.0 * r.desired_perturbed.accuracy);
+            } else if r.desired_clean.n > 0 && r.family != "arden" {
+                let c = 100.0 * r.desired_clean.accuracy;
+                clean_best = Some(clean_best.map_or(c, |b: f64| b.max(c)));
+            }
+            let Some(a) = r.best_attack(&primary) else {
+                continue;
+            };
+            majority = 100.0 * a.majority;
+            let mean = 100.0 * a.accuracy.accuracy;
+            let spread = if a.seeds.is_empty() {
+                (mean, mean)
+            } else {
+                a.seeds.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &s| {
+                    (lo.min(100.0 * s), hi.max(100.0 * s))
+                })
+            };
+            let (order, label) = match r.lambda {
+                Some(l) => (l, format!("λ {l}")),
+                None if r.family == "none" => (0.0, String::new()),
+                None if r.family == "arden" => (r.mean_sigma, format!("b {}", r.mean_sigma)),
+                None => (r.mean_sigma, format!("σ {:.2}", r.mean_sigma)),
+            };
+            families.entry(r.family.clone()).or_default().push(Point {
+                order,
+                label,
+                attack: mean,
+                spread,
+                desired: 100.0 * r.desired_perturbed.accuracy,
+            });
+        }
+        for pts in families.values_mut() {
+            pts.sort_by(|a, b| a.order.total_cmp(&b.order));
+        }
+        Some(Self {
+            title: format!(
+                "{}: {} kept, {primary} hidden",
+                data_title(&report.data),
+                report.desired
+            ),
+            primary,
+            desired: report.desired.clone(),
+            majority,
+            clean: clean_none.or(clean_best),
+            families,
+        })
+    }
+}
+
+/// Colours of the families (ten that stay apart), combined with four marker shapes.
+const COLOURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+];
+
+/// Draws marker `shape` (circle, triangle, square, cross) at `at`.
+fn draw_marker<DB, CT>(
+    area: &DrawingArea<DB, CT>,
+    shape: usize,
+    at: CT::From,
+    colour: RGBColor,
+) -> PlotResult
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+    CT::From: Clone,
+{
+    let style = colour.filled();
+    match shape % 4 {
+        0 => area.draw(&(EmptyElement::at(at) + Circle::new((0, 0), 5, style)))?,
+        1 => area.draw(&(EmptyElement::at(at) + TriangleMarker::new((0, 0), 7, style)))?,
+        2 => area.draw(&(EmptyElement::at(at) + Rectangle::new([(-5, -5), (5, 5)], style)))?,
+        _ => area.draw(&(EmptyElement::at(at) + Cross::new((0, 0), 6, colour.stroke_width(3))))?,
+    }
+    Ok(())
+}
+
 fn frontier<DB: DrawingBackend>(
     report: &AuditReport,
-    area: DrawingArea<DB, plotters::coord::Shift>,
+    root: DrawingArea<DB, plotters::coord::Shift>,
 ) -> PlotResult
 where
     DB::ErrorType: 'static,
 {
-    let Some(primary) = report.sensitive.first() else {
+    let Some(f) = Frontier::from_report(report) else {
         return Ok(());
     };
-    // Points per family, ordered by λ (or σ) so a family draws as a curve.
-    let mut families: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
-    let mut majority = 0.0;
-    for r in &report.schemes {
-        if let Some(a) = r.best_attack(primary) {
-            majority = a.majority;
-            let order = r.lambda.unwrap_or(r.mean_sigma);
-            families.entry(r.family.clone()).or_default().push((
-                order,
-                100.0 * a.accuracy.accuracy,
-                100.0 * r.desired_perturbed.accuracy,
-            ));
-        }
-    }
-    let all: Vec<&(f64, f64, f64)> = families.values().flatten().collect();
+    let all: Vec<&Point> = f.families.values().flatten().collect();
     if all.is_empty() {
         return Ok(());
     }
-    let (mut x0, mut x1, mut y0, mut y1) = (100.0 * majority - 2.0, 0.0f64, 100.0f64, 0.0f64);
+    let goal_x = f.majority + 5.0;
+    let goal_y = f.clean.map(|c| c - 2.0);
+    let (mut x0, mut x1, mut y0, mut y1) = (f.majority - 3.0, goal_x + 3.0, 100.0f64, 0.0f64);
     for p in &all {
-        x0 = x0.min(p.1 - 2.0);
-        x1 = x1.max(p.1 + 2.0);
-        y0 = y0.min(p.2 - 2.0);
-        y1 = y1.max(p.2 + 2.0);
+        x0 = x0.min(p.spread.0 - 2.0);
+        x1 = x1.max(p.spread.1 + 2.0);
+        y0 = y0.min(p.desired - 2.0);
+        y1 = y1.max(p.desired + 2.0);
     }
-    area.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&area)
-        .caption(
-            format!(
-                "{}: {} kept vs {primary} hidden",
-                report.data, report.desired
-            ),
-            ("sans-serif", 18),
-        )
+    if let Some(c) = f.clean {
+        y0 = y0.min(c - 4.0);
+        y1 = y1.max(c + 2.0);
+    }
+    root.fill(&WHITE)?;
+    let root = root.titled(&f.title, (FONT, 20))?;
+    let (plot, legend) = root.split_horizontally(SIZE.0 - 260);
+    let mut chart = ChartBuilder::on(&plot)
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
         .build_cartesian_2d(x0..x1, y0..y1)?;
     chart
         .configure_mesh()
         .x_desc(format!(
-            "best {primary} attacker accuracy (%) — lower is more private"
+            "strongest {} attacker, accuracy % (bars: lowest to highest seed); lower is more private",
+            f.primary
         ))
-        .y_desc(format!("{} accuracy on uploads (%)", report.desired))
-        .label_style(("sans-serif", 13))
+        .y_desc(format!("{} accuracy on uploads %", f.desired))
+        .label_style((FONT, 13))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(
-            [(100.0 * majority, y0), (100.0 * majority, y1)],
-            ShapeStyle::from(&BLACK.mix(0.4)).stroke_width(1),
-        ))?
-        .label(format!("{primary} majority rate"))
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.4)));
-    for (i, (family, pts)) in families.iter_mut().enumerate() {
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let color = Palette99::pick(i).to_rgba();
-        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.1, p.2)).collect();
-        // ARDEN's points are ordered by the Laplace scale on its features, not a pixel σ.
-        let label = if family == "arden" {
-            "arden (noisy features, by Laplace b)".to_string()
-        } else {
-            family.clone()
-        };
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
-        chart.draw_series(
-            line.iter()
-                .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
-        )?;
+    // The goal: privacy within 5 points of the majority rate, utility within 2 of clean.
+    if let Some(gy) = goal_y {
+        chart.draw_series([Rectangle::new(
+            [(x0, gy), (goal_x.min(x1), y1)],
+            RGBColor(44, 160, 44).mix(0.12).filled(),
+        )])?;
+        chart.draw_series([Text::new(
+            "goal",
+            (x0 + 0.3, y1 - 0.4),
+            (FONT, 13).into_font().color(&RGBColor(30, 110, 30)),
+        )])?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()?;
-    area.present()?;
+    let grey = BLACK.mix(0.45);
+    chart.draw_series(LineSeries::new(
+        [(f.majority, y0), (f.majority, y1)],
+        grey.stroke_width(1),
+    ))?;
+    chart.draw_series([Text::new(
+        format!("majority {:.1}%", f.majority),
+        (f.majority + 0.2, y0 + 0.6),
+        (FONT, 12).into_font().color(&grey),
+    )])?;
+    if let Some(c) = f.clean {
+        chart.draw_series(DashedLineSeries::new(
+            [(x0, c), (x1, c)],
+            6,
+            4,
+            grey.stroke_width(1),
+        ))?;
+        chart.draw_series([EmptyElement::at((x1 - (x1 - x0) * 0.22, c))
+            + Text::new(
+                format!("clean photos {c:.1}%"),
+                (0, -17),
+                (FONT, 12).into_font().color(&grey),
+            )])?;
+    }
+    for (i, pts) in f.families.values().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.attack, p.desired)).collect();
+        if line.len() > 1 {
+            chart.draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))?;
+        }
+        for p in pts {
+            if p.spread.1 > p.spread.0 {
+                chart.draw_series(LineSeries::new(
+                    [(p.spread.0, p.desired), (p.spread.1, p.desired)],
+                    colour.stroke_width(1),
+                ))?;
+            }
+        }
+        let area = chart.plotting_area();
+        for p in pts {
+            draw_marker(area, i / COLOURS.len(), (p.attack, p.desired), colour)?;
+            if pts.len() > 1 && !p.label.is_empty() {
+                area.draw(
+                    &(EmptyElement::at((p.attack, p.desired))
+                        + Text::new(
+                            p.label.clone(),
+                            (7, -16),
+                            (FONT, 11).into_font().color(&colour),
+                        )),
+                )?;
+            }
+        }
+    }
+    // The legend beside the chart, one line per family, so it never hides a point.
+    let legend = legend.margin(40, 10, 6, 6);
+    for (i, (family, pts)) in f.families.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let y = 10 + 22 * i as i32;
+        draw_marker(&legend, i / COLOURS.len(), (10, y + 7), colour)?;
+        let family = match family.as_str() {
+            "none" => "no perturbation",
+            "uniform" => "uniform noise",
+            "cloak" => "cloak (one σ map)",
+            other => other,
+        };
+        let name = if family == "arden" {
+            "arden (noisy features)".to_string()
+        } else if pts.len() == 1 && !pts[0].label.is_empty() {
+            format!("{family} ({})", pts[0].label)
+        } else {
+            family.to_string()
+        };
+        legend.draw(&Text::new(
+            name,
+            (24, y),
+            (FONT, 13).into_font().color(&BLACK),
+        ))?;
+    }
+    root.present()?;
     Ok(())
 }
 
-/// Writes a grid: a row of originals, then per perturber a row of σ maps (σ/σ_max in grey) and a
-/// row of perturbed uploads, for the first 8 test images, scaled up 4×.
+/// Writes a labelled grid for the first 8 test images, scaled up 4×: a row of originals, then
+/// per perturber a row of σ maps (σ/σ_max in the colour map, with its bar; for a bounded release
+/// its noiseless render) and a row of uploads.
 ///
 /// # Errors
-/// Model errors, or [`Error::Image`] when the PNG cannot be written.
+/// Model errors, or [`Error::Plot`] when the PNG cannot be drawn or written.
 pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()> {
-    let s = test.size;
     let n = test.len().min(8);
     let originals: Vec<RgbImage> = (0..n).map(|i| test.rgb(i)).collect();
-    let mut rows = vec![originals.clone()];
+    let mut grid = scrim_plots::Grid::new(4);
+    grid.row("original", originals.clone());
+    let mut any_sigma = false;
     for scheme in schemes {
         let onnx = match scheme {
             Scheme::Run { path } => RunDir::open(path)?.perturber_onnx(),
             Scheme::Onnx { perturber, .. } => perturber.clone(),
             _ => continue,
         };
+        let name = scheme_name(scheme);
         let model = Model::load_path(&onnx, BatchMode::Single)?;
         let sigma_max = model
             .manifest()
@@ -186,43 +348,120 @@ pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()
             .as_ref()
             .map_or(1.0, |p| p.sigma_max);
         let p = Perturber::with_noise(model, NoiseSource::from_os())?;
+        let bounded = p.release().is_some();
         let (mut sig_row, mut out_row) = (Vec::new(), Vec::new());
         for original in &originals {
             let x = rgb_to_tensor(original);
             let base = p.upload_base(&x)?;
-            if p.release().is_some() {
+            if bounded {
                 // A bounded release: its noiseless render, the most an upload can show.
                 sig_row.push(tensor_to_rgb(base.base())?);
             } else {
-                let sigma = base.sigma();
-                let scaled = sigma.data().iter().map(|&v| v / sigma_max).collect();
-                sig_row.push(tensor_to_rgb(&ImageTensor::new(sigma.shape(), scaled)?)?);
+                sig_row.push(sigma_image(base.sigma(), sigma_max));
             }
             out_row.push(tensor_to_rgb(&p.perturb_tensor(&x)?)?);
         }
-        rows.push(sig_row);
-        rows.push(out_row);
+        any_sigma |= !bounded;
+        let what = if bounded { "render" } else { "σ / σ max" };
+        grid.row(format!("{name}: {what}"), sig_row);
+        grid.row(format!("{name}: upload"), out_row);
     }
-    let scale = 4;
-    let gap = 2;
-    let cell = s * scale + gap;
-    let mut img = RgbImage::from_pixel(
-        (n * cell) as u32,
-        (rows.len() * cell) as u32,
-        Rgb([255, 255, 255]),
-    );
-    for (r, row) in rows.iter().enumerate() {
-        for (c, px) in row.iter().enumerate() {
-            for y in 0..s * scale {
-                for x in 0..s * scale {
-                    let v = *px.get_pixel((x / scale) as u32, (y / scale) as u32);
-                    img.put_pixel((c * cell + x) as u32, (r * cell + y) as u32, v);
-                }
-            }
+    if any_sigma {
+        grid.colorbar("σ / σ max", 0.0, 1.0);
+    }
+    grid.save(path).map_err(Error::Plot)
+}
+
+/// A σ map in the colour map: the mean over channels of σ/σ_max.
+pub(crate) fn sigma_image(sigma: &ImageTensor, sigma_max: f32) -> RgbImage {
+    let [_, c, h, w] = sigma.shape();
+    let d = sigma.data();
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let (x, y) = (x as usize, y as usize);
+        let mean = (0..c).map(|k| d[(k * h + y) * w + x]).sum::<f32>() / c.max(1) as f32;
+        scrim_plots::colormap(mean / sigma_max.max(f32::MIN_POSITIVE))
+    })
+}
+
+/// A short name for a scheme's row: its run folder or perturber file.
+fn scheme_name(scheme: &Scheme) -> String {
+    let path = match scheme {
+        Scheme::Run { path } => path.as_path(),
+        Scheme::Onnx { perturber, .. } => perturber.as_path(),
+        _ => return "scheme".into(),
+    };
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string());
+    match stem.as_deref() {
+        Some("perturber") | None => path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map_or_else(|| "perturber".into(), |n| n.to_string_lossy().to_string()),
+        Some(s) => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::fixtures::{report, scheme};
+    use crate::request::Attack;
+
+    #[test]
+    fn the_frontier_names_the_data_and_carries_seeds_labels_and_the_clean_line() {
+        let mut none = scheme("none", &[("texture", Attack::Cnn, 0.7)]);
+        none.desired_perturbed.accuracy = 0.95;
+        let mut a = scheme("run-a", &[("texture", Attack::Kerckhoffs, 0.5)]);
+        a.family = "scrim".into();
+        a.lambda = Some(0.2);
+        a.attacks[0].seeds = vec![0.48, 0.5, 0.52];
+        let mut b = scheme("run-b", &[("texture", Attack::Linear, 0.6)]);
+        b.family = "scrim".into();
+        b.lambda = Some(0.05);
+        let mut bounded = scheme("run-c", &[("texture", Attack::Cnn, 0.45)]);
+        bounded.family = "bounded".into();
+        bounded.mean_sigma = 0.25;
+        let r = report(
+            "utkface:/home/someone/data/UTKFace.tar.gz",
+            vec![none, a, b, bounded],
+        );
+        let f = Frontier::from_report(&r).expect("frontier");
+        assert_eq!(f.title, "UTKFace: shape kept, texture hidden");
+        assert_eq!(f.clean, Some(95.0));
+        assert!((f.majority - 40.0).abs() < 1e-9);
+        let scrim = &f.families["scrim"];
+        // Ordered by λ, labelled, with the seeds' spread.
+        assert_eq!(scrim[0].label, "λ 0.05");
+        assert_eq!(scrim[1].label, "λ 0.2");
+        assert!((scrim[1].spread.0 - 48.0).abs() < 1e-9 && (scrim[1].spread.1 - 52.0).abs() < 1e-9);
+        assert_eq!(scrim[0].spread, (60.0, 60.0));
+        assert_eq!(f.families["bounded"][0].label, "σ 0.25");
+        for (spec, title) in [
+            ("synthetic:300", "synthetic data"),
+            ("csv:/data/faces/labels.csv", "labels"),
+            ("imagefolder:/data/cifar10.tar.gz#train", "cifar10"),
+        ] {
+            assert_eq!(data_title(spec), title, "{spec}");
         }
     }
-    img.save(path).map_err(|source| Error::Image {
-        path: path.to_path_buf(),
-        source,
-    })
+
+    #[test]
+    fn a_frontier_plot_is_drawn_in_the_embedded_font() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = report(
+            "synthetic:300",
+            vec![scheme("none", &[("texture", Attack::Cnn, 0.7)])],
+        );
+        write_plots(&r, dir.path()).expect("plots");
+        let svg = std::fs::read_to_string(dir.path().join("frontier.svg")).expect("svg");
+        assert!(svg.contains("synthetic data: shape kept, texture hidden"));
+        assert!(svg.contains("no perturbation"));
+        let png = image::open(dir.path().join("frontier.png"))
+            .expect("png")
+            .to_rgb8();
+        // Text is drawn: the title row holds dark pixels.
+        let dark = (0..png.width())
+            .filter(|&x| (4..24).any(|y| png.get_pixel(x, y)[0] < 100))
+            .count();
+        assert!(dark > 50, "{dark}");
+    }
 }

@@ -184,3 +184,64 @@ pub(crate) fn mean_accuracy(accs: &[Accuracy]) -> Accuracy {
 fn one() -> usize {
     1
 }
+
+/// Reports for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use scrim_train::eval::Accuracy;
+
+    /// A scheme of family `none` whose desired accuracy is 0.9, with the given attacks
+    /// (attribute, kind, accuracy) at a majority rate of 0.4.
+    pub(crate) fn scheme(name: &str, attacks: &[(&str, Attack, f64)]) -> SchemeReport {
+        let acc = |a: f64| Accuracy {
+            accuracy: a,
+            balanced: a,
+            n: 100,
+        };
+        SchemeReport {
+            name: name.into(),
+            scheme: Scheme::None,
+            family: "none".into(),
+            lambda: None,
+            mean_sigma: 0.0,
+            rms_sigma: 0.0,
+            desired_clean: acc(0.9),
+            desired_perturbed: acc(0.9),
+            utility_model: String::new(),
+            attacks: attacks
+                .iter()
+                .map(|(attr, attacker, a)| AttackResult {
+                    attribute: (*attr).into(),
+                    attacker: *attacker,
+                    accuracy: acc(*a),
+                    ci95: 0.01,
+                    majority: 0.4,
+                    seeds: Vec::new(),
+                    seconds: 0.0,
+                })
+                .collect(),
+            reconstruction: None,
+            multiply_adds: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A report of `data` (desired `shape`, sensitive `texture`) holding `schemes`.
+    pub(crate) fn report(data: &str, schemes: Vec<SchemeReport>) -> AuditReport {
+        AuditReport {
+            data: data.into(),
+            desired: "shape".into(),
+            sensitive: vec!["texture".into()],
+            split_sizes: [1, 2, 3],
+            desired_majority: 0.5,
+            draws: 1,
+            attacker: scrim_train::eval::ClassifierConfig::new(),
+            recipes: None,
+            attacker_seeds: 1,
+            wall_seconds: 0.0,
+            schemes,
+            command: "scrim audit".into(),
+        }
+    }
+}
