@@ -32,7 +32,44 @@ pub(crate) fn check(onnx: &[u8]) -> Result<()> {
     let Some(graph) = model.graph else {
         return Ok(());
     };
+    check_names(&graph)?;
     check_graph(&graph)
+}
+
+/// Every value the graph reads or outputs must be defined: a graph input, an initializer or a
+/// node's output (tract indexes its name table with them and panics on a missing one). Only the
+/// top-level graph: a subgraph may read its parent's values.
+fn check_names(graph: &pb::GraphProto) -> Result<()> {
+    let defined: std::collections::HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)))
+        .collect();
+    for node in &graph.node {
+        if let Some(missing) = node
+            .input
+            .iter()
+            .find(|i| !i.is_empty() && !defined.contains(i.as_str()))
+        {
+            return Err(Error::InvalidModel(format!(
+                "{} node {:?} reads {missing:?}, which no input, initializer or node defines",
+                node.op_type, node.name
+            )));
+        }
+    }
+    if let Some(missing) = graph
+        .output
+        .iter()
+        .find(|o| !defined.contains(o.name.as_str()))
+    {
+        return Err(Error::InvalidModel(format!(
+            "graph output {:?} is not defined by any input, initializer or node",
+            missing.name
+        )));
+    }
+    Ok(())
 }
 
 fn check_graph(graph: &pb::GraphProto) -> Result<()> {

@@ -132,3 +132,21 @@ fn an_allocation_tract_cannot_make_is_an_error_not_a_panic() {
     let err = load(&onnx).expect_err("expand bomb");
     assert!(matches!(err, Error::InvalidModel(_)), "{err}");
 }
+
+#[test]
+fn values_that_nothing_defines_are_refused_before_tract() {
+    // Found by the onnx_model fuzz target: a graph output that no node produces made tract
+    // index its name table and panic.
+    let onnx = model(vec![], vec![node("Identity", &["image"], "big")]);
+    // The well-formed graph passes the name check (and fails later, on the manifest's labels).
+    let err = load(&onnx).expect_err("no classifier");
+    assert!(err.to_string().contains("labels"), "{err}");
+    let mut g = pb::ModelProto::decode(&onnx[..]).expect("decode");
+    let graph = g.graph.as_mut().expect("graph");
+    graph.output[0].name = "nowhere".into();
+    let err = load(&g.encode_to_vec()).expect_err("undefined output");
+    assert!(err.to_string().contains("\"nowhere\""), "{err}");
+    let onnx = model(vec![], vec![node("Identity", &["missing"], "big")]);
+    let err = load(&onnx).expect_err("undefined input");
+    assert!(err.to_string().contains("\"missing\""), "{err}");
+}

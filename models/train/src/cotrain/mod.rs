@@ -238,6 +238,7 @@ pub fn train(
             m.images_per_sec
         ));
         run.append_metrics(&m)?;
+        run.write_curves();
         state.epochs_done = epoch + 1;
         let eligible = match phase {
             Phase::Warmup => false,

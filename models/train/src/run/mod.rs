@@ -5,6 +5,7 @@
 //!   config.json            the full TrainConfig (reload, resume, reproduce)
 //!   split.json             train/val/test indices into the dataset
 //!   metrics.jsonl          one EpochMetrics line per epoch
+//!   curves.svg, curves.png training curves, redrawn after every epoch
 //!   best-*.bpk             the kept checkpoint (burnpack)
 //!   last-*.bpk, last-optim-*.bpk, checkpoint.json   for --resume
 //!   perturber.onnx + perturber.json, recognizer.onnx + recognizer.json   the artifacts
@@ -14,6 +15,7 @@
 //! ([`commit`]), so a run killed at any point resumes from a whole checkpoint.
 
 mod commit;
+mod curves;
 
 use std::path::{Path, PathBuf};
 
