@@ -86,6 +86,7 @@ fn check_graph(graph: &pb::GraphProto) -> Result<()> {
                 check_graph(g)?;
             }
         }
+        check_window(graph, node)?;
         if node.op_type == "ConstantOfShape"
             && let Some(shape) = node.input.first().and_then(|name| constant(graph, name))
         {
@@ -93,6 +94,55 @@ fn check_graph(graph: &pb::GraphProto) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The window attributes of a convolution or pooling node must agree in rank: `strides` and
+/// `dilations` as long as `kernel_shape`, `pads` twice as long, and a convolution's kernel as
+/// many spatial axes as its weight initializer (tract indexes one by the other and panics).
+fn check_window(graph: &pb::GraphProto, node: &pb::NodeProto) -> Result<()> {
+    if !matches!(
+        node.op_type.as_str(),
+        "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "LpPool"
+    ) {
+        return Ok(());
+    }
+    let ints = |name: &str| {
+        node.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ints.len())
+    };
+    let weight_rank = node
+        .input
+        .get(1)
+        .filter(|_| node.op_type.starts_with("Conv"))
+        .and_then(|w| graph.initializer.iter().find(|t| &t.name == w))
+        .map(|t| t.dims.len().saturating_sub(2));
+    let Some(rank) = ints("kernel_shape").or(weight_rank) else {
+        return Ok(());
+    };
+    let expected = [
+        ("kernel_shape", rank),
+        ("strides", rank),
+        ("dilations", rank),
+        ("pads", 2 * rank),
+    ];
+    let bad = expected
+        .iter()
+        .find(|(name, n)| ints(name).is_some_and(|len| len != *n))
+        .map(|(name, n)| format!("{name} has {} values, expected {n}", ints(name).unwrap_or(0)))
+        .or_else(|| {
+            weight_rank
+                .filter(|&w| w != rank)
+                .map(|w| format!("kernel_shape has {rank} axes, its weight {w}"))
+        });
+    match bad {
+        Some(why) => Err(Error::InvalidModel(format!(
+            "{} node {:?}: {why}",
+            node.op_type, node.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The tensor behind value `name` when it is an initializer or the output of a `Constant` node.

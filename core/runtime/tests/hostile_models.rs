@@ -150,3 +150,38 @@ fn values_that_nothing_defines_are_refused_before_tract() {
     let err = load(&onnx).expect_err("undefined input");
     assert!(err.to_string().contains("\"missing\""), "{err}");
 }
+
+#[test]
+fn convolution_windows_of_mismatched_rank_are_refused_before_tract() {
+    // Found by the onnx_model fuzz target: `strides` with one value on a 3×3 kernel made tract
+    // index past the end of it and panic.
+    let conv = |strides: &[i64]| {
+        let mut n = node("Conv", &["image", "w"], "big");
+        n.attribute = vec![
+            pb::AttributeProto {
+                name: "kernel_shape".into(),
+                r#type: pb::attribute_proto::AttributeType::Ints as i32,
+                ints: vec![1, 1],
+                ..Default::default()
+            },
+            pb::AttributeProto {
+                name: "strides".into(),
+                r#type: pb::attribute_proto::AttributeType::Ints as i32,
+                ints: strides.to_vec(),
+                ..Default::default()
+            },
+        ];
+        let w = pb::TensorProto {
+            name: "w".into(),
+            dims: vec![3, 3, 1, 1],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: vec![0.5; 9],
+            ..Default::default()
+        };
+        model(vec![w], vec![n])
+    };
+    let err = load(&conv(&[1, 1])).expect_err("not a classifier");
+    assert!(err.to_string().contains("labels"), "{err}");
+    let err = load(&conv(&[129])).expect_err("one stride for two axes");
+    assert!(err.to_string().contains("strides has 1 values, expected 2"), "{err}");
+}

@@ -2,9 +2,26 @@
 //! the fuzzer once found stays fixed, and a target that starts to panic fails CI.
 
 use std::path::Path;
+use std::sync::Mutex;
+
+/// Every panic, caught or not, as libFuzzer sees them: `Model::load` turns a panic inside tract
+/// into an error, but a panic is still a defect to fix before it (libFuzzer aborts on it).
+static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn record_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let mut p = PANICS.lock().unwrap_or_else(|e| e.into_inner());
+        p.push(info.to_string());
+    }));
+}
+
+fn take_panics() -> Vec<String> {
+    std::mem::take(&mut *PANICS.lock().unwrap_or_else(|e| e.into_inner()))
+}
 
 #[test]
 fn every_target_survives_its_seeds_and_its_corpus() {
+    record_panics();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (name, target) in scrim_fuzz::TARGETS {
         let seeds = scrim_fuzz::seeds(name);
@@ -12,6 +29,7 @@ fn every_target_survives_its_seeds_and_its_corpus() {
         for s in &seeds {
             target(s);
         }
+        assert_eq!(take_panics(), Vec::<String>::new(), "{name}: a seed panics");
         let dir = root.join(name);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -21,9 +39,9 @@ fn every_target_survives_its_seeds_and_its_corpus() {
         assert!(!files.is_empty(), "{name}: empty corpus");
         for path in &files {
             let bytes = std::fs::read(path).expect("corpus file");
-            // A panic names the file through the hook's message below.
-            let result = std::panic::catch_unwind(|| target(&bytes));
-            assert!(result.is_ok(), "{name}: {} panics", path.display());
+            let _ = std::panic::catch_unwind(|| target(&bytes));
+            let panics = take_panics();
+            assert!(panics.is_empty(), "{name}: {} panics: {panics:?}", path.display());
         }
         eprintln!(
             "{name}: {} seeds, {} corpus inputs",
