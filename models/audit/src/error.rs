@@ -88,9 +88,6 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A figure could not be drawn or written.
-    #[error(transparent)]
-    Plot(#[from] scrim_plots::Error),
     /// Data, training or evaluation went wrong (unknown labels, unreadable runs, ...).
     #[error(transparent)]
     Train(#[from] scrim_train::Error),

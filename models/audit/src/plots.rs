@@ -4,15 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use image::RgbImage;
 use plotters::prelude::*;
-use scrim_core::imaging::{rgb_to_tensor, tensor_to_rgb};
-use scrim_core::{BatchMode, ImageTensor, Model, NoiseSource, Perturber};
 
 use scrim_train::data::Dataset;
 use scrim_train::run::RunDir;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::reports::AuditReport;
 use crate::request::Scheme;
 
@@ -322,65 +319,23 @@ where
     Ok(())
 }
 
-/// Writes a labelled grid for the first 8 test images, scaled up 4×: a row of originals, then
-/// per perturber a row of σ maps (σ/σ_max in the colour map, with its bar; for a bounded release
-/// its noiseless render) and a row of uploads.
+/// Writes the labelled sample grid of the schemes that have a perturber ONNX
+/// ([`scrim_train::figures::sample_grid`]).
 ///
 /// # Errors
-/// Model errors, or [`Error::Plot`] when the PNG cannot be drawn or written.
+/// Model errors, or a figure error when the PNG cannot be drawn or written.
 pub fn sample_grid(schemes: &[Scheme], test: &Dataset, path: &Path) -> Result<()> {
-    let n = test.len().min(8);
-    let originals: Vec<RgbImage> = (0..n).map(|i| test.rgb(i)).collect();
-    let mut grid = scrim_plots::Grid::new(4);
-    grid.row("original", originals.clone());
-    let mut any_sigma = false;
+    let mut perturbers = Vec::new();
     for scheme in schemes {
         let onnx = match scheme {
             Scheme::Run { path } => RunDir::open(path)?.perturber_onnx(),
             Scheme::Onnx { perturber, .. } => perturber.clone(),
             _ => continue,
         };
-        let name = scheme_name(scheme);
-        let model = Model::load_path(&onnx, BatchMode::Single)?;
-        let sigma_max = model
-            .manifest()
-            .perturber
-            .as_ref()
-            .map_or(1.0, |p| p.sigma_max);
-        let p = Perturber::with_noise(model, NoiseSource::from_os())?;
-        let bounded = p.release().is_some();
-        let (mut sig_row, mut out_row) = (Vec::new(), Vec::new());
-        for original in &originals {
-            let x = rgb_to_tensor(original);
-            let base = p.upload_base(&x)?;
-            if bounded {
-                // A bounded release: its noiseless render, the most an upload can show.
-                sig_row.push(tensor_to_rgb(base.base())?);
-            } else {
-                sig_row.push(sigma_image(base.sigma(), sigma_max));
-            }
-            out_row.push(tensor_to_rgb(&p.perturb_tensor(&x)?)?);
-        }
-        any_sigma |= !bounded;
-        let what = if bounded { "render" } else { "σ / σ max" };
-        grid.row(format!("{name}: {what}"), sig_row);
-        grid.row(format!("{name}: upload"), out_row);
+        perturbers.push((scheme_name(scheme), onnx));
     }
-    if any_sigma {
-        grid.colorbar("σ / σ max", 0.0, 1.0);
-    }
-    grid.save(path).map_err(Error::Plot)
-}
-
-/// A σ map in the colour map: the mean over channels of σ/σ_max.
-pub(crate) fn sigma_image(sigma: &ImageTensor, sigma_max: f32) -> RgbImage {
-    let [_, c, h, w] = sigma.shape();
-    let d = sigma.data();
-    RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        let (x, y) = (x as usize, y as usize);
-        let mean = (0..c).map(|k| d[(k * h + y) * w + x]).sum::<f32>() / c.max(1) as f32;
-        scrim_plots::colormap(mean / sigma_max.max(f32::MIN_POSITIVE))
-    })
+    scrim_train::figures::sample_grid(&perturbers, test, path)?;
+    Ok(())
 }
 
 /// A short name for a scheme's row: its run folder or perturber file.

@@ -98,6 +98,16 @@ impl LineChart {
                 x1 = x0 + 1.0;
             }
             let pad = ((y1 - y0) * 0.08).max(1e-3);
+            // Whole-number x values (epochs) get whole-number ticks, one per value up to 12.
+            let integer_x = series
+                .iter()
+                .flat_map(|s| s.points.iter())
+                .all(|p| p.0.fract() == 0.0);
+            let x_ticks = if integer_x {
+                ((x1 - x0) as usize + 1).min(12)
+            } else {
+                10
+            };
             let mut chart = ChartBuilder::on(area)
                 .margin(10)
                 .x_label_area_size(36)
@@ -106,6 +116,14 @@ impl LineChart {
             chart
                 .configure_mesh()
                 .x_desc(self.x_desc.as_str())
+                .x_labels(x_ticks)
+                .x_label_formatter(&|v| {
+                    if integer_x {
+                        format!("{v:.0}")
+                    } else {
+                        format!("{v}")
+                    }
+                })
                 .y_desc(y_desc.as_str())
                 .label_style((FONT, 12))
                 .draw()?;

@@ -94,6 +94,9 @@ pub enum Error {
     Core(#[from] scrim_core::Error),
     /// A failure inside training that is not the input's fault (a panicked worker thread, a
     /// serialisation error).
+    /// A figure could not be drawn or written.
+    #[error(transparent)]
+    Figure(#[from] scrim_plots::Error),
     #[error("{0}")]
     Internal(String),
 }

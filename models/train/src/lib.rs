@@ -27,6 +27,7 @@ pub mod data;
 mod error;
 pub mod eval;
 pub mod export;
+pub mod figures;
 pub mod keyed;
 pub mod nets;
 pub mod report;

@@ -96,6 +96,11 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
         ds.subset(&split.val),
         ds.subset(&split.test),
     );
+    crate::figures::sample_grid(
+        &[("demo".into(), run.perturber_onnx())],
+        &test_ds,
+        &run.file("samples.png"),
+    )?;
     let mut rows = Vec::new();
     for perturbed in [false, true] {
         let (tr, va, te) = if perturbed {
