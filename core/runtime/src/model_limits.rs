@@ -45,7 +45,12 @@ fn check_names(graph: &pb::GraphProto) -> Result<()> {
         .iter()
         .map(|v| v.name.as_str())
         .chain(graph.initializer.iter().map(|t| t.name.as_str()))
-        .chain(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(String::as_str)),
+        )
         .collect();
     for node in &graph.node {
         if let Some(missing) = node
@@ -130,7 +135,12 @@ fn check_window(graph: &pb::GraphProto, node: &pb::NodeProto) -> Result<()> {
     let bad = expected
         .iter()
         .find(|(name, n)| ints(name).is_some_and(|len| len != *n))
-        .map(|(name, n)| format!("{name} has {} values, expected {n}", ints(name).unwrap_or(0)))
+        .map(|(name, n)| {
+            format!(
+                "{name} has {} values, expected {n}",
+                ints(name).unwrap_or(0)
+            )
+        })
         .or_else(|| {
             weight_rank
                 .filter(|&w| w != rank)

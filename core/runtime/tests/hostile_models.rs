@@ -183,5 +183,8 @@ fn convolution_windows_of_mismatched_rank_are_refused_before_tract() {
     let err = load(&conv(&[1, 1])).expect_err("not a classifier");
     assert!(err.to_string().contains("labels"), "{err}");
     let err = load(&conv(&[129])).expect_err("one stride for two axes");
-    assert!(err.to_string().contains("strides has 1 values, expected 2"), "{err}");
+    assert!(
+        err.to_string().contains("strides has 1 values, expected 2"),
+        "{err}"
+    );
 }

@@ -41,7 +41,11 @@ fn every_target_survives_its_seeds_and_its_corpus() {
             let bytes = std::fs::read(path).expect("corpus file");
             let _ = std::panic::catch_unwind(|| target(&bytes));
             let panics = take_panics();
-            assert!(panics.is_empty(), "{name}: {} panics: {panics:?}", path.display());
+            assert!(
+                panics.is_empty(),
+                "{name}: {} panics: {panics:?}",
+                path.display()
+            );
         }
         eprintln!(
             "{name}: {} seeds, {} corpus inputs",
