@@ -102,6 +102,7 @@ impl From<scrim_core::Error> for ScrimError {
             // from a model whose outputs do not match its manifest.
             e @ (E::WrongSize { .. }
             | E::InvalidManifest(_)
+            | E::MissingManifest { .. }
             | E::InvalidModel(_)
             | E::InvalidKey(_)) => Self::InvalidModel {
                 detail: e.to_string(),

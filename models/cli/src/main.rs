@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Co-train a perturber and a recognizer, export both to ONNX, and test them.
     Train(train::Args),
-    /// Perturb images with a trained perturber (8-bit PNGs, same file names).
+    /// Perturb images with a trained perturber (8-bit PNGs named after the inputs: photo.jpg →
+    /// photo.png).
     Perturb(perturb::Args),
     /// Classify images with a trained recognizer (JSON lines).
     Classify(classify::Args),

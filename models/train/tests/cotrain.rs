@@ -68,33 +68,44 @@ fn train_export_resume_perturb_classify() {
     img.save(inputs.join("a.png")).expect("png");
     img.save(inputs.join("b.jpg")).expect("jpg");
     let files = workflow::list_images(&inputs).expect("list");
-    let written = workflow::perturb_files(
-        &run.perturber_onnx(),
-        &files,
-        &dir.path().join("out"),
-        Some(1),
-    )
-    .expect("perturb");
+    let written = uploads(
+        workflow::perturb_files(
+            &run.perturber_onnx(),
+            &files,
+            &dir.path().join("out"),
+            Some(1),
+        )
+        .expect("perturb"),
+    );
     assert_eq!(written.len(), 2);
+    // Named after the inputs, with the extension .png: b.jpg → b.png.
+    assert_eq!(written[1].file_name(), Some("b.png".as_ref()));
     let back = image::open(&written[0]).expect("open").to_rgb8();
     assert_eq!(
         back.dimensions(),
         (16, 16),
         "uploads are at the model's size"
     );
-    let again = workflow::perturb_files(
-        &run.perturber_onnx(),
-        &files,
-        &dir.path().join("out2"),
-        Some(1),
-    )
-    .expect("perturb");
+    let again = uploads(
+        workflow::perturb_files(
+            &run.perturber_onnx(),
+            &files,
+            &dir.path().join("out2"),
+            Some(1),
+        )
+        .expect("perturb"),
+    );
     assert_eq!(
         std::fs::read(&written[0]).ok(),
         std::fs::read(&again[0]).ok(),
         "seeded noise repeats"
     );
-    let classified = workflow::classify_files(&run.recognizer_onnx(), &written).expect("classify");
+    let classified: Vec<_> =
+        workflow::classify_files(&run.recognizer_onnx(), &written, &Default::default())
+            .expect("classify")
+            .into_iter()
+            .map(|r| r.outcome.expect("an upload classifies"))
+            .collect();
     assert_eq!(classified.len(), 2);
     let total: f32 = classified[0].labels.iter().map(|(_, s)| s).sum();
     assert!((total - 1.0).abs() < 1e-4);
@@ -104,6 +115,14 @@ fn train_export_resume_perturb_classify() {
             .iter()
             .all(|(l, _)| l == "circle" || l == "square")
     );
+}
+
+/// The uploads written, failing the test on any file that failed.
+fn uploads(results: Vec<workflow::FileResult<std::path::PathBuf>>) -> Vec<std::path::PathBuf> {
+    results
+        .into_iter()
+        .map(|r| r.outcome.expect("every file perturbs"))
+        .collect()
 }
 
 #[test]

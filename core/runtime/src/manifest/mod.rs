@@ -268,6 +268,24 @@ impl Manifest {
         })
     }
 
+    /// Reads the manifest that belongs beside the ONNX file `onnx` ([`Manifest::path_for`]).
+    ///
+    /// # Errors
+    /// [`Error::MissingManifest`] naming both files when it is not there; otherwise as
+    /// [`Manifest::load`].
+    pub fn load_beside(onnx: &Path) -> Result<Self> {
+        let path = Self::path_for(onnx);
+        Self::load(&path).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::MissingManifest {
+                    manifest: path.clone(),
+                    model: onnx.to_path_buf(),
+                }
+            }
+            other => other,
+        })
+    }
+
     /// The manifest path that belongs to an ONNX path (`x/model.onnx` → `x/model.json`).
     pub fn path_for(onnx: &Path) -> PathBuf {
         onnx.with_extension("json")

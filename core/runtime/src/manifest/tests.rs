@@ -122,3 +122,21 @@ fn a_bounded_release_needs_version_2_and_one_map_output() {
         1
     );
 }
+
+#[test]
+fn a_missing_manifest_names_itself_and_its_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let onnx = dir.path().join("recognizer.onnx");
+    let err = Manifest::load_beside(&onnx)
+        .expect_err("no manifest")
+        .to_string();
+    let json = dir.path().join("recognizer.json");
+    assert!(
+        err.starts_with(&format!("manifest not found: {}", json.display()))
+            && err.contains(&format!("beside the model {}", onnx.display()))
+            && !err.contains("os error"),
+        "{err}"
+    );
+    sample().save(&json).expect("save");
+    assert_eq!(Manifest::load_beside(&onnx).ok(), Some(sample()));
+}
