@@ -38,7 +38,7 @@ enum Command {
     Audit(audit::Args),
     /// Train one run per (variant, λ) and audit them together: the privacy–utility frontier.
     Sweep(sweep::Args),
-    /// Merge audit reports into docs/RESULTS.md with the frontier plot.
+    /// Merge audit reports into one Markdown document (--out) with the frontier plot.
     Results(results::Args),
     /// Write a new 256-bit secret key file (for `protect` and `train --block-key`).
     Keygen(keygen::Args),

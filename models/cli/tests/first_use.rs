@@ -1,5 +1,6 @@
 //! What a new user meets first, through the binary: `scrim perturb` and `scrim classify` (what
-//! they print, write and exit with, on the untrained fixture models of scrim-core).
+//! they print, write and exit with, on the untrained fixture models of scrim-core) and where
+//! commands write by default.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -210,4 +211,33 @@ fn one_bad_file_does_not_stop_a_folder() {
         err.contains(s(&uploads.join("junk.png"))) && err.contains("1 of 3 files"),
         "{err}"
     );
+}
+
+#[test]
+fn documents_are_written_only_where_out_says() {
+    // `scrim results` and `scrim protect eval` used to write into ./docs of whatever folder they
+    // started in; now they need --out (bench writes into its own --out folder, see bench.rs).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    for args in [
+        vec!["results", "--report", s(&report)],
+        vec![
+            "protect",
+            "eval",
+            "--train",
+            "synthetic",
+            "--test",
+            "synthetic",
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_scrim"))
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run scrim");
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains("--out"), "{args:?}: {err}");
+        assert!(!dir.path().join("docs").exists(), "{args:?} wrote ./docs");
+    }
 }
