@@ -103,6 +103,7 @@ impl From<scrim_core::Error> for ScrimError {
             e @ (E::WrongSize { .. }
             | E::InvalidManifest(_)
             | E::MissingManifest { .. }
+            | E::MismatchedRuns { .. }
             | E::InvalidModel(_)
             | E::InvalidKey(_)) => Self::InvalidModel {
                 detail: e.to_string(),

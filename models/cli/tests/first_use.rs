@@ -23,6 +23,14 @@ fn models(dir: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
+/// Marks the models in `dir` as written by run `name` with id `id`.
+fn mark(model: &Path, name: &str, id: &str) {
+    let m = Manifest::load_beside(model).expect("manifest");
+    m.with_run(name, id)
+        .save(&Manifest::path_for(model))
+        .expect("save");
+}
+
 /// Saves a `w × h` gradient at `path` (format from the extension).
 fn photo(path: &Path, w: u32, h: u32) {
     image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 5) as u8, (y * 7) as u8, 90]))
@@ -240,4 +248,47 @@ fn documents_are_written_only_where_out_says() {
         assert!(err.contains("--out"), "{args:?}: {err}");
         assert!(!dir.path().join("docs").exists(), "{args:?} wrote ./docs");
     }
+}
+
+#[test]
+fn classify_refuses_a_perturber_of_another_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (perturber, recognizer) = models(dir.path());
+    let input = dir.path().join("photo.jpg");
+    photo(&input, 40, 30);
+    let classify = || {
+        scrim(&[
+            "classify",
+            "--model",
+            s(&recognizer),
+            "--perturber",
+            s(&perturber),
+            "--input",
+            s(&input),
+        ])
+    };
+    // Models without run ids (exported before them) pair unchecked, with a warning.
+    let out = classify();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no run id"), "{err}");
+    assert!(text(&out.stdout).contains("\"label\""));
+
+    mark(&perturber, "a", "00000000000000aa");
+    mark(&recognizer, "a", "00000000000000aa");
+    let out = classify();
+    let err = text(&out.stderr);
+    assert!(out.status.success() && !err.contains("warning"), "{err}");
+
+    mark(&recognizer, "b", "00000000000000bb");
+    let out = classify();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(text(&out.stdout).is_empty());
+    assert!(
+        err.contains("different training runs")
+            && err.contains("run a, id 00000000000000aa")
+            && err.contains("run b, id 00000000000000bb"),
+        "{err}"
+    );
 }

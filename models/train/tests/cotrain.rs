@@ -45,6 +45,29 @@ fn train_export_resume_perturb_classify() {
     }
     let run = RunDir::open(&out).expect("open");
     assert_eq!(run.metrics().expect("metrics").len(), 3);
+    // Both models carry the run's name and one fresh id, in their manifests and in their ONNX
+    // metadata (with the labels), and they pair.
+    let card = |onnx: &std::path::Path| {
+        let m = scrim_core::Manifest::load_beside(onnx).expect("manifest");
+        let meta = scrim_core::onnx_graph::metadata(&std::fs::read(onnx).expect("onnx"))
+            .expect("metadata");
+        assert_eq!(meta.get("scrim.run_id"), m.run_id.as_ref(), "{meta:?}");
+        assert_eq!(meta.get("scrim.run_name"), m.run_name.as_ref(), "{meta:?}");
+        (m, meta)
+    };
+    let (pm, _) = card(&run.perturber_onnx());
+    let (rm, rmeta) = card(&run.recognizer_onnx());
+    assert_eq!(pm.run_name.as_deref(), Some("run"));
+    assert_eq!(pm.run_id.as_ref().map(String::len), Some(16));
+    assert_eq!((&pm.run_name, &pm.run_id), (&rm.run_name, &rm.run_id));
+    assert_eq!(
+        rmeta.get("scrim.labels").map(String::as_str),
+        Some(r#"["circle","square"]"#)
+    );
+    assert_eq!(
+        scrim_core::manifest::check_pair(&pm, &rm).ok(),
+        Some(scrim_core::manifest::Pairing::SameRun)
+    );
     assert!(summary.mean_sigma > 0.0 && summary.mean_sigma < 1.0);
     assert!((0.0..=1.0).contains(&summary.test_perturbed.accuracy));
 

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use scrim_core::manifest::{Pairing, check_pair};
 use scrim_core::{BatchMode, Model, NoiseSource, Perturber, Role};
 use serde::{Deserialize, Serialize};
 
@@ -206,7 +207,8 @@ pub struct ClassifyOptions {
 ///
 /// # Errors
 /// Only for what stops every file: a model that is missing, invalid or not a recognizer, or a
-/// perturber from another run than the recognizer.
+/// perturber from another run than the recognizer (`scrim_core::Error::MismatchedRuns`, when
+/// both carry a run id; without ids the pair is used unchecked, with a warning).
 pub fn classify_files(
     model: &Path,
     inputs: &[PathBuf],
@@ -215,8 +217,15 @@ pub fn classify_files(
     let model = load_role(model, Role::Recognizer, BatchMode::Single)?;
     let m = model.manifest().clone();
     let perturber = match &opts.perturber {
-        Some(p) => {
-            let p = Perturber::new(load_role(p, Role::Perturber, BatchMode::Single)?)?;
+        Some(path) => {
+            let p = Perturber::new(load_role(path, Role::Perturber, BatchMode::Single)?)?;
+            if check_pair(p.manifest(), &m)? == Pairing::Unknown {
+                crate::report::note(&format!(
+                    "warning: {} or the recognizer carries no run id (exported before run ids \
+                     existed), so whether they were co-trained together is not checked",
+                    path.display()
+                ));
+            }
             if m.key.is_some() {
                 return Err(Error::option(
                     "--perturber",
