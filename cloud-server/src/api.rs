@@ -84,6 +84,14 @@ pub struct ModelInfo {
     pub key: Option<KeyRequirement>,
     /// Manifest format version.
     pub format_version: u32,
+    /// The training run the recognizer comes from (absent for models exported before run
+    /// names existed).
+    #[serde(default)]
+    pub run_name: Option<String>,
+    /// The run's id: the perturber co-trained with this recognizer carries the same one, so an
+    /// app can check that it uploads through the right perturber. Absent for older models.
+    #[serde(default)]
+    pub run_id: Option<String>,
     /// The protection level served (0 = the model file as configured; for a selectively
     /// encrypted model, nothing restored).
     #[serde(default)]
@@ -104,6 +112,8 @@ impl From<&Manifest> for ModelInfo {
             normalization: m.normalization.clone(),
             key: m.key.clone(),
             format_version: m.format_version,
+            run_name: m.run_name.clone(),
+            run_id: m.run_id.clone(),
             level: 0,
             tiers: Vec::new(),
         }

@@ -125,6 +125,12 @@ pub(crate) fn document() -> Value {
                             }},
                             "key": { "type": ["object", "null"] },
                             "format_version": { "type": "integer" },
+                            "run_name": { "type": ["string", "null"], "description":
+                                "The training run the recognizer comes from (null for models \
+                                 exported before run names existed)." },
+                            "run_id": { "type": ["string", "null"], "description":
+                                "The run's id (16 hex digits); the perturber co-trained with \
+                                 this recognizer carries the same one. Null for older models." },
                             "level": { "type": "integer" },
                             "tiers": { "type": "array", "items": { "type": "string" } }
                         }

@@ -209,6 +209,23 @@ async fn models_lists_the_public_manifest_fields() {
     assert_eq!(m.labels, LABELS);
     assert_eq!(m.input, InputSpec::rgb(32, 32));
     assert_eq!(m.task.as_deref(), Some("fixture"));
+    // The fixture, like models exported before run ids, has none: shown as null.
+    assert_eq!((&m.run_name, &m.run_id), (&None, &None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_shows_the_run_name_and_id() {
+    let (_dir, config) = fixture_config();
+    let manifest = scrim_core::Manifest::path_for(&config.model);
+    scrim_core::Manifest::load(&manifest)
+        .expect("manifest")
+        .with_run("utk-gender", "0123456789abcdef")
+        .save(&manifest)
+        .expect("save");
+    let (_, app) = router(&config);
+    let raw = send(&app, get("/v1/models")).await.json();
+    assert_eq!(raw["models"][0]["run_name"], "utk-gender", "{raw}");
+    assert_eq!(raw["models"][0]["run_id"], "0123456789abcdef", "{raw}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,8 @@ impl From<scrim_core::Error> for ScrimError {
             // from a model whose outputs do not match its manifest.
             e @ (E::WrongSize { .. }
             | E::InvalidManifest(_)
+            | E::MissingManifest { .. }
+            | E::MismatchedRuns { .. }
             | E::InvalidModel(_)
             | E::InvalidKey(_)) => Self::InvalidModel {
                 detail: e.to_string(),

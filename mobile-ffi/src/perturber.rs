@@ -50,9 +50,15 @@ impl Perturber {
     /// of a `scrim keygen` key file). A recognizer without a `key` section needs no transform, and
     /// none is applied. The key stays on the device.
     ///
+    /// The perturber and the recognizer must come from the same training run: when both
+    /// manifests carry a run id (every model exported since run ids exist) and the ids differ,
+    /// the perturber is refused, because the recognizer reads only the uploads of the perturber
+    /// it was co-trained with. Older models without a run id load unchecked.
+    ///
     /// # Errors
-    /// [`crate::ScrimError::InvalidModel`] for an invalid model or manifest, a malformed key
-    /// file, or a transform that cannot travel as an 8-bit PNG (FFX).
+    /// [`crate::ScrimError::InvalidModel`] for an invalid model or manifest, a perturber and a
+    /// recognizer of different runs, a malformed key file, or a transform that cannot travel as
+    /// an 8-bit PNG (FFX).
     #[uniffi::constructor]
     pub fn with_key(
         onnx: Vec<u8>,
@@ -67,6 +73,7 @@ impl Perturber {
                 &manifest_json,
                 scrim_core::NoiseSource::from_os(),
             )?;
+            scrim_core::manifest::check_pair(inner.manifest(), &recognizer)?;
             if let Some(req) = &recognizer.key {
                 let key = scrim_core::SecretKey::from_file_bytes(&key_file)?;
                 let t = scrim_core::BlockTransform::for_requirement(&key, req)?;
@@ -106,6 +113,19 @@ impl Perturber {
     /// The model's name from its manifest.
     pub fn model_name(&self) -> String {
         self.inner.manifest().name.clone()
+    }
+
+    /// The name of the training run the perturber comes from (its manifest's `run_name`), or
+    /// none for a model exported before run names existed.
+    pub fn run_name(&self) -> Option<String> {
+        self.inner.manifest().run_name.clone()
+    }
+
+    /// The id of the training run the perturber comes from (its manifest's `run_id`, 16 hex
+    /// digits); the recognizer it was co-trained with carries the same one. None for a model
+    /// exported before run ids existed.
+    pub fn run_id(&self) -> Option<String> {
+        self.inner.manifest().run_id.clone()
     }
 
     /// True for a perturber built with [`Perturber::seeded_for_tests`]; an app can assert that
@@ -311,6 +331,40 @@ mod tests {
             Perturber::with_key(onnx, json, key_file, recognizer.to_json()),
             Err(ScrimError::InvalidModel { .. })
         ));
+    }
+
+    #[test]
+    fn with_key_refuses_a_recognizer_of_another_run() {
+        let (onnx, perturber) = scrim_core::fixtures::perturber(8, 0.2);
+        let (_, recognizer) = scrim_core::fixtures::recognizer(8, &["a", "b"]);
+        let key_file = scrim_core::SecretKey::from_bytes([4; 32])
+            .to_file_bytes()
+            .to_vec();
+        let load = |p: &scrim_core::Manifest, r: &scrim_core::Manifest| {
+            Perturber::with_key(onnx.clone(), p.to_json(), key_file.clone(), r.to_json())
+        };
+        let ours = perturber.clone().with_run("utk", "0123456789abcdef");
+        let p = load(
+            &ours,
+            &recognizer.clone().with_run("utk", "0123456789abcdef"),
+        )
+        .expect("same run");
+        assert_eq!(p.run_name().as_deref(), Some("utk"));
+        assert_eq!(p.run_id().as_deref(), Some("0123456789abcdef"));
+        let err = load(
+            &ours,
+            &recognizer.clone().with_run("other", "fedcba9876543210"),
+        )
+        .expect_err("another run");
+        assert!(
+            matches!(&err, ScrimError::InvalidModel { detail }
+                if detail.contains("different training runs") && detail.contains("fedcba9876543210")),
+            "{err:?}"
+        );
+        // Models exported before run ids load unchecked, either way round.
+        let old = load(&perturber, &recognizer).expect("no ids");
+        assert_eq!(old.run_id(), None);
+        load(&ours, &recognizer).expect("recognizer without id");
     }
 
     #[test]

@@ -35,6 +35,31 @@ pub enum Error {
     /// A manifest is missing, malformed or inconsistent.
     #[error("invalid manifest: {0}")]
     InvalidManifest(String),
+    /// The manifest that belongs beside an ONNX file is not there.
+    #[error(
+        "manifest not found: {} (expected beside the model {}: `scrim train` writes NAME.json \
+         next to each NAME.onnx; copy both)",
+        manifest.display(),
+        model.display()
+    )]
+    MissingManifest {
+        /// Where the manifest was looked for.
+        manifest: PathBuf,
+        /// The ONNX file it belongs to.
+        model: PathBuf,
+    },
+    /// A perturber and a recognizer from different training runs were loaded together.
+    #[error(
+        "the perturber and the recognizer come from different training runs (perturber: \
+         {perturber}; recognizer: {recognizer}): a recognizer reads only the uploads of the \
+         perturber it was co-trained with; load both from the same run folder"
+    )]
+    MismatchedRuns {
+        /// The perturber's run ([`crate::manifest::describe`]).
+        perturber: String,
+        /// The recognizer's run.
+        recognizer: String,
+    },
     /// An ONNX model could not be loaded, optimised or run.
     #[error("invalid model: {0}")]
     InvalidModel(String),

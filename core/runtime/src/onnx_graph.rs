@@ -163,6 +163,21 @@ impl Graph {
     }
 }
 
+/// The `metadata_props` of an ONNX model (the model card that
+/// [`crate::onnx::with_model_card`] writes is under `scrim.`).
+///
+/// # Errors
+/// [`Error::InvalidModel`] for bytes that are not an ONNX model.
+pub fn metadata(onnx: &[u8]) -> Result<std::collections::BTreeMap<String, String>> {
+    let model = pb::ModelProto::decode(onnx)
+        .map_err(|e| Error::InvalidModel(format!("not an ONNX model: {e}")))?;
+    Ok(model
+        .metadata_props
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect())
+}
+
 fn attr(a: &pb::AttributeProto) -> Attr {
     use pb::attribute_proto::AttributeType as T;
     match T::try_from(a.r#type) {

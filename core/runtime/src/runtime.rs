@@ -162,9 +162,10 @@ impl Model {
     /// Loads `path` and the manifest next to it (`model.onnx` → `model.json`).
     ///
     /// # Errors
-    /// As [`Model::load`], plus [`Error::Io`] for unreadable files.
+    /// As [`Model::load`], plus [`Error::MissingManifest`] when the manifest is not beside the
+    /// model and [`Error::Io`] for unreadable files.
     pub fn load_path(path: &Path, batch: BatchMode) -> Result<Self> {
-        let manifest = Manifest::load(&Manifest::path_for(path))?;
+        let manifest = Manifest::load_beside(path)?;
         let bytes = crate::error::read_file_limited(path, crate::model_limits::MAX_MODEL_BYTES)?;
         Self::load(&bytes, manifest, batch).map_err(|e| match e {
             Error::InvalidModel(msg) => Error::InvalidModel(format!("{}: {msg}", path.display())),

@@ -141,12 +141,12 @@ pub(crate) fn resolve(
         Scheme::Run { path } => {
             let run = RunDir::open(path)?;
             let cfg = run.load_config()?;
+            let perturber = load_perturber(&run.perturber_onnx())?;
+            let recognizer = Model::load_path(&run.recognizer_onnx(), BatchMode::Dynamic)?;
+            scrim_core::manifest::check_pair(perturber.manifest(), recognizer.manifest())?;
             ImageScheme {
-                perturb: Perturb::Onnx(Box::new(load_perturber(&run.perturber_onnx())?)),
-                recognizer: Some(Model::load_path(
-                    &run.recognizer_onnx(),
-                    BatchMode::Dynamic,
-                )?),
+                perturb: Perturb::Onnx(Box::new(perturber)),
+                recognizer: Some(recognizer),
                 family: family_of(&cfg),
                 lambda: run_lambda(&run, &cfg),
                 multiply_adds: (
@@ -158,19 +158,28 @@ pub(crate) fn resolve(
         Scheme::Onnx {
             perturber,
             recognizer,
-        } => ImageScheme {
-            perturb: Perturb::Onnx(Box::new(load_perturber(perturber)?)),
-            recognizer: recognizer
+        } => {
+            // A recognizer of another run reads these uploads as noise: refuse the pair when
+            // both carry run ids (third-party models without ids are audited unchecked).
+            let p = load_perturber(perturber)?;
+            let r = recognizer
                 .as_deref()
                 .map(|r| Model::load_path(r, BatchMode::Dynamic))
-                .transpose()?,
-            family: "onnx".into(),
-            lambda: None,
-            multiply_adds: (
-                onnx_cost(perturber),
-                recognizer.as_deref().and_then(onnx_cost),
-            ),
-        },
+                .transpose()?;
+            if let Some(r) = &r {
+                scrim_core::manifest::check_pair(p.manifest(), r.manifest())?;
+            }
+            ImageScheme {
+                perturb: Perturb::Onnx(Box::new(p)),
+                recognizer: r,
+                family: "onnx".into(),
+                lambda: None,
+                multiply_adds: (
+                    onnx_cost(perturber),
+                    recognizer.as_deref().and_then(onnx_cost),
+                ),
+            }
+        }
     };
     Ok(Resolved::Images(Box::new(images)))
 }
@@ -203,4 +212,54 @@ fn onnx_cost(path: &Path) -> Option<u64> {
 
 fn load_perturber(path: &Path) -> Result<Perturber> {
     Ok(Perturber::new(Model::load_path(path, BatchMode::Single)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scrim_core::{Manifest, fixtures};
+    use scrim_train::data::{self, DataSpec, LoadOptions, SyntheticConfig};
+
+    #[test]
+    fn a_perturber_and_a_recognizer_of_different_runs_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, (onnx, m): (Vec<u8>, Manifest), id: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, onnx).expect("onnx");
+            m.with_run("r", id)
+                .save(&Manifest::path_for(&path))
+                .expect("manifest");
+            path
+        };
+        let p = write("p.onnx", fixtures::perturber(16, 0.2), "00000000000000aa");
+        let r = write(
+            "r.onnx",
+            fixtures::recognizer(16, &["circle", "square"]),
+            "00000000000000bb",
+        );
+        let same = write(
+            "same.onnx",
+            fixtures::recognizer(16, &["circle", "square"]),
+            "00000000000000aa",
+        );
+        let train = data::load(
+            &DataSpec::Synthetic(SyntheticConfig { count: 8, seed: 1 }),
+            &LoadOptions {
+                size: 16,
+                cache: false,
+                progress: false,
+            },
+        )
+        .expect("data");
+        let scheme = |recognizer: &Path| Scheme::Onnx {
+            perturber: p.clone(),
+            recognizer: Some(recognizer.to_path_buf()),
+        };
+        let err = resolve(&scheme(&r), None, &train)
+            .err()
+            .expect("mismatch")
+            .to_string();
+        assert!(err.contains("different training runs"), "{err}");
+        assert!(resolve(&scheme(&same), None, &train).is_ok());
+    }
 }

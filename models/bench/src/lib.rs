@@ -38,7 +38,8 @@ pub struct BenchOptions {
     pub run: Option<PathBuf>,
     /// Folder for `bench.json` and the ONNX files the bench writes.
     pub out: PathBuf,
-    /// Where to write the Markdown report (`docs/PERFORMANCE.md`); `None` skips it.
+    /// Where to write the Markdown report (by default `PERFORMANCE.md` in `out`; the
+    /// repository's is `docs/PERFORMANCE.md`); `None` skips it.
     pub doc: Option<PathBuf>,
     /// Image sides of the perturbation section.
     pub sizes: Vec<usize>,
@@ -78,7 +79,7 @@ impl Default for BenchOptions {
         Self {
             run: None,
             out: PathBuf::from("bench-out"),
-            doc: Some(PathBuf::from("docs/PERFORMANCE.md")),
+            doc: Some(PathBuf::from("bench-out/PERFORMANCE.md")),
             sizes: vec![32, 64, 128, 224],
             iterations: 100,
             rounds: 5,

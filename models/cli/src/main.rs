@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Co-train a perturber and a recognizer, export both to ONNX, and test them.
     Train(train::Args),
-    /// Perturb images with a trained perturber (8-bit PNGs, same file names).
+    /// Perturb images with a trained perturber (8-bit PNGs named after the inputs: photo.jpg →
+    /// photo.png).
     Perturb(perturb::Args),
     /// Classify images with a trained recognizer (JSON lines).
     Classify(classify::Args),
@@ -37,7 +38,7 @@ enum Command {
     Audit(audit::Args),
     /// Train one run per (variant, λ) and audit them together: the privacy–utility frontier.
     Sweep(sweep::Args),
-    /// Merge audit reports into docs/RESULTS.md with the frontier plot.
+    /// Merge audit reports into one Markdown document (--out) with the frontier plot.
     Results(results::Args),
     /// Write a new 256-bit secret key file (for `protect` and `train --block-key`).
     Keygen(keygen::Args),

@@ -267,11 +267,16 @@ pub fn export(
     let p = perturber.valid();
     let c = recognizer.valid();
     let attr = ds.attribute(desired)?;
-    let p_manifest = perturber_manifest(&p, input, noise);
+    // Both models get the same run name and a fresh run id: the SDK and the CLI refuse to pair
+    // a perturber with another run's recognizer.
+    let run_name = run_name(run);
+    let run_id = scrim_core::manifest::new_run_id()?;
+    let p_manifest = perturber_manifest(&p, input, noise).with_run(&run_name, &run_id);
     let c_manifest =
-        Manifest::recognizer("scrim-recognizer", input, &attr.name, attr.classes.clone());
-    let p_bytes = perturber_onnx(&p, input);
-    let c_bytes = recognizer_onnx(&c, input);
+        Manifest::recognizer("scrim-recognizer", input, &attr.name, attr.classes.clone())
+            .with_run(&run_name, &run_id);
+    let p_bytes = scrim_core::onnx::with_model_card(&perturber_onnx(&p, input), &p_manifest)?;
+    let c_bytes = scrim_core::onnx::with_model_card(&recognizer_onnx(&c, input), &c_manifest)?;
     for (path, bytes, manifest) in [
         (run.perturber_onnx(), &p_bytes, &p_manifest),
         (run.recognizer_onnx(), &c_bytes, &c_manifest),
@@ -330,6 +335,22 @@ pub fn export(
         recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
     };
     finish_check(run, report)
+}
+
+/// A run's name: its folder's name (`runs/utk` → `utk`), at most
+/// [`scrim_core::manifest::MAX_RUN_NAME`] characters.
+pub fn run_name(run: &RunDir) -> String {
+    let name = run
+        .path()
+        .canonicalize()
+        .unwrap_or_else(|_| run.path().to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    name.chars()
+        .filter(|c| !c.is_control())
+        .take(scrim_core::manifest::MAX_RUN_NAME)
+        .collect()
 }
 
 /// Fails when either difference is over [`EXPORT_TOLERANCE`], else saves the check in the run.

@@ -45,6 +45,29 @@ fn train_export_resume_perturb_classify() {
     }
     let run = RunDir::open(&out).expect("open");
     assert_eq!(run.metrics().expect("metrics").len(), 3);
+    // Both models carry the run's name and one fresh id, in their manifests and in their ONNX
+    // metadata (with the labels), and they pair.
+    let card = |onnx: &std::path::Path| {
+        let m = scrim_core::Manifest::load_beside(onnx).expect("manifest");
+        let meta = scrim_core::onnx_graph::metadata(&std::fs::read(onnx).expect("onnx"))
+            .expect("metadata");
+        assert_eq!(meta.get("scrim.run_id"), m.run_id.as_ref(), "{meta:?}");
+        assert_eq!(meta.get("scrim.run_name"), m.run_name.as_ref(), "{meta:?}");
+        (m, meta)
+    };
+    let (pm, _) = card(&run.perturber_onnx());
+    let (rm, rmeta) = card(&run.recognizer_onnx());
+    assert_eq!(pm.run_name.as_deref(), Some("run"));
+    assert_eq!(pm.run_id.as_ref().map(String::len), Some(16));
+    assert_eq!((&pm.run_name, &pm.run_id), (&rm.run_name, &rm.run_id));
+    assert_eq!(
+        rmeta.get("scrim.labels").map(String::as_str),
+        Some(r#"["circle","square"]"#)
+    );
+    assert_eq!(
+        scrim_core::manifest::check_pair(&pm, &rm).ok(),
+        Some(scrim_core::manifest::Pairing::SameRun)
+    );
     assert!(summary.mean_sigma > 0.0 && summary.mean_sigma < 1.0);
     assert!((0.0..=1.0).contains(&summary.test_perturbed.accuracy));
 
@@ -68,33 +91,44 @@ fn train_export_resume_perturb_classify() {
     img.save(inputs.join("a.png")).expect("png");
     img.save(inputs.join("b.jpg")).expect("jpg");
     let files = workflow::list_images(&inputs).expect("list");
-    let written = workflow::perturb_files(
-        &run.perturber_onnx(),
-        &files,
-        &dir.path().join("out"),
-        Some(1),
-    )
-    .expect("perturb");
+    let written = uploads(
+        workflow::perturb_files(
+            &run.perturber_onnx(),
+            &files,
+            &dir.path().join("out"),
+            Some(1),
+        )
+        .expect("perturb"),
+    );
     assert_eq!(written.len(), 2);
+    // Named after the inputs, with the extension .png: b.jpg → b.png.
+    assert_eq!(written[1].file_name(), Some("b.png".as_ref()));
     let back = image::open(&written[0]).expect("open").to_rgb8();
     assert_eq!(
         back.dimensions(),
         (16, 16),
         "uploads are at the model's size"
     );
-    let again = workflow::perturb_files(
-        &run.perturber_onnx(),
-        &files,
-        &dir.path().join("out2"),
-        Some(1),
-    )
-    .expect("perturb");
+    let again = uploads(
+        workflow::perturb_files(
+            &run.perturber_onnx(),
+            &files,
+            &dir.path().join("out2"),
+            Some(1),
+        )
+        .expect("perturb"),
+    );
     assert_eq!(
         std::fs::read(&written[0]).ok(),
         std::fs::read(&again[0]).ok(),
         "seeded noise repeats"
     );
-    let classified = workflow::classify_files(&run.recognizer_onnx(), &written).expect("classify");
+    let classified: Vec<_> =
+        workflow::classify_files(&run.recognizer_onnx(), &written, &Default::default())
+            .expect("classify")
+            .into_iter()
+            .map(|r| r.outcome.expect("an upload classifies"))
+            .collect();
     assert_eq!(classified.len(), 2);
     let total: f32 = classified[0].labels.iter().map(|(_, s)| s).sum();
     assert!((total - 1.0).abs() < 1e-4);
@@ -104,6 +138,14 @@ fn train_export_resume_perturb_classify() {
             .iter()
             .all(|(l, _)| l == "circle" || l == "square")
     );
+}
+
+/// The uploads written, failing the test on any file that failed.
+fn uploads(results: Vec<workflow::FileResult<std::path::PathBuf>>) -> Vec<std::path::PathBuf> {
+    results
+        .into_iter()
+        .map(|r| r.outcome.expect("every file perturbs"))
+        .collect()
 }
 
 #[test]

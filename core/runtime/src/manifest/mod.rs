@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::noise::NoiseKind;
 pub use crate::release::BoundedRelease;
+pub use run::{MAX_RUN_NAME, Pairing, RUN_ID_LEN, check_pair, describe, model_card, new_run_id};
+
+mod run;
 use crate::{Error, Result};
 
 /// The newest manifest format this build reads. It writes version 1 unless a model needs 2 (a
@@ -206,6 +209,15 @@ pub struct Manifest {
     /// Tool and version that wrote the model.
     #[serde(default)]
     pub producer: String,
+    /// The name of the training run that wrote the model (its run folder's name). Absent in
+    /// models exported before run names existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_name: Option<String>,
+    /// The id of the training run ([`new_run_id`]): a perturber and the recognizer co-trained
+    /// with it carry the same one, and [`check_pair`] refuses two that differ. Absent in models
+    /// exported before run ids existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl Manifest {
@@ -222,6 +234,8 @@ impl Manifest {
             perturber: None,
             key: None,
             producer: producer(),
+            run_name: None,
+            run_id: None,
         }
     }
 
@@ -238,7 +252,16 @@ impl Manifest {
             perturber: Some(spec),
             key: None,
             producer: producer(),
+            run_name: None,
+            run_id: None,
         }
+    }
+
+    /// The same manifest, marked as written by the training run `name` with id `id`.
+    pub fn with_run(mut self, name: &str, id: &str) -> Self {
+        self.run_name = Some(name.into());
+        self.run_id = Some(id.into());
+        self
     }
 
     /// Parses and validates a manifest.
@@ -263,6 +286,24 @@ impl Manifest {
         Self::from_json(&text).map_err(|e| match e {
             Error::InvalidManifest(msg) => {
                 Error::InvalidManifest(format!("{}: {msg}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// Reads the manifest that belongs beside the ONNX file `onnx` ([`Manifest::path_for`]).
+    ///
+    /// # Errors
+    /// [`Error::MissingManifest`] naming both files when it is not there; otherwise as
+    /// [`Manifest::load`].
+    pub fn load_beside(onnx: &Path) -> Result<Self> {
+        let path = Self::path_for(onnx);
+        Self::load(&path).map_err(|e| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::MissingManifest {
+                    manifest: path.clone(),
+                    model: onnx.to_path_buf(),
+                }
             }
             other => other,
         })
@@ -387,6 +428,7 @@ impl Manifest {
                 }
             }
         }
+        run::validate(self)?;
         if let Some(k) = &self.key {
             if !["shuffle", "np", "ffx", "patch"].contains(&k.scheme.as_str()) {
                 return bad(format!(

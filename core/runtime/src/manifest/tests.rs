@@ -122,3 +122,102 @@ fn a_bounded_release_needs_version_2_and_one_map_output() {
         1
     );
 }
+
+#[test]
+fn a_missing_manifest_names_itself_and_its_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let onnx = dir.path().join("recognizer.onnx");
+    let err = Manifest::load_beside(&onnx)
+        .expect_err("no manifest")
+        .to_string();
+    let json = dir.path().join("recognizer.json");
+    assert!(
+        err.starts_with(&format!("manifest not found: {}", json.display()))
+            && err.contains(&format!("beside the model {}", onnx.display()))
+            && !err.contains("os error"),
+        "{err}"
+    );
+    sample().save(&json).expect("save");
+    assert_eq!(Manifest::load_beside(&onnx).ok(), Some(sample()));
+}
+
+#[test]
+fn run_name_and_id_round_trip_and_are_checked() {
+    let id = new_run_id().expect("id");
+    assert_eq!(id.len(), RUN_ID_LEN);
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    assert_ne!(id, new_run_id().expect("id"), "ids come from the CSPRNG");
+    let m = sample().with_run("utk", &id);
+    let json = m.to_json();
+    assert!(
+        json.contains("\"run_name\": \"utk\"") && json.contains(&id),
+        "{json}"
+    );
+    assert_eq!(Manifest::from_json(&json).ok(), Some(m.clone()));
+    for (bad, needle) in [
+        (m.clone().with_run("utk", "not hex!"), "run_id"),
+        (m.clone().with_run("a\nb", &id), "run_name"),
+    ] {
+        let err = bad.validate().expect_err(needle).to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn manifests_written_before_run_ids_still_load() {
+    // A recognizer manifest as scrim 0.1 wrote it, before run names and ids.
+    let old = r#"{
+        "format_version": 1, "role": "recognizer", "name": "scrim-recognizer",
+        "input": {"channels": 3, "height": 32, "width": 32},
+        "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]},
+        "task": "gender", "labels": ["m", "f"], "producer": "scrim 0.1.0"
+    }"#;
+    let m = Manifest::from_json(old).expect("an older manifest loads");
+    assert_eq!((m.run_name, m.run_id), (None, None));
+    // Without a run, nothing of it is written either: older SDKs read the same JSON as before.
+    assert!(!sample().to_json().contains("run_"));
+}
+
+#[test]
+fn a_perturber_and_a_recognizer_of_different_runs_do_not_pair() {
+    let (_, p) = crate::fixtures::perturber(8, 0.2);
+    let (_, r) = crate::fixtures::recognizer(8, &["a", "b"]);
+    let (a, b) = ("0123456789abcdef", "fedcba9876543210");
+    let pair = |p: &Manifest, r: &Manifest| check_pair(p, r);
+    assert_eq!(
+        pair(&p.clone().with_run("x", a), &r.clone().with_run("x", a)).ok(),
+        Some(Pairing::SameRun)
+    );
+    let err = pair(&p.clone().with_run("x", a), &r.clone().with_run("y", b))
+        .expect_err("mismatch")
+        .to_string();
+    assert!(
+        err.contains("different training runs") && err.contains(a) && err.contains(b),
+        "{err}"
+    );
+    // Older models without ids pair with anything, unchecked.
+    assert_eq!(
+        pair(&p, &r.clone().with_run("y", b)).ok(),
+        Some(Pairing::Unknown)
+    );
+    assert_eq!(pair(&p.with_run("x", a), &r).ok(), Some(Pairing::Unknown));
+}
+
+#[test]
+fn the_model_card_travels_in_the_onnx_metadata() {
+    let (onnx, m) = crate::fixtures::recognizer(8, &["cat", "dog"]);
+    let m = m.with_run("demo", "00112233aabbccdd");
+    let carded = crate::onnx::with_model_card(&onnx, &m).expect("card");
+    let card = crate::onnx_graph::metadata(&carded).expect("read");
+    assert_eq!(card["scrim.run_name"], "demo");
+    assert_eq!(card["scrim.run_id"], "00112233aabbccdd");
+    assert_eq!(card["scrim.role"], "recognizer");
+    assert_eq!(card["scrim.labels"], r#"["cat","dog"]"#);
+    // Written twice, it holds one card; the model still loads.
+    let again = crate::onnx::with_model_card(&carded, &m).expect("card");
+    assert_eq!(crate::onnx_graph::metadata(&again).expect("read"), card);
+    crate::Model::load(&again, m, crate::BatchMode::Single).expect("loads");
+}

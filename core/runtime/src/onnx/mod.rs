@@ -25,6 +25,27 @@ use tract_onnx::pb;
 
 use proto::{Dim, FLOAT, IR_VERSION, OPSET, float, int, ints, string, value_info};
 
+/// Writes `manifest`'s model card ([`crate::manifest::model_card`]: role, name, run name and id,
+/// task and labels) into the `metadata_props` of an ONNX model, replacing any `scrim.` entries
+/// it had and keeping the others, so that the file says which run it comes from even without
+/// its manifest.
+///
+/// # Errors
+/// [`crate::Error::InvalidModel`] for bytes that are not an ONNX model.
+pub fn with_model_card(onnx: &[u8], manifest: &crate::Manifest) -> crate::Result<Vec<u8>> {
+    let mut model = pb::ModelProto::decode(onnx)
+        .map_err(|e| crate::Error::InvalidModel(format!("not an ONNX model: {e}")))?;
+    model
+        .metadata_props
+        .retain(|p| !p.key.starts_with("scrim."));
+    model.metadata_props.extend(
+        crate::manifest::model_card(manifest)
+            .into_iter()
+            .map(|(key, value)| pb::StringStringEntryProto { key, value }),
+    );
+    Ok(model.encode_to_vec())
+}
+
 /// A named tensor in the graph under construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value(String);

@@ -11,12 +11,13 @@ pub struct Args {
     /// untrained default-architecture networks.
     #[arg(long)]
     run: Option<PathBuf>,
-    /// Folder for bench.json and the ONNX files measured.
+    /// Folder for bench.json, the Markdown report and the ONNX files measured.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
-    /// Markdown report to write.
-    #[arg(long, default_value = "docs/PERFORMANCE.md")]
-    doc: PathBuf,
+    /// Markdown report to write (default: PERFORMANCE.md in --out; the repository's report is
+    /// `--doc docs/PERFORMANCE.md`).
+    #[arg(long)]
+    doc: Option<PathBuf>,
     /// Tiny sizes and few iterations (CI); skips PyTorch and writes no Markdown report.
     #[arg(long)]
     smoke: bool,
@@ -62,7 +63,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         BenchOptions::smoke()
     } else {
         BenchOptions {
-            doc: Some(a.doc),
+            doc: Some(a.doc.unwrap_or_else(|| a.out.join("PERFORMANCE.md"))),
             ..BenchOptions::default()
         }
     };
@@ -91,4 +92,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", doc.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn by_default_writes_only_into_its_out_folder() {
+        let a = Cli::parse_from(["bench"]).args;
+        assert_eq!(a.out, std::path::Path::new("bench-out"));
+        assert_eq!(
+            a.doc, None,
+            "the report goes into --out unless --doc says otherwise"
+        );
+        let a = Cli::parse_from(["bench", "--out", "x", "--doc", "docs/PERFORMANCE.md"]).args;
+        assert_eq!(a.doc.as_deref(), Some("docs/PERFORMANCE.md".as_ref()));
+    }
 }

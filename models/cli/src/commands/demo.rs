@@ -70,7 +70,36 @@ fn print_demo(r: &DemoReport) {
     );
     println!("recognizer on Scrim uploads, and an attacker trained from scratch on Scrim uploads.");
     println!(
+        "{}",
+        raw_photo_line(d, r.train.test_clean.accuracy, r.train.majority)
+    );
+    println!(
         "artifacts: {}/perturber.onnx, recognizer.onnx (+ .json manifests)",
         r.train.run.display()
     );
+}
+
+/// The line that explains the co-trained recognizer's accuracy on raw photos (near chance),
+/// which the epoch lines show as "val acc clean" and `demo.json` as `train.test_clean`.
+fn raw_photo_line(desired: &str, accuracy: f64, majority: f64) -> String {
+    format!(
+        "the co-trained recognizer on raw photos: {desired} {:.1}% (majority {:.1}%), near chance \
+         by design: after warm-up it is trained on perturbed uploads only, the only images the \
+         server ever sees (the epoch lines' \"val acc clean\")",
+        100.0 * accuracy,
+        100.0 * majority
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_raw_photo_accuracy_comes_with_its_reason() {
+        let line = super::raw_photo_line("shape", 0.503, 0.51);
+        assert!(line.contains("shape 50.3% (majority 51.0%)"), "{line}");
+        assert!(
+            line.contains("near chance by design") && line.contains("perturbed uploads only"),
+            "{line}"
+        );
+    }
 }

@@ -20,3 +20,18 @@ pub fn command_line() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The end of a command over many files: an error counting the files that failed (each was
+/// reported as it failed), so that the exit status is non-zero.
+///
+/// # Errors
+/// When `failed > 0`.
+pub fn fail_on_failures(failed: usize, total: usize, done: &str) -> anyhow::Result<()> {
+    if failed == 0 {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{failed} of {total} files could not be {done} (each is named above); the other {} were",
+        total - failed
+    )
+}

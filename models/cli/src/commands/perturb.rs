@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use scrim_train::workflow;
+use scrim_train::workflow::{self, FileResult};
 
 /// `scrim perturb` flags.
 #[derive(clap::Args, Debug)]
@@ -13,29 +13,46 @@ pub struct Args {
     /// A perturber ONNX file (with its .json manifest beside it).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// An image file or a folder of images.
+    /// An image file or a folder of images (JPEG, PNG or WebP).
     #[arg(long)]
     input: PathBuf,
-    /// Output folder.
+    /// Output folder. Each upload is a lossless 8-bit PNG named after its input with the
+    /// extension .png: photo.jpg → photo.png.
     #[arg(long)]
     output: PathBuf,
-    /// Deterministic noise, for tests and reproducible experiments only.
+    /// Deterministic noise, for tests and reproducible experiments only: anyone who knows the
+    /// seed can subtract the noise. Without it the noise comes from the OS-seeded CSPRNG.
     #[arg(long)]
     seed: Option<u64>,
 }
 
-/// Runs `scrim perturb`.
+/// The warning `--seed` prints on stderr.
+pub const SEED_WARNING: &str = "warning: --seed makes the noise reproducible: anyone who knows \
+     the seed can subtract it from these uploads. Use it for tests only, never for photos that \
+     leave this machine.";
+
+/// Runs `scrim perturb`: a file that fails is reported on stderr with its path and the others
+/// go on.
 ///
 /// # Errors
-/// Missing model or inputs, unreadable images, unwritable output.
+/// Missing model or inputs, unwritable output; at the end, the number of files that failed.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let model = workflow::resolve_model(a.run.as_deref(), a.model.as_deref(), "perturber")?;
     let files = workflow::list_images(&a.input)?;
-    let written = workflow::perturb_files(&model, &files, &a.output, a.seed)?;
+    if a.seed.is_some() {
+        eprintln!("{SEED_WARNING}");
+    }
+    let results = workflow::perturb_files(&model, &files, &a.output, a.seed)?;
+    for r in &results {
+        if let Err(e) = &r.outcome {
+            eprintln!("error: {e}");
+        }
+    }
+    let failed = FileResult::failures(&results);
     eprintln!(
         "wrote {} perturbed PNGs to {}",
-        written.len(),
+        results.len() - failed,
         a.output.display()
     );
-    Ok(())
+    super::fail_on_failures(failed, results.len(), "perturbed")
 }

@@ -125,8 +125,10 @@ pub struct EvalArgs {
     /// Seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Where to write the table (Markdown); the JSON goes beside it.
-    #[arg(long, default_value = "docs/results/protect-keys.md")]
+    /// Where to write the table (Markdown); the JSON goes beside it. No default, so that a run
+    /// never writes into the `docs/` of whatever folder it starts in (the repository's table is
+    /// `--out docs/results/protect-keys.md`).
+    #[arg(long)]
     pub out: PathBuf,
 }
 

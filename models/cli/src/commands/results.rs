@@ -13,8 +13,10 @@ pub struct Args {
     /// Markdown files appended as further sections (e.g. the model-protection tables).
     #[arg(long)]
     include: Vec<PathBuf>,
-    /// The document to write.
-    #[arg(long, default_value = "docs/RESULTS.md")]
+    /// The document to write; the plots go into `figures/` beside it. No default, so that a run
+    /// never writes into the `docs/` of whatever folder it starts in (the repository's document
+    /// is `--out docs/RESULTS.md`).
+    #[arg(long)]
     out: PathBuf,
 }
 

@@ -17,7 +17,7 @@ use crate::files::{create_parent, read, write};
 /// [`Error::Core`](crate::Error::Core) when the model has no patch-embedding stem; key and I/O
 /// errors.
 pub fn encrypt_model_file(model: &Path, key: &Path, out: &Path) -> Result<EncryptedStem> {
-    let manifest = Manifest::load(&Manifest::path_for(model))?;
+    let manifest = Manifest::load_beside(model)?;
     let onnx = read(model)?;
     let key = SecretKey::load(key)?;
     let (bytes, m, stem) = encrypt_patch_model(&onnx, &manifest, &key)?;

@@ -126,7 +126,7 @@ pub fn eval_levels(req: &EvalLevelsRequest) -> Result<LevelsReport> {
     let (onnx, manifest, train_seconds) = match &req.model {
         Some(path) => {
             let bytes = read(path)?;
-            (bytes, Manifest::load(&Manifest::path_for(path))?, 0.0)
+            (bytes, Manifest::load_beside(path)?, 0.0)
         }
         None => {
             // 90% to train, 10% to pick the best epoch.

@@ -130,7 +130,7 @@ pub fn select(req: &SelectRequest) -> Result<SelectReport> {
         });
     }
     let plain = read(&req.model)?;
-    let manifest = Manifest::load(&Manifest::path_for(&req.model))?;
+    let manifest = Manifest::load_beside(&req.model)?;
     let layers = protected_layers(&plain, req.layers.as_deref())?;
     let device = scrim_train::backend::Backend::Flex.device()?;
     let ds = match (&req.data, req.importance) {
