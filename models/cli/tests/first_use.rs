@@ -292,3 +292,38 @@ fn classify_refuses_a_perturber_of_another_run() {
         "{err}"
     );
 }
+
+#[test]
+fn save_maps_draws_photo_sigma_and_upload_side_by_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (perturber, _) = models(dir.path());
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).expect("mkdir");
+    photo(&inputs.join("photo.jpg"), 40, 30);
+    let out_dir = dir.path().join("up");
+    let out = scrim(&[
+        "perturb",
+        "--model",
+        s(&perturber),
+        "--input",
+        s(&inputs),
+        "--output",
+        s(&out_dir),
+        "--save-maps",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("wrote 1 maps"), "{err}");
+    let maps = image::open(out_dir.join("photo-maps.png"))
+        .expect("maps png")
+        .to_rgb8();
+    let upload = image::open(out_dir.join("photo.png")).expect("upload");
+    // Three 16×16 images scaled up side by side, with labels and a colour bar: far wider than
+    // one upload, and in colour (the σ map), which neither a grey photo nor an upload is alone.
+    assert!(maps.width() > 3 * 8 * upload.width(), "{}", maps.width());
+    let coloured = maps
+        .pixels()
+        .filter(|p| p[0].abs_diff(p[1]) > 40 || p[1].abs_diff(p[2]) > 40)
+        .count();
+    assert!(coloured > 500, "{coloured}");
+}

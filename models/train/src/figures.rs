@@ -64,3 +64,61 @@ pub fn sigma_image(sigma: &ImageTensor, sigma_max: f32) -> RgbImage {
         scrim_plots::colormap(mean / sigma_max.max(f32::MIN_POSITIVE))
     })
 }
+
+/// Writes `out/NAME-maps.png` for each input: the photo at the model's size, its σ map (σ/σ_max
+/// in colour, with the bar; for a bounded release the noiseless render) and an upload (a fresh
+/// noise draw), side by side. One result per input, as [`crate::workflow::perturb_files`].
+///
+/// # Errors
+/// An unloadable perturber or an unwritable folder; a file that fails is reported in its result.
+pub fn save_maps(
+    perturber: &Path,
+    inputs: &[PathBuf],
+    out: &Path,
+) -> Result<Vec<crate::workflow::FileResult<PathBuf>>> {
+    let model = Model::load_path(perturber, BatchMode::Single)?;
+    let input = model.manifest().input;
+    let sigma_max = model
+        .manifest()
+        .perturber
+        .as_ref()
+        .map_or(1.0, |p| p.sigma_max);
+    let p = Perturber::with_noise(model, NoiseSource::from_os())?;
+    std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
+    let bounded = p.release().is_some();
+    let one = |f: &Path| -> Result<PathBuf> {
+        let bytes = std::fs::read(f).map_err(|e| crate::Error::io(f, e))?;
+        let fail = |e: scrim_core::Error| crate::Error::data(f.display(), e);
+        let rgb = scrim_core::imaging::decode(&bytes, scrim_core::DecodeLimits::default())
+            .map_err(fail)?;
+        let x = scrim_core::imaging::to_tensor(&rgb, input);
+        let base = p.upload_base(&x).map_err(fail)?;
+        let middle = if bounded {
+            tensor_to_rgb(base.base()).map_err(fail)?
+        } else {
+            sigma_image(base.sigma(), sigma_max)
+        };
+        let upload = tensor_to_rgb(&p.perturb_tensor(&x).map_err(fail)?).map_err(fail)?;
+        let photo = tensor_to_rgb(&x).map_err(fail)?;
+        let stem = f
+            .file_stem()
+            .map_or_else(|| "image".into(), |s| s.to_string_lossy().to_string());
+        let mut grid = scrim_plots::Grid::new((256 / input.height.max(1)).clamp(1, 8) as u32);
+        let what = if bounded { "render" } else { "σ / σ max" };
+        grid.row(stem.clone(), vec![photo, middle, upload])
+            .columns(vec!["photo".into(), what.into(), "upload".into()]);
+        if !bounded {
+            grid.colorbar("σ / σ max", 0.0, 1.0);
+        }
+        let dst = out.join(format!("{stem}-maps.png"));
+        grid.save(&dst)?;
+        Ok(dst)
+    };
+    Ok(inputs
+        .iter()
+        .map(|f| crate::workflow::FileResult {
+            file: f.clone(),
+            outcome: one(f),
+        })
+        .collect())
+}

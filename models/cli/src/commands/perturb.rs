@@ -24,6 +24,11 @@ pub struct Args {
     /// seed can subtract the noise. Without it the noise comes from the OS-seeded CSPRNG.
     #[arg(long)]
     seed: Option<u64>,
+    /// Also write NAME-maps.png beside each upload: the photo at the model's size, its σ map
+    /// (σ/σ_max in colour, with a scale; for a bounded release the picture the phone renders)
+    /// and an upload from a fresh noise draw, side by side.
+    #[arg(long)]
+    save_maps: bool,
 }
 
 /// The warning `--seed` prints on stderr.
@@ -48,7 +53,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             eprintln!("error: {e}");
         }
     }
-    let failed = FileResult::failures(&results);
+    let mut failed = FileResult::failures(&results);
+    if a.save_maps {
+        let maps = scrim_train::figures::save_maps(&model, &files, &a.output)?;
+        for r in &maps {
+            if let Err(e) = &r.outcome {
+                eprintln!("error: maps of {}: {e}", r.file.display());
+            }
+        }
+        let bad = FileResult::failures(&maps);
+        eprintln!(
+            "wrote {} maps (NAME-maps.png) to {}",
+            maps.len() - bad,
+            a.output.display()
+        );
+        failed = failed.max(bad);
+    }
     eprintln!(
         "wrote {} perturbed PNGs to {}",
         results.len() - failed,
