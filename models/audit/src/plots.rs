@@ -142,19 +142,8 @@ impl Frontier {
     }
 }
 
-/// Colours of the families (ten that stay apart), combined with four marker shapes.
-const COLOURS: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(23, 190, 207),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-];
+/// Colours of the families, combined with four marker shapes.
+const COLOURS: [RGBColor; 10] = scrim_plots::PALETTE;
 
 /// Draws marker `shape` (circle, triangle, square, cross) at `at`.
 fn draw_marker<DB, CT>(

@@ -24,16 +24,6 @@ pub struct LineChart {
     panels: Vec<(String, Vec<Series>)>,
 }
 
-/// Colours that stay apart for the few series a panel holds.
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(23, 190, 207),
-];
-
 impl LineChart {
     /// A chart titled `title` whose x axis reads `x_desc`.
     pub fn new(title: impl Into<String>, x_desc: impl Into<String>) -> Self {
@@ -128,7 +118,7 @@ impl LineChart {
                 .label_style((FONT, 12))
                 .draw()?;
             for (i, s) in series.iter().enumerate() {
-                let colour = COLOURS[i % COLOURS.len()];
+                let colour = crate::PALETTE[i % crate::PALETTE.len()];
                 chart
                     .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))?
                     .label(s.name.as_str())

@@ -60,6 +60,23 @@ pub fn register_font() {
     });
 }
 
+/// Ten colours that stay apart, for series and families.
+pub const PALETTE: [plotters::style::RGBColor; 10] = {
+    use plotters::style::RGBColor as C;
+    [
+        C(31, 119, 180),
+        C(214, 39, 40),
+        C(44, 160, 44),
+        C(148, 103, 189),
+        C(255, 127, 14),
+        C(23, 190, 207),
+        C(140, 86, 75),
+        C(227, 119, 194),
+        C(127, 127, 127),
+        C(188, 189, 34),
+    ]
+};
+
 /// Anchors of the colour map, dark blue through teal and green to yellow: brightness rises
 /// steadily, so the order of values survives greyscale printing and colour-blind readers.
 const ANCHORS: [[f32; 3]; 6] = [

@@ -24,11 +24,7 @@ pub fn sample_grid(perturbers: &[(String, PathBuf)], test: &Dataset, path: &Path
     let mut any_sigma = false;
     for (name, onnx) in perturbers {
         let model = Model::load_path(onnx, BatchMode::Single)?;
-        let sigma_max = model
-            .manifest()
-            .perturber
-            .as_ref()
-            .map_or(1.0, |p| p.sigma_max);
+        let sigma_max = sigma_max(&model);
         let p = Perturber::with_noise(model, NoiseSource::from_os())?;
         let bounded = p.release().is_some();
         let (mut sig_row, mut out_row) = (Vec::new(), Vec::new());
@@ -52,6 +48,15 @@ pub fn sample_grid(perturbers: &[(String, PathBuf)], test: &Dataset, path: &Path
         grid.colorbar("σ / σ max", 0.0, 1.0);
     }
     Ok(grid.save(path)?)
+}
+
+/// The perturber's σ_max (1 for a model without one).
+fn sigma_max(model: &Model) -> f32 {
+    model
+        .manifest()
+        .perturber
+        .as_ref()
+        .map_or(1.0, |p| p.sigma_max)
 }
 
 /// A σ map in the colour map: the mean over channels of σ/σ_max.
@@ -78,11 +83,7 @@ pub fn save_maps(
 ) -> Result<Vec<crate::workflow::FileResult<PathBuf>>> {
     let model = Model::load_path(perturber, BatchMode::Single)?;
     let input = model.manifest().input;
-    let sigma_max = model
-        .manifest()
-        .perturber
-        .as_ref()
-        .map_or(1.0, |p| p.sigma_max);
+    let sigma_max = sigma_max(&model);
     let p = Perturber::with_noise(model, NoiseSource::from_os())?;
     std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
     let bounded = p.release().is_some();
