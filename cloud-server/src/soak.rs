@@ -8,10 +8,10 @@
 //! 2. warm up: 20 requests per connection; read its memory (*before*);
 //! 3. legitimate `POST /v1/classify` from `connections` keep-alive clients (at least `requests`
 //!    requests, for at least `min_duration`) while slowloris, slow-body and
-//!    decode-amplification senders run beside them (see [`hostile`]);
+//!    decode-amplification senders run beside them (see `soak/hostile.rs`);
 //! 4. stop everything, wait for the queue to empty; read its memory (*after*, and the peak
 //!    `VmHWM`);
-//! 5. SIGTERM under load (see [`shutdown`]).
+//! 5. SIGTERM under load (see `soak/shutdown.rs`).
 //!
 //! It fails (see [`SoakReport::failures`]) when a legitimate request gets anything but 200 or
 //! 503 + `Retry-After`, when a hostile sender gets what the server's defences should not give
