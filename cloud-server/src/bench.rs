@@ -7,15 +7,13 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use scrim_core::{BatchMode, ImageTensor, Model, fixtures, imaging};
+use scrim_core::{BatchMode, ImageTensor, Model, fixtures};
 use serde::Serialize;
 
-use crate::client::Connection;
+use crate::load::{self, Plan, percentile, sample_png, sample_tensor};
 use crate::server::spawn_state;
 use crate::{AppState, Config, Error, Result};
 
@@ -231,7 +229,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let workers = config.worker_threads();
     let state = AppState::with_model(&config, model.clone())?;
     let manifest = model.manifest().clone();
-    let upload = Bytes::from(sample_png(&model)?);
+    let upload = Bytes::from(sample_png(manifest.input)?);
     let server = spawn_state(state.clone(), config.listen, Duration::from_secs(5))?;
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -242,37 +240,32 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
 
     let mut levels = Vec::new();
     for &n in &options.clients {
+        let plan = |requests| Plan {
+            addr: server.addr,
+            clients: n,
+            requests,
+            min_duration: Duration::ZERO,
+            max_duration: options.max_duration,
+        };
         if options.warmup > 0 {
-            clients.block_on(drive(
-                server.addr,
-                n,
-                options.warmup,
-                options.max_duration,
-                &upload,
-            ))?;
+            clients.block_on(load::drive(plan(options.warmup), &upload))?;
         }
         let (batches_before, images_before) = state_batches(&state);
         let started = Instant::now();
-        let (mut latencies, errors) = clients.block_on(drive(
-            server.addr,
-            n,
-            options.requests,
-            options.max_duration,
-            &upload,
-        ))?;
+        let mut tally = clients.block_on(load::drive(plan(options.requests), &upload))?;
         let seconds = started.elapsed().as_secs_f64();
         let (batches_after, images_after) = state_batches(&state);
-        latencies.sort_by(f64::total_cmp);
+        tally.latencies_ms.sort_by(f64::total_cmp);
         let batches = batches_after.saturating_sub(batches_before);
         levels.push(LevelStats {
             clients: n,
-            ok: latencies.len(),
-            errors,
+            ok: tally.ok(),
+            errors: tally.errors(),
             seconds,
-            throughput: latencies.len() as f64 / seconds.max(1e-9),
-            p50_ms: percentile(&latencies, 0.50),
-            p95_ms: percentile(&latencies, 0.95),
-            p99_ms: percentile(&latencies, 0.99),
+            throughput: tally.ok() as f64 / seconds.max(1e-9),
+            p50_ms: percentile(&tally.latencies_ms, 0.50),
+            p95_ms: percentile(&tally.latencies_ms, 0.95),
+            p99_ms: percentile(&tally.latencies_ms, 0.99),
             mean_batch: if batches == 0 {
                 0.0
             } else {
@@ -311,56 +304,6 @@ fn state_batches(state: &AppState) -> (u64, u64) {
     state.metrics().batch_totals()
 }
 
-/// `clients` keep-alive connections share `requests` requests; returns the latencies (ms) of
-/// the successful ones and the number of failures.
-async fn drive(
-    addr: std::net::SocketAddr,
-    clients: usize,
-    requests: usize,
-    cap: Duration,
-    upload: &Bytes,
-) -> Result<(Vec<f64>, usize)> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + cap;
-    let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let next = Arc::clone(&next);
-        let upload = upload.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::open(addr).await?;
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            while next.fetch_add(1, Ordering::Relaxed) < requests && Instant::now() < deadline {
-                let t = Instant::now();
-                match connection
-                    .post("/v1/classify", "image/png", upload.clone())
-                    .await
-                {
-                    Ok((status, _)) if status.is_success() => {
-                        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    Ok(_) => errors += 1,
-                    Err(_) => {
-                        errors += 1;
-                        connection = Connection::open(addr).await?;
-                    }
-                }
-            }
-            Ok::<_, Error>((latencies, errors))
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task
-            .await
-            .map_err(|e| Error::Bench(format!("client task: {e}")))??;
-        latencies.extend(l);
-        errors += e;
-    }
-    Ok((latencies, errors))
-}
-
 /// Images per second of `threads` threads each running batches of `batch` for `duration`.
 fn raw_throughput(
     model: &Model,
@@ -368,7 +311,7 @@ fn raw_throughput(
     threads: usize,
     duration: Duration,
 ) -> Result<RawStats> {
-    let one = sample_tensor(model);
+    let one = sample_tensor(model.manifest().input);
     let input = ImageTensor::stack(&vec![one; batch]).map_err(Error::Model)?;
     // One untimed run so that lazy initialisation is not measured.
     model.run(&input).map_err(Error::Model)?;
@@ -404,49 +347,9 @@ fn raw_throughput(
     })
 }
 
-/// A deterministic pseudo-random image at the model's input size.
-fn sample_tensor(model: &Model) -> ImageTensor {
-    let i = model.manifest().input;
-    let mut s: u32 = 0x2545_f491;
-    let data = (0..i.len())
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            // Quantised like an upload, so the raw run sees the same pixels as the server.
-            f32::from((s >> 24) as u8) / 255.0
-        })
-        .collect();
-    ImageTensor::new([1, i.channels, i.height, i.width], data)
-        .unwrap_or_else(|_| ImageTensor::zeros([1, i.channels, i.height, i.width]))
-}
-
-fn sample_png(model: &Model) -> Result<Vec<u8>> {
-    let rgb = imaging::tensor_to_rgb(&sample_tensor(model)).map_err(Error::Model)?;
-    imaging::encode_png(&rgb).map_err(Error::Model)
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.50), 50.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&v, 1.0), 100.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
-    }
 
     #[test]
     fn quick_run_reports_every_level_and_the_ratio() {

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::BenchOptions;
 use crate::config::{TOKENS_ENV, parse_token_list};
+use crate::soak::{SoakMode, SoakOptions};
 use crate::{Config, Result};
 
 /// `scrim-cloud`: serve a Scrim recognizer over HTTP, or load-test it.
@@ -34,6 +35,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test the server on loopback and compare with raw tract throughput.
     Bench(BenchArgs),
+    /// Soak and fault suite: legitimate load beside hostile senders, server memory, SIGTERM
+    /// under load; exits non-zero when the server misbehaves.
+    Soak(SoakArgs),
 }
 
 /// Flags of `scrim-cloud serve`. Every flag also reads `SCRIM_CLOUD_<NAME>`; API tokens come
@@ -229,6 +233,106 @@ impl BenchArgs {
     }
 }
 
+/// Flags of `scrim-cloud soak`. They deliberately read no environment variables.
+#[derive(Debug, Args)]
+#[command(after_help = SOAK_EXAMPLES)]
+pub struct SoakArgs {
+    /// CI preset: 10 000 requests over at least 10 s, server timeouts of 1 s, under a minute on
+    /// two cores. Without it: 100 000 requests over at least 3 minutes with the server's
+    /// default timeouts.
+    #[arg(long, visible_alias = "quick")]
+    pub short: bool,
+    /// A recognizer ONNX file (manifest beside it); without it, a small fixture recognizer is
+    /// generated.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Input size of the fixture recognizer.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Legitimate keep-alive connections [default: 64].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Legitimate requests, at least [default: 100000, or 10000 with --short].
+    #[arg(long)]
+    pub requests: Option<usize>,
+    /// Run the load at least this long, in seconds [default: 180, or 10 with --short].
+    #[arg(long)]
+    pub min_seconds: Option<f64>,
+    /// Fail when the requests are not sent within this many seconds [default: 900, or 40 with
+    /// --short].
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
+    /// Slowloris senders (a header line every 300 ms with --short, every 2 s without) [default:
+    /// 16].
+    #[arg(long)]
+    pub slowloris: Option<usize>,
+    /// Slow-body senders (half drip 1 KiB per 200 ms / 1 s, half stall) [default: 16].
+    #[arg(long)]
+    pub slow_body: Option<usize>,
+    /// Decode-amplification senders (a 2000x2000 16-bit RGBA PNG, back to back) [default: 4].
+    #[arg(long)]
+    pub decode_amp: Option<usize>,
+    /// Server inference threads; 0 = one per core [default: 0].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Server memory allowed after the run above its memory before it, in MiB [default: 32].
+    #[arg(long)]
+    pub rss_margin_mib: Option<u64>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const SOAK_EXAMPLES: &str = "Examples:
+  scrim-cloud soak --short                 # CI: under a minute, fixture recognizer
+  scrim-cloud soak                         # 100k requests, several minutes
+  scrim-cloud soak --model runs/NAME/recognizer.onnx --requests 20000
+  scrim-cloud soak --short --json > soak.json
+
+The server runs as a child process (scrim-cloud serve on 127.0.0.1:0) so its memory is read
+from /proc/PID/status (Linux). Exit status 1 when a legitimate request fails (other than 503
+with Retry-After), a hostile sender is not stopped by the server's limits, the server's memory
+grows beyond the margin or cap, or a request written before SIGTERM is cut off.";
+
+impl SoakArgs {
+    /// The soak options these flags describe; `server_exe` is the binary to start as the server.
+    pub fn options(&self, server_exe: PathBuf) -> SoakOptions {
+        let mode = if self.short {
+            SoakMode::Short
+        } else {
+            SoakMode::Long
+        };
+        let mut o = SoakOptions::new(mode, server_exe);
+        o.model = self.model.clone();
+        o.size = self.size;
+        let seconds = |s: Option<f64>| {
+            s.filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { o.$field = v; } )* };
+        }
+        overlay!(
+            connections,
+            requests,
+            slowloris,
+            slow_body,
+            decode_amp,
+            workers
+        );
+        if let Some(v) = seconds(self.min_seconds) {
+            o.min_duration = v;
+        }
+        if let Some(v) = seconds(self.max_seconds) {
+            o.max_duration = v;
+        }
+        if let Some(v) = self.rss_margin_mib {
+            o.rss_margin = v << 20;
+        }
+        o
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +455,25 @@ mod tests {
         };
         assert_eq!(args.options().clients, vec![1, 4, 16]);
         assert_eq!(args.options().requests, 2000);
+    }
+
+    #[test]
+    fn soak_presets_and_overrides() {
+        let Command::Soak(args) =
+            parse(&["scrim-cloud", "soak", "--quick", "--requests", "500"]).command
+        else {
+            panic!("soak")
+        };
+        let o = args.options(PathBuf::from("x"));
+        assert_eq!(
+            (o.mode, o.requests, o.connections),
+            (SoakMode::Short, 500, 64)
+        );
+        assert_eq!(o.header_read_timeout_ms, 1_000);
+        let Command::Soak(args) = parse(&["scrim-cloud", "soak"]).command else {
+            panic!("soak")
+        };
+        let o = args.options(PathBuf::from("x"));
+        assert_eq!((o.mode, o.requests), (SoakMode::Long, 100_000));
     }
 }

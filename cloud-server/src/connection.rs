@@ -185,14 +185,10 @@ async fn serve_connection(
         } else {
             limits.idle_timeout
         };
-        let quiet_from = if draining {
-            activity.last().max(drain_started)
-        } else {
-            activity.last()
-        };
         let wake = match closing_since {
             Some(since) => since + limits.header_read_timeout,
-            None => (quiet_from + quiet_for).max(now + Duration::from_millis(5)),
+            None => (quiet_since(&activity, draining.then_some(drain_started)) + quiet_for)
+                .max(now + Duration::from_millis(5)),
         };
         tokio::select! {
             result = connection.as_mut() => {
@@ -215,8 +211,11 @@ async fn serve_connection(
                     }
                     continue;
                 }
+                // Read again now: requests may have come and gone while this task slept, and
+                // closing a busy keep-alive connection loses the request its client is sending.
+                let since = quiet_since(&activity, draining.then_some(drain_started));
                 let quiet = activity.in_flight() == 0
-                    && Instant::now().duration_since(quiet_from) >= quiet_for;
+                    && Instant::now().duration_since(since) >= quiet_for;
                 if quiet {
                     // hyper closes an idle connection at once and lets a started one finish.
                     connection.as_mut().graceful_shutdown();
@@ -225,6 +224,13 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// When the connection last showed life (a byte from the client, a request finished), or when
+/// draining began if that is later.
+fn quiet_since(activity: &Activity, drain_started: Option<Instant>) -> Instant {
+    let last = activity.last();
+    drain_started.map_or(last, |d| last.max(d))
 }
 
 /// What a connection has been doing: requests in flight, and when the client last sent a byte

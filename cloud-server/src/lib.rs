@@ -10,9 +10,9 @@
 //! - Service tiers for a selectively encrypted model: each tier's tokens are served the model
 //!   restored with that tier's level key (restored once, at start).
 //!
-//! The binary (`scrim-cloud serve`, `scrim-cloud bench`) is a thin layer over this library; tests
-//! drive [`app`] with `tower::ServiceExt::oneshot`, and tests of other crates start a real server
-//! with [`spawn`]:
+//! The binary (`scrim-cloud serve`, `scrim-cloud bench`, `scrim-cloud soak`) is a thin layer over
+//! this library; tests drive [`app`] with `tower::ServiceExt::oneshot`, and tests of other crates
+//! start a real server with [`spawn`]:
 //!
 //! ```no_run
 //! # fn main() -> scrim_cloud::Result<()> {
@@ -34,10 +34,12 @@ mod config;
 mod connection;
 mod error;
 mod layers;
+mod load;
 mod metrics;
 mod openapi;
 mod routes;
 mod server;
+pub mod soak;
 mod state;
 mod upload;
 

@@ -32,6 +32,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{report}");
             }
         }
+        Command::Soak(args) => {
+            let exe = std::env::current_exe().context("locating the scrim-cloud binary")?;
+            let report = scrim_cloud::soak::run(&args.options(exe))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if !report.passed() {
+                anyhow::bail!(
+                    "soak failed: {}",
+                    report.failures.first().map_or("", String::as_str)
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -308,6 +308,33 @@ fn idle_connections_are_closed() {
     server.shutdown();
 }
 
+/// A keep-alive connection that sends request after request is never idle, however long it
+/// lives: the idle timeout counts from the last sign of life when it fires, not from when it
+/// was armed. (It once closed such connections between two requests, losing the second; the
+/// soak suite found it.)
+#[test]
+fn a_busy_keep_alive_connection_outlives_the_idle_timeout() {
+    let (_dir, mut config) = fixture_config();
+    config.idle_timeout_ms = 100;
+    let server = scrim_cloud::spawn(config).expect("spawn");
+    let mut busy = connect(server.addr);
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        busy.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("write");
+        let reply = read_reply(&mut busy);
+        assert!(
+            reply.is_some(),
+            "closed after {answered} answers, {:?} into the run",
+            started.elapsed()
+        );
+        answered += 1;
+    }
+    assert!(answered > 100, "{answered}");
+    server.shutdown();
+}
+
 /// Beyond `max_connections`, a new connection is closed at once instead of waiting in the
 /// backlog; once the held ones go, the server answers again.
 #[test]
