@@ -106,7 +106,11 @@ pub fn sealed_bundle(data: &[u8]) {
     let _ = scrim_seal::sealed::bundle_info(data);
     for key in &f.protected.keys {
         if let Ok(model) = selective::restore(&f.protected.onnx, data, key) {
-            assert_eq!(data, &f.protected.bundle[..], "a modified bundle restored a model");
+            assert_eq!(
+                data,
+                &f.protected.bundle[..],
+                "a modified bundle restored a model"
+            );
             assert!(!model.is_empty());
         }
     }
@@ -145,7 +149,9 @@ pub fn block_transform(data: &[u8]) {
     if scheme.is_8bit() {
         match t.apply_u8(&pixels, h, w) {
             Ok(y) => {
-                let back = t.invert_u8(&y, h, w).expect("inverse of a transformed image");
+                let back = t
+                    .invert_u8(&y, h, w)
+                    .expect("inverse of a transformed image");
                 assert_eq!(back, pixels, "{scheme} block {block}: inverse differs");
             }
             Err(_) => assert!(!even, "{scheme} refused a {h}x{w} image with block {block}"),
@@ -159,7 +165,11 @@ pub fn block_transform(data: &[u8]) {
         match t.apply(&x) {
             Ok(y) => {
                 let back = t.invert(&y).expect("inverse of a transformed image");
-                assert_eq!(back.data(), x.data(), "{scheme} block {block}: inverse differs");
+                assert_eq!(
+                    back.data(),
+                    x.data(),
+                    "{scheme} block {block}: inverse differs"
+                );
             }
             Err(_) => assert!(!even, "{scheme} refused a {h}x{w} image with block {block}"),
         }
@@ -266,8 +276,9 @@ fn fixtures() -> &'static Fixtures {
 fn build_fixtures() -> Fixtures {
     let (p_onnx, p_manifest) = scrim_core::fixtures::perturber(SIZE, 0.5);
     let perturber_json = serde_json::to_string(&p_manifest).expect("manifest json");
-    let perturber = Perturber::from_bytes(&p_onnx, &perturber_json, NoiseSource::seeded_for_tests(0))
-        .expect("fixture perturber");
+    let perturber =
+        Perturber::from_bytes(&p_onnx, &perturber_json, NoiseSource::seeded_for_tests(0))
+            .expect("fixture perturber");
     let (r_onnx, recognizer_manifest) = scrim_core::fixtures::recognizer(SIZE, &["a", "b"]);
 
     let layer = selective::conv_layers(&r_onnx)
@@ -276,13 +287,9 @@ fn build_fixtures() -> Fixtures {
         .next()
         .expect("the fixture recognizer has a convolution");
     let selection = LayerSelection::new(&layer.name, (0..layer.kernels()).collect());
-    let protected = selective::protect(
-        &r_onnx,
-        &[selection],
-        2,
-        &mut ChaCha20Rng::seed_from_u64(5),
-    )
-    .expect("protect the fixture");
+    let protected =
+        selective::protect(&r_onnx, &[selection], 2, &mut ChaCha20Rng::seed_from_u64(5))
+            .expect("protect the fixture");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let model: PathBuf = dir.path().join("recognizer.onnx");

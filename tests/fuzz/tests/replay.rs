@@ -25,7 +25,11 @@ fn every_target_survives_its_seeds_and_its_corpus() {
             let result = std::panic::catch_unwind(|| target(&bytes));
             assert!(result.is_ok(), "{name}: {} panics", path.display());
         }
-        eprintln!("{name}: {} seeds, {} corpus inputs", seeds.len(), files.len());
+        eprintln!(
+            "{name}: {} seeds, {} corpus inputs",
+            seeds.len(),
+            files.len()
+        );
     }
 }
 
