@@ -52,6 +52,9 @@ pub struct ConvLayerRow {
     pub burn_ms: f64,
     /// PyTorch: median ms.
     pub torch_ms: Option<f64>,
+    /// burn's own `Conv2d` (its generic backward) in the same run: median ms.
+    #[serde(default)]
+    pub burn_generic_ms: Option<f64>,
 }
 
 /// The 3×3 convolutions of the default perturber and recognizer at image side `size`:
@@ -73,32 +76,37 @@ fn conv_layers(size: usize) -> Vec<(&'static str, usize, usize, usize)> {
     layers
 }
 
-/// Times each convolution's forward and backward in burn.
+/// Times each convolution's forward and backward in burn: the networks' `FastConv2d`, and
+/// burn's own `Conv2d` (the generic backward) on the same weights and input.
 fn burn_conv_layers(opts: &BenchOptions, device: &Device) -> Vec<ConvLayerRow> {
     conv_layers(opts.train_size)
         .into_iter()
         .map(|(net, cin, cout, side)| {
             let conv = scrim_train::nets::conv3(cin, cout, device);
+            let generic: burn::nn::conv::Conv2d = conv.clone().into();
             let x = Tensor::<4>::random(
                 [opts.batch_size, cin, side, side],
                 burn::tensor::Distribution::Default,
                 device,
             )
             .require_grad();
-            let burn_ms = super::device::median_ms(opts.cotrain_steps, || {
-                let grads = conv.forward(x.clone()).sum().backward();
-                let w = conv.weight.grad(&grads);
-                let xg = x.grad(&grads);
-                // Reading both gradients waits for them.
-                let _ = w.map(|w| batch::to_vec(w.sum()));
-                let _ = xg.map(|g| batch::to_vec(g.sum()));
-                Ok(())
-            })
-            .unwrap_or(f64::NAN);
+            let time = |forward: &dyn Fn(Tensor<4>) -> Tensor<4>, weight: &Tensor<4>| {
+                super::device::median_ms(opts.cotrain_steps, || {
+                    let grads = forward(x.clone()).sum().backward();
+                    let w = weight.grad(&grads);
+                    let xg = x.grad(&grads);
+                    // Reading both gradients waits for them.
+                    let _ = w.map(|w| batch::to_vec(w.sum()));
+                    let _ = xg.map(|g| batch::to_vec(g.sum()));
+                    Ok(())
+                })
+                .unwrap_or(f64::NAN)
+            };
             ConvLayerRow {
                 layer: format!("{net} {cin}→{cout} @{side}"),
-                burn_ms,
+                burn_ms: time(&|x| conv.forward(x), &conv.weight.val()),
                 torch_ms: None,
+                burn_generic_ms: Some(time(&|x| generic.forward(x), &generic.weight.val())),
             }
         })
         .collect()
@@ -261,4 +269,24 @@ pub(crate) fn epoch_growth(opts: &BenchOptions) -> Result<Vec<EpochGrowth>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Section 2 alone, burn's side (the full bench also needs Python and the server):
+    /// `cargo test --release --workspace -p … -- --ignored cotrain_section --nocapture`
+    /// prints the report's JSON.
+    #[test]
+    #[ignore = "a benchmark: minutes of CPU"]
+    fn cotrain_section() {
+        let opts = BenchOptions {
+            torch: false,
+            ..BenchOptions::default()
+        };
+        let mut notes = Vec::new();
+        let report = run(&opts, None, &mut notes).expect("section 2");
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    }
 }

@@ -1,10 +1,15 @@
-//! The convolution gradients on flex tensors (f32, dilation 1): the weight gradient as a
-//! per-image unrolling (im2col) and one matrix product per image and group, accumulated per
-//! thread; the input gradient as flex's own forward convolution of the (dilated) output gradient
-//! with the flipped, transposed weights; the bias gradient as a sum.
+//! The convolution and its gradients on flex tensors (f32, dilation 1), all on one unrolling
+//! (im2col) of one image at a time and gemm, the matrix product flex itself links:
 //!
-//! Anything else (other dtypes, dilation, padding wider than the kernel) goes through burn's
-//! generic backward, which these functions reproduce to within rounding.
+//! - forward: per image and group, `y = W · col(x)`, images in parallel;
+//! - weight gradient: per image and group, `dW += dY · col(x)ᵀ`, accumulated per thread, the
+//!   threads' sums added at the end;
+//! - input gradient: the forward above on the output gradient (spread onto the stride-1 grid
+//!   with zeros when strided) with the weights flipped and transposed per group;
+//! - bias gradient: the output gradient summed.
+//!
+//! Anything else (other dtypes, dilation, padding wider than the kernel) goes to flex's forward
+//! and burn's generic backward, which these functions reproduce to within rounding.
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::{ConvOptions, ModuleOps};
@@ -24,14 +29,46 @@ pub(super) fn supported(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptio
         && options.padding[1].1 < kw
 }
 
-/// flex's forward convolution.
+/// The forward convolution: per image, the input unrolled and one matrix product per group
+/// (flex's own for other dtypes and dilations).
 pub(super) fn forward(
     x: FlexTensor,
     weight: FlexTensor,
     bias: Option<FlexTensor>,
     options: ConvOptions<2>,
 ) -> FlexTensor {
-    <Flex as ModuleOps<Flex>>::conv2d(x, weight, bias, options)
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || options.dilation != [1, 1] {
+        return <Flex as ModuleOps<Flex>>::conv2d(x, weight, bias, options);
+    }
+    let [n, cin, h, w] = dims4(&x);
+    let [cout, cin_g, kh, kw] = dims4(&weight);
+    let [(pt, pb), (pl, pr)] = options.padding;
+    let [sh, sw] = options.stride;
+    let ho = (h + pt + pb - kh) / sh + 1;
+    let wo = (w + pl + pr - kw) / sw + 1;
+    let geom = Unroll {
+        cin_g,
+        h,
+        w,
+        kh,
+        kw,
+        ho,
+        wo,
+        stride: options.stride,
+        pad: [pt, pl],
+    };
+    let (x, weight) = (contiguous(&x), contiguous(&weight));
+    let bias = bias.map(|b| contiguous(&b));
+    let y = geom.conv(
+        x.as_slice(),
+        n,
+        cin,
+        weight.as_slice(),
+        cout,
+        options.groups,
+        bias.as_ref().map(Contiguous::as_slice),
+    );
+    tensor(y, [n, cout, ho, wo])
 }
 
 /// The gradient of the convolution's input `x` (shape `x_shape`).
@@ -209,6 +246,51 @@ struct Unroll {
 }
 
 impl Unroll {
+    /// `y[i] = Σ_g W_g · col_g(x[i]) + b`, images in parallel.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &self,
+        x: &[f32],
+        n: usize,
+        cin: usize,
+        weight: &[f32],
+        cout: usize,
+        groups: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (h, w, p) = (self.h, self.w, self.ho * self.wo);
+        let (cin_g, cout_g) = (self.cin_g, cout / groups);
+        let k = cin_g * self.kh * self.kw;
+        let mut y = vec![0f32; n * cout * p];
+        let image = |col: &mut Vec<f32>, i: usize, yi: &mut [f32], par: gemm::Parallelism| {
+            for g in 0..groups {
+                self.unroll(&x[(i * cin + g * cin_g) * h * w..][..cin_g * h * w], col);
+                let dst = &mut yi[g * cout_g * p..][..cout_g * p];
+                let wg = &weight[g * cout_g * k..][..cout_g * k];
+                // [cout_g × k] · [k × p], all row-major.
+                gemm_strided(dst, p, false, wg, [k, 1], col, [p, 1], [cout_g, p, k], par);
+            }
+            if let Some(b) = bias {
+                for (row, b) in yi.chunks_mut(p).zip(b) {
+                    row.iter_mut().for_each(|v| *v += b);
+                }
+            }
+        };
+        let threads = rayon::current_num_threads();
+        if n >= threads && threads > 1 {
+            y.par_chunks_mut(cout * p).enumerate().for_each_init(
+                || vec![0f32; k * p],
+                |col, (i, yi)| image(col, i, yi, gemm::Parallelism::None),
+            );
+        } else {
+            let mut col = vec![0f32; k * p];
+            for (i, yi) in y.chunks_mut(cout * p).enumerate() {
+                image(&mut col, i, yi, gemm::Parallelism::Rayon(0));
+            }
+        }
+        y
+    }
+
     fn unroll(&self, x: &[f32], col: &mut [f32]) {
         let Self {
             cin_g,
@@ -256,8 +338,7 @@ impl Unroll {
     }
 }
 
-/// `dst[m×n] += lhs[m×k] · rhsᵀ`, with `rhs` stored `[n×k]` row-major (all row-major).
-#[allow(unsafe_code)]
+/// `dst[m×n] += lhs[m×k] · rhsᵀ`, with `rhs` stored `[n×k]` (all row-major).
 fn gemm_acc(
     dst: &mut [f32],
     lhs: &[f32],
@@ -267,11 +348,37 @@ fn gemm_acc(
     k: usize,
     par: gemm::Parallelism,
 ) {
-    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= n * k);
-    // SAFETY: the three slices are at least as long as the matrices the strides describe (checked
-    // above), `dst` is borrowed mutably and alone, and gemm reads and writes nothing else. This
-    // is the one place the workspace's `unsafe_code = "deny"` is lifted: gemm only has a raw
-    // pointer interface, and burn-flex calls it the same way.
+    gemm_strided(dst, n, true, lhs, [k, 1], rhs, [1, k], [m, n, k], par);
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`: `dst` row-major with row stride `dst_rs`, `lhs` and
+/// `rhs` with [row, column] strides; `accumulate` adds to `dst` instead of overwriting it.
+#[allow(unsafe_code, clippy::too_many_arguments)]
+fn gemm_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    [lhs_rs, lhs_cs]: [usize; 2],
+    rhs: &[f32],
+    [rhs_rs, rhs_cs]: [usize; 2],
+    [m, n, k]: [usize; 3],
+    par: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| {
+        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs + 1
+    };
+    assert!(dst.len() >= last(dst_rs, 1, m, n) && dst_rs >= n);
+    assert!(k == 0 || lhs.len() >= last(lhs_rs, lhs_cs, m, k));
+    assert!(k == 0 || rhs.len() >= last(rhs_rs, rhs_cs, k, n));
+    let i = |v: usize| v as isize;
+    // SAFETY: every element the strides address lies inside its slice (asserted above), `dst`
+    // is borrowed mutably and alone, and gemm touches nothing else. This is the one place the
+    // workspace's `unsafe_code = "deny"` is lifted: gemm only has a raw-pointer interface, and
+    // burn-flex calls it the same way.
     unsafe {
         gemm::gemm(
             m,
@@ -279,14 +386,14 @@ fn gemm_acc(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
-            true,
+            i(dst_rs),
+            accumulate,
             lhs.as_ptr(),
-            1,
-            k as isize,
+            i(lhs_cs),
+            i(lhs_rs),
             rhs.as_ptr(),
-            k as isize,
-            1,
+            i(rhs_cs),
+            i(rhs_rs),
             1.0f32,
             1.0f32,
             false,

@@ -23,6 +23,7 @@ struct Case {
     bias: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn case(
     n: usize,
     cin: usize,
@@ -219,4 +220,70 @@ fn loads_a_checkpoint_of_burns_conv2d() {
     );
     let bias = |b: Option<Param<Tensor<1>>>| b.map(|b| batch::to_vec(b.val()));
     assert_eq!(bias(loaded.bias), bias(conv.bias));
+}
+
+/// Where a convolution's time goes (forward, input gradient, weight gradient, each alone):
+/// `-- --ignored conv_parts --nocapture`.
+#[test]
+#[ignore = "a benchmark"]
+fn conv_parts() {
+    use burn::backend::flex::FlexTensor;
+    use std::time::Instant;
+    let median = |f: &mut dyn FnMut()| {
+        let mut t: Vec<f64> = (0..12)
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[6]
+    };
+    let flex = |shape: Vec<usize>| {
+        let len = shape.iter().product::<usize>();
+        let data: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+            .collect();
+        FlexTensor::from_data(TensorData::new(data, shape))
+    };
+    for (cin, cout, side) in [
+        (3, 16, 32),
+        (16, 16, 32),
+        (16, 3, 32),
+        (32, 64, 16),
+        (64, 128, 8),
+    ] {
+        let n = 64;
+        let x = flex(vec![n, cin, side, side]);
+        let w = flex(vec![cout, cin, 3, 3]);
+        let dy = flex(vec![n, cout, side, side]);
+        let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let fwd = median(&mut || {
+            let _ = kernels::forward(x.clone(), w.clone(), None, o.clone());
+        });
+        let xg = median(&mut || {
+            let _ = kernels::input_grad([n, cin, side, side], w.clone(), dy.clone(), o.clone());
+        });
+        let wg = median(&mut || {
+            let _ = kernels::weight_grad(x.clone(), dy.clone(), [cout, cin, 3, 3], o.clone());
+        });
+        type M = burn::backend::Flex;
+        use burn::backend::ops::ModuleOps;
+        let gxg = median(&mut || {
+            let _ =
+                <M as ModuleOps<M>>::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), o.clone());
+        });
+        let gwg = median(&mut || {
+            let _ = <M as ModuleOps<M>>::conv2d_weight_backward(
+                x.clone(),
+                w.clone(),
+                dy.clone(),
+                o.clone(),
+            );
+        });
+        println!(
+            "{cin}→{cout} @{side}: forward {fwd:.2} | input grad {xg:.2} (generic {gxg:.2}) | weight grad {wg:.2} (generic {gwg:.2}) ms"
+        );
+    }
 }
