@@ -191,6 +191,15 @@ pub fn markdown(r: &BenchReport) -> String {
         "| framework | median step ms | images/s |\n|---|---|---|\n| burn {} (all cores) | {:.1} | {:.0} |",
         c.backend, c.burn_step_ms, c.burn_images_per_sec
     );
+    if let Some(g) = c.burn_generic_step_ms {
+        let _ = writeln!(
+            s,
+            "| burn {} with burn's own convolution backward (same run) | {:.1} | {:.0} |",
+            c.backend,
+            g,
+            c.batch as f64 / (g / 1e3)
+        );
+    }
     let _ = writeln!(
         s,
         "| {} | {} | {} |",

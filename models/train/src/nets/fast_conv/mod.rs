@@ -27,6 +27,8 @@
 mod backend;
 mod kernels;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
@@ -36,6 +38,15 @@ use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 
 pub use backend::FastConvBackend;
+
+static BURN_GENERIC: AtomicBool = AtomicBool::new(false);
+
+/// Sends every [`FastConv2d`] and [`conv2d`] of this process through burn's own convolution
+/// (`true`) or back through scrim's (`false`, the default). For benchmarks that time both in
+/// one process (`scrim bench`); training never calls it.
+pub fn use_burn_generic(on: bool) {
+    BURN_GENERIC.store(on, Ordering::Relaxed);
+}
 
 /// burn's `Conv2d`, whose forward pass records scrim's backward on flex.
 #[derive(Module, Debug)]
@@ -135,7 +146,12 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if !on_flex(&x) || !on_flex(&weight) || x.dtype() != DType::F32 || options.dilation != [1, 1] {
+    if BURN_GENERIC.load(Ordering::Relaxed)
+        || !on_flex(&x)
+        || !on_flex(&weight)
+        || x.dtype() != DType::F32
+        || options.dilation != [1, 1]
+    {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let [_, cin, _, _] = x.dims();
