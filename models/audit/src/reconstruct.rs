@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use scrim_train::batch;
 use scrim_train::data::Dataset;
+use scrim_train::nets::FastConv2d;
 
 use crate::context::Context;
 use crate::error::Result;
@@ -43,7 +44,7 @@ pub(crate) fn reconstruct(
 /// correction to x').
 #[derive(Module, Debug)]
 pub(crate) struct Decoder {
-    convs: Vec<Conv2d>,
+    convs: Vec<FastConv2d>,
 }
 
 impl Decoder {
@@ -52,6 +53,7 @@ impl Decoder {
             Conv2dConfig::new([i, o], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init(device)
+                .into()
         };
         Self {
             convs: vec![

@@ -29,6 +29,9 @@ pub struct CotrainReport {
     pub backend: String,
     /// burn: median step, ms.
     pub burn_step_ms: f64,
+    /// burn: median step with burn's own convolution (its generic backward), same run.
+    #[serde(default)]
+    pub burn_generic_step_ms: Option<f64>,
     /// burn: images per second at the median step.
     pub burn_images_per_sec: f64,
     /// PyTorch: median step, ms.
@@ -52,6 +55,9 @@ pub struct ConvLayerRow {
     pub burn_ms: f64,
     /// PyTorch: median ms.
     pub torch_ms: Option<f64>,
+    /// burn's own `Conv2d` (its generic backward) in the same run: median ms.
+    #[serde(default)]
+    pub burn_generic_ms: Option<f64>,
 }
 
 /// The 3×3 convolutions of the default perturber and recognizer at image side `size`:
@@ -73,32 +79,40 @@ fn conv_layers(size: usize) -> Vec<(&'static str, usize, usize, usize)> {
     layers
 }
 
-/// Times each convolution's forward and backward in burn.
+/// Times each convolution's forward and backward in burn: the networks' `FastConv2d`, and
+/// burn's own `Conv2d` (the generic backward) on the same weights and input.
 fn burn_conv_layers(opts: &BenchOptions, device: &Device) -> Vec<ConvLayerRow> {
     conv_layers(opts.train_size)
         .into_iter()
         .map(|(net, cin, cout, side)| {
             let conv = scrim_train::nets::conv3(cin, cout, device);
+            let generic: burn::nn::conv::Conv2d = conv.clone().into();
             let x = Tensor::<4>::random(
                 [opts.batch_size, cin, side, side],
                 burn::tensor::Distribution::Default,
                 device,
             )
             .require_grad();
-            let burn_ms = super::device::median_ms(opts.cotrain_steps, || {
-                let grads = conv.forward(x.clone()).sum().backward();
-                let w = conv.weight.grad(&grads);
+            let run = |forward: &dyn Fn(Tensor<4>) -> Tensor<4>, weight: &Tensor<4>| {
+                let grads = forward(x.clone()).sum().backward();
+                let w = weight.grad(&grads);
                 let xg = x.grad(&grads);
                 // Reading both gradients waits for them.
                 let _ = w.map(|w| batch::to_vec(w.sum()));
                 let _ = xg.map(|g| batch::to_vec(g.sum()));
                 Ok(())
-            })
-            .unwrap_or(f64::NAN);
+            };
+            let (fast_ms, generic_ms) = super::device::paired_median_ms(
+                opts.cotrain_steps,
+                || run(&|x| conv.forward(x), &conv.weight.val()),
+                || run(&|x| generic.forward(x), &generic.weight.val()),
+            )
+            .unwrap_or((f64::NAN, f64::NAN));
             ConvLayerRow {
                 layer: format!("{net} {cin}→{cout} @{side}"),
-                burn_ms,
+                burn_ms: fast_ms,
                 torch_ms: None,
+                burn_generic_ms: Some(generic_ms),
             }
         })
         .collect()
@@ -152,16 +166,30 @@ pub(crate) fn run(
     let ds = synthetic(opts.batch_size, opts.train_size)?;
     let idx: Vec<usize> = (0..ds.len()).collect();
     let (mut t, cfg) = trainer(&ds, &device)?;
-    let step_ms = super::device::median_ms(opts.cotrain_steps, || {
-        step(&mut t, &cfg, &ds, &idx);
-        Ok(())
-    })?;
+    // The step with `FastConv2d`, alternating with the same step through burn's own
+    // convolution (its generic backward): the before/after of issue #22 under one load.
+    let t = std::cell::RefCell::new(&mut t);
+    let (step_ms, generic_ms) = super::device::paired_median_ms(
+        opts.cotrain_steps,
+        || {
+            scrim_train::nets::use_burn_generic(false);
+            step(&mut t.borrow_mut(), &cfg, &ds, &idx);
+            Ok(())
+        },
+        || {
+            scrim_train::nets::use_burn_generic(true);
+            step(&mut t.borrow_mut(), &cfg, &ds, &idx);
+            scrim_train::nets::use_burn_generic(false);
+            Ok(())
+        },
+    )?;
     let mut report = CotrainReport {
         batch: opts.batch_size,
         size: opts.train_size,
         steps: opts.cotrain_steps,
         backend: "flex".into(),
         burn_step_ms: step_ms,
+        burn_generic_step_ms: Some(generic_ms),
         burn_images_per_sec: opts.batch_size as f64 / (step_ms / 1e3),
         torch_step_ms: None,
         torch: None,
@@ -261,4 +289,41 @@ pub(crate) fn epoch_growth(opts: &BenchOptions) -> Result<Vec<EpochGrowth>> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Section 2 alone, burn's side (the full bench also needs Python and the server):
+    /// `cargo test --release --workspace -p … -- --ignored cotrain_section --nocapture`
+    /// prints the report's JSON.
+    #[test]
+    #[ignore = "a benchmark: minutes of CPU"]
+    fn cotrain_section() {
+        let opts = BenchOptions {
+            torch: false,
+            ..BenchOptions::default()
+        };
+        let mut notes = Vec::new();
+        let report = run(&opts, None, &mut notes).expect("section 2");
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    }
+
+    /// The co-training step alone, 30 times, for a profiler:
+    /// `perf record -g <scrim_bench test binary> --ignored cotrain_step_only`.
+    #[test]
+    #[ignore = "a profiling target"]
+    fn cotrain_step_only() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let ds = synthetic(64, 32).expect("data");
+        let idx: Vec<usize> = (0..ds.len()).collect();
+        let (mut t, cfg) = trainer(&ds, &device).expect("trainer");
+        // SCRIM_BENCH_GENERIC_CONV=1 profiles the step with burn's own convolution instead.
+        scrim_train::nets::use_burn_generic(std::env::var_os("SCRIM_BENCH_GENERIC_CONV").is_some());
+        for _ in 0..30 {
+            step(&mut t, &cfg, &ds, &idx);
+        }
+    }
 }

@@ -107,6 +107,31 @@ pub(crate) fn median_ms(iterations: usize, mut f: impl FnMut() -> Result<()>) ->
     Ok(median(&times))
 }
 
+/// Medians of two measurements taken alternately (a, b, a, b, …) after three warm-up runs of
+/// each, so both see the same load on a shared machine.
+pub(crate) fn paired_median_ms(
+    iterations: usize,
+    mut a: impl FnMut() -> Result<()>,
+    mut b: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64)> {
+    for _ in 0..3 {
+        a()?;
+        b()?;
+    }
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..iterations.max(1) {
+        for (f, times) in [
+            (&mut a as &mut dyn FnMut() -> Result<()>, &mut ta),
+            (&mut b, &mut tb),
+        ] {
+            let t = Instant::now();
+            f()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok((median(&ta), median(&tb)))
+}
+
 /// Median of a non-empty sample (the upper middle value for an even count).
 fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();

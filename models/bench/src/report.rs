@@ -191,6 +191,15 @@ pub fn markdown(r: &BenchReport) -> String {
         "| framework | median step ms | images/s |\n|---|---|---|\n| burn {} (all cores) | {:.1} | {:.0} |",
         c.backend, c.burn_step_ms, c.burn_images_per_sec
     );
+    if let Some(g) = c.burn_generic_step_ms {
+        let _ = writeln!(
+            s,
+            "| burn {} with burn's own convolution backward (same run) | {:.1} | {:.0} |",
+            c.backend,
+            g,
+            c.batch as f64 / (g / 1e3)
+        );
+    }
     let _ = writeln!(
         s,
         "| {} | {} | {} |",
@@ -203,27 +212,35 @@ pub fn markdown(r: &BenchReport) -> String {
         let _ = writeln!(
             s,
             "\nWhere the step's time goes: each 3×3 convolution of the two networks alone, forward \
-             and backward (input and weight gradients), batch {}, medians.\n\n\
-             | convolution | burn ms | PyTorch ms | burn/PyTorch |\n|---|---|---|---|",
+             and backward (input and weight gradients), batch {}, medians. burn: the networks' \
+             `FastConv2d` (scrim's backward on flex); burn generic: burn's own `Conv2d` on the \
+             same input, timed in the same run.\n\n\
+             | convolution | burn ms | burn generic ms | generic/burn | PyTorch ms | burn/PyTorch |\n\
+             |---|---|---|---|---|---|",
             c.batch
         );
         for l in &c.conv_layers {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {} | {} |",
+                "| {} | {:.2} | {} | {} | {} | {} |",
                 l.layer,
                 l.burn_ms,
+                opt(l.burn_generic_ms, 2),
+                opt(l.burn_generic_ms.map(|g| g / l.burn_ms.max(1e-9)), 2),
                 opt(l.torch_ms, 2),
                 opt(l.torch_ms.filter(|t| *t > 0.0).map(|t| l.burn_ms / t), 2)
             );
         }
         let burn: f64 = c.conv_layers.iter().map(|l| l.burn_ms).sum();
         let torch: Option<f64> = c.conv_layers.iter().map(|l| l.torch_ms).sum();
+        let generic: Option<f64> = c.conv_layers.iter().map(|l| l.burn_generic_ms).sum();
         let _ = writeln!(
             s,
-            "| all | {:.1} ({:.0}% of the step) | {} | {} |",
+            "| all | {:.1} ({:.0}% of the step) | {} | {} | {} | {} |",
             burn,
             100.0 * burn / c.burn_step_ms.max(1e-9),
+            opt(generic, 1),
+            opt(generic.map(|g| g / burn.max(1e-9)), 2),
             opt(torch, 1),
             opt(torch.filter(|t| *t > 0.0).map(|t| burn / t), 2)
         );

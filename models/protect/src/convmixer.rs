@@ -7,7 +7,7 @@
 //! linear head.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -15,6 +15,7 @@ use scrim_core::InputSpec;
 use scrim_core::onnx::{Conv, GraphBuilder, Value};
 
 use scrim_train::batch;
+use scrim_train::nets::FastConv2d;
 
 /// Configuration of a ConvMixer.
 #[derive(Config, Debug)]
@@ -39,11 +40,11 @@ pub struct ConvMixerConfig {
 #[derive(Module, Debug)]
 pub struct MixerBlock {
     /// Depthwise `k×k` convolution (groups = dim), same padding.
-    pub depthwise: Conv2d,
+    pub depthwise: FastConv2d,
     /// BatchNorm after the depthwise GELU.
     pub bn1: BatchNorm,
     /// Pointwise 1×1 convolution.
-    pub pointwise: Conv2d,
+    pub pointwise: FastConv2d,
     /// BatchNorm after the pointwise GELU.
     pub bn2: BatchNorm,
 }
@@ -52,7 +53,7 @@ pub struct MixerBlock {
 #[derive(Module, Debug)]
 pub struct ConvMixer {
     /// Patch embedding, kernel = stride = p.
-    pub stem: Conv2d,
+    pub stem: FastConv2d,
     /// BatchNorm after the stem's GELU.
     pub stem_bn: BatchNorm,
     /// Mixer blocks.
@@ -69,16 +70,18 @@ impl ConvMixerConfig {
         ConvMixer {
             stem: Conv2dConfig::new([3, d], [p, p])
                 .with_stride([p, p])
-                .init(device),
+                .init(device)
+                .into(),
             stem_bn: BatchNormConfig::new(d).init(device),
             blocks: (0..self.depth)
                 .map(|_| MixerBlock {
                     depthwise: Conv2dConfig::new([d, d], [k, k])
                         .with_groups(d)
                         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-                        .init(device),
+                        .init(device)
+                        .into(),
                     bn1: BatchNormConfig::new(d).init(device),
-                    pointwise: Conv2dConfig::new([d, d], [1, 1]).init(device),
+                    pointwise: Conv2dConfig::new([d, d], [1, 1]).init(device).into(),
                     bn2: BatchNormConfig::new(d).init(device),
                 })
                 .collect(),
@@ -106,7 +109,7 @@ impl ConvMixer {
     }
 }
 
-fn emit_conv(g: &mut GraphBuilder, x: &Value, conv: &Conv2d, pad: usize) -> Value {
+fn emit_conv(g: &mut GraphBuilder, x: &Value, conv: &FastConv2d, pad: usize) -> Value {
     let weight = conv.weight.val();
     let shape = weight.dims();
     let w = batch::to_vec(weight);

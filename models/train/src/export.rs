@@ -3,7 +3,6 @@
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use scrim_core::manifest::{Manifest, PerturberOutput, PerturberSpec};
 use scrim_core::onnx::{Conv, GraphBuilder, Value};
@@ -12,7 +11,7 @@ use scrim_core::{BatchMode, InputSpec, Model, NoiseKind};
 
 use crate::batch;
 use crate::data::Dataset;
-use crate::nets::{BoundedEncoder, LUMA, Perturber, Recognizer};
+use crate::nets::{BoundedEncoder, FastConv2d, LUMA, Perturber, Recognizer};
 use crate::run::RunDir;
 use crate::{Error, Result};
 
@@ -25,7 +24,7 @@ struct ConvWeights {
     groups: usize,
 }
 
-fn conv_weights(conv: &Conv2d) -> ConvWeights {
+fn conv_weights(conv: &FastConv2d) -> ConvWeights {
     // Every convolution here is padded symmetrically (or not at all).
     let pad = match conv.padding {
         PaddingConfig2d::Explicit(top, ..) => top,

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation;
-use burn::tensor::module::{conv2d, max_pool2d};
+use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use scrim_core::manifest::Normalization;
 use scrim_core::onnx_graph::{Graph, Initializer, Node};
+use scrim_train::nets::conv2d;
 
 use crate::{Error, Result};
 

@@ -55,7 +55,7 @@ pub fn blur(x: Tensor<4>) -> Tensor<4> {
     let k = [1.0f32, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0].map(|v| v / 16.0);
     let w: Vec<f32> = (0..c).flat_map(|_| k).collect();
     let weight = Tensor::<1>::from_floats(w.as_slice(), &x.device()).reshape([c, 1, 3, 3]);
-    burn::tensor::module::conv2d(x, weight, None, ConvOptions::new([1, 1], [1, 1], [1, 1], c))
+    crate::nets::conv2d(x, weight, None, ConvOptions::new([1, 1], [1, 1], [1, 1], c))
 }
 
 /// The local noise level: `ln(mean over 2×2 blocks of (x − blur x)² + 1e-5)`.

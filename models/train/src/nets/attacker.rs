@@ -2,12 +2,13 @@
 //! trained by [`crate::eval::fit`].
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::fast_conv::FastConv2d;
 use super::layers::{conv3, conv3_strided};
 use crate::eval::Classifier;
 
@@ -27,18 +28,18 @@ pub struct ResidualConfig {
 /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + proj(x))`.
 #[derive(Module, Debug)]
 pub struct ResBlock {
-    conv1: Conv2d,
+    conv1: FastConv2d,
     bn1: BatchNorm,
-    conv2: Conv2d,
+    conv2: FastConv2d,
     bn2: BatchNorm,
     /// A strided 1×1 convolution where the block changes width or resolution.
-    proj: Option<Conv2d>,
+    proj: Option<FastConv2d>,
 }
 
 /// See [`ResidualConfig`].
 #[derive(Module, Debug)]
 pub struct ResidualNet {
-    stem: Conv2d,
+    stem: FastConv2d,
     stem_bn: BatchNorm,
     pool: MaxPool2d,
     blocks: Vec<ResBlock>,
@@ -58,6 +59,7 @@ impl ResidualConfig {
                     .with_stride([stride, stride])
                     .with_padding(PaddingConfig2d::Valid)
                     .init(device)
+                    .into()
             });
             blocks.push(ResBlock {
                 conv1: conv3_strided(cin, w, stride, device),

@@ -2,12 +2,13 @@
 //! the device as the release's only output (see `scrim_core::release`).
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
 
 use super::config::PerturberConfig;
+use super::fast_conv::FastConv2d;
 use super::layers::conv3_strided;
 
 /// `[N, 3, S, S]` → `fill + A·tanh(head(f(x)))`, `[N, C, R, R]`: 3×3 stride-2 convolutions with
@@ -16,9 +17,9 @@ use super::layers::conv3_strided;
 #[derive(Module, Debug)]
 pub struct BoundedEncoder {
     /// The convolutions, stride 2 then stride 1.
-    pub convs: Vec<Conv2d>,
+    pub convs: Vec<FastConv2d>,
     /// 1×1 convolution to the map's channels.
-    pub head: Conv2d,
+    pub head: FastConv2d,
     /// Bound A of the map around `fill`.
     pub amplitude: f64,
     /// Centre of the map's range.
@@ -53,7 +54,8 @@ impl BoundedEncoder {
         let head = Conv2dConfig::new([cin, cfg.release_channels], [1, 1])
             .with_padding(PaddingConfig2d::Valid)
             .with_initializer(Initializer::Zeros)
-            .init(device);
+            .init(device)
+            .into();
         Self {
             convs,
             head,

@@ -2,13 +2,14 @@
 //! names.
 
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation;
 
 use super::config::{PerturberConfig, PerturberLayout};
 use super::encoder::BoundedEncoder;
+use super::fast_conv::FastConv2d;
 use super::layers::{conv3_strided, depthwise3, patch_stem, positive_init, upsample_nearest};
 
 /// The device's constants of the grey and tone transforms: training uses the same.
@@ -19,11 +20,11 @@ pub use scrim_core::noise::{LUMA, STANDARD_EPS, STANDARD_STD};
 #[derive(Module, Debug)]
 pub struct Perturber {
     /// Hidden 3×3 convs with ReLU.
-    pub hidden: Vec<Conv2d>,
+    pub hidden: Vec<FastConv2d>,
     /// The σ head (3×3 conv to 3 channels).
-    pub head: Conv2d,
+    pub head: FastConv2d,
     /// The shift head (3×3 conv to 3 channels), when `shift_max > 0`.
-    pub shift: Option<Conv2d>,
+    pub shift: Option<FastConv2d>,
     /// The input-independent σ logits `[1, 3, S, S]` (Cloak-style baseline).
     pub map: Option<Param<Tensor<4>>>,
     /// σ_max.
@@ -76,7 +77,13 @@ enum Layout {
 
 /// A head: 3 output maps from `cin` features (1×1 in the separable layout, depthwise 3×3 in the
 /// depthwise one, else 3×3).
-fn head_conv(cin: usize, stride: usize, layout: Layout, zeros: bool, device: &Device) -> Conv2d {
+fn head_conv(
+    cin: usize,
+    stride: usize,
+    layout: Layout,
+    zeros: bool,
+    device: &Device,
+) -> FastConv2d {
     let (k, pad) = if layout == Layout::Separable {
         (1, PaddingConfig2d::Valid)
     } else {
@@ -88,9 +95,12 @@ fn head_conv(cin: usize, stride: usize, layout: Layout, zeros: bool, device: &De
         .with_padding(pad)
         .with_groups(groups);
     if zeros {
-        config.with_initializer(Initializer::Zeros).init(device)
+        config
+            .with_initializer(Initializer::Zeros)
+            .init(device)
+            .into()
     } else {
-        config.init(device)
+        config.init(device).into()
     }
 }
 
@@ -136,7 +146,8 @@ impl PerturberConfig {
                 };
                 let mut stem = patch_stem(width, stride, groups, device);
                 cin = width;
-                let mut convs: Vec<Conv2d> = (0..layers).map(|_| depthwise3(cin, device)).collect();
+                let mut convs: Vec<FastConv2d> =
+                    (0..layers).map(|_| depthwise3(cin, device)).collect();
                 if layout == Layout::Depthwise {
                     // Three channels leave no spare ones: a signed random start can zero a
                     // channel after a ReLU for every input, and then it never learns. Positive

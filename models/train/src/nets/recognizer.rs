@@ -2,12 +2,12 @@
 //! BatchNorm → ReLU → 2×2 max-pool, global average pooling, a linear head.
 
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation;
 
+use super::fast_conv::FastConv2d;
 use super::layers::conv3;
 
 /// Configuration of a recognizer (also used for adversaries and attackers): blocks of
@@ -25,7 +25,7 @@ pub struct RecognizerConfig {
 #[derive(Module, Debug)]
 pub struct Block {
     /// 3×3 convolution.
-    pub conv: Conv2d,
+    pub conv: FastConv2d,
     /// Batch normalisation.
     pub bn: BatchNorm,
     /// 2×2 max-pool.
