@@ -46,6 +46,21 @@ fn scrim(args: &[&str]) -> Output {
         .expect("run scrim")
 }
 
+/// `scrim perturb --model MODEL --input INPUT --output OUTPUT EXTRA...`.
+fn perturb(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "perturb",
+        "--model",
+        s(model),
+        "--input",
+        s(input),
+        "--output",
+        s(output),
+    ];
+    args.extend_from_slice(extra);
+    scrim(&args)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -112,15 +127,7 @@ fn perturb_names_uploads_after_inputs_as_the_help_says() {
     photo(&inputs.join("photo.jpg"), 40, 30);
     photo(&inputs.join("other.png"), 20, 20);
     let uploads = dir.path().join("up");
-    let out = scrim(&[
-        "perturb",
-        "--model",
-        s(&perturber),
-        "--input",
-        s(&inputs),
-        "--output",
-        s(&uploads),
-    ]);
+    let out = perturb(&perturber, &inputs, &uploads, &[]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("warning"), "no --seed, no warning: {err}");
@@ -138,17 +145,7 @@ fn seeded_noise_is_warned_about() {
     let (perturber, _) = models(dir.path());
     let input = dir.path().join("photo.png");
     photo(&input, 16, 16);
-    let out = scrim(&[
-        "perturb",
-        "--model",
-        s(&perturber),
-        "--input",
-        s(&input),
-        "--output",
-        s(&dir.path().join("up")),
-        "--seed",
-        "7",
-    ]);
+    let out = perturb(&perturber, &input, &dir.path().join("up"), &["--seed", "7"]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -188,15 +185,7 @@ fn one_bad_file_does_not_stop_a_folder() {
     std::fs::write(inputs.join("b.jpg"), b"not a photo").expect("junk");
     photo(&inputs.join("c.png"), 20, 20);
     let uploads = dir.path().join("up");
-    let out = scrim(&[
-        "perturb",
-        "--model",
-        s(&perturber),
-        "--input",
-        s(&inputs),
-        "--output",
-        s(&uploads),
-    ]);
+    let out = perturb(&perturber, &inputs, &uploads, &[]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(s(&inputs.join("b.jpg"))), "{err}");
@@ -301,16 +290,7 @@ fn save_maps_draws_photo_sigma_and_upload_side_by_side() {
     std::fs::create_dir(&inputs).expect("mkdir");
     photo(&inputs.join("photo.jpg"), 40, 30);
     let out_dir = dir.path().join("up");
-    let out = scrim(&[
-        "perturb",
-        "--model",
-        s(&perturber),
-        "--input",
-        s(&inputs),
-        "--output",
-        s(&out_dir),
-        "--save-maps",
-    ]);
+    let out = perturb(&perturber, &inputs, &out_dir, &["--save-maps"]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("wrote 1 maps"), "{err}");
