@@ -290,8 +290,6 @@ async fn slowloris_once(addr: SocketAddr, interval: Duration, limit: Duration) -
         after: started.elapsed(),
         answer,
     };
-    let reading = read_response(&mut rd);
-    tokio::pin!(reading);
     let sending = async {
         let _ = wr
             .write_all(b"POST /v1/classify HTTP/1.1\r\nHost: soak\r\n")
@@ -304,21 +302,33 @@ async fn slowloris_once(addr: SocketAddr, interval: Duration, limit: Duration) -
             }
         }
     };
-    let read = tokio::select! {
-        read = &mut reading => read,
-        () = sending => {
-            // The server closed its end; an answer may still be on its way.
-            match tokio::time::timeout(Duration::from_secs(1), &mut reading).await {
-                Ok(read) => read,
-                Err(_) => ReadOutcome::ClosedBeforeResponse,
-            }
-        }
-        () = tokio::time::sleep(limit) => return Slow::HeldPastLimit,
+    let Some(read) = answer_while_sending(read_response(&mut rd), sending, limit).await else {
+        return Slow::HeldPastLimit;
     };
     match read {
         ReadOutcome::Reply(reply) => closed(Some(outcome(&reply))),
         ReadOutcome::ClosedBeforeResponse => closed(None),
         ReadOutcome::Broken(e) => closed(Some(format!("broken answer: {e}"))),
+    }
+}
+
+/// Reads the server's answer while `sending` dribbles a request: the answer, or what ended the
+/// read once the server closed its end (an answer may still be on its way for a second), or
+/// `None` when nothing happened within `limit`.
+async fn answer_while_sending(
+    reading: impl Future<Output = ReadOutcome>,
+    sending: impl Future<Output = ()>,
+    limit: Duration,
+) -> Option<ReadOutcome> {
+    tokio::pin!(reading);
+    tokio::select! {
+        read = &mut reading => Some(read),
+        () = sending => Some(
+            tokio::time::timeout(Duration::from_secs(1), &mut reading)
+                .await
+                .unwrap_or(ReadOutcome::ClosedBeforeResponse),
+        ),
+        () = tokio::time::sleep(limit) => None,
     }
 }
 
@@ -349,8 +359,6 @@ async fn slow_body_once(attack: &Attack, stall: bool, limit: Duration) -> String
         return "connect failed".to_owned();
     };
     let (mut rd, mut wr) = stream.into_split();
-    let reading = read_response(&mut rd);
-    tokio::pin!(reading);
     let chunk = [0u8; 1024];
     let sending = async {
         let head = format!(
@@ -375,17 +383,8 @@ async fn slow_body_once(attack: &Attack, stall: bool, limit: Duration) -> String
         // Never send the last byte.
         std::future::pending::<()>().await;
     };
-    let read = tokio::select! {
-        read = &mut reading => read,
-        () = sending => {
-            match tokio::time::timeout(Duration::from_secs(1), &mut reading).await {
-                Ok(read) => read,
-                Err(_) => ReadOutcome::ClosedBeforeResponse,
-            }
-        }
-        () = tokio::time::sleep(limit) => {
-            return format!("no answer within {} ms", limit.as_millis());
-        }
+    let Some(read) = answer_while_sending(read_response(&mut rd), sending, limit).await else {
+        return format!("no answer within {} ms", limit.as_millis());
     };
     match read {
         ReadOutcome::Reply(reply) => outcome(&reply),

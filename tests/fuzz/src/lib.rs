@@ -245,7 +245,7 @@ pub fn server_status(data: &[u8]) -> Option<(&'static str, u16)> {
         .body(Body::from(rest.to_vec()))
         .expect("a request from fixed parts");
     let f = fixtures();
-    let app = scrim_cloud::app(f.server.clone());
+    let app = f.app.clone();
     let status = f.runtime.block_on(async {
         let resp = app.oneshot(req).await.expect("the router is infallible");
         let status = resp.status();
@@ -267,7 +267,8 @@ struct Fixtures {
     /// The model each level key restores from the untouched bundle.
     restored: Vec<Vec<u8>>,
     runtime: tokio::runtime::Runtime,
-    server: scrim_cloud::AppState,
+    /// The server's whole application, built once (a request takes a clone).
+    app: axum::Router,
     _dir: tempfile::TempDir,
 }
 
@@ -313,8 +314,9 @@ fn build_fixtures() -> Fixtures {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = runtime
+    let app = runtime
         .block_on(async { scrim_cloud::AppState::new(&config) })
+        .map(scrim_cloud::app)
         .expect("server state");
     Fixtures {
         perturber,
@@ -323,7 +325,7 @@ fn build_fixtures() -> Fixtures {
         protected,
         restored,
         runtime,
-        server,
+        app,
         _dir: dir,
     }
 }
