@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3000)]
     count: usize,
     /// Co-training epochs (warm-up included).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 20)]
     epochs: usize,
 }
 
@@ -69,6 +69,17 @@ fn print_demo(r: &DemoReport) {
         "clean: a recognizer and an attacker trained on raw images; perturbed: the co-trained"
     );
     println!("recognizer on Scrim uploads, and an attacker trained from scratch on Scrim uploads.");
+    if let Some(bits) = r.train.bits_per_upload {
+        println!(
+            "each upload is a 4×4 map drawn on the device plus fixed noise: at most {bits:.1} bits \
+             of the photo"
+        );
+    }
+    println!(
+        "attackers who hold the perturber: scrim audit --data synthetic --desired {d} --sensitive \
+         {s} --run {}",
+        r.train.run.display()
+    );
     println!(
         "{}",
         raw_photo_line(d, r.train.test_clean.accuracy, r.train.majority)
