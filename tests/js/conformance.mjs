@@ -1,0 +1,54 @@
+// The page's device path (cloud-server/try-page/device.mjs) on cases written by
+// tests/tests/try_page.rs: decoded photo pixels, scrim-core's graph outputs and noise in; the
+// model input, the upload and its PNG out, for the Rust test to compare bit for bit.
+//
+//   node tests/js/conformance.mjs CASES_DIR
+//
+// CASES_DIR holds one folder per case: meta.json ({ manifest, width, height, outputs: [{ dims }] }),
+// rgb.bin (8-bit RGB), out-K.bin (f32 LE), noise.bin (f32 LE). Writes js-x.bin (f32 LE),
+// js-upload.bin (8-bit RGB) and js-upload.png into each.
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as device from '../../cloud-server/try-page/device.mjs';
+
+const f32 = (path) => {
+  const b = readFileSync(path);
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+};
+
+const dir = process.argv[2];
+for (const name of readdirSync(dir).sort()) {
+  const c = join(dir, name);
+  const meta = JSON.parse(readFileSync(join(c, 'meta.json'), 'utf8'));
+  const spec = device.perturberSpec(meta.manifest);
+  const rgb = new Uint8Array(readFileSync(join(c, 'rgb.bin')));
+  const x = device.toTensor(rgb, meta.width, meta.height, spec);
+  const outputs = meta.outputs.map((o, k) => ({ dims: o.dims, data: f32(join(c, `out-${k}.bin`)) }));
+  const upload = device.deviceUpload(spec, x, outputs, f32(join(c, 'noise.bin')));
+  writeFileSync(join(c, 'js-x.bin'), new Uint8Array(x.buffer));
+  writeFileSync(join(c, 'js-upload.bin'), upload);
+  writeFileSync(join(c, 'js-upload.png'), device.encodePng(upload, spec.width, spec.height));
+  console.log(`${name}: ${meta.width}x${meta.height} -> ${spec.width}x${spec.height}`);
+}
+
+// The page's own noise (crypto.getRandomValues): unit variance, zero mean. 200k samples: the
+// standard error of the mean is 0.0022, of the standard deviation 0.0016 (Gaussian) to 0.0035
+// (Laplace); the tolerances are about five of them.
+for (const kind of ['gaussian', 'laplace']) {
+  const e = device.sampleNoise(kind, 200_001, device.cryptoU32);
+  let s = 0, q = 0, tail = 0;
+  for (const v of e) { s += v; q += v * v; if (Math.abs(v) > 3) tail++; }
+  const mean = s / e.length;
+  const sd = Math.sqrt(q / e.length - mean * mean);
+  console.log(`${kind}: mean ${mean.toFixed(4)}, sd ${sd.toFixed(4)}, P(|e|>3) ${(tail / e.length).toFixed(4)}`);
+  if (Math.abs(mean) > 0.011 || Math.abs(sd - 1) > 0.02) {
+    console.error(`${kind} noise is not unit variance around zero`);
+    process.exit(1);
+  }
+  // Laplace has heavier tails: P(|e| > 3) is about 1.4% against 0.27% for a Gaussian.
+  const want = kind === 'gaussian' ? [0.0017, 0.0038] : [0.011, 0.018];
+  if (tail / e.length < want[0] || tail / e.length > want[1]) {
+    console.error(`${kind} noise has the wrong tails`);
+    process.exit(1);
+  }
+}
