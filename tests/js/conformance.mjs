@@ -6,8 +6,10 @@
 //
 // CASES_DIR holds one folder per case: meta.json ({ manifest, width, height, outputs: [{ dims }] }),
 // rgb.bin (8-bit RGB), out-K.bin (f32 LE), noise.bin (f32 LE). Writes js-x.bin (f32 LE),
-// js-upload.bin (8-bit RGB) and js-upload.png into each.
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+// js-base.bin and js-sigma.bin (the upload before its noise, f32 LE), js-upload.bin (8-bit RGB)
+// and js-upload.png into each. Also quantises the f32 values of CASES_DIR/quantize-in.bin into
+// quantize-out.bin.
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as device from '../../cloud-server/try-page/device.mjs';
 
@@ -17,15 +19,23 @@ const f32 = (path) => {
 };
 
 const dir = process.argv[2];
+const probes = f32(join(dir, 'quantize-in.bin'));
+writeFileSync(join(dir, 'quantize-out.bin'), Uint8Array.from(probes, (v) => device.quantize(v)));
+
 for (const name of readdirSync(dir).sort()) {
   const c = join(dir, name);
+  if (!statSync(c).isDirectory()) continue; // the quantisation probes
+
   const meta = JSON.parse(readFileSync(join(c, 'meta.json'), 'utf8'));
   const spec = device.perturberSpec(meta.manifest);
   const rgb = new Uint8Array(readFileSync(join(c, 'rgb.bin')));
   const x = device.toTensor(rgb, meta.width, meta.height, spec);
   const outputs = meta.outputs.map((o, k) => ({ dims: o.dims, data: f32(join(c, `out-${k}.bin`)) }));
-  const upload = device.deviceUpload(spec, x, outputs, f32(join(c, 'noise.bin')));
+  const base = device.uploadBase(spec, x, outputs);
+  const upload = device.drawUpload(spec, base, f32(join(c, 'noise.bin')));
   writeFileSync(join(c, 'js-x.bin'), new Uint8Array(x.buffer));
+  writeFileSync(join(c, 'js-base.bin'), new Uint8Array(base.base.buffer));
+  writeFileSync(join(c, 'js-sigma.bin'), new Uint8Array(base.sigma.buffer));
   writeFileSync(join(c, 'js-upload.bin'), upload);
   writeFileSync(join(c, 'js-upload.png'), device.encodePng(upload, spec.width, spec.height));
   console.log(`${name}: ${meta.width}x${meta.height} -> ${spec.width}x${spec.height}`);

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,18 +14,26 @@ use serde_json::{Value, json};
 
 /// A headless Chromium and a DevTools session on its first page. The browser is killed on drop.
 pub struct Browser {
-    child: Child,
     ws: TcpStream,
     next_id: u64,
     /// Console messages and uncaught exceptions of the page, for failure messages.
     pub log: Vec<String>,
+    _process: Process,
     _profile: tempfile::TempDir,
 }
 
-impl Drop for Browser {
+/// The browser's process group (Chromium starts a dozen helper processes): killed on drop, so a
+/// failing test leaves no browser behind.
+struct Process(Child);
+
+impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The group was created for this child (`process_group(0)`): its id is the child's.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -43,6 +52,8 @@ impl Browser {
                 "--disable-extensions",
                 "--disable-background-networking",
                 "--disable-component-update",
+                "--disable-breakpad",
+                "--disable-crash-reporter",
                 "--window-size=1100,900",
                 "--remote-debugging-port=0",
                 "--remote-debugging-address=127.0.0.1",
@@ -52,8 +63,10 @@ impl Browser {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", chromium.display()))?;
+        let process = Process(child);
         // Chromium writes the port it bound to this file once it listens.
         let port_file = profile.path().join("DevToolsActivePort");
         let port = wait_for(Duration::from_secs(60), || {
@@ -78,10 +91,10 @@ impl Browser {
             .ok_or_else(|| anyhow!("unexpected target URL {list}"))?;
         let ws = websocket(port, &path)?;
         let mut browser = Self {
-            child,
             ws,
             next_id: 0,
             log: Vec::new(),
+            _process: process,
             _profile: profile,
         };
         browser.call("Runtime.enable", json!({}))?;

@@ -39,8 +39,10 @@ fn rich_noise() -> Fixture {
     let x = g.image_input("image", 3, SIZE, SIZE);
     let w1 = ramp(1, 3 * 3 * 9, 0.2);
     let h = g.conv(&x, Conv::new(&w1, [3, 3, 3, 3]).pad(1));
-    let s = g.sigmoid(&h);
-    let sigma = g.scale(&s, 0.3);
+    // σ in (−0.1, 0.3): the device clips the negative part to 0.
+    let s = g.tanh(&h);
+    let s = g.scale(&s, 0.2);
+    let sigma = g.offset(&s, 0.1);
     g.output(&sigma, "sigma");
     let half = g.avg_pool(&x, 2, 2, 0);
     let w2 = ramp(2, 9, 0.5);
@@ -51,7 +53,10 @@ fn rich_noise() -> Fixture {
     let quarter = g.avg_pool(&x, 4, 4, 0);
     let w3 = ramp(3, 9, 2.0);
     let k = g.conv(&quarter, Conv::new(&w3, [3, 3, 1, 1]));
-    let keep = g.sigmoid(&k);
+    // k in (−0.2, 1.2): the device clamps it to [0, 1].
+    let k = g.sigmoid(&k);
+    let k = g.scale(&k, 1.4);
+    let keep = g.offset(&k, -0.2);
     g.output(&keep, "keep");
     let mut spec = PerturberSpec::noise(
         0.3,
@@ -102,9 +107,11 @@ fn bounded_colour() -> Fixture {
     let centred = g.offset(&pooled, -0.5);
     let t = g.tanh(&centred);
     let t = g.scale(&t, 3.0);
-    let map = g.offset(&t, 0.5);
+    let t = g.offset(&t, 0.5);
+    let map = g.sqrt(&t);
     g.output(&map, "map");
-    // Amplitude 0.3 around 0.5: the map's range (about −0.9 to 1.9) is clamped by the device.
+    // Amplitude 0.3 around 0.5: the map (NaN where t < 0, up to about 1.4) is clamped by the
+    // device, NaN becoming the fill value.
     let release = BoundedRelease::new(4, 3, 0.3, 0.15, SIZE);
     Fixture {
         name: "bounded-colour",

@@ -1,3 +1,4 @@
+#![cfg(unix)]
 //! The try-a-photo page (`scrim-cloud serve --try-page`, files in `cloud-server/try-page/`).
 //!
 //! - Conformance: photos of several sizes go through scrim-core (decode, resize, the
@@ -92,6 +93,7 @@ struct CoreCase {
     x: ImageTensor,
     outputs: Vec<scrim_core::Output>,
     noise: Vec<f32>,
+    base: scrim_core::UploadBase,
     upload: Vec<u8>,
 }
 
@@ -126,8 +128,43 @@ fn core_case(p: &Fixture, photo: &[u8], seed: u64) -> CoreCase {
         x,
         outputs,
         noise,
+        base,
         upload,
     }
+}
+
+fn bits(path: &Path) -> Vec<u32> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn tensor_bits(t: &ImageTensor) -> Vec<u32> {
+    t.data().iter().map(|v| v.to_bits()).collect()
+}
+
+/// Values where 8-bit quantisation is easy to get wrong: every level's midpoint and its
+/// neighbours a few ulps away, the ends, and the non-finite values.
+fn quantize_probes() -> Vec<f32> {
+    let mut v = vec![
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        -1.0,
+        2.0,
+        0.0,
+        1.0,
+    ];
+    for k in 0..=256u32 {
+        let mid = (k as f32 - 0.5) / 255.0;
+        for d in -3i32..=3 {
+            v.push(f32::from_bits(mid.to_bits().wrapping_add_signed(d)));
+        }
+    }
+    v
 }
 
 fn first_difference<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> String {
@@ -173,6 +210,11 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
             cases.push((case_dir, c));
         }
     }
+    std::fs::write(
+        dir.path().join("quantize-in.bin"),
+        f32_bytes(&quantize_probes()),
+    )
+    .expect("probes");
     let run = Command::new(&node)
         .arg(repo().join("tests/js/conformance.mjs"))
         .arg(dir.path())
@@ -186,17 +228,20 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
     );
     for (case_dir, c) in &cases {
         let name = case_dir.file_name().unwrap_or_default().to_string_lossy();
-        let js_x: Vec<u32> = std::fs::read(case_dir.join("js-x.bin"))
-            .expect("js x")
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let core_x: Vec<u32> = c.x.data().iter().map(|v| v.to_bits()).collect();
-        assert!(
-            core_x == js_x,
-            "{name}: the model inputs differ; {}",
-            first_difference(&core_x, &js_x)
-        );
+        // Every stage, before rounding to bytes hides a difference: the model input, then the
+        // upload's noiseless base and its σ, then the upload.
+        for (stage, core, file) in [
+            ("model inputs", tensor_bits(&c.x), "js-x.bin"),
+            ("noiseless bases", tensor_bits(c.base.base()), "js-base.bin"),
+            ("σ maps", tensor_bits(c.base.sigma()), "js-sigma.bin"),
+        ] {
+            let js = bits(&case_dir.join(file));
+            assert!(
+                core == js,
+                "{name}: the {stage} differ; {}",
+                first_difference(&core, &js)
+            );
+        }
         let js_upload = std::fs::read(case_dir.join("js-upload.bin")).expect("js upload");
         assert!(
             c.upload == js_upload,
@@ -216,6 +261,16 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
             "{name}: the page's PNG is not its upload"
         );
     }
+    let core_q: Vec<u8> = quantize_probes()
+        .into_iter()
+        .map(scrim_core::imaging::quantize)
+        .collect();
+    let js_q = std::fs::read(dir.path().join("quantize-out.bin")).expect("js quantize");
+    assert!(
+        core_q == js_q,
+        "quantisation differs; {}",
+        first_difference(&core_q, &js_q)
+    );
     println!("{} cases agree bit for bit", cases.len());
 }
 
