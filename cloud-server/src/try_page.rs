@@ -1,7 +1,7 @@
 //! The try-a-photo page (`serve --try-page PERTURBER.onnx`, off by default): a static page under
 //! `/try/` where the visitor's browser plays the phone. It runs the perturber with
 //! onnxruntime-web, applies the device path of `try-page/device.mjs` (scrim-core's arithmetic,
-//! checked bit for bit by `tests/tests/try_page.rs`) and posts only the upload to
+//! checked bit for bit by `tests/tests/try_page/`) and posts only the upload to
 //! `/v1/classify`, the same endpoint and the same bearer token as any client.
 //!
 //! Everything served is read once at start and held in memory under fixed names: the page's own

@@ -162,4 +162,5 @@ function show(id, rgb) {
 }
 
 $('photo').addEventListener('change', onPhoto);
+$('controls').addEventListener('submit', (e) => e.preventDefault()); // Enter in the token field
 load().catch((e) => setState('error', `Error: cannot load the perturber: ${e.message}`));

@@ -2,7 +2,7 @@
 // (core/runtime/src: imaging.rs, perturb.rs, noise.rs, release.rs, upload.rs, tensor.rs).
 //
 // Pure functions, no DOM and no onnxruntime: the page (app.js) runs the perturber's graph and
-// calls these; the conformance test (tests/tests/try_page.rs, through tests/js/conformance.mjs)
+// calls these; the conformance test (tests/tests/try_page/, through tests/js/conformance.mjs)
 // calls them in node with scrim-core's own model outputs and noise, and compares the uploads
 // with scrim-core's bit for bit.
 //

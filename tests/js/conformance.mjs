@@ -1,5 +1,5 @@
 // The page's device path (cloud-server/try-page/device.mjs) on cases written by
-// tests/tests/try_page.rs: decoded photo pixels, scrim-core's graph outputs and noise in; the
+// tests/tests/try_page/: decoded photo pixels, scrim-core's graph outputs and noise in; the
 // model input, the upload and its PNG out, for the Rust test to compare bit for bit.
 //
 //   node tests/js/conformance.mjs CASES_DIR
