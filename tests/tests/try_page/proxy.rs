@@ -5,10 +5,13 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// The bytes one connection sent, shared with the thread that relays them.
+type Log = Arc<Mutex<Vec<u8>>>;
+
 /// The relay: connect the browser to `addr`; it forwards to the server and keeps a copy.
 pub struct Recorder {
     pub addr: SocketAddr,
-    streams: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    streams: Arc<Mutex<Vec<Log>>>,
 }
 
 /// One HTTP request as received.
@@ -34,14 +37,14 @@ impl Recorder {
     pub fn start(server: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let streams: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let streams: Arc<Mutex<Vec<Log>>> = Arc::default();
         let all = Arc::clone(&streams);
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(upstream) = TcpStream::connect(server) else {
                     continue;
                 };
-                let log: Arc<Mutex<Vec<u8>>> = Arc::default();
+                let log: Log = Arc::default();
                 all.lock().expect("lock").push(Arc::clone(&log));
                 relay(client, upstream, log);
             }
@@ -95,7 +98,7 @@ impl Recorder {
     }
 }
 
-fn relay(client: TcpStream, upstream: TcpStream, log: Arc<Mutex<Vec<u8>>>) {
+fn relay(client: TcpStream, upstream: TcpStream, log: Log) {
     let (Ok(mut client_in), Ok(mut upstream_out)) = (client.try_clone(), upstream.try_clone())
     else {
         return;
