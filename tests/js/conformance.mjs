@@ -2,7 +2,11 @@
 // tests/tests/try_page/: decoded photo pixels, scrim-core's graph outputs and noise in; the
 // model input, the upload and its PNG out, for the Rust test to compare bit for bit.
 //
-//   node tests/js/conformance.mjs CASES_DIR
+//   node tests/js/conformance.mjs CASES_DIR [ORT_DIST]
+//
+// With ORT_DIST (onnxruntime-web's dist/ folder), each case's graph (model.onnx) also runs in
+// onnxruntime-web on the page's normalised input, and its outputs go to js-ort-K.bin (f32 LE)
+// with their shapes in js-ort.json: the Rust test compares them with tract's.
 //
 // CASES_DIR holds one folder per case: meta.json ({ manifest, width, height, outputs: [{ dims }] }),
 // rgb.bin (8-bit RGB), out-K.bin (f32 LE), noise.bin (f32 LE). Writes js-x.bin (f32 LE),
@@ -11,6 +15,7 @@
 // quantize-out.bin.
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import * as device from '../../cloud-server/try-page/device.mjs';
 
 const f32 = (path) => {
@@ -19,6 +24,13 @@ const f32 = (path) => {
 };
 
 const dir = process.argv[2];
+const ortDist = process.argv[3];
+let ort = null;
+if (ortDist) {
+  ort = await import(pathToFileURL(join(ortDist, 'ort.wasm.bundle.min.mjs')).href);
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmBinary = readFileSync(join(ortDist, 'ort-wasm-simd-threaded.wasm'));
+}
 const probes = f32(join(dir, 'quantize-in.bin'));
 writeFileSync(join(dir, 'quantize-out.bin'), Uint8Array.from(probes, (v) => device.quantize(v)));
 
@@ -38,6 +50,17 @@ for (const name of readdirSync(dir).sort()) {
   writeFileSync(join(c, 'js-sigma.bin'), new Uint8Array(base.sigma.buffer));
   writeFileSync(join(c, 'js-upload.bin'), upload);
   writeFileSync(join(c, 'js-upload.png'), device.encodePng(upload, spec.width, spec.height));
+  if (ort) {
+    // What the page does: the graph on the normalised input, outputs in the graph's order.
+    const session = await ort.InferenceSession.create(new Uint8Array(readFileSync(join(c, 'model.onnx'))));
+    const feed = { [session.inputNames[0]]: new ort.Tensor('float32', device.normalize(x, spec), [1, 3, spec.height, spec.width]) };
+    const results = await session.run(feed);
+    const dims = session.outputNames.map((name, k) => {
+      writeFileSync(join(c, `js-ort-${k}.bin`), new Uint8Array(results[name].data.buffer));
+      return results[name].dims;
+    });
+    writeFileSync(join(c, 'js-ort.json'), JSON.stringify(dims));
+  }
   console.log(`${name}: ${meta.width}x${meta.height} -> ${spec.width}x${spec.height}`);
 }
 

@@ -4,7 +4,9 @@
 //! - Conformance: photos of several sizes go through scrim-core (decode, resize, the
 //!   perturber's graph, the device path, one fixed noise draw) and through the page's
 //!   `device.mjs` in node with the same decoded pixels, graph outputs and noise; the model
-//!   inputs and the uploads must agree bit for bit, for every perturber kind.
+//!   inputs, the uploads' noiseless bases and σ, and the uploads must agree bit for bit, for
+//!   every perturber kind. The graph also runs in onnxruntime-web (in node) on the page's
+//!   normalised input, and its outputs must match tract's up to rounding.
 //! - End to end: headless Chromium loads the page from a real scrim-cloud on loopback (behind a
 //!   relay that records what the browser sends), a photo is picked, the page runs the perturber
 //!   with onnxruntime-web and shows the server's labels; the server must have received one
@@ -182,6 +184,8 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
     let Some(node) = need("node", on_path(&["node", "nodejs"], "SCRIM_NODE")) else {
         return;
     };
+    // onnxruntime-web too, for the graph's outputs (the rest needs node only).
+    let ort = need("onnxruntime-web (scripts/fetch-onnxruntime-web)", ort_dir());
     let dir = tempfile::tempdir().expect("tempdir");
     // At the model's size, shrunk by non-integer factors, shrunk a lot, and enlarged.
     let photos = [(32, 32), (97, 61), (45, 80), (640, 480), (20, 27)];
@@ -207,6 +211,7 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
                     .expect("out");
             }
             std::fs::write(case_dir.join("noise.bin"), f32_bytes(&c.noise)).expect("noise");
+            std::fs::write(case_dir.join("model.onnx"), &p.onnx).expect("model");
             cases.push((case_dir, c));
         }
     }
@@ -218,6 +223,7 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
     let run = Command::new(&node)
         .arg(repo().join("tests/js/conformance.mjs"))
         .arg(dir.path())
+        .args(ort.iter())
         .output()
         .expect("run node");
     print!("{}", String::from_utf8_lossy(&run.stdout));
@@ -248,6 +254,9 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
             "{name}: the uploads differ; {}",
             first_difference(&c.upload, &js_upload)
         );
+        if ort.is_some() {
+            check_graph_outputs(&name, case_dir, &c.outputs);
+        }
         let png = std::fs::read(case_dir.join("js-upload.png")).expect("js png");
         let decoded = imaging::decode_exact(
             &png,
@@ -272,6 +281,30 @@ fn the_page_computes_the_upload_scrim_core_computes_bit_for_bit() {
         first_difference(&core_q, &js_q)
     );
     println!("{} cases agree bit for bit", cases.len());
+}
+
+/// onnxruntime-web's outputs (the page's runtime, fed the page's normalised input) against
+/// tract's: the same outputs in the same order and shapes, values equal up to floating-point
+/// rounding (NaN where tract has NaN). Bit-exactness is not expected from two runtimes.
+fn check_graph_outputs(name: &str, case_dir: &Path, tract: &[scrim_core::Output]) {
+    let dims: Vec<Vec<usize>> =
+        serde_json::from_slice(&std::fs::read(case_dir.join("js-ort.json")).expect("js-ort.json"))
+            .expect("dims");
+    let shapes: Vec<Vec<usize>> = tract.iter().map(|o| o.shape.clone()).collect();
+    assert_eq!(dims, shapes, "{name}: output shapes");
+    for (k, o) in tract.iter().enumerate() {
+        let js: Vec<f32> = bits(&case_dir.join(format!("js-ort-{k}.bin")))
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
+        for (i, (&a, &b)) in o.data.iter().zip(&js).enumerate() {
+            let close = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-4 * a.abs().max(1.0);
+            assert!(
+                close,
+                "{name}: output {k} value {i}: tract {a}, onnxruntime-web {b}"
+            );
+        }
+    }
 }
 
 /// Where the test's screenshots go: `target/tmp/try-page/`.
