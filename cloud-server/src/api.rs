@@ -157,7 +157,11 @@ pub fn app(state: AppState) -> Router {
         state.clone(),
         layers::require_token,
     ));
-    v1.merge(ops)
+    let mut router = v1.merge(ops);
+    if let Some(page) = state.try_page() {
+        router = router.merge(page.router());
+    }
+    router
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

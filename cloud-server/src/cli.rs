@@ -106,6 +106,16 @@ pub struct ServeArgs {
     /// Retry-After of 503 responses, in seconds [default: 1].
     #[arg(long, env = "SCRIM_CLOUD_RETRY_AFTER_SECS")]
     pub retry_after_secs: Option<u64>,
+    /// Serve the try-a-photo page at /try/ with this perturber (its .json beside it): the
+    /// visitor's browser perturbs the photo and posts only the upload, e.g.
+    /// `--try-page runs/demo/perturber.onnx`. Needs onnxruntime-web (scripts/fetch-onnxruntime-web)
+    /// [default: off].
+    #[arg(long, env = "SCRIM_CLOUD_TRY_PAGE", value_name = "PERTURBER.onnx")]
+    pub try_page: Option<PathBuf>,
+    /// onnxruntime-web's dist folder for --try-page
+    /// [default: ~/.cache/scrim/onnxruntime-web/node_modules/onnxruntime-web/dist].
+    #[arg(long, env = "SCRIM_CLOUD_TRY_PAGE_ORT", value_name = "DIR")]
+    pub try_page_ort: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -159,6 +169,12 @@ impl ServeArgs {
         );
         if self.tokens_file.is_some() {
             c.tokens_file = self.tokens_file;
+        }
+        if self.try_page.is_some() {
+            c.try_page = self.try_page;
+        }
+        if self.try_page_ort.is_some() {
+            c.try_page_ort = self.try_page_ort;
         }
         if let Some(list) = tokens_env {
             c.tokens.extend(parse_token_list(list)?);

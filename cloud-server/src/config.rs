@@ -72,6 +72,12 @@ pub struct Config {
     /// Service tiers: each serves its own tokens the model of one protection level. The tokens
     /// of `tokens_file` / [`Config::tokens`] are served `model` as it is (level 0).
     pub tiers: Vec<TierConfig>,
+    /// A perturber (`perturber.onnx`, manifest beside it) to serve the try-a-photo page with,
+    /// under `/try/`; off when absent.
+    pub try_page: Option<PathBuf>,
+    /// onnxruntime-web's `dist` folder for the page (default: where
+    /// `scripts/fetch-onnxruntime-web` installs it, under `~/.cache/scrim`).
+    pub try_page_ort: Option<PathBuf>,
 }
 
 /// One service tier (`[[tiers]]` in TOML): API tokens that are served the model restored with
@@ -152,6 +158,8 @@ impl Default for Config {
             tokens: Vec::new(),
             bundle: None,
             tiers: Vec::new(),
+            try_page: None,
+            try_page_ort: None,
         }
     }
 }

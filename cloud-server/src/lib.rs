@@ -41,6 +41,7 @@ mod routes;
 mod server;
 pub mod soak;
 mod state;
+mod try_page;
 mod upload;
 
 pub use api::{
@@ -51,3 +52,4 @@ pub use config::{ApiToken, Config, TOKENS_ENV, TierConfig};
 pub use error::{Error, ErrorBody, ErrorCode, ErrorResponse, Result};
 pub use server::{RunningServer, run, serve, spawn};
 pub use state::AppState;
+pub use try_page::{ORT_FILES, ORT_VERSION, default_ort_dir};

@@ -48,6 +48,8 @@ struct Shared {
     ready: AtomicBool,
     /// Number of levels M of the configured bundle, if any.
     levels_total: Option<usize>,
+    /// The try-a-photo page, when configured.
+    try_page: Option<crate::try_page::TryPage>,
 }
 
 /// Everything the router needs, cheap to clone. Build it with [`AppState::new`] (loads the model
@@ -125,6 +127,17 @@ impl AppState {
                 config.max_pixels, manifest.input.width, manifest.input.height
             )));
         }
+        let try_page = match &config.try_page {
+            Some(perturber) => {
+                let ort = config
+                    .try_page_ort
+                    .clone()
+                    .or_else(crate::try_page::default_ort_dir)
+                    .unwrap_or_default();
+                Some(crate::try_page::TryPage::load(perturber, &ort, &manifest)?)
+            }
+            None => None,
+        };
         let auth = Auth::with_levels(tokens_with_levels(&config, &restored)?);
         let metrics = Arc::new(Metrics::default());
         let settings = BatchSettings {
@@ -192,6 +205,7 @@ impl AppState {
                 limits,
                 ready: AtomicBool::new(true),
                 levels_total: restored.levels_total,
+                try_page,
             }),
         })
     }
@@ -274,6 +288,10 @@ impl AppState {
 
     pub(crate) fn limits(&self) -> Limits {
         self.shared.limits
+    }
+
+    pub(crate) fn try_page(&self) -> Option<&crate::try_page::TryPage> {
+        self.shared.try_page.as_ref()
     }
 }
 

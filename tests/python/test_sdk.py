@@ -8,6 +8,9 @@ Run from the repository root after `scripts/bindings python` and
 Environment:
   SCRIM_BINDINGS_DIR  folder with scrim_mobile.py and the library
                       (default: mobile-ffi/bindings/python)
+  SCRIM_SDK_INSTALLED 1: test the installed `scrim_mobile` package instead (the wheel that
+                      scripts/wheel builds, pip-installed in the running virtualenv); the Kotlin
+                      check is then skipped
   SCRIM_CLOUD_BIN     the scrim-cloud binary (default: $CARGO_TARGET_DIR/release/scrim-cloud)
   CARGO               cargo, to write the fixture models (default: cargo)
   SCRIM_KOTLINC       a Kotlin (>= 1.6) compiler: also compile mobile-ffi/bindings/kotlin with
@@ -19,6 +22,7 @@ Fixture models come from `cargo run -p scrim-core --example fixture_models`: unt
 deterministic. Needs only the standard library (test images are PNGs written by hand).
 """
 
+import json
 import os
 import queue
 import re
@@ -47,7 +51,9 @@ STARTUP_TIMEOUT_S = 60
 KOTLINC = os.environ.get("SCRIM_KOTLINC")
 JNA_JAR = Path(os.environ.get("SCRIM_JNA_JAR", "/usr/share/java/jna.jar"))
 
-sys.path.insert(0, str(BINDINGS))
+INSTALLED = os.environ.get("SCRIM_SDK_INSTALLED") == "1"
+if not INSTALLED:
+    sys.path.insert(0, str(BINDINGS))
 import scrim_mobile as sdk  # noqa: E402  (the path is only known at run time)
 
 
@@ -156,6 +162,33 @@ def free_port():
 # ----------------------------------------------------------------------------- tests
 
 
+def test_the_package_under_test_is_the_one_asked_for(ctx):
+    where = Path(sdk.__file__).resolve()
+    if INSTALLED:
+        assert Path(sys.prefix).resolve() in where.parents, f"{where} is not installed in {sys.prefix}"
+        assert BINDINGS.resolve() not in where.parents, where
+    else:
+        assert where.parent == BINDINGS.resolve(), where
+
+
+def test_errors_are_typed_exceptions(ctx):
+    assert issubclass(sdk.ScrimError, Exception)
+    for kind in ("InvalidImage", "ImageTooLarge", "InvalidModel", "InvalidConfig", "Network", "Unauthorized", "Server", "InvalidResponse", "Internal"):
+        assert issubclass(getattr(sdk.ScrimError, kind), sdk.ScrimError), kind
+
+
+def test_model_card_accessors(ctx):
+    onnx, manifest = load(ctx["models"], "perturber")
+    p = sdk.Perturber(onnx, manifest)
+    assert (p.run_name(), p.run_id()) == (None, None), "the fixtures name no run"
+    card = json.loads(manifest)
+    card.update(run_name="faces-demo", run_id="0123456789abcdef")
+    p = sdk.Perturber(onnx, json.dumps(card))
+    assert (p.run_name(), p.run_id()) == ("faces-demo", "0123456789abcdef")
+    card["run_id"] = "not hex!"
+    expect_error(sdk.ScrimError.InvalidModel, lambda: sdk.Perturber(onnx, json.dumps(card)))
+
+
 def test_perturb_gives_a_png_at_the_model_size(ctx):
     p = sdk.Perturber(*load(ctx["models"], "perturber"))
     assert (p.input_width(), p.input_height()) == (SIZE, SIZE)
@@ -247,6 +280,8 @@ def test_unreachable_server_is_a_network_error(ctx):
 
 
 def test_kotlin_bindings(ctx):
+    if INSTALLED:
+        raise Skip("testing the installed Python package (the Kotlin check runs with the bindings folder)")
     if not KOTLINC:
         raise Skip("SCRIM_KOTLINC is not set")
     if not JNA_JAR.exists():

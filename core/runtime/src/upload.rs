@@ -87,34 +87,59 @@ impl UploadBase {
     /// # Errors
     /// None today; the signature leaves room for releases that can fail.
     pub fn draw(&self, kind: NoiseKind, source: &NoiseSource) -> Result<ImageTensor> {
-        let mut out = self.base.clone();
-        let per_image = self.base.image_len();
-        let [_, c, h, w] = self.base.shape();
-        let plane = h * w;
-        let mut shared = Vec::new();
-        for i in 0..self.base.batch() {
+        let per_image = self.noise_len() / self.base.batch().max(1);
+        let mut eps = Vec::with_capacity(self.noise_len());
+        for _ in 0..self.base.batch() {
             let mut rng = source.rng();
+            eps.extend((0..per_image).map(|_| kind.sample(&mut rng)));
+        }
+        self.draw_with(&eps)
+    }
+
+    /// How many ε values one [`UploadBase::draw`] takes: one per value of every image (CHW
+    /// order), or one per pixel when the colour channels share their noise (a grey release).
+    pub fn noise_len(&self) -> usize {
+        let [n, c, h, w] = self.base.shape();
+        if self.shared_noise {
+            n * h * w
+        } else {
+            n * c * h * w
+        }
+    }
+
+    /// The upload for given noise values `eps` ([`UploadBase::noise_len`] of them, in the order
+    /// [`UploadBase::draw`] draws them): the arithmetic of `draw` without the generator. For
+    /// checking other implementations of the device path (the try-a-photo page) bit for bit
+    /// against this one; a real upload takes its noise from [`UploadBase::draw`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `eps` has another length.
+    pub fn draw_with(&self, eps: &[f32]) -> Result<ImageTensor> {
+        if eps.len() != self.noise_len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} noise values given, the upload takes {}",
+                eps.len(),
+                self.noise_len()
+            )));
+        }
+        let mut out = self.base.clone();
+        let [n, c, h, w] = self.base.shape();
+        let plane = h * w;
+        let per_image = c * plane;
+        let eps_per_image = eps.len() / n.max(1);
+        for i in 0..n {
             let range = i * per_image..(i + 1) * per_image;
             let sigma = &self.sigma.data()[range.clone()];
             let dst = &mut out.data_mut()[range];
-            if self.shared_noise {
-                shared.clear();
-                shared.extend((0..plane).map(|_| kind.sample(&mut rng)));
-                for ch in 0..c {
-                    let range = ch * plane..(ch + 1) * plane;
-                    for ((v, s), e) in dst[range.clone()]
-                        .iter_mut()
-                        .zip(&sigma[range])
-                        .zip(&shared)
-                    {
-                        *v = f32::from(crate::tensor::quantize(*v + s * e)) / 255.0;
-                    }
-                }
-            } else {
-                for (v, s) in dst.iter_mut().zip(sigma) {
-                    let noisy = *v + s * kind.sample(&mut rng);
-                    *v = f32::from(crate::tensor::quantize(noisy)) / 255.0;
-                }
+            let e = &eps[i * eps_per_image..(i + 1) * eps_per_image];
+            for (j, (v, s)) in dst.iter_mut().zip(sigma).enumerate() {
+                // A shared ε is the pixel's, whatever the channel.
+                let e = if self.shared_noise {
+                    e[j % plane]
+                } else {
+                    e[j]
+                };
+                *v = f32::from(crate::tensor::quantize(*v + s * e)) / 255.0;
             }
         }
         Ok(out)
@@ -176,6 +201,39 @@ mod tests {
                 assert_eq!((c.data()[j] * 255.0).round() as u8, want);
             }
         }
+    }
+
+    #[test]
+    fn draw_is_draw_with_the_generators_noise() {
+        let data: Vec<f32> = (0..2 * 3 * 16).map(|j| (j % 5) as f32 / 5.0).collect();
+        let x = ImageTensor::new([2, 3, 4, 4], data).expect("shape");
+        let base = UploadBase::from_maps(&x, &maps(&x)).expect("base");
+        assert_eq!(base.noise_len(), 2 * 3 * 16);
+        let source = NoiseSource::seeded_for_tests(4);
+        let mut eps = Vec::new();
+        for _ in 0..2 {
+            let mut rng = source.rng();
+            eps.extend((0..48).map(|_| NoiseKind::Laplace.sample(&mut rng)));
+        }
+        let drawn = base
+            .draw(NoiseKind::Laplace, &NoiseSource::seeded_for_tests(4))
+            .expect("draw");
+        assert_eq!(drawn, base.draw_with(&eps).expect("draw_with"));
+        assert!(base.draw_with(&eps[1..]).is_err());
+        // A grey release shares one ε per pixel between the channels.
+        let grey = UploadBase::rendered(
+            x.clone(),
+            ImageTensor::new(x.shape(), vec![0.1; x.data().len()]).expect("sigma"),
+            true,
+        );
+        assert_eq!(grey.noise_len(), 2 * 16);
+        let up = grey.draw_with(&eps[..32]).expect("grey");
+        let want = crate::tensor::quantize(x.data()[5] + 0.1 * eps[5]);
+        assert_eq!((up.data()[16 + 5] * 255.0).round() as u8, {
+            let v = x.data()[16 + 5] + 0.1 * eps[5];
+            crate::tensor::quantize(v)
+        });
+        assert_eq!((up.data()[5] * 255.0).round() as u8, want);
     }
 
     #[test]

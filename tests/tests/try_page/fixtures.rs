@@ -1,0 +1,147 @@
+//! The perturbers and photos of the page's tests: one of each kind the page must handle, small
+//! enough to build in milliseconds.
+
+use scrim_core::NoiseKind;
+use scrim_core::fixtures;
+use scrim_core::manifest::{BoundedRelease, InputSpec, Manifest, PerturberOutput, PerturberSpec};
+use scrim_core::onnx::{Conv, GraphBuilder};
+
+/// The model's side; every fixture perturber and the recognizer take `SIZE × SIZE` images.
+pub const SIZE: usize = 32;
+
+/// A named perturber: ONNX bytes and manifest.
+pub struct Fixture {
+    pub name: &'static str,
+    pub onnx: Vec<u8>,
+    pub manifest: Manifest,
+}
+
+fn ramp(seed: usize, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 37 + seed * 11) % 23) as f32 / 11.0 - 1.0) * scale)
+        .collect()
+}
+
+/// Every perturber kind: per-pixel noise with all three maps (σ at full resolution, μ at half,
+/// k at a quarter), tone standardisation and a normalised input; σ alone; a grey bounded
+/// release; a colour bounded release whose map the device must clamp.
+pub fn perturbers() -> Vec<Fixture> {
+    vec![
+        rich_noise(),
+        plain_noise(),
+        bounded_grey(),
+        bounded_colour(),
+    ]
+}
+
+fn rich_noise() -> Fixture {
+    let mut g = GraphBuilder::new("try_page_rich");
+    let x = g.image_input("image", 3, SIZE, SIZE);
+    let w1 = ramp(1, 3 * 3 * 9, 0.2);
+    let h = g.conv(&x, Conv::new(&w1, [3, 3, 3, 3]).pad(1));
+    // σ in (−0.1, 0.3): the device clips the negative part to 0.
+    let s = g.tanh(&h);
+    let s = g.scale(&s, 0.2);
+    let sigma = g.offset(&s, 0.1);
+    g.output(&sigma, "sigma");
+    let half = g.avg_pool(&x, 2, 2, 0);
+    let w2 = ramp(2, 9, 0.5);
+    let m = g.conv(&half, Conv::new(&w2, [3, 3, 1, 1]));
+    let m = g.tanh(&m);
+    let shift = g.scale(&m, 0.1);
+    g.output(&shift, "shift");
+    let quarter = g.avg_pool(&x, 4, 4, 0);
+    let w3 = ramp(3, 9, 2.0);
+    let k = g.conv(&quarter, Conv::new(&w3, [3, 3, 1, 1]));
+    // k in (−0.2, 1.2): the device clamps it to [0, 1].
+    let k = g.sigmoid(&k);
+    let k = g.scale(&k, 1.4);
+    let keep = g.offset(&k, -0.2);
+    g.output(&keep, "keep");
+    let mut spec = PerturberSpec::noise(
+        0.3,
+        NoiseKind::Gaussian,
+        vec![
+            PerturberOutput::Sigma,
+            PerturberOutput::Shift,
+            PerturberOutput::Keep,
+        ],
+        0.4,
+    );
+    spec.standardize = true;
+    let mut manifest = Manifest::perturber("try-page-rich", InputSpec::rgb(SIZE, SIZE), spec);
+    manifest.normalization.mean = vec![0.5, 0.45, 0.4];
+    manifest.normalization.std = vec![0.25, 0.2, 0.3];
+    Fixture {
+        name: "noise-rich",
+        onnx: g.finish(),
+        manifest,
+    }
+}
+
+fn plain_noise() -> Fixture {
+    let (onnx, mut manifest) = fixtures::perturber(SIZE, 0.3);
+    if let Some(p) = manifest.perturber.as_mut() {
+        p.noise = NoiseKind::Laplace;
+    }
+    Fixture {
+        name: "noise-sigma",
+        onnx,
+        manifest,
+    }
+}
+
+fn bounded_grey() -> Fixture {
+    let (onnx, manifest) = fixtures::bounded_perturber(SIZE, 4, 0.2);
+    Fixture {
+        name: "bounded-grey",
+        onnx,
+        manifest,
+    }
+}
+
+fn bounded_colour() -> Fixture {
+    let mut g = GraphBuilder::new("try_page_bounded_colour");
+    let x = g.image_input("image", 3, SIZE, SIZE);
+    let pooled = g.avg_pool(&x, 8, 8, 0);
+    let centred = g.offset(&pooled, -0.5);
+    let t = g.tanh(&centred);
+    let t = g.scale(&t, 3.0);
+    let t = g.offset(&t, 0.5);
+    let map = g.sqrt(&t);
+    g.output(&map, "map");
+    // Amplitude 0.3 around 0.5: the map (NaN where t < 0, up to about 1.4) is clamped by the
+    // device, NaN becoming the fill value.
+    let release = BoundedRelease::new(4, 3, 0.3, 0.15, SIZE);
+    Fixture {
+        name: "bounded-colour",
+        onnx: g.finish(),
+        manifest: Manifest::perturber(
+            "try-page-bounded-colour",
+            InputSpec::rgb(SIZE, SIZE),
+            PerturberSpec::bounded(release, 0.5),
+        ),
+    }
+}
+
+/// A deterministic textured "photo" of `width × height` as PNG (lossless, so the browser and
+/// scrim-core decode the same pixels).
+pub fn photo(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        let grain = (s >> 24) as u8 / 4;
+        image::Rgb([
+            ((x * 255 / width.max(1)) as u8).saturating_add(grain),
+            ((y * 255 / height.max(1)) as u8).saturating_sub(grain),
+            (((x + y) * 3) as u8) ^ grain,
+        ])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("png");
+    out
+}
