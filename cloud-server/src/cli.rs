@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::BenchOptions;
-use crate::config::{TOKENS_ENV, parse_token_list};
+use crate::config::{EngineKind, TOKENS_ENV, parse_token_list};
 use crate::soak::{SoakMode, SoakOptions};
 use crate::{Config, Result};
 
@@ -69,6 +69,14 @@ pub struct ServeArgs {
     /// Inference threads; 0 = one per CPU core [default: 0].
     #[arg(long, env = "SCRIM_CLOUD_WORKERS")]
     pub workers: Option<usize>,
+    /// Inference engine: tract (built in) or ort (onnxruntime from --ort-library)
+    /// [default: tract].
+    #[arg(long, env = "SCRIM_CLOUD_ENGINE", value_enum)]
+    pub engine: Option<EngineKind>,
+    /// The onnxruntime shared library for --engine ort (PyPI's onnxruntime wheel has it in
+    /// site-packages/onnxruntime/capi/).
+    #[arg(long, env = "SCRIM_CLOUD_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
     /// Largest body of /v1/classify, in bytes [default: 4194304].
     #[arg(long, env = "SCRIM_CLOUD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -144,6 +152,7 @@ impl ServeArgs {
             max_wait_ms,
             queue,
             workers,
+            engine,
             max_body_bytes,
             max_batch_body_bytes,
             max_batch_images,
@@ -159,6 +168,9 @@ impl ServeArgs {
         );
         if self.tokens_file.is_some() {
             c.tokens_file = self.tokens_file;
+        }
+        if self.ort_library.is_some() {
+            c.ort_library = self.ort_library;
         }
         if let Some(list) = tokens_env {
             c.tokens.extend(parse_token_list(list)?);
@@ -198,6 +210,21 @@ pub struct BenchArgs {
     /// Inference threads for the server and the raw measurement; 0 = one per core.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Inference engines, comma-separated: one in-process server each, measured in turn in
+    /// every round (tract is always measured raw).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![EngineKind::Tract])]
+    pub engines: Vec<EngineKind>,
+    /// The onnxruntime shared library for the ort engine.
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+    /// Another server on loopback answering POST /v1/classify (e.g. bench/peer_server.py),
+    /// measured with the same load in the same rounds.
+    #[arg(long)]
+    pub peer: Option<SocketAddr>,
+    /// Rounds; each measures every level on every server in turn [default: 3, or 1 with
+    /// --quick].
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -228,6 +255,12 @@ impl BenchArgs {
         }
         if let Some(v) = self.workers {
             o.workers = v;
+        }
+        o.engines.clone_from(&self.engines);
+        o.ort_library.clone_from(&self.ort_library);
+        o.peer = self.peer;
+        if let Some(v) = self.rounds {
+            o.rounds = v.clamp(1, 100);
         }
         o
     }

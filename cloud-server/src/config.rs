@@ -33,6 +33,11 @@ pub struct Config {
     pub queue: usize,
     /// Inference threads; 0 means one per CPU core.
     pub workers: usize,
+    /// The inference engine: tract (the default, built in) or onnxruntime (`ort_library`).
+    pub engine: EngineKind,
+    /// The onnxruntime shared library for `engine = "ort"`, e.g. the
+    /// `onnxruntime/capi/libonnxruntime.so.*` of PyPI's onnxruntime wheel.
+    pub ort_library: Option<PathBuf>,
     /// Largest body of `POST /v1/classify`, in bytes.
     pub max_body_bytes: usize,
     /// Largest body of `POST /v1/classify/batch`, in bytes.
@@ -72,6 +77,18 @@ pub struct Config {
     /// Service tiers: each serves its own tokens the model of one protection level. The tokens
     /// of `tokens_file` / [`Config::tokens`] are served `model` as it is (level 0).
     pub tiers: Vec<TierConfig>,
+}
+
+/// Which engine runs the recognizer (`engine = "tract"` or `"ort"` in TOML, `--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// tract, built in: fixed-shape plans for the batch sizes the server forms.
+    #[default]
+    Tract,
+    /// onnxruntime, loaded at start from `ort_library` (needs the `ort` cargo feature, on by
+    /// default).
+    Ort,
 }
 
 /// One service tier (`[[tiers]]` in TOML): API tokens that are served the model restored with
@@ -136,6 +153,8 @@ impl Default for Config {
             max_wait_ms: 2,
             queue: 256,
             workers: 0,
+            engine: EngineKind::Tract,
+            ort_library: None,
             max_body_bytes: 4 << 20,
             max_batch_body_bytes: 32 << 20,
             max_batch_images: 64,
@@ -197,6 +216,31 @@ impl Config {
         }
     }
 
+    /// The engine to load models with, and how to batch them: fixed-shape plans up to
+    /// `max_batch` (onnxruntime takes any batch as it is).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for `engine = "ort"` without `ort_library`.
+    pub fn engine(&self) -> Result<(scrim_core::Engine, scrim_core::BatchMode)> {
+        let batch = scrim_core::BatchMode::Planned {
+            max: self.max_batch,
+        };
+        match (self.engine, &self.ort_library) {
+            (EngineKind::Tract, _) => Ok((scrim_core::Engine::Tract, batch)),
+            (EngineKind::Ort, Some(library)) => Ok((
+                scrim_core::Engine::Onnxruntime {
+                    library: library.clone(),
+                },
+                batch,
+            )),
+            (EngineKind::Ort, None) => Err(Error::Config(
+                "engine \"ort\" needs ort_library (--ort-library PATH/libonnxruntime.so, e.g. \
+                 from PyPI's onnxruntime wheel: site-packages/onnxruntime/capi/)"
+                    .into(),
+            )),
+        }
+    }
+
     /// Checks every value, saying what is wrong and what is allowed.
     ///
     /// # Errors
@@ -212,6 +256,7 @@ impl Config {
                 self.max_batch
             ));
         }
+        self.engine()?;
         if self.max_wait_ms > 10_000 {
             return bad(format!(
                 "max_wait_ms must be at most 10000, got {}",
