@@ -402,6 +402,24 @@ mod tests {
         assert_eq!(c.queue, 100, "file beats default");
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.engine, EngineKind::Tract);
+        let Command::Serve(args) = parse(&[
+            "scrim-cloud",
+            "serve",
+            "--model",
+            "m.onnx",
+            "--engine",
+            "ort",
+            "--ort-library",
+            "/lib/libonnxruntime.so",
+        ])
+        .command
+        else {
+            panic!("serve")
+        };
+        let c = args.merge(None).expect("config");
+        assert_eq!(c.engine, EngineKind::Ort);
+        assert_eq!(c.ort_library, Some(PathBuf::from("/lib/libonnxruntime.so")));
     }
 
     #[test]

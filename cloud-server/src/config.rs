@@ -468,6 +468,23 @@ mod tests {
         assert!(err.to_string().contains("max_bacth"), "{err}");
         // Tokens cannot be put in a config file.
         assert!(Config::from_toml_str("tokens = [\"abc\"]").is_err());
+        assert_eq!(c.engine, EngineKind::Tract, "tract by default");
+        let ort = Config::from_toml_str(
+            "model = \"m.onnx\"\nengine = \"ort\"\nort_library = \"/lib/libonnxruntime.so\"\n",
+        )
+        .expect("toml");
+        assert_eq!(ort.engine, EngineKind::Ort);
+        ort.validate().expect("ort with its library");
+        let (engine, batch) = ort.engine().expect("engine");
+        assert_eq!(engine.name(), "onnxruntime");
+        assert_eq!(batch, scrim_core::BatchMode::Planned { max: ort.max_batch });
+        let no_lib = Config::from_toml_str("model = \"m.onnx\"\nengine = \"ort\"\n").expect("toml");
+        let err = no_lib.validate().expect_err("ort without a library");
+        assert!(err.to_string().contains("ort_library"), "{err}");
+        assert!(
+            Config::from_toml_str("engine = \"onnx\"").is_err(),
+            "unknown engine"
+        );
     }
 
     #[test]
