@@ -44,16 +44,18 @@ pub struct BenchOptions {
     pub max_batch: usize,
     /// Server batching: longest wait for a batch to fill, in milliseconds.
     pub max_wait_ms: u64,
-    /// Inference threads, for the server and the raw measurement alike (0: one per core).
+    /// Inference threads, for the server and the raw measurement alike (0: cores − 1, at
+    /// least 1).
     pub workers: usize,
     /// The engines served (one in-process server each) and measured raw; tract is always
     /// measured raw, the reference of the server/raw ratio.
     pub engines: Vec<EngineKind>,
     /// The onnxruntime library for [`EngineKind::Ort`].
     pub ort_library: Option<PathBuf>,
-    /// Another server on loopback that answers `POST /v1/classify` like scrim-cloud, measured
-    /// with the same load in the same rounds.
-    pub peer: Option<SocketAddr>,
+    /// Other servers on loopback that answer `POST /v1/classify` like scrim-cloud, by name,
+    /// measured with the same load in the same rounds ([`PEER`] is the Python peer the ratios
+    /// compare with).
+    pub peers: Vec<(String, SocketAddr)>,
     /// Rounds: each measures every level on every target once; the report gives medians.
     pub rounds: usize,
 }
@@ -74,7 +76,7 @@ impl Default for BenchOptions {
             workers: server.workers,
             engines: vec![server.engine],
             ort_library: server.ort_library,
-            peer: None,
+            peers: Vec::new(),
             rounds: 3,
         }
     }
@@ -382,11 +384,11 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             server: Some(server),
         });
     }
-    if let Some(addr) = options.peer {
+    for (name, addr) in &options.peers {
         targets.push(Target {
-            name: PEER.into(),
+            name: name.clone(),
             engine: None,
-            addr,
+            addr: *addr,
             state: None,
             server: None,
         });
@@ -602,6 +604,43 @@ mod tests {
         assert!(
             text.contains("batch 1: "),
             "the plans' convolutions: {text}"
+        );
+        assert_eq!(report.targets.len(), 1, "no peer given");
+    }
+
+    #[test]
+    fn a_peer_gets_the_same_load_in_every_round() {
+        // Another scrim-cloud stands in for the Python peer: anything that answers
+        // POST /v1/classify like the server does.
+        let labels = ["class-0", "class-1", "class-2", "class-3"];
+        let (onnx, manifest) = fixtures::recognizer(16, &labels);
+        let model = Model::load(&onnx, manifest, scrim_core::BatchMode::Dynamic).expect("model");
+        let mut config = Config::new("<fixture>");
+        config.listen = ([127, 0, 0, 1], 0).into();
+        config.workers = 1;
+        let state = AppState::with_model(&config, model).expect("state");
+        let peer = spawn_state(state, config.listen, Duration::from_secs(1)).expect("peer");
+
+        let mut options = BenchOptions::quick(10);
+        options.size = 16;
+        options.clients = vec![1, 2];
+        options.raw_duration = Duration::from_millis(50);
+        options.workers = 1;
+        options.rounds = 2;
+        options.peers = vec![(PEER.to_string(), peer.addr)];
+        let report = run(&options).expect("bench");
+        peer.shutdown();
+        let names: Vec<&str> = report.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["scrim-cloud (tract)", PEER]);
+        for target in &report.targets {
+            for level in &target.levels {
+                assert_eq!(level.ok, 20, "10 requests in each of 2 rounds: {level:?}");
+            }
+        }
+        assert!(report.compare("scrim-cloud (tract)", PEER, 2).is_some());
+        assert!(
+            report.to_string().contains("/ peer at 2 clients"),
+            "{report}"
         );
     }
 }

@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// Images admitted and not yet answered; beyond it, 503 + Retry-After [default: 256].
     #[arg(long, env = "SCRIM_CLOUD_QUEUE")]
     pub queue: Option<usize>,
-    /// Inference threads; 0 = one per CPU core [default: 0].
+    /// Inference threads; 0 = one per CPU core but one, at least one [default: 0].
     #[arg(long, env = "SCRIM_CLOUD_WORKERS")]
     pub workers: Option<usize>,
     /// Inference engine: tract (built in) or ort (onnxruntime from --ort-library)
@@ -207,7 +207,7 @@ pub struct BenchArgs {
     /// Server batching: longest wait, in ms [default: 2].
     #[arg(long)]
     pub max_wait_ms: Option<u64>,
-    /// Inference threads for the server and the raw measurement; 0 = one per core.
+    /// Inference threads for the server and the raw measurement; 0 = cores − 1, at least 1.
     #[arg(long)]
     pub workers: Option<usize>,
     /// Inference engines, comma-separated: one in-process server each, measured in turn in
@@ -217,10 +217,11 @@ pub struct BenchArgs {
     /// The onnxruntime shared library for the ort engine.
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
-    /// Another server on loopback answering POST /v1/classify (e.g. bench/peer_server.py),
-    /// measured with the same load in the same rounds.
-    #[arg(long)]
-    pub peer: Option<SocketAddr>,
+    /// Another server on loopback answering POST /v1/classify, as [NAME=]ADDR (repeatable),
+    /// measured with the same load in the same rounds; the ratios compare with the one named
+    /// `peer` (the default name: bench/peer_server.py, as `scrim bench` starts it).
+    #[arg(long, value_parser = parse_peer)]
+    pub peer: Vec<(String, SocketAddr)>,
     /// Rounds; each measures every level on every server in turn [default: 3, or 1 with
     /// --quick].
     #[arg(long)]
@@ -258,12 +259,24 @@ impl BenchArgs {
         }
         o.engines.clone_from(&self.engines);
         o.ort_library.clone_from(&self.ort_library);
-        o.peer = self.peer;
+        o.peers.clone_from(&self.peer);
         if let Some(v) = self.rounds {
             o.rounds = v.clamp(1, 100);
         }
         o
     }
+}
+
+/// `ADDR` (named `peer`) or `NAME=ADDR`.
+fn parse_peer(value: &str) -> std::result::Result<(String, SocketAddr), String> {
+    let (name, addr) = value.split_once('=').unwrap_or((crate::bench::PEER, value));
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address like 127.0.0.1:8000: {e}"))?;
+    if name.is_empty() {
+        return Err("a peer's name is empty".into());
+    }
+    Ok((name.to_string(), addr))
 }
 
 /// Flags of `scrim-cloud soak`. They deliberately read no environment variables.
@@ -305,7 +318,7 @@ pub struct SoakArgs {
     /// Decode-amplification senders (a 2000x2000 16-bit RGBA PNG, back to back) [default: 4].
     #[arg(long)]
     pub decode_amp: Option<usize>,
-    /// Server inference threads; 0 = one per core [default: 0].
+    /// Server inference threads; 0 = cores − 1, at least 1 [default: 0].
     #[arg(long)]
     pub workers: Option<usize>,
     /// Server memory allowed after the run above its memory before it, in MiB [default: 32].
@@ -420,6 +433,16 @@ mod tests {
         let c = args.merge(None).expect("config");
         assert_eq!(c.engine, EngineKind::Ort);
         assert_eq!(c.ort_library, Some(PathBuf::from("/lib/libonnxruntime.so")));
+        assert_eq!(
+            parse_peer("127.0.0.1:9000"),
+            Ok(("peer".to_string(), ([127, 0, 0, 1], 9000).into()))
+        );
+        assert_eq!(
+            parse_peer("main=127.0.0.1:9001").map(|p| p.0),
+            Ok("main".to_string())
+        );
+        assert!(parse_peer("=127.0.0.1:1").is_err());
+        assert!(parse_peer("python=localhost").is_err());
     }
 
     #[test]
