@@ -663,7 +663,7 @@ impl TractPlans {
                         "an output of shape {shape:?} has fewer rows than the {real} images given"
                     )));
                 }
-                let per_row = if rows == 0 { 0 } else { view.len() / rows };
+                let per_row = view.len().checked_div(rows).unwrap_or(0);
                 out.data.extend(view.iter().take(real * per_row).copied());
                 out.shape = shape;
             }
