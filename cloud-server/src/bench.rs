@@ -1,21 +1,26 @@
 //! The load generator behind `scrim-cloud bench`.
 //!
-//! Starts the server in-process on `127.0.0.1:0` (it never talks to another host), sends
-//! `POST /v1/classify` from 1, 4 and 16 concurrent keep-alive clients, and measures, in the same
-//! run, the raw batched tract throughput of the same model without HTTP. Every phase is bounded by
-//! a request count and a duration. It reports numbers; it asserts nothing about them.
+//! Starts the server in-process on `127.0.0.1:0` (it never talks to another host), once per
+//! engine asked for (tract, onnxruntime), sends `POST /v1/classify` from 1, 4 and 16 concurrent
+//! keep-alive clients, and measures, in the same run, the raw batched throughput of the same
+//! model without HTTP. With `peer`, another server on loopback (the Python server of
+//! `bench/peer_server.py`, started by `scrim bench`) gets the same load: every round measures
+//! each level on every target in turn, so all of them see the same machine, and the report gives
+//! medians over rounds. Every phase is bounded by a request count and a duration. It reports
+//! numbers; it asserts nothing about them.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use scrim_core::{BatchMode, ImageTensor, Model, fixtures};
+use scrim_core::{ImageTensor, Model, fixtures};
 use serde::Serialize;
 
 use crate::load::{self, Plan, percentile, sample_png, sample_tensor};
-use crate::server::spawn_state;
-use crate::{AppState, Config, Error, Result};
+use crate::server::{RunningServer, spawn_state};
+use crate::{AppState, Config, EngineKind, Error, Result};
 
 /// What to measure. [`BenchOptions::default`] is the full run; [`BenchOptions::quick`] a smoke
 /// test that takes a few seconds.
@@ -39,8 +44,20 @@ pub struct BenchOptions {
     pub max_batch: usize,
     /// Server batching: longest wait for a batch to fill, in milliseconds.
     pub max_wait_ms: u64,
-    /// Inference threads, for the server and the raw measurement alike (0: one per core).
+    /// Inference threads, for the server and the raw measurement alike (0: cores − 1, at
+    /// least 1).
     pub workers: usize,
+    /// The engines served (one in-process server each) and measured raw; tract is always
+    /// measured raw, the reference of the server/raw ratio.
+    pub engines: Vec<EngineKind>,
+    /// The onnxruntime library for [`EngineKind::Ort`].
+    pub ort_library: Option<PathBuf>,
+    /// Other servers on loopback that answer `POST /v1/classify` like scrim-cloud, by name,
+    /// measured with the same load in the same rounds ([`PEER`] is the Python peer the ratios
+    /// compare with).
+    pub peers: Vec<(String, SocketAddr)>,
+    /// Rounds: each measures every level on every target once; the report gives medians.
+    pub rounds: usize,
 }
 
 impl Default for BenchOptions {
@@ -57,6 +74,10 @@ impl Default for BenchOptions {
             max_batch: server.max_batch,
             max_wait_ms: server.max_wait_ms,
             workers: server.workers,
+            engines: vec![server.engine],
+            ort_library: server.ort_library,
+            peers: Vec::new(),
+            rounds: 3,
         }
     }
 }
@@ -69,6 +90,7 @@ impl BenchOptions {
             warmup: 0,
             max_duration: Duration::from_secs(5),
             raw_duration: Duration::from_millis(300),
+            rounds: 1,
             ..Self::default()
         }
     }
@@ -97,9 +119,22 @@ pub struct LevelStats {
     pub mean_batch: f64,
 }
 
+/// One server measured: a scrim-cloud engine, or the peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStats {
+    /// `scrim-cloud (tract)`, `scrim-cloud (onnxruntime)` or `peer`.
+    pub name: String,
+    /// The engine of a scrim-cloud target (`None` for the peer).
+    pub engine: Option<String>,
+    /// One entry per concurrency level: medians over rounds (counts summed).
+    pub levels: Vec<LevelStats>,
+}
+
 /// Raw model throughput without HTTP.
 #[derive(Debug, Clone, Serialize)]
 pub struct RawStats {
+    /// `tract` or `onnxruntime`.
+    pub engine: String,
     /// Images per run.
     pub batch: usize,
     /// Threads running batches concurrently.
@@ -123,22 +158,34 @@ pub struct BenchReport {
     pub max_wait_ms: u64,
     /// Inference threads.
     pub workers: usize,
-    /// One entry per concurrency level.
+    /// Rounds measured.
+    pub rounds: usize,
+    /// The first scrim-cloud target's levels (what earlier reports had).
     pub levels: Vec<LevelStats>,
-    /// Raw throughput at batch 1, at the highest concurrency (capped by `max_batch`) and at
-    /// `max_batch`.
+    /// Every target: each scrim-cloud engine, then the peer.
+    pub targets: Vec<TargetStats>,
+    /// Raw throughput per engine at batch 1, at the highest concurrency (capped by
+    /// `max_batch`) and at `max_batch`.
     pub raw: Vec<RawStats>,
+    /// What the convolutions of each tract plan run as (`batch: method, method, …`).
+    pub kernels: Vec<String>,
 }
 
 impl BenchReport {
-    /// The fastest raw measurement (tract is not always faster on larger batches).
+    /// The fastest raw tract measurement (tract is not always faster on larger batches).
     pub fn best_raw(&self) -> Option<&RawStats> {
+        self.best_raw_of("tract")
+    }
+
+    /// The fastest raw measurement of `engine`.
+    pub fn best_raw_of(&self, engine: &str) -> Option<&RawStats> {
         self.raw
             .iter()
+            .filter(|r| r.engine == engine)
             .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
     }
 
-    /// Server throughput at `clients` over the best raw tract throughput.
+    /// The first server's throughput at `clients` over the best raw tract throughput.
     pub fn ratio(&self, clients: usize) -> Option<f64> {
         let server = self
             .levels
@@ -148,56 +195,136 @@ impl BenchReport {
         let raw = self.best_raw()?.throughput;
         (raw > 0.0).then(|| server / raw)
     }
+
+    fn level(&self, target: &str, clients: usize) -> Option<&LevelStats> {
+        self.targets
+            .iter()
+            .find(|t| t.name == target)?
+            .levels
+            .iter()
+            .find(|l| l.clients == clients)
+    }
+
+    /// `(images/s ratio, p99 ratio)` of target `a` over target `b` at `clients`.
+    pub fn compare(&self, a: &str, b: &str, clients: usize) -> Option<(f64, f64)> {
+        let (a, b) = (self.level(a, clients)?, self.level(b, clients)?);
+        (b.throughput > 0.0 && b.p99_ms > 0.0)
+            .then(|| (a.throughput / b.throughput, a.p99_ms / b.p99_ms))
+    }
 }
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "model {} ({}), max_batch {}, max_wait {} ms, {} inference threads, loopback",
-            self.model, self.input, self.max_batch, self.max_wait_ms, self.workers
+            "model {} ({}), max_batch {}, max_wait {} ms, {} inference threads, loopback, \
+             {} round(s), medians over rounds",
+            self.model, self.input, self.max_batch, self.max_wait_ms, self.workers, self.rounds
         )?;
         writeln!(f)?;
         writeln!(
             f,
-            "{:>7} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>10}",
-            "clients", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean batch"
+            "{:<26} {:>7} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>10}",
+            "server",
+            "clients",
+            "ok",
+            "errors",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "mean batch"
         )?;
-        for l in &self.levels {
-            writeln!(
-                f,
-                "{:>7} {:>8} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>10.2}",
-                l.clients, l.ok, l.errors, l.throughput, l.p50_ms, l.p95_ms, l.p99_ms, l.mean_batch
-            )?;
+        for t in &self.targets {
+            for l in &t.levels {
+                writeln!(
+                    f,
+                    "{:<26} {:>7} {:>8} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>10.2}",
+                    t.name,
+                    l.clients,
+                    l.ok,
+                    l.errors,
+                    l.throughput,
+                    l.p50_ms,
+                    l.p95_ms,
+                    l.p99_ms,
+                    l.mean_batch
+                )?;
+            }
         }
         writeln!(f)?;
-        writeln!(f, "raw tract, no HTTP:")?;
+        writeln!(f, "raw, no HTTP:")?;
         writeln!(
             f,
-            "{:>7} {:>8} {:>10} {:>10}",
-            "batch", "threads", "images", "images/s"
+            "{:<12} {:>7} {:>8} {:>10} {:>10}",
+            "engine", "batch", "threads", "images", "images/s"
         )?;
         for r in &self.raw {
             writeln!(
                 f,
-                "{:>7} {:>8} {:>10} {:>10.1}",
-                r.batch, r.threads, r.images, r.throughput
+                "{:<12} {:>7} {:>8} {:>10} {:>10.1}",
+                r.engine, r.batch, r.threads, r.images, r.throughput
             )?;
         }
-        let top = self.levels.iter().map(|l| l.clients).max();
-        if let (Some(top), Some(best)) = (top, self.best_raw())
-            && let Some(ratio) = self.ratio(top)
-        {
+        if !self.kernels.is_empty() {
             writeln!(f)?;
-            writeln!(
-                f,
-                "server/raw at {top} clients: {ratio:.2} (against the best raw figure, batch \
-                 {}; goal >= 0.8)",
-                best.batch
-            )?;
+            writeln!(f, "tract's convolutions per plan:")?;
+            for k in &self.kernels {
+                writeln!(f, "  {k}")?;
+            }
+        }
+        let Some(top) = self.levels.iter().map(|l| l.clients).max() else {
+            return Ok(());
+        };
+        writeln!(f)?;
+        for t in self.targets.iter().filter(|t| t.engine.is_some()) {
+            let Some(level) = self.level(&t.name, top) else {
+                continue;
+            };
+            if let Some(raw) = self.best_raw().filter(|r| r.throughput > 0.0) {
+                writeln!(
+                    f,
+                    "{} / raw tract at {top} clients: {:.2} (best raw tract: batch {}; goal >= 0.9)",
+                    t.name,
+                    level.throughput / raw.throughput,
+                    raw.batch
+                )?;
+            }
+            if let Some(engine) = t.engine.as_deref().filter(|e| *e != "tract")
+                && let Some(raw) = self.best_raw_of(engine).filter(|r| r.throughput > 0.0)
+            {
+                writeln!(
+                    f,
+                    "{} / raw {engine} at {top} clients: {:.2}",
+                    t.name,
+                    level.throughput / raw.throughput
+                )?;
+            }
+            if let Some((speed, p99)) = self.compare(&t.name, PEER, top) {
+                writeln!(
+                    f,
+                    "{} / peer at {top} clients: {speed:.2} in req/s (goal >= 2), p99 {:.2} ms \
+                     against {:.2} ms (ratio {p99:.2}, goal < 1)",
+                    t.name,
+                    level.p99_ms,
+                    self.level(PEER, top).map_or(0.0, |l| l.p99_ms)
+                )?;
+            }
         }
         Ok(())
     }
+}
+
+/// The name of the peer in reports.
+pub const PEER: &str = "peer";
+
+/// One server under load: a scrim-cloud engine in-process, or the peer's address.
+struct Target {
+    name: String,
+    engine: Option<String>,
+    addr: SocketAddr,
+    state: Option<AppState>,
+    server: Option<RunningServer>,
 }
 
 /// Runs the benchmark.
@@ -209,28 +336,63 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     if options.clients.is_empty() || options.clients.iter().any(|&c| c == 0 || c > 1024) {
         return Err(Error::Config("bench clients must be in 1..=1024".into()));
     }
-    let model = match &options.model {
-        Some(path) => Model::load_path(path, BatchMode::Dynamic).map_err(Error::Model)?,
-        None => {
-            let labels = ["class-0", "class-1", "class-2", "class-3"];
-            let (onnx, manifest) = fixtures::recognizer(options.size, &labels);
-            Model::load(&onnx, manifest, BatchMode::Dynamic).map_err(Error::Model)?
-        }
-    };
+    if options.engines.is_empty() {
+        return Err(Error::Config("bench needs at least one engine".into()));
+    }
     let mut config = Config::new(options.model.clone().unwrap_or_else(|| "<fixture>".into()));
     config.listen = ([127, 0, 0, 1], 0).into();
     config.max_batch = options.max_batch;
     config.max_wait_ms = options.max_wait_ms;
     config.workers = options.workers;
+    config.ort_library.clone_from(&options.ort_library);
     config.queue = config
         .queue
         .max(4 * options.clients.iter().copied().max().unwrap_or(1));
     config.request_timeout_ms = 60_000;
     let workers = config.worker_threads();
-    let state = AppState::with_model(&config, model.clone())?;
-    let manifest = model.manifest().clone();
+
+    // One model per engine; tract's is always there, for the raw reference.
+    let mut engines = options.engines.clone();
+    engines.dedup();
+    let mut models: Vec<(EngineKind, Model)> = Vec::new();
+    for kind in engines.iter().copied().chain([EngineKind::Tract]) {
+        if models.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
+        config.engine = kind;
+        models.push((kind, load_model(options, &config)?));
+    }
+    let Some((_, first)) = models.first() else {
+        return Err(Error::Config("bench needs at least one engine".into()));
+    };
+    let manifest = first.manifest().clone();
     let upload = Bytes::from(sample_png(manifest.input)?);
-    let server = spawn_state(state.clone(), config.listen, Duration::from_secs(5))?;
+
+    let mut targets = Vec::new();
+    for kind in &engines {
+        let Some((_, model)) = models.iter().find(|(k, _)| k == kind) else {
+            continue;
+        };
+        config.engine = *kind;
+        let state = AppState::with_model(&config, model.clone())?;
+        let server = spawn_state(state.clone(), config.listen, Duration::from_secs(5))?;
+        targets.push(Target {
+            name: format!("scrim-cloud ({})", model.engine().name()),
+            engine: Some(model.engine().name().to_string()),
+            addr: server.addr,
+            state: Some(state),
+            server: Some(server),
+        });
+    }
+    for (name, addr) in &options.peers {
+        targets.push(Target {
+            name: name.clone(),
+            engine: None,
+            addr: *addr,
+            state: None,
+            server: None,
+        });
+    }
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -238,56 +400,83 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         .build()
         .map_err(|e| Error::Bench(format!("cannot start the client runtime: {e}")))?;
 
-    let mut levels = Vec::new();
-    for &n in &options.clients {
-        let plan = |requests| Plan {
-            addr: server.addr,
-            clients: n,
-            requests,
-            min_duration: Duration::ZERO,
-            max_duration: options.max_duration,
-        };
-        if options.warmup > 0 {
-            clients.block_on(load::drive(plan(options.warmup), &upload))?;
+    // samples[target][level] = one LevelStats per round.
+    let mut samples: Vec<Vec<Vec<LevelStats>>> =
+        vec![vec![Vec::new(); options.clients.len()]; targets.len()];
+    for round in 0..options.rounds.max(1) {
+        for (li, &n) in options.clients.iter().enumerate() {
+            for (ti, target) in targets.iter().enumerate() {
+                let plan = |requests| Plan {
+                    addr: target.addr,
+                    clients: n,
+                    requests,
+                    min_duration: Duration::ZERO,
+                    max_duration: options.max_duration,
+                };
+                if round == 0 && options.warmup > 0 {
+                    clients.block_on(load::drive(plan(options.warmup), &upload))?;
+                }
+                let before = target.state.as_ref().map(state_batches);
+                let started = Instant::now();
+                let mut tally = clients.block_on(load::drive(plan(options.requests), &upload))?;
+                let seconds = started.elapsed().as_secs_f64();
+                let after = target.state.as_ref().map(state_batches);
+                tally.latencies_ms.sort_by(f64::total_cmp);
+                let mean_batch = match (before, after) {
+                    (Some((b0, i0)), Some((b1, i1))) if b1 > b0 => {
+                        i1.saturating_sub(i0) as f64 / (b1 - b0) as f64
+                    }
+                    _ => 0.0,
+                };
+                samples[ti][li].push(LevelStats {
+                    clients: n,
+                    ok: tally.ok(),
+                    errors: tally.errors(),
+                    seconds,
+                    throughput: tally.ok() as f64 / seconds.max(1e-9),
+                    p50_ms: percentile(&tally.latencies_ms, 0.50),
+                    p95_ms: percentile(&tally.latencies_ms, 0.95),
+                    p99_ms: percentile(&tally.latencies_ms, 0.99),
+                    mean_batch,
+                });
+            }
         }
-        let (batches_before, images_before) = state_batches(&state);
-        let started = Instant::now();
-        let mut tally = clients.block_on(load::drive(plan(options.requests), &upload))?;
-        let seconds = started.elapsed().as_secs_f64();
-        let (batches_after, images_after) = state_batches(&state);
-        tally.latencies_ms.sort_by(f64::total_cmp);
-        let batches = batches_after.saturating_sub(batches_before);
-        levels.push(LevelStats {
-            clients: n,
-            ok: tally.ok(),
-            errors: tally.errors(),
-            seconds,
-            throughput: tally.ok() as f64 / seconds.max(1e-9),
-            p50_ms: percentile(&tally.latencies_ms, 0.50),
-            p95_ms: percentile(&tally.latencies_ms, 0.95),
-            p99_ms: percentile(&tally.latencies_ms, 0.99),
-            mean_batch: if batches == 0 {
-                0.0
-            } else {
-                images_after.saturating_sub(images_before) as f64 / batches as f64
-            },
-        });
     }
-    server.shutdown();
     drop(clients);
+    let stats: Vec<TargetStats> = targets
+        .iter_mut()
+        .zip(samples)
+        .map(|(target, levels)| {
+            if let Some(server) = target.server.take() {
+                server.shutdown();
+            }
+            TargetStats {
+                name: target.name.clone(),
+                engine: target.engine.clone(),
+                levels: levels.iter().map(|rounds| median_level(rounds)).collect(),
+            }
+        })
+        .collect();
 
     let mut raw = Vec::new();
+    let mut kernels = Vec::new();
     let top = options.clients.iter().copied().max().unwrap_or(1);
-    for batch in [1, top.min(options.max_batch), options.max_batch] {
-        if raw.iter().any(|r: &RawStats| r.batch == batch) {
-            continue;
+    for (_, model) in &models {
+        for batch in [1, top.min(options.max_batch), options.max_batch] {
+            let engine = model.engine().name();
+            if raw
+                .iter()
+                .any(|r: &RawStats| r.batch == batch && r.engine == engine)
+            {
+                continue;
+            }
+            raw.push(raw_throughput(model, batch, workers, options.raw_duration)?);
         }
-        raw.push(raw_throughput(
-            &model,
-            batch,
-            workers,
-            options.raw_duration,
-        )?);
+        for plan in model.kernels() {
+            let methods: Vec<&str> = plan.convolutions.iter().map(|(_, m)| m.as_str()).collect();
+            let batch = plan.batch.map_or("N".to_string(), |b| b.to_string());
+            kernels.push(format!("batch {batch}: {}", methods.join(", ")));
+        }
     }
     Ok(BenchReport {
         model: manifest.name.clone(),
@@ -295,9 +484,50 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         max_batch: options.max_batch,
         max_wait_ms: options.max_wait_ms,
         workers,
-        levels,
+        rounds: options.rounds.max(1),
+        levels: stats.first().map(|t| t.levels.clone()).unwrap_or_default(),
+        targets: stats,
         raw,
+        kernels,
     })
+}
+
+/// The model of `options` (or the fixture recognizer) in `config`'s engine, planned as the
+/// server plans it.
+fn load_model(options: &BenchOptions, config: &Config) -> Result<Model> {
+    let (engine, batch) = config.engine()?;
+    match &options.model {
+        Some(path) => Model::load_path_with(path, batch, &engine).map_err(Error::Model),
+        None => {
+            let labels = ["class-0", "class-1", "class-2", "class-3"];
+            let (onnx, manifest) = fixtures::recognizer(options.size, &labels);
+            Model::load_with(&onnx, manifest, batch, &engine).map_err(Error::Model)
+        }
+    }
+}
+
+/// Medians over rounds of each figure; counts and durations summed.
+fn median_level(rounds: &[LevelStats]) -> LevelStats {
+    let median = |f: fn(&LevelStats) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    LevelStats {
+        clients: rounds.first().map_or(0, |l| l.clients),
+        ok: rounds.iter().map(|l| l.ok).sum(),
+        errors: rounds.iter().map(|l| l.errors).sum(),
+        seconds: rounds.iter().map(|l| l.seconds).sum(),
+        throughput: median(|l| l.throughput),
+        p50_ms: median(|l| l.p50_ms),
+        p95_ms: median(|l| l.p95_ms),
+        p99_ms: median(|l| l.p99_ms),
+        mean_batch: median(|l| l.mean_batch),
+    }
 }
 
 fn state_batches(state: &AppState) -> (u64, u64) {
@@ -340,6 +570,7 @@ fn raw_throughput(
     let seconds = started.elapsed().as_secs_f64();
     let images = counts.into_iter().sum::<Result<usize>>()?;
     Ok(RawStats {
+        engine: model.engine().name().to_string(),
         batch,
         threads: threads.max(1),
         images,
@@ -366,6 +597,50 @@ mod tests {
         }
         assert!(report.ratio(3).is_some());
         let text = report.to_string();
-        assert!(text.contains("server/raw at 3 clients"), "{text}");
+        assert!(
+            text.contains("scrim-cloud (tract) / raw tract at 3 clients"),
+            "{text}"
+        );
+        assert!(
+            text.contains("batch 1: "),
+            "the plans' convolutions: {text}"
+        );
+        assert_eq!(report.targets.len(), 1, "no peer given");
+    }
+
+    #[test]
+    fn a_peer_gets_the_same_load_in_every_round() {
+        // Another scrim-cloud stands in for the Python peer: anything that answers
+        // POST /v1/classify like the server does.
+        let labels = ["class-0", "class-1", "class-2", "class-3"];
+        let (onnx, manifest) = fixtures::recognizer(16, &labels);
+        let model = Model::load(&onnx, manifest, scrim_core::BatchMode::Dynamic).expect("model");
+        let mut config = Config::new("<fixture>");
+        config.listen = ([127, 0, 0, 1], 0).into();
+        config.workers = 1;
+        let state = AppState::with_model(&config, model).expect("state");
+        let peer = spawn_state(state, config.listen, Duration::from_secs(1)).expect("peer");
+
+        let mut options = BenchOptions::quick(10);
+        options.size = 16;
+        options.clients = vec![1, 2];
+        options.raw_duration = Duration::from_millis(50);
+        options.workers = 1;
+        options.rounds = 2;
+        options.peers = vec![(PEER.to_string(), peer.addr)];
+        let report = run(&options).expect("bench");
+        peer.shutdown();
+        let names: Vec<&str> = report.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["scrim-cloud (tract)", PEER]);
+        for target in &report.targets {
+            for level in &target.levels {
+                assert_eq!(level.ok, 20, "10 requests in each of 2 rounds: {level:?}");
+            }
+        }
+        assert!(report.compare("scrim-cloud (tract)", PEER, 2).is_some());
+        assert!(
+            report.to_string().contains("/ peer at 2 clients"),
+            "{report}"
+        );
     }
 }

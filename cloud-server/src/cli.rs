@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::BenchOptions;
-use crate::config::{TOKENS_ENV, parse_token_list};
+use crate::config::{EngineKind, TOKENS_ENV, parse_token_list};
 use crate::soak::{SoakMode, SoakOptions};
 use crate::{Config, Result};
 
@@ -66,9 +66,17 @@ pub struct ServeArgs {
     /// Images admitted and not yet answered; beyond it, 503 + Retry-After [default: 256].
     #[arg(long, env = "SCRIM_CLOUD_QUEUE")]
     pub queue: Option<usize>,
-    /// Inference threads; 0 = one per CPU core [default: 0].
+    /// Inference threads; 0 = one per CPU core but one, at least one [default: 0].
     #[arg(long, env = "SCRIM_CLOUD_WORKERS")]
     pub workers: Option<usize>,
+    /// Inference engine: tract (built in) or ort (onnxruntime from --ort-library)
+    /// [default: tract].
+    #[arg(long, env = "SCRIM_CLOUD_ENGINE", value_enum)]
+    pub engine: Option<EngineKind>,
+    /// The onnxruntime shared library for --engine ort (PyPI's onnxruntime wheel has it in
+    /// site-packages/onnxruntime/capi/).
+    #[arg(long, env = "SCRIM_CLOUD_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
     /// Largest body of /v1/classify, in bytes [default: 4194304].
     #[arg(long, env = "SCRIM_CLOUD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -154,6 +162,7 @@ impl ServeArgs {
             max_wait_ms,
             queue,
             workers,
+            engine,
             max_body_bytes,
             max_batch_body_bytes,
             max_batch_images,
@@ -175,6 +184,9 @@ impl ServeArgs {
         }
         if self.try_page_ort.is_some() {
             c.try_page_ort = self.try_page_ort;
+        }
+        if self.ort_library.is_some() {
+            c.ort_library = self.ort_library;
         }
         if let Some(list) = tokens_env {
             c.tokens.extend(parse_token_list(list)?);
@@ -211,9 +223,25 @@ pub struct BenchArgs {
     /// Server batching: longest wait, in ms [default: 2].
     #[arg(long)]
     pub max_wait_ms: Option<u64>,
-    /// Inference threads for the server and the raw measurement; 0 = one per core.
+    /// Inference threads for the server and the raw measurement; 0 = cores − 1, at least 1.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Inference engines, comma-separated: one in-process server each, measured in turn in
+    /// every round (tract is always measured raw).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![EngineKind::Tract])]
+    pub engines: Vec<EngineKind>,
+    /// The onnxruntime shared library for the ort engine.
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+    /// Another server on loopback answering POST /v1/classify, as [NAME=]ADDR (repeatable),
+    /// measured with the same load in the same rounds; the ratios compare with the one named
+    /// `peer` (the default name: bench/peer_server.py, as `scrim bench` starts it).
+    #[arg(long, value_parser = parse_peer)]
+    pub peer: Vec<(String, SocketAddr)>,
+    /// Rounds; each measures every level on every server in turn [default: 3, or 1 with
+    /// --quick].
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -245,8 +273,26 @@ impl BenchArgs {
         if let Some(v) = self.workers {
             o.workers = v;
         }
+        o.engines.clone_from(&self.engines);
+        o.ort_library.clone_from(&self.ort_library);
+        o.peers.clone_from(&self.peer);
+        if let Some(v) = self.rounds {
+            o.rounds = v.clamp(1, 100);
+        }
         o
     }
+}
+
+/// `ADDR` (named `peer`) or `NAME=ADDR`.
+fn parse_peer(value: &str) -> std::result::Result<(String, SocketAddr), String> {
+    let (name, addr) = value.split_once('=').unwrap_or((crate::bench::PEER, value));
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address like 127.0.0.1:8000: {e}"))?;
+    if name.is_empty() {
+        return Err("a peer's name is empty".into());
+    }
+    Ok((name.to_string(), addr))
 }
 
 /// Flags of `scrim-cloud soak`. They deliberately read no environment variables.
@@ -288,7 +334,7 @@ pub struct SoakArgs {
     /// Decode-amplification senders (a 2000x2000 16-bit RGBA PNG, back to back) [default: 4].
     #[arg(long)]
     pub decode_amp: Option<usize>,
-    /// Server inference threads; 0 = one per core [default: 0].
+    /// Server inference threads; 0 = cores − 1, at least 1 [default: 0].
     #[arg(long)]
     pub workers: Option<usize>,
     /// Server memory allowed after the run above its memory before it, in MiB [default: 32].
@@ -385,6 +431,34 @@ mod tests {
         assert_eq!(c.queue, 100, "file beats default");
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.engine, EngineKind::Tract);
+        let Command::Serve(args) = parse(&[
+            "scrim-cloud",
+            "serve",
+            "--model",
+            "m.onnx",
+            "--engine",
+            "ort",
+            "--ort-library",
+            "/lib/libonnxruntime.so",
+        ])
+        .command
+        else {
+            panic!("serve")
+        };
+        let c = args.merge(None).expect("config");
+        assert_eq!(c.engine, EngineKind::Ort);
+        assert_eq!(c.ort_library, Some(PathBuf::from("/lib/libonnxruntime.so")));
+        assert_eq!(
+            parse_peer("127.0.0.1:9000"),
+            Ok(("peer".to_string(), ([127, 0, 0, 1], 9000).into()))
+        );
+        assert_eq!(
+            parse_peer("main=127.0.0.1:9001").map(|p| p.0),
+            Ok("main".to_string())
+        );
+        assert!(parse_peer("=127.0.0.1:1").is_err());
+        assert!(parse_peer("python=localhost").is_err());
     }
 
     #[test]

@@ -31,8 +31,15 @@ pub struct Config {
     pub max_wait_ms: u64,
     /// Images admitted and not yet answered; beyond it requests get 503 + `Retry-After`.
     pub queue: usize,
-    /// Inference threads; 0 means one per CPU core.
+    /// Inference threads; 0 means one per CPU core but one (at least one), which is left to the
+    /// HTTP side: on a 2-core machine one inference thread served 1.5× the images of two, at a
+    /// third of the p99 (docs/PERFORMANCE.md).
     pub workers: usize,
+    /// The inference engine: tract (the default, built in) or onnxruntime (`ort_library`).
+    pub engine: EngineKind,
+    /// The onnxruntime shared library for `engine = "ort"`, e.g. the
+    /// `onnxruntime/capi/libonnxruntime.so.*` of PyPI's onnxruntime wheel.
+    pub ort_library: Option<PathBuf>,
     /// Largest body of `POST /v1/classify`, in bytes.
     pub max_body_bytes: usize,
     /// Largest body of `POST /v1/classify/batch`, in bytes.
@@ -78,6 +85,18 @@ pub struct Config {
     /// onnxruntime-web's `dist` folder for the page (default: where
     /// `scripts/fetch-onnxruntime-web` installs it, under `~/.cache/scrim`).
     pub try_page_ort: Option<PathBuf>,
+}
+
+/// Which engine runs the recognizer (`engine = "tract"` or `"ort"` in TOML, `--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// tract, built in: fixed-shape plans for the batch sizes the server forms.
+    #[default]
+    Tract,
+    /// onnxruntime, loaded at start from `ort_library` (needs the `ort` cargo feature, on by
+    /// default).
+    Ort,
 }
 
 /// One service tier (`[[tiers]]` in TOML): API tokens that are served the model restored with
@@ -142,6 +161,8 @@ impl Default for Config {
             max_wait_ms: 2,
             queue: 256,
             workers: 0,
+            engine: EngineKind::Tract,
+            ort_library: None,
             max_body_bytes: 4 << 20,
             max_batch_body_bytes: 32 << 20,
             max_batch_images: 64,
@@ -194,14 +215,39 @@ impl Config {
             .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message().trim())))
     }
 
-    /// Number of inference threads after resolving `workers = 0`.
+    /// Number of inference threads after resolving `workers = 0` (cores − 1, at least 1).
     pub fn worker_threads(&self) -> usize {
         if self.workers > 0 {
             self.workers
         } else {
             std::thread::available_parallelism()
-                .map(|n| n.get())
+                .map(|n| n.get().saturating_sub(1).max(1))
                 .unwrap_or(1)
+        }
+    }
+
+    /// The engine to load models with, and how to batch them: fixed-shape plans up to
+    /// `max_batch` (onnxruntime takes any batch as it is).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for `engine = "ort"` without `ort_library`.
+    pub fn engine(&self) -> Result<(scrim_core::Engine, scrim_core::BatchMode)> {
+        let batch = scrim_core::BatchMode::Planned {
+            max: self.max_batch,
+        };
+        match (self.engine, &self.ort_library) {
+            (EngineKind::Tract, _) => Ok((scrim_core::Engine::Tract, batch)),
+            (EngineKind::Ort, Some(library)) => Ok((
+                scrim_core::Engine::Onnxruntime {
+                    library: library.clone(),
+                },
+                batch,
+            )),
+            (EngineKind::Ort, None) => Err(Error::Config(
+                "engine \"ort\" needs ort_library (--ort-library PATH/libonnxruntime.so, e.g. \
+                 from PyPI's onnxruntime wheel: site-packages/onnxruntime/capi/)"
+                    .into(),
+            )),
         }
     }
 
@@ -220,6 +266,7 @@ impl Config {
                 self.max_batch
             ));
         }
+        self.engine()?;
         if self.max_wait_ms > 10_000 {
             return bad(format!(
                 "max_wait_ms must be at most 10000, got {}",
@@ -431,6 +478,23 @@ mod tests {
         assert!(err.to_string().contains("max_bacth"), "{err}");
         // Tokens cannot be put in a config file.
         assert!(Config::from_toml_str("tokens = [\"abc\"]").is_err());
+        assert_eq!(c.engine, EngineKind::Tract, "tract by default");
+        let ort = Config::from_toml_str(
+            "model = \"m.onnx\"\nengine = \"ort\"\nort_library = \"/lib/libonnxruntime.so\"\n",
+        )
+        .expect("toml");
+        assert_eq!(ort.engine, EngineKind::Ort);
+        ort.validate().expect("ort with its library");
+        let (engine, batch) = ort.engine().expect("engine");
+        assert_eq!(engine.name(), "onnxruntime");
+        assert_eq!(batch, scrim_core::BatchMode::Planned { max: ort.max_batch });
+        let no_lib = Config::from_toml_str("model = \"m.onnx\"\nengine = \"ort\"\n").expect("toml");
+        let err = no_lib.validate().expect_err("ort without a library");
+        assert!(err.to_string().contains("ort_library"), "{err}");
+        assert!(
+            Config::from_toml_str("engine = \"onnx\"").is_err(),
+            "unknown engine"
+        );
     }
 
     #[test]

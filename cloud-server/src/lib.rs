@@ -48,7 +48,7 @@ pub use api::{
     BatchItem, BatchResponse, ClassifyResponse, LabelScore, LevelInfo, ModelInfo, ModelsResponse,
     app,
 };
-pub use config::{ApiToken, Config, TOKENS_ENV, TierConfig};
+pub use config::{ApiToken, Config, EngineKind, TOKENS_ENV, TierConfig};
 pub use error::{Error, ErrorBody, ErrorCode, ErrorResponse, Result};
 pub use server::{RunningServer, run, serve, spawn};
 pub use state::AppState;

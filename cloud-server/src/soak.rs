@@ -94,7 +94,7 @@ pub struct SoakOptions {
     pub idle_timeout_ms: u64,
     /// Server: `shutdown_grace_ms`.
     pub shutdown_grace_ms: u64,
-    /// Server: inference threads (0: one per core).
+    /// Server: inference threads (0: cores − 1, at least 1).
     pub workers: usize,
     /// Memory allowed after the run above *before*, in bytes; also the slack of the peak cap.
     pub rss_margin: u64,

@@ -70,7 +70,8 @@ impl AppState {
     /// unreadable token file.
     pub fn new(config: &Config) -> Result<Self> {
         config.validate()?;
-        let model = Model::load_path(&config.model, BatchMode::Dynamic).map_err(|e| match e {
+        let (engine, batch) = config.engine()?;
+        let model = Model::load_path_with(&config.model, batch, &engine).map_err(|e| match e {
             scrim_core::Error::Io { path, source }
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -92,7 +93,8 @@ impl AppState {
         Self::build(config, model, restored)
     }
 
-    /// As [`AppState::new`], with a model that is already loaded (in [`BatchMode::Dynamic`]).
+    /// As [`AppState::new`], with a model that is already loaded for any batch size
+    /// ([`BatchMode::Planned`] as [`Config::engine`] says, or [`BatchMode::Dynamic`]).
     /// `config.model` is not read.
     ///
     /// # Errors
@@ -115,9 +117,9 @@ impl AppState {
                 manifest.name, manifest.role
             )));
         }
-        if model.batch_mode() != BatchMode::Dynamic {
+        if model.batch_mode() == BatchMode::Single {
             return Err(Error::Config(
-                "the model must be loaded with BatchMode::Dynamic".into(),
+                "the model must be loaded for batches (BatchMode::Planned or Dynamic)".into(),
             ));
         }
         let pixels = (manifest.input.width * manifest.input.height) as u64;
@@ -361,8 +363,13 @@ fn restore_levels(config: &Config, base: &Model) -> Result<Restored> {
                 key_path.display()
             ))
         })?;
-        let model = Model::load(&bytes, base.manifest().clone(), BatchMode::Dynamic)
-            .map_err(Error::Model)?;
+        let model = Model::load_with(
+            &bytes,
+            base.manifest().clone(),
+            base.batch_mode(),
+            base.engine(),
+        )
+        .map_err(Error::Model)?;
         out.models.insert(level, model);
     }
     Ok(out)

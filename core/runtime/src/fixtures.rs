@@ -97,3 +97,32 @@ pub fn bounded_perturber(size: usize, side: usize, sigma: f32) -> (Vec<u8>, Mani
         ),
     )
 }
+
+/// The onnxruntime shared library for tests of [`crate::Engine::Onnxruntime`]:
+/// `SCRIM_ORT_LIBRARY`, else the one inside the onnxruntime package of `SCRIM_PYTHON` or of
+/// scripts/test's virtualenv (`~/.cache/scrim/venv`); PyPI's wheel ships it under
+/// `onnxruntime/capi/`. `None` when there is none (tests then skip, saying so).
+pub fn onnxruntime_library() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os("SCRIM_ORT_LIBRARY") {
+        return Some(PathBuf::from(p));
+    }
+    let python = std::env::var_os("SCRIM_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/scrim/venv/bin/python"))
+        })
+        .filter(|p| p.is_file())?;
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import glob, os, onnxruntime; d = os.path.dirname(onnxruntime.__file__); \
+             print('\\n'.join(sorted(glob.glob(os.path.join(d, 'capi', 'libonnxruntime.so*')))))",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}

@@ -12,7 +12,8 @@
 //!   bound on what one upload can carry.
 //! - [`upload`]: an upload before its noise, for drawing the same photo's upload again.
 //! - [`cost`]: multiply-adds per image of any ONNX graph (tract's cost model).
-//! - [`runtime`]: [`Model`], ONNX inference over tract.
+//! - [`runtime`]: [`Model`], ONNX inference over tract (or, with the `ort` feature, over
+//!   onnxruntime loaded at run time: [`Engine`]).
 //! - [`manifest`]: the JSON description that travels with every ONNX file.
 //! - [`onnx`]: an ONNX graph writer for the models trained in `scrim-models`; [`onnx_graph`]: a
 //!   read-only view of an ONNX graph.
@@ -42,6 +43,8 @@ pub mod model_limits;
 pub mod noise;
 pub mod onnx;
 pub mod onnx_graph;
+#[cfg(feature = "ort")]
+mod ort_engine;
 pub mod perturb;
 pub mod release;
 pub mod runtime;
@@ -55,6 +58,6 @@ pub use keys::SecretKey;
 pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
-pub use runtime::{BatchMode, Model, Output, PreparedInput};
+pub use runtime::{BatchMode, Engine, Model, Output, PlanKernels, PreparedInput};
 pub use tensor::ImageTensor;
 pub use upload::UploadBase;

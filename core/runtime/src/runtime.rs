@@ -1,10 +1,13 @@
 //! Inference over tract: the only file in Scrim that names tract's runtime types.
 //!
 //! A [`Model`] is loaded once (parsed, typed, optimised) and then run from any number of threads
-//! at once: the optimised plan is shared, each run gets its own state.
+//! at once: the optimised plans are shared, and each plan keeps the run states it has built in a
+//! pool, so a state is built once per concurrent caller rather than once per run. The second
+//! engine, onnxruntime (`ort` feature, [`Engine::Onnxruntime`]), lives in `ort_engine.rs`.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -19,8 +22,60 @@ pub enum BatchMode {
     /// Exactly one image: fastest for the phone.
     #[default]
     Single,
-    /// Any batch size (a symbolic batch dimension): for servers that micro-batch.
+    /// Any batch size (a symbolic batch dimension): for callers that run batches of every size.
     Dynamic,
+    /// Any batch size, through fixed-shape plans for 1, 2, 4, … up to `max` (and `max` itself):
+    /// for servers that micro-batch. tract picks its fast convolution paths (lazy im2col, direct
+    /// spatial) only for fixed shapes, so a partial batch is padded to the next planned size and
+    /// a batch over `max` runs in chunks of `max`. With onnxruntime, the same as `Dynamic`.
+    Planned {
+        /// The largest planned batch.
+        max: usize,
+    },
+}
+
+impl BatchMode {
+    /// The batch sizes tract plans for (`None`: one plan with a symbolic batch dimension).
+    fn planned_sizes(self) -> Option<Vec<usize>> {
+        match self {
+            Self::Single => Some(vec![1]),
+            Self::Dynamic => None,
+            Self::Planned { max } => {
+                let max = max.max(1);
+                let mut sizes: Vec<usize> =
+                    std::iter::successors(Some(1usize), |s| s.checked_mul(2))
+                        .take_while(|&s| s < max)
+                        .collect();
+                sizes.push(max);
+                Some(sizes)
+            }
+        }
+    }
+}
+
+/// The inference engine behind a [`Model`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// tract: pure Rust, the phone's engine and the default.
+    #[default]
+    Tract,
+    /// onnxruntime, loaded at run time from the shared library at this path (for example the
+    /// `libonnxruntime.so.*` inside PyPI's `onnxruntime` wheel, under `onnxruntime/capi/`), one
+    /// session thread per running batch. Needs scrim-core's `ort` cargo feature.
+    Onnxruntime {
+        /// The onnxruntime shared library.
+        library: PathBuf,
+    },
+}
+
+impl Engine {
+    /// A short name for logs and reports: `tract` or `onnxruntime`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Tract => "tract",
+            Self::Onnxruntime { .. } => "onnxruntime",
+        }
+    }
 }
 
 /// One output of a model run.
@@ -50,27 +105,113 @@ impl Output {
     }
 }
 
-/// Images already checked, normalised and copied into tract's tensor for one model
+/// The convolutions of one tract plan and the method tract picked for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanKernels {
+    /// The plan's batch size (`None`: symbolic).
+    pub batch: Option<usize>,
+    /// `(node name, method)` for each convolution, in evaluation order. Methods are tract's
+    /// operator names: `LazyIm2col` or `Im2col` (an unrolling before a matrix product),
+    /// `DirectSpatialConv`, `DepthWise`, `BlockedConv`.
+    pub convolutions: Vec<(String, String)>,
+}
+
+/// Images already checked, normalised and copied into the engine's own tensors for one model
 /// ([`Model::prepare`]); running it again costs no copy.
 pub struct PreparedInput {
-    value: TValue,
-    plan: std::sync::Weak<TypedRunnableModel>,
+    /// Which loaded model prepared it (clones share it).
+    owner: u64,
+    /// Images in the input.
+    n: usize,
+    data: Prepared,
+}
+
+enum Prepared {
+    /// One tensor per plan run: (index of the plan, the tensor, its real images).
+    Tract(Vec<(usize, TValue, usize)>),
+    /// The normalised pixels, `[n, c, h, w]`.
+    #[cfg_attr(not(feature = "ort"), allow(dead_code))]
+    Flat(Vec<f32>),
 }
 
 impl std::fmt::Debug for PreparedInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PreparedInput")
-            .field("shape", &self.value.shape())
+            .field("images", &self.n)
             .finish_non_exhaustive()
+    }
+}
+
+/// A tract plan and the run states it has handed out and taken back: a state is built once per
+/// concurrent caller, not once per run.
+struct Plan {
+    batch: Option<usize>,
+    runnable: Arc<TypedRunnableModel>,
+    states: Mutex<Vec<TypedSimpleState>>,
+}
+
+impl Plan {
+    fn new(batch: Option<usize>, runnable: Arc<TypedRunnableModel>) -> Self {
+        Self {
+            batch,
+            runnable,
+            states: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn run(&self, input: TValue) -> Result<TVec<TValue>> {
+        let pooled = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let mut state = match pooled {
+            Some(state) => state,
+            None => self.runnable.spawn().map_err(|e| {
+                Error::InvalidModel(format!("cannot start a run: {}", root_cause(&e)))
+            })?,
+        };
+        let outputs = state
+            .run(tvec!(input))
+            .map_err(|e| Error::InvalidModel(format!("inference failed: {}", root_cause(&e))))?;
+        // Only a state whose run succeeded goes back: a failed one may hold half a turn.
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(state);
+        Ok(outputs)
+    }
+}
+
+/// tract's plans for one model: one per batch size, sorted, or one symbolic.
+struct TractPlans {
+    plans: Vec<Plan>,
+}
+
+enum Backend {
+    Tract(Arc<TractPlans>),
+    #[cfg(feature = "ort")]
+    Ort(Arc<crate::ort_engine::OrtModel>),
+}
+
+impl Clone for Backend {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Tract(p) => Self::Tract(Arc::clone(p)),
+            #[cfg(feature = "ort")]
+            Self::Ort(m) => Self::Ort(Arc::clone(m)),
+        }
     }
 }
 
 /// An ONNX model with its manifest, optimised for repeated runs.
 #[derive(Clone)]
 pub struct Model {
-    plan: Arc<TypedRunnableModel>,
+    backend: Backend,
+    id: u64,
     manifest: Manifest,
     batch: BatchMode,
+    engine: Engine,
 }
 
 impl std::fmt::Debug for Model {
@@ -80,42 +221,98 @@ impl std::fmt::Debug for Model {
             .field("role", &self.manifest.role)
             .field("input", &self.manifest.input)
             .field("batch", &self.batch)
+            .field("engine", &self.engine.name())
             .finish_non_exhaustive()
     }
 }
 
+/// Identifies a loaded model, so that an input prepared by one is never run by another.
+fn next_model_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Model {
-    /// Loads an ONNX model from bytes and checks it against its manifest with a trial run.
+    /// Loads an ONNX model from bytes into tract and checks it against its manifest with a trial
+    /// run.
     ///
     /// # Errors
     /// [`Error::InvalidModel`] when tract cannot parse or optimise the graph, or when its outputs
     /// do not match what the manifest says; [`Error::InvalidManifest`] for a bad manifest.
     pub fn load(onnx: &[u8], manifest: Manifest, batch: BatchMode) -> Result<Self> {
+        Self::load_with(onnx, manifest, batch, &Engine::Tract)
+    }
+
+    /// [`Model::load`] with a choice of engine.
+    ///
+    /// # Errors
+    /// As [`Model::load`]; [`Error::InvalidArgument`] for onnxruntime when this build lacks the
+    /// `ort` feature or its library cannot be loaded.
+    pub fn load_with(
+        onnx: &[u8],
+        manifest: Manifest,
+        batch: BatchMode,
+        engine: &Engine,
+    ) -> Result<Self> {
         manifest.validate()?;
         crate::model_limits::check(onnx)?;
-        // A hostile graph may still make tract allocate without bound while it folds constants;
-        // tract panics then ("failed to allocate"), which is the file's fault, not a crash.
-        let plan = std::panic::catch_unwind(|| Self::plan(onnx, &manifest, batch)).map_err(
-            |panic| {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown reason".into());
-                Error::InvalidModel(format!("tract failed while loading the graph: {why}"))
-            },
-        )??;
+        let backend = match engine {
+            Engine::Tract => Backend::Tract(Arc::new(Self::tract_plans(onnx, &manifest, batch)?)),
+            #[cfg(feature = "ort")]
+            Engine::Onnxruntime { library } => Backend::Ort(Arc::new(
+                crate::ort_engine::OrtModel::load(library, onnx, &manifest)?,
+            )),
+            #[cfg(not(feature = "ort"))]
+            Engine::Onnxruntime { .. } => {
+                return Err(Error::InvalidArgument(
+                    "this build has no onnxruntime engine (scrim-core's `ort` cargo feature)"
+                        .into(),
+                ));
+            }
+        };
         let model = Self {
-            plan,
+            backend,
+            id: next_model_id(),
             manifest,
             batch,
+            engine: engine.clone(),
         };
         model.check_outputs()?;
         Ok(model)
     }
 
-    /// Parses, types and optimises the graph for the manifest's input and `batch`.
-    fn plan(onnx: &[u8], manifest: &Manifest, batch: BatchMode) -> Result<Arc<TypedRunnableModel>> {
+    fn tract_plans(onnx: &[u8], manifest: &Manifest, batch: BatchMode) -> Result<TractPlans> {
+        let sizes: Vec<Option<usize>> = match batch.planned_sizes() {
+            Some(sizes) => sizes.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        let mut plans = Vec::with_capacity(sizes.len());
+        for size in sizes {
+            // A hostile graph may still make tract allocate without bound while it folds
+            // constants; tract panics then ("failed to allocate"), which is the file's fault,
+            // not a crash.
+            let runnable = std::panic::catch_unwind(|| Self::plan(onnx, manifest, size)).map_err(
+                |panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown reason".into());
+                    Error::InvalidModel(format!("tract failed while loading the graph: {why}"))
+                },
+            )??;
+            plans.push(Plan::new(size, runnable));
+        }
+        Ok(TractPlans { plans })
+    }
+
+    /// Parses, types and optimises the graph for the manifest's input and a batch of `batch`
+    /// images (`None`: any number).
+    fn plan(
+        onnx: &[u8],
+        manifest: &Manifest,
+        batch: Option<usize>,
+    ) -> Result<Arc<TypedRunnableModel>> {
         let i = manifest.input;
         let model_err = |stage: &str, e: TractError| {
             Error::InvalidModel(format!("{stage}: {}", root_cause(&e)))
@@ -131,8 +328,8 @@ impl Model {
         }
         check_declared_input(&inference, manifest)?;
         let fact = match batch {
-            BatchMode::Single => f32::fact([1, i.channels, i.height, i.width]).into(),
-            BatchMode::Dynamic => {
+            Some(n) => f32::fact([n, i.channels, i.height, i.width]).into(),
+            None => {
                 let n = inference.symbols.sym("N");
                 f32::fact(&[
                     n.to_dim(),
@@ -165,9 +362,17 @@ impl Model {
     /// As [`Model::load`], plus [`Error::MissingManifest`] when the manifest is not beside the
     /// model and [`Error::Io`] for unreadable files.
     pub fn load_path(path: &Path, batch: BatchMode) -> Result<Self> {
+        Self::load_path_with(path, batch, &Engine::Tract)
+    }
+
+    /// [`Model::load_path`] with a choice of engine.
+    ///
+    /// # Errors
+    /// As [`Model::load_path`] and [`Model::load_with`].
+    pub fn load_path_with(path: &Path, batch: BatchMode, engine: &Engine) -> Result<Self> {
         let manifest = Manifest::load_beside(path)?;
         let bytes = crate::error::read_file_limited(path, crate::model_limits::MAX_MODEL_BYTES)?;
-        Self::load(&bytes, manifest, batch).map_err(|e| match e {
+        Self::load_with(&bytes, manifest, batch, engine).map_err(|e| match e {
             Error::InvalidModel(msg) => Error::InvalidModel(format!("{}: {msg}", path.display())),
             other => other,
         })
@@ -183,11 +388,56 @@ impl Model {
         self.batch
     }
 
+    /// The engine that runs the model.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// For each tract plan, the method tract picked for every convolution (empty for
+    /// onnxruntime, which does not say).
+    pub fn kernels(&self) -> Vec<PlanKernels> {
+        const METHODS: [&str; 5] = [
+            "LazyIm2col",
+            "Im2col",
+            "DirectSpatialConv",
+            "DepthWise",
+            "BlockedConv",
+        ];
+        let Backend::Tract(plans) = &self.backend else {
+            return Vec::new();
+        };
+        plans
+            .plans
+            .iter()
+            .map(|plan| {
+                let model = plan.runnable.model();
+                let convolutions = plan
+                    .runnable
+                    .order_without_consts()
+                    .iter()
+                    .filter_map(|&id| {
+                        let node = model.nodes().get(id)?;
+                        let op = node.op.name();
+                        METHODS
+                            .iter()
+                            .any(|m| op.starts_with(m))
+                            .then(|| (node.name.clone(), op.to_string()))
+                    })
+                    .collect();
+                PlanKernels {
+                    batch: plan.batch,
+                    convolutions,
+                }
+            })
+            .collect()
+    }
+
     /// Runs the model on images in `[0, 1]` (the manifest's normalisation is applied here).
     ///
     /// # Errors
     /// [`Error::WrongSize`] when the images are not the manifest's input size (or, for a
-    /// single-image model, when more than one is given); [`Error::InvalidModel`] if tract fails.
+    /// single-image model, when more than one is given); [`Error::InvalidModel`] if the engine
+    /// fails.
     pub fn run(&self, images: &ImageTensor) -> Result<Vec<Output>> {
         self.run_prepared(&self.prepare(images)?)
     }
@@ -204,7 +454,7 @@ impl Model {
         let [n, c, h, w] = images.shape();
         let batch_ok = match self.batch {
             BatchMode::Single => n == 1,
-            BatchMode::Dynamic => n >= 1,
+            BatchMode::Dynamic | BatchMode::Planned { .. } => n >= 1,
         };
         if (c, h, w) != (i.channels, i.height, i.width) || !batch_ok {
             let batch = if self.batch == BatchMode::Single {
@@ -217,15 +467,20 @@ impl Model {
                 found: format!("{n}x{}", images.describe()),
             });
         }
-        let input = if self.manifest.normalization.is_identity() {
-            Tensor::from_shape(&[n, c, h, w], images.data())
+        let data = if self.manifest.normalization.is_identity() {
+            std::borrow::Cow::Borrowed(images.data())
         } else {
-            Tensor::from_shape(&[n, c, h, w], &self.normalize(images))
-        }
-        .map_err(|e| Error::InvalidModel(root_cause(&e)))?;
+            std::borrow::Cow::Owned(self.normalize(images))
+        };
+        let prepared = match &self.backend {
+            Backend::Tract(plans) => Prepared::Tract(plans.chunks(&data, n, [c, h, w])?),
+            #[cfg(feature = "ort")]
+            Backend::Ort(_) => Prepared::Flat(data.into_owned()),
+        };
         Ok(PreparedInput {
-            value: input.into_tvalue(),
-            plan: Arc::downgrade(&self.plan),
+            owner: self.id,
+            n,
+            data: prepared,
         })
     }
 
@@ -233,30 +488,26 @@ impl Model {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an input prepared by another model;
-    /// [`Error::InvalidModel`] if tract fails.
+    /// [`Error::InvalidModel`] if the engine fails.
     pub fn run_prepared(&self, input: &PreparedInput) -> Result<Vec<Output>> {
-        if !std::ptr::eq(input.plan.as_ptr(), Arc::as_ptr(&self.plan)) {
+        if input.owner != self.id {
             return Err(Error::InvalidArgument(
                 "this input was prepared by another model (its size or normalisation may differ)"
                     .into(),
             ));
         }
-        let outputs = self
-            .plan
-            .run(tvec!(input.value.clone()))
-            .map_err(|e| Error::InvalidModel(format!("inference failed: {}", root_cause(&e))))?;
-        outputs
-            .iter()
-            .map(|t| {
-                let view = t.to_plain_array_view::<f32>().map_err(|e| {
-                    Error::InvalidModel(format!("non-f32 output: {}", root_cause(&e)))
-                })?;
-                Ok(Output {
-                    shape: view.shape().to_vec(),
-                    data: view.iter().copied().collect(),
-                })
-            })
-            .collect()
+        match (&self.backend, &input.data) {
+            (Backend::Tract(plans), Prepared::Tract(chunks)) => plans.run(chunks, input.n),
+            #[cfg(feature = "ort")]
+            (Backend::Ort(model), Prepared::Flat(data)) => {
+                let i = self.manifest.input;
+                model.run(data, [input.n, i.channels, i.height, i.width])
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::InvalidArgument(
+                "this input was prepared for another engine".into(),
+            )),
+        }
     }
 
     fn normalize(&self, images: &ImageTensor) -> Vec<f32> {
@@ -333,6 +584,96 @@ impl Model {
                 Ok(())
             }
         }
+    }
+}
+
+impl TractPlans {
+    /// Splits `n` images into plan runs: each chunk goes to the smallest plan that holds it
+    /// (padded with zeros up to the plan's size), chunks of the largest plan first.
+    fn chunks(
+        &self,
+        data: &[f32],
+        n: usize,
+        chw: [usize; 3],
+    ) -> Result<Vec<(usize, TValue, usize)>> {
+        let per_image = chw.iter().product::<usize>();
+        let to_err = |e: TractError| Error::InvalidModel(root_cause(&e));
+        // A symbolic plan takes the whole batch as it is.
+        if let [only] = &self.plans[..]
+            && only.batch.is_none()
+        {
+            let t = Tensor::from_shape(&[n, chw[0], chw[1], chw[2]], data).map_err(to_err)?;
+            return Ok(vec![(0, t.into_tvalue(), n)]);
+        }
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let left = n - start;
+            let (index, size) = self
+                .plans
+                .iter()
+                .enumerate()
+                .filter_map(|(k, p)| p.batch.map(|b| (k, b)))
+                .find(|&(_, b)| b >= left)
+                .or_else(|| {
+                    self.plans
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, p)| p.batch.map(|b| (k, b)))
+                        .last()
+                })
+                .ok_or_else(|| Error::InvalidModel("the model has no plan".into()))?;
+            let real = left.min(size);
+            let mut padded = vec![0.0f32; size * per_image];
+            padded[..real * per_image]
+                .copy_from_slice(&data[start * per_image..(start + real) * per_image]);
+            let tensor =
+                Tensor::from_shape(&[size, chw[0], chw[1], chw[2]], &padded).map_err(to_err)?;
+            chunks.push((index, tensor.into_tvalue(), real));
+            start += real;
+        }
+        Ok(chunks)
+    }
+
+    /// Runs the chunks and joins their outputs, the padding rows left out.
+    fn run(&self, chunks: &[(usize, TValue, usize)], n: usize) -> Result<Vec<Output>> {
+        let mut joined: Vec<Output> = Vec::new();
+        for (index, value, real) in chunks {
+            let plan = self.plans.get(*index).ok_or_else(|| {
+                Error::InvalidArgument("an input prepared for another plan".into())
+            })?;
+            let outputs = plan.run(value.clone())?;
+            if joined.is_empty() {
+                joined = outputs
+                    .iter()
+                    .map(|_| Output {
+                        shape: Vec::new(),
+                        data: Vec::new(),
+                    })
+                    .collect();
+            }
+            for (out, t) in joined.iter_mut().zip(outputs.iter()) {
+                let view = t.to_plain_array_view::<f32>().map_err(|e| {
+                    Error::InvalidModel(format!("non-f32 output: {}", root_cause(&e)))
+                })?;
+                let shape = view.shape().to_vec();
+                let rows = shape.first().copied().unwrap_or(0);
+                if rows < *real {
+                    return Err(Error::InvalidModel(format!(
+                        "an output of shape {shape:?} has fewer rows than the {real} images given"
+                    )));
+                }
+                let per_row = view.len().checked_div(rows).unwrap_or(0);
+                out.data.extend(view.iter().take(real * per_row).copied());
+                out.shape = shape;
+            }
+        }
+        for out in &mut joined {
+            if let Some(rows) = out.shape.first_mut() {
+                *rows = n;
+            }
+        }
+        Ok(joined)
     }
 }
 

@@ -4,7 +4,8 @@
 //! 1. on-device perturbation (σ network alone, and the whole path) in tract against
 //!    onnxruntime, both on one thread, on the same ONNX file ([`device`]);
 //! 2. the co-training step in burn against the same step in PyTorch ([`cotrain`]);
-//! 3. the server against raw batched tract on the same recognizer ([`server`], through
+//! 3. the server (tract and onnxruntime engines) against a minimal Python server (aiohttp + one
+//!    onnxruntime session) and raw batched inference on the same recognizer ([`server`], through
 //!    `scrim-cloud bench`);
 //! 4. peak RSS of the perturbation path and the size of each artifact ([`device`]);
 //! 5. growth: perturbation latency against image side, epoch time against dataset size.
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use cotrain::{CotrainReport, EpochGrowth};
 pub use device::{FileSize, MemoryReport, PerturbRow, RssProbe, RssRow, rss_probe};
 pub use report::{Machine, markdown};
-pub use server::{ServerLevel, ServerReport};
+pub use server::{RawLevel, ServerLevel, ServerRatio, ServerReport, ServerTarget};
 
 pub use error::{Error, Result};
 use scrim_train::nets::{PerturberConfig, PerturberLayout};
@@ -219,8 +220,10 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let dev = device::run(opts, py.as_deref(), &mut notes)?;
     scrim_train::report::note("[bench] 2/5 co-training step (burn vs PyTorch)");
     let cotrain = cotrain::run(opts, py.as_deref(), &mut notes)?;
-    scrim_train::report::note("[bench] 3/5 server vs raw tract (scrim-cloud bench)");
-    let server = server::run(opts, &dev.recognizer, &mut notes);
+    scrim_train::report::note(
+        "[bench] 3/5 server vs the Python peer and raw inference (scrim-cloud bench)",
+    );
+    let server = server::run(opts, &dev.recognizer, py.as_deref(), &mut notes);
     scrim_train::report::note("[bench] 4/5 memory and sizes");
     let memory = device::memory(opts, &dev, &mut notes);
     scrim_train::report::note("[bench] 5/5 growth: epoch time against dataset size");

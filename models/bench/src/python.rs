@@ -30,7 +30,7 @@ fn imports(python: &Path, modules: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn pip(python: &Path, args: &[&str]) -> bool {
+pub(crate) fn pip(python: &Path, args: &[&str]) -> bool {
     scrim_train::report::note(&format!("[bench] pip install {}", args.join(" ")));
     Command::new(python)
         .args([

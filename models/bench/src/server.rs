@@ -1,14 +1,21 @@
-//! Section 3: the server against raw batched tract on the same recognizer. scrim-models does
-//! not depend on axum, so this runs `scrim-cloud bench --json` (the server's own load
-//! generator: in-process server on loopback, 1/4/16 keep-alive clients, raw tract in the same
-//! run) as a child process and reads its report.
+//! Section 3: the server against what an operator would run instead, and against raw batched
+//! inference, on the same recognizer. scrim-models does not depend on axum, so this runs
+//! `scrim-cloud bench --json` (the server's own load generator: in-process servers on loopback,
+//! one per engine, 1/4/16 keep-alive clients, alternating rounds, raw throughput in the same
+//! run) as a child process and reads its report. The peer is `bench/peer_server.py` (aiohttp +
+//! one onnxruntime session, no batching), started here in the bench virtualenv and handed to
+//! `scrim-cloud bench --peer`, so the same load generator measures it in the same rounds.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
 use super::BenchOptions;
+use super::python;
+
+/// `bench/peer_server.py`: the Python server measured beside scrim-cloud.
+pub(crate) const PEER_SCRIPT: &str = include_str!("../../../bench/peer_server.py");
 
 /// One concurrency level.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +32,41 @@ pub struct ServerLevel {
     pub mean_batch: f64,
 }
 
+/// One server measured: `scrim-cloud (tract)`, `scrim-cloud (onnxruntime)` or `peer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerTarget {
+    /// Its name in the report.
+    pub name: String,
+    /// Per concurrency level (medians over rounds).
+    pub levels: Vec<ServerLevel>,
+}
+
+/// One raw measurement: images/s of `engine` at `batch` without HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawLevel {
+    /// `tract` or `onnxruntime`.
+    pub engine: String,
+    /// Images per run.
+    pub batch: usize,
+    /// Images per second.
+    pub images_per_sec: f64,
+}
+
+/// The ratios of one scrim-cloud engine at the highest concurrency.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerRatio {
+    /// The scrim-cloud target.
+    pub target: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Its images/s over the best raw tract images/s (goal ≥ 0.9).
+    pub over_raw_tract: Option<f64>,
+    /// Its images/s over the peer's (goal ≥ 2).
+    pub over_peer: Option<f64>,
+    /// Its p99 over the peer's (goal < 1).
+    pub p99_over_peer: Option<f64>,
+}
+
 /// Section 3.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerReport {
@@ -32,12 +74,27 @@ pub struct ServerReport {
     pub model: String,
     /// The command that measured it.
     pub command: Option<String>,
-    /// Per concurrency level.
+    /// The first scrim-cloud target's levels.
     pub levels: Vec<ServerLevel>,
+    /// Every server measured, scrim-cloud engines first, then the peer.
+    #[serde(default)]
+    pub targets: Vec<ServerTarget>,
+    /// Raw throughput per engine and batch.
+    #[serde(default)]
+    pub raw: Vec<RawLevel>,
+    /// The convolution methods tract picked, per plan.
+    #[serde(default)]
+    pub kernels: Vec<String>,
+    /// Rounds measured.
+    #[serde(default)]
+    pub rounds: usize,
     /// Best raw batched tract throughput (images/s) and its batch size.
     pub raw_best: Option<(usize, f64)>,
-    /// Clients at the highest level and server/raw there.
+    /// Clients at the highest level and the first server over raw tract there.
     pub ratio: Option<(usize, f64)>,
+    /// Per scrim-cloud engine, at the highest level.
+    #[serde(default)]
+    pub ratios: Vec<ServerRatio>,
 }
 
 fn scrim_cloud(opts: &BenchOptions) -> Option<PathBuf> {
@@ -51,16 +108,122 @@ fn scrim_cloud(opts: &BenchOptions) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Section 3. Never fails the bench: a missing binary or a failed run becomes a note.
-pub(crate) fn run(opts: &BenchOptions, model: &Path, notes: &mut Vec<String>) -> ServerReport {
+/// The onnxruntime shared library: `SCRIM_ORT_LIBRARY`, else the one inside `python`'s
+/// onnxruntime package (PyPI's wheel ships it under `onnxruntime/capi/`).
+pub(crate) fn ort_library(python: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SCRIM_ORT_LIBRARY").map(PathBuf::from) {
+        return p.is_file().then_some(p);
+    }
+    let out = Command::new(python?)
+        .args([
+            "-c",
+            "import glob, os, onnxruntime; d = os.path.dirname(onnxruntime.__file__); \
+             print('\\n'.join(sorted(glob.glob(os.path.join(d, 'capi', 'libonnxruntime.so*')) \
+             + glob.glob(os.path.join(d, 'capi', 'libonnxruntime*.dylib')))))",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// The Python peer, listening on loopback; killed when dropped.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bench/peer_server.py` on `model` with `python` (installing aiohttp and Pillow into
+/// the bench virtualenv when they are missing, outside smoke runs). `Err` says why not.
+fn start_peer(
+    opts: &BenchOptions,
+    python: Option<&Path>,
+    model: &Path,
+) -> std::result::Result<Peer, String> {
+    use std::io::{BufRead, Read};
+    let python = python.ok_or("no Python with onnxruntime (see the notes above)")?;
+    let ready = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import aiohttp, PIL, onnxruntime, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(python) {
+        let in_venv = python.starts_with(&opts.venv);
+        if opts.smoke || !in_venv || !python::pip(python, &["aiohttp", "pillow"]) {
+            return Err(format!(
+                "{} lacks aiohttp or Pillow{}",
+                python.display(),
+                if opts.smoke {
+                    " (smoke runs install nothing)"
+                } else if in_venv {
+                    " and pip install aiohttp pillow failed"
+                } else {
+                    " (only the bench virtualenv is installed into)"
+                }
+            ));
+        }
+    }
+    let script = opts.out.join("peer_server.py");
+    std::fs::write(&script, PEER_SCRIPT).map_err(|e| format!("{}: {e}", script.display()))?;
+    let mut child = Command::new(python)
+        .arg(&script)
+        .arg(model)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let port = serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v["port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok());
+    match port {
+        Some(port) => Ok(Peer { child, port }),
+        None => {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = child.wait();
+            Err(format!(
+                "peer_server.py did not start: {}",
+                err.lines().last().unwrap_or("no output")
+            ))
+        }
+    }
+}
+
+/// Section 3. Never fails the bench: a missing binary, peer or library, or a failed run,
+/// becomes a note.
+pub(crate) fn run(
+    opts: &BenchOptions,
+    model: &Path,
+    python: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> ServerReport {
     let mut report = ServerReport {
         model: model.display().to_string(),
         ..Default::default()
     };
     let Some(bin) = scrim_cloud(opts) else {
         notes.push(
-            "server not measured: no scrim-cloud binary (build it: cargo build --release -p \
-             scrim-cloud; or set SCRIM_CLOUD_BIN)"
+            "server not measured: no scrim-cloud binary (build it: cargo build --release \
+             --workspace; or set SCRIM_CLOUD_BIN)"
                 .into(),
         );
         return report;
@@ -70,8 +233,35 @@ pub(crate) fn run(opts: &BenchOptions, model: &Path, notes: &mut Vec<String>) ->
     if opts.smoke {
         args.extend(["--quick".into(), "--requests".into(), "20".into()]);
     }
+    match ort_library(python) {
+        Some(lib) => {
+            args.extend([
+                "--engines".into(),
+                "tract,ort".into(),
+                "--ort-library".into(),
+            ]);
+            args.push(lib.display().to_string());
+        }
+        None => notes.push(
+            "scrim-cloud's onnxruntime engine not measured: no libonnxruntime (set \
+             SCRIM_ORT_LIBRARY, or give the bench a Python with onnxruntime)"
+                .into(),
+        ),
+    }
+    let peer = match start_peer(opts, python, model) {
+        Ok(peer) => Some(peer),
+        Err(why) => {
+            notes.push(format!("Python peer server not measured: {why}"));
+            None
+        }
+    };
+    if let Some(peer) = &peer {
+        args.extend(["--peer".into(), format!("127.0.0.1:{}", peer.port)]);
+    }
     report.command = Some(format!("{} {}", bin.display(), args.join(" ")));
-    let out = match Command::new(&bin).args(&args).output() {
+    let out = Command::new(&bin).args(&args).output();
+    drop(peer);
+    let out = match out {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
             notes.push(format!(
@@ -98,33 +288,132 @@ pub(crate) fn run(opts: &BenchOptions, model: &Path, notes: &mut Vec<String>) ->
             return report;
         }
     };
+    read_report(&json, &mut report);
+    report
+}
+
+/// Fills `report` from `scrim-cloud bench --json`.
+fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
-    for l in json["levels"].as_array().into_iter().flatten() {
-        report.levels.push(ServerLevel {
-            clients: l["clients"].as_u64().unwrap_or(0) as usize,
-            images_per_sec: f(l, "throughput"),
-            p50_ms: f(l, "p50_ms"),
-            p99_ms: f(l, "p99_ms"),
-            mean_batch: f(l, "mean_batch"),
-        });
-    }
-    report.raw_best = json["raw"]
+    let levels = |v: &serde_json::Value| -> Vec<ServerLevel> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| ServerLevel {
+                clients: l["clients"].as_u64().unwrap_or(0) as usize,
+                images_per_sec: f(l, "throughput"),
+                p50_ms: f(l, "p50_ms"),
+                p99_ms: f(l, "p99_ms"),
+                mean_batch: f(l, "mean_batch"),
+            })
+            .collect()
+    };
+    report.levels = levels(&json["levels"]);
+    report.rounds = json["rounds"].as_u64().unwrap_or(1) as usize;
+    report.targets = json["targets"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|r| {
-            (
-                r["batch"].as_u64().unwrap_or(0) as usize,
-                f(r, "throughput"),
-            )
+        .map(|t| ServerTarget {
+            name: t["name"].as_str().unwrap_or("?").to_string(),
+            levels: levels(&t["levels"]),
         })
+        .collect();
+    report.raw = json["raw"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| RawLevel {
+            engine: r["engine"].as_str().unwrap_or("tract").to_string(),
+            batch: r["batch"].as_u64().unwrap_or(0) as usize,
+            images_per_sec: f(r, "throughput"),
+        })
+        .collect();
+    report.kernels = json["kernels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    report.raw_best = report
+        .raw
+        .iter()
+        .filter(|r| r.engine == "tract")
+        .map(|r| (r.batch, r.images_per_sec))
         .max_by(|a, b| a.1.total_cmp(&b.1));
-    if let (Some(top), Some((_, raw))) = (
-        report.levels.iter().max_by_key(|l| l.clients),
-        report.raw_best,
-    ) && raw > 0.0
-    {
+    let raw_tract = report.raw_best.map(|(_, t)| t).filter(|t| *t > 0.0);
+    if let (Some(top), Some(raw)) = (report.levels.iter().max_by_key(|l| l.clients), raw_tract) {
         report.ratio = Some((top.clients, top.images_per_sec / raw));
     }
-    report
+    let top_of = |t: &ServerTarget| t.levels.iter().max_by_key(|l| l.clients).cloned();
+    let peer = report
+        .targets
+        .iter()
+        .find(|t| t.name == "peer")
+        .and_then(top_of);
+    report.ratios = report
+        .targets
+        .iter()
+        .filter(|t| t.name != "peer")
+        .filter_map(|t| {
+            let top = top_of(t)?;
+            let peer = peer.as_ref().filter(|p| p.clients == top.clients);
+            Some(ServerRatio {
+                target: t.name.clone(),
+                clients: top.clients,
+                over_raw_tract: raw_tract.map(|r| top.images_per_sec / r),
+                over_peer: peer
+                    .filter(|p| p.images_per_sec > 0.0)
+                    .map(|p| top.images_per_sec / p.images_per_sec),
+                p99_over_peer: peer
+                    .filter(|p| p.p99_ms > 0.0)
+                    .map(|p| top.p99_ms / p.p99_ms),
+            })
+        })
+        .collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_target_and_the_ratios_at_the_highest_level() {
+        let level = |clients: u64, throughput: f64, p99: f64| {
+            serde_json::json!({"clients": clients, "throughput": throughput, "p50_ms": 1.0,
+                "p99_ms": p99, "mean_batch": 2.0})
+        };
+        let json = serde_json::json!({
+            "rounds": 3,
+            "levels": [level(1, 100.0, 2.0), level(16, 900.0, 8.0)],
+            "targets": [
+                {"name": "scrim-cloud (tract)", "levels": [level(1, 100.0, 2.0), level(16, 900.0, 8.0)]},
+                {"name": "scrim-cloud (onnxruntime)", "levels": [level(16, 3000.0, 4.0)]},
+                {"name": "peer", "levels": [level(16, 1000.0, 10.0)]}
+            ],
+            "raw": [
+                {"engine": "tract", "batch": 1, "throughput": 1000.0},
+                {"engine": "tract", "batch": 16, "throughput": 800.0},
+                {"engine": "onnxruntime", "batch": 16, "throughput": 5000.0}
+            ],
+            "kernels": ["batch 1: LazyIm2col"]
+        });
+        let mut r = ServerReport::default();
+        read_report(&json, &mut r);
+        assert_eq!(r.targets.len(), 3);
+        assert_eq!(r.raw_best, Some((1, 1000.0)), "raw tract only");
+        assert_eq!(r.ratio, Some((16, 0.9)));
+        assert_eq!(
+            r.ratios.len(),
+            2,
+            "one per scrim-cloud engine: {:?}",
+            r.ratios
+        );
+        let ort = &r.ratios[1];
+        assert_eq!(ort.target, "scrim-cloud (onnxruntime)");
+        assert_eq!(ort.over_raw_tract, Some(3.0));
+        assert_eq!(ort.over_peer, Some(3.0));
+        assert_eq!(ort.p99_over_peer, Some(0.4));
+        assert_eq!(r.kernels, ["batch 1: LazyIm2col"]);
+    }
 }
