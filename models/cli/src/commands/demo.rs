@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3000)]
     count: usize,
     /// Co-training epochs (warm-up included).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 12)]
     epochs: usize,
 }
 

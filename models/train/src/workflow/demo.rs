@@ -57,7 +57,7 @@ impl Default for DemoOptions {
         Self {
             out: "runs/demo".into(),
             count: 3000,
-            epochs: 20,
+            epochs: 12,
             attacker_epochs: 8,
             progress: true,
         }
@@ -77,14 +77,9 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
     let mut req = TrainRequest::new(data, "shape", opts.out.clone());
     req.config.sensitive = Some("texture".into());
     req.config.epochs = opts.epochs;
-    // The bounded release, as for faces: the phone uploads a 4×4 map drawn by an encoder plus
-    // fixed noise. The synthetic shapes differ only in their corners (a circle and a square of
-    // nearly equal area), which the faces' encoder [16, 32, 48, 48] never learns to see
-    // (measured: chance); [24, 32, 32, 32] does (99.3% shape) at 8.8% of the recognizer's
-    // multiply-adds.
-    req.config.perturber.layout = crate::nets::PerturberLayout::Bounded;
-    req.config.perturber.encoder_widths = vec![24, 32, 32, 32];
-    req.config.warmup_epochs = 0;
+    req.config.lambda = 0.5;
+    req.config.perturber_lr_scale = 2.0;
+    req.config.recognizer.widths = vec![16, 32, 64];
     req.progress = opts.progress;
     req.draws = 1;
     let train = train_run(&req)?;
