@@ -155,9 +155,21 @@ impl TrainConfig {
         );
         if matches!(data, DataSpec::Utkface(_)) {
             cfg.perturber.layout = crate::nets::PerturberLayout::Bounded;
-            cfg.warmup_epochs = 0;
         }
+        cfg.warmup_epochs = Self::default_warmup_epochs(cfg.perturber.layout);
         cfg
+    }
+
+    /// The warm-up a layout trains with unless told otherwise: none for the bounded release (a
+    /// warm-up on photos teaches the recognizer nothing about renders), 2 epochs for the others.
+    /// A caller that changes the layout of [`TrainConfig::for_data`] sets the warm-up from this
+    /// again, or faces trained with another layout lose their warm-up.
+    pub fn default_warmup_epochs(layout: crate::nets::PerturberLayout) -> usize {
+        if layout == crate::nets::PerturberLayout::Bounded {
+            0
+        } else {
+            2
+        }
     }
 
     /// Checks that the options make a run: the one place every caller's configuration is
@@ -305,6 +317,13 @@ mod tests {
         let shapes = TrainConfig::for_data(&"synthetic".parse().expect("spec"), "shape");
         assert_eq!(shapes.perturber.layout, PerturberLayout::Dense);
         assert_eq!(shapes.warmup_epochs, 2);
+        for layout in [PerturberLayout::Dense, PerturberLayout::InputIndependent] {
+            assert_eq!(TrainConfig::default_warmup_epochs(layout), 2, "{layout:?}");
+        }
+        assert_eq!(
+            TrainConfig::default_warmup_epochs(PerturberLayout::Bounded),
+            0
+        );
     }
 
     #[test]
