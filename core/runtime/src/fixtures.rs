@@ -113,16 +113,23 @@ pub fn onnxruntime_library() -> Option<std::path::PathBuf> {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/scrim/venv/bin/python"))
         })
         .filter(|p| p.is_file())?;
+    onnxruntime_library_of(&python)
+}
+
+/// The onnxruntime shared library inside `python`'s onnxruntime package (PyPI's wheel ships it
+/// under `onnxruntime/capi/`), `None` when that Python has none.
+pub fn onnxruntime_library_of(python: &std::path::Path) -> Option<std::path::PathBuf> {
     let out = std::process::Command::new(python)
         .args([
             "-c",
             "import glob, os, onnxruntime; d = os.path.dirname(onnxruntime.__file__); \
-             print('\\n'.join(sorted(glob.glob(os.path.join(d, 'capi', 'libonnxruntime.so*')))))",
+             print('\\n'.join(sorted(glob.glob(os.path.join(d, 'capi', 'libonnxruntime.so*')) \
+             + glob.glob(os.path.join(d, 'capi', 'libonnxruntime*.dylib')))))",
         ])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(PathBuf::from)
+        .map(std::path::PathBuf::from)
         .find(|p| p.is_file())
 }

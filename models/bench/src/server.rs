@@ -114,19 +114,7 @@ pub(crate) fn ort_library(python: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SCRIM_ORT_LIBRARY").map(PathBuf::from) {
         return p.is_file().then_some(p);
     }
-    let out = Command::new(python?)
-        .args([
-            "-c",
-            "import glob, os, onnxruntime; d = os.path.dirname(onnxruntime.__file__); \
-             print('\\n'.join(sorted(glob.glob(os.path.join(d, 'capi', 'libonnxruntime.so*')) \
-             + glob.glob(os.path.join(d, 'capi', 'libonnxruntime*.dylib')))))",
-        ])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+    scrim_core::fixtures::onnxruntime_library_of(python?)
 }
 
 /// The Python peer, listening on loopback; killed when dropped.
