@@ -403,8 +403,10 @@ impl Model {
             "DepthWise",
             "BlockedConv",
         ];
-        let Backend::Tract(plans) = &self.backend else {
-            return Vec::new();
+        let plans = match &self.backend {
+            Backend::Tract(plans) => plans,
+            #[cfg(feature = "ort")]
+            Backend::Ort(_) => return Vec::new(),
         };
         plans
             .plans
