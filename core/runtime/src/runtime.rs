@@ -1,4 +1,4 @@
-//! Inference over tract: the only file in Scrim that names tract's runtime types.
+//! Inference over tract: with `runtime/plans.rs`, the only code in Scrim that names tract's runtime types.
 //!
 //! A [`Model`] is loaded once (parsed, typed, optimised) and then run from any number of threads
 //! at once: the optimised plans are shared, and each plan keeps the run states it has built in a
