@@ -131,6 +131,12 @@ fn runs_table(report: &AuditReport) -> String {
         if p.layout == PerturberLayout::Separable {
             opts.push("depthwise-separable".into());
         }
+        if p.layout == PerturberLayout::Global {
+            opts.push(format!(
+                "global view: encoder {:?} to {}×{}, skip at 1/2",
+                p.encoder_widths, p.release_side, p.release_side
+            ));
+        }
         if p.layout == PerturberLayout::Depthwise {
             opts.push("fully depthwise".into());
         } else if p.channels != PerturberConfig::new().channels {

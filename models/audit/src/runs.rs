@@ -44,6 +44,7 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
     match p.layout {
         PerturberLayout::Separable => name.push_str("+separable"),
         PerturberLayout::Depthwise => name.push_str("+depthwise"),
+        PerturberLayout::Global => name.push_str(&format!("+global-r{}", p.release_side)),
         PerturberLayout::Dense | PerturberLayout::InputIndependent | PerturberLayout::Bounded => {}
     }
     name

@@ -11,7 +11,7 @@ use scrim_core::{BatchMode, InputSpec, Model, NoiseKind};
 
 use crate::batch;
 use crate::data::Dataset;
-use crate::nets::{BoundedEncoder, FastConv2d, LUMA, Perturber, Recognizer};
+use crate::nets::{BoundedEncoder, FastConv2d, GlobalView, LUMA, Perturber, Recognizer};
 use crate::run::RunDir;
 use crate::{Error, Result};
 
@@ -154,6 +154,9 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         let c = g.constant("sigma_map", &m.dims(), &batch::to_vec(m));
         g.add(&zero, &c)
     } else {
+        if let Some(gv) = &p.global {
+            h = global_view_onnx(&mut g, &h, gv);
+        }
         for conv in &p.hidden {
             h = emit_conv(&mut g, &h, &conv_weights(conv));
             h = g.relu(&h);
@@ -200,6 +203,29 @@ pub fn perturber_onnx(p: &Perturber, input: InputSpec) -> Vec<u8> {
         g.output(&keep, "keep");
     }
     g.finish()
+}
+
+/// A global view's features ([`GlobalView::forward`]) into `g`.
+fn global_view_onnx(g: &mut GraphBuilder, x: &Value, gv: &GlobalView) -> Value {
+    let mut convs = gv.convs.iter();
+    let Some(first) = convs.next() else {
+        return x.clone();
+    };
+    let f1 = emit_conv(g, x, &conv_weights(first));
+    let f1 = g.relu(&f1);
+    let mut h = f1.clone();
+    for conv in convs {
+        if conv.stride[0] == 1 {
+            let mean = g.global_avg_pool(&h);
+            h = g.add(&h, &mean);
+        }
+        h = emit_conv(g, &h, &conv_weights(conv));
+        h = g.relu(&h);
+    }
+    let up = upsample(g, &h, gv.factor);
+    let skip = emit_conv(g, &f1, &conv_weights(&gv.skip));
+    let sum = g.add(&up, &skip);
+    g.relu(&sum)
 }
 
 /// The recognizer as ONNX: input `image [N,3,H,W]`, output `logits [N,K]`.

@@ -325,6 +325,47 @@ fn separable_quarter_resolution_perturber_trains_and_exports() {
 }
 
 #[test]
+fn global_view_perturber_trains_and_exports() {
+    let _serial = serial();
+    // The global view with the UTKFace recipe's transforms and a learned shift: encoder to a
+    // 4×4 bottleneck, skip at half resolution, 1×1 heads; σ, μ and k pass the export check
+    // (the device expands the half-resolution maps).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = tiny_request(&dir.path().join("run"), 2);
+    let p = &mut req.config.perturber;
+    p.layout = scrim_train::nets::PerturberLayout::Global;
+    p.release_side = 4;
+    p.encoder_widths = vec![8, 8, 8, 8];
+    p.standardize = true;
+    p.gray = true;
+    p.suppress = true;
+    p.shift_max = 0.1;
+    let summary = workflow::train_run(&req).expect("train");
+    assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+    assert!(summary.mean_sigma > 0.0 && summary.mean_sigma < 1.0);
+    let run = RunDir::open(&dir.path().join("run")).expect("run");
+    // Two stride-2 convs to 4×4, two at 4×4, the 1×1 skip, then the 1×1 σ and μ heads.
+    assert_eq!(
+        conv_groups(&run),
+        vec![
+            (1, 3, 1),
+            (1, 3, 1),
+            (1, 3, 1),
+            (1, 3, 1),
+            (1, 1, 0),
+            (1, 1, 0),
+            (1, 1, 0)
+        ]
+    );
+    // The maps leave the graph at half resolution.
+    let model = scrim_core::Model::load_path(&run.perturber_onnx(), scrim_core::BatchMode::Single)
+        .expect("load");
+    let x = scrim_core::ImageTensor::new([1, 3, 16, 16], vec![0.25; 3 * 256]).expect("image");
+    let outs = model.run(&x).expect("run");
+    assert_eq!(outs[0].shape, vec![1, 3, 8, 8]);
+}
+
+#[test]
 fn depthwise_quarter_resolution_perturber_trains_and_exports() {
     let _serial = serial();
     // The fully depthwise layout with the UTKFace recipe's device transforms (tone

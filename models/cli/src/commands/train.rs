@@ -8,7 +8,7 @@ use scrim_train::config::TrainConfig;
 use scrim_train::cotrain::AdversaryKind;
 use scrim_train::data::DataSpec;
 use scrim_train::keyed::BlockKeyConfig;
-use scrim_train::nets::{PerturberLayout, SIGMA_INIT, head_bias_for};
+use scrim_train::nets::{GLOBAL_ENCODER_WIDTHS, PerturberLayout, SIGMA_INIT, head_bias_for};
 use scrim_train::workflow::{TrainRequest, train_run};
 
 /// The library's defaults: every flag's default is read from here, never written twice.
@@ -134,12 +134,16 @@ pub struct Args {
     /// default for utkface: data (same as --layout bounded).
     #[arg(long, conflicts_with_all = ["input_independent", "separable", "depthwise"])]
     bounded: bool,
-    /// The perturber's architecture: dense, separable, depthwise, input-independent or
-    /// bounded [default: bounded for utkface: data, dense otherwise]. --bounded, --separable,
-    /// --depthwise and --input-independent are shortcuts for it.
+    /// The perturber's architecture: dense, separable, depthwise, input-independent, bounded
+    /// or global [default: bounded for utkface: data, dense otherwise]. global: an encoder down
+    /// to an R×R bottleneck (R = --release-side) and back to half resolution through a skip
+    /// connection, so σ, the keep fraction and the shift depend on the whole face; the upload
+    /// is the photo, perturbed. --bounded, --separable, --depthwise and --input-independent are
+    /// shortcuts for it.
     #[arg(long, conflicts_with_all = ["input_independent", "separable", "depthwise", "bounded"])]
     layout: Option<PerturberLayout>,
-    /// Side R of the bounded release's map (the input size divided by a power of two).
+    /// Side R of the bounded release's map, or of the global view's bottleneck (the input size
+    /// divided by a power of two).
     #[arg(long, default_value_t = d().perturber.release_side)]
     release_side: usize,
     /// Channels of the bounded release's map: 1 (grey) or 3.
@@ -151,10 +155,11 @@ pub struct Args {
     /// σ of the bounded release's noise (fixed; more noise, fewer bits per upload).
     #[arg(long, default_value_t = d().perturber.release_sigma)]
     release_sigma: f64,
-    /// Widths of the bounded release's encoder, comma-separated: one stride-2 3×3 convolution
-    /// per halving from --size to --release-side, then 3×3 convolutions at the map side.
-    #[arg(long, value_delimiter = ',', default_values_t = d().perturber.encoder_widths)]
-    encoder_widths: Vec<usize>,
+    /// Widths of the bounded release's or the global view's encoder, comma-separated: one
+    /// stride-2 3×3 convolution per halving from --size to --release-side, then 3×3
+    /// convolutions at that side [default: 16,32,48,48 bounded; 16,32,32,32 global].
+    #[arg(long, value_delimiter = ',')]
+    encoder_widths: Option<Vec<usize>>,
     /// Weight of a training-only linear probe of the desired label on the bounded release's
     /// noiseless map, which gives the encoder a direct gradient toward drawing the desired
     /// label (0 = off; never exported).
@@ -239,12 +244,21 @@ impl Args {
         // The data's default warm-up belongs to its default layout: a layout chosen here brings
         // its own (faces trained with --layout dense warm up as on any other data).
         let warmup = TrainConfig::default_warmup_epochs(p.layout);
+        if p.layout == PerturberLayout::Global {
+            p.release_side = self.release_side;
+            p.encoder_widths = self
+                .encoder_widths
+                .clone()
+                .unwrap_or_else(|| GLOBAL_ENCODER_WIDTHS.to_vec());
+        }
         if p.layout == PerturberLayout::Bounded {
             p.release_side = self.release_side;
             p.release_channels = self.release_channels;
             p.release_amplitude = self.release_amplitude;
             p.release_sigma = self.release_sigma;
-            p.encoder_widths = self.encoder_widths.clone();
+            if let Some(widths) = &self.encoder_widths {
+                p.encoder_widths = widths.clone();
+            }
             p.release_probe = self.release_probe;
         }
         c.warmup_epochs = self.warmup.unwrap_or(warmup);

@@ -80,6 +80,11 @@ pub struct PerturberConfig {
     pub release_probe: f64,
 }
 
+/// The global view's default encoder widths: narrower than the bounded release's, so the
+/// encoder, the skip and the heads together stay under 10% of the default recognizer's
+/// multiply-adds at 32×32 (0.85 M against 10.32 M).
+pub const GLOBAL_ENCODER_WIDTHS: [usize; 4] = [16, 32, 32, 32];
+
 /// The initial σ as a fraction of σ_max (`scrim train --sigma-init`).
 pub const SIGMA_INIT: f64 = 0.12;
 
@@ -118,6 +123,12 @@ pub enum PerturberLayout {
     /// upload carries at most `R²·C·½·log2(1 + f²A²/σ²)` bits. The default for UTKFace, the
     /// one layout that keeps gender and hides race from attackers who hold the perturber.
     Bounded,
+    /// A perturber with a global view ([`crate::nets::GlobalView`]): an encoder down to an R×R
+    /// bottleneck (R = `release_side`, widths `encoder_widths`) and back up to half resolution
+    /// through a skip connection, then 1×1 heads. σ, the keep fraction k and the shift μ can
+    /// then depend on the whole face; the upload is still the photo, perturbed (no bound on
+    /// what it carries).
+    Global,
 }
 
 impl PerturberLayout {
@@ -136,10 +147,11 @@ impl std::str::FromStr for PerturberLayout {
             "depthwise" => Ok(Self::Depthwise),
             "input-independent" => Ok(Self::InputIndependent),
             "bounded" => Ok(Self::Bounded),
+            "global" => Ok(Self::Global),
             other => Err(crate::Error::UnknownName {
                 what: "perturber layout",
                 given: other.into(),
-                expected: "dense, separable, depthwise, input-independent or bounded",
+                expected: "dense, separable, depthwise, input-independent, bounded or global",
             }),
         }
     }
@@ -176,8 +188,10 @@ impl PerturberConfig {
                 format!("must divide --size ({size}), got {}", self.downsample),
             ));
         }
-        if self.layout == PerturberLayout::Bounded {
-            self.validate_bounded(size)?;
+        match self.layout {
+            PerturberLayout::Bounded => self.validate_bounded(size)?,
+            PerturberLayout::Global => self.validate_global(size)?,
+            _ => {}
         }
         Ok(())
     }
@@ -190,7 +204,9 @@ impl PerturberConfig {
             .then(|| (size / side).trailing_zeros() as usize)
     }
 
-    fn validate_bounded(&self, size: usize) -> crate::Result<()> {
+    /// Checks the encoder of a bounded release or a global view: the side R and a width per
+    /// stride-2 convolution plus at least one at R.
+    fn validate_encoder(&self, size: usize) -> crate::Result<usize> {
         use crate::Error;
         let Some(halvings) = self.release_halvings(size) else {
             return Err(Error::option(
@@ -211,6 +227,29 @@ impl PerturberConfig {
                 ),
             ));
         }
+        Ok(halvings)
+    }
+
+    fn validate_global(&self, size: usize) -> crate::Result<()> {
+        use crate::Error;
+        if self.validate_encoder(size)? == 0 {
+            return Err(Error::option(
+                "--release-side",
+                format!("a global view needs a bottleneck below --size ({size})"),
+            ));
+        }
+        if self.downsample > 1 {
+            return Err(Error::option(
+                "--downsample",
+                "does not apply to a global view, whose maps are at half resolution",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_bounded(&self, size: usize) -> crate::Result<()> {
+        use crate::Error;
+        self.validate_encoder(size)?;
         if self.release_channels != 1 && self.release_channels != 3 {
             return Err(Error::option(
                 "--release-channels",

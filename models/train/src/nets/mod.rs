@@ -5,14 +5,18 @@ mod attacker;
 mod config;
 mod encoder;
 mod fast_conv;
+mod global;
 mod layers;
 mod perturber;
 mod recognizer;
 
 pub use attacker::{LinearProbe, ResBlock, ResidualConfig, ResidualNet};
-pub use config::{PerturberConfig, PerturberLayout, SIGMA_INIT, head_bias_for};
+pub use config::{
+    GLOBAL_ENCODER_WIDTHS, PerturberConfig, PerturberLayout, SIGMA_INIT, head_bias_for,
+};
 pub use encoder::BoundedEncoder;
 pub use fast_conv::{FastConv2d, FastConvBackend, conv2d, use_burn_generic};
+pub use global::{GLOBAL_MAP_DIVISOR, GlobalView};
 pub use layers::{conv3, upsample_nearest};
 pub use perturber::{
     LUMA, Perturber, PerturberOut, STANDARD_EPS, STANDARD_STD, gray_shift, standardize_shift,

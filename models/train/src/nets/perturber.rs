@@ -9,6 +9,7 @@ use burn::tensor::activation;
 
 use super::config::{PerturberConfig, PerturberLayout};
 use super::encoder::BoundedEncoder;
+use super::global::{GLOBAL_MAP_DIVISOR, GlobalView};
 use super::fast_conv::FastConv2d;
 use super::layers::{conv3_strided, depthwise3, patch_stem, positive_init, upsample_nearest};
 
@@ -43,6 +44,9 @@ pub struct Perturber {
     pub downsample: usize,
     /// The encoder of a bounded release (layout `bounded`); the other fields are then unused.
     pub bounded: Option<BoundedEncoder>,
+    /// The features of a global view (layout `global`), read by the heads in place of
+    /// `hidden` (then empty).
+    pub global: Option<GlobalView>,
 }
 
 /// The perturber's outputs for one batch.
@@ -110,7 +114,8 @@ impl PerturberConfig {
             PerturberLayout::Dense
             | PerturberLayout::InputIndependent
             | PerturberLayout::Bounded => Layout::Dense,
-            PerturberLayout::Separable => Layout::Separable,
+            // The global view's heads are 1×1, as the separable layout's.
+            PerturberLayout::Separable | PerturberLayout::Global => Layout::Separable,
             PerturberLayout::Depthwise => Layout::Depthwise,
         }
     }
@@ -137,7 +142,10 @@ impl PerturberConfig {
             self.downsample.max(1)
         };
         let layout = self.layout();
+        let global = (self.layout == PerturberLayout::Global)
+            .then(|| GlobalView::new(self, size, device));
         match layout {
+            _ if global.is_some() => {}
             Layout::Separable | Layout::Depthwise => {
                 let (width, groups) = if layout == Layout::Depthwise {
                     (3, 3)
@@ -169,7 +177,14 @@ impl PerturberConfig {
                 }
             }
         }
-        let head_stride = if hidden.is_empty() { stride } else { 1 };
+        if let Some(g) = &global {
+            cin = g.width();
+        }
+        let head_stride = if hidden.is_empty() && global.is_none() {
+            stride
+        } else {
+            1
+        };
         let mut head = head_conv(cin, head_stride, layout, false, device);
         // A fresh trainable parameter: mapping the initialised one would yield a constant.
         head.bias = Some(Param::from_tensor(Tensor::full(
@@ -198,9 +213,14 @@ impl PerturberConfig {
             gray: self.gray,
             standardize: self.standardize,
             fill: self.fill,
-            downsample: stride,
+            downsample: if global.is_some() {
+                GLOBAL_MAP_DIVISOR
+            } else {
+                stride
+            },
             bounded: (self.layout == PerturberLayout::Bounded)
                 .then(|| BoundedEncoder::new(self, size, device)),
+            global,
         }
     }
 }
@@ -224,10 +244,12 @@ impl Perturber {
         let (z, learned_shift) = match &self.map {
             Some(map) => (map.val().expand([n, c, h, w]), None),
             None => {
-                let mut f = x.clone();
-                for conv in &self.hidden {
-                    f = activation::relu(conv.forward(f));
-                }
+                let f = match &self.global {
+                    Some(g) => g.forward(x.clone()),
+                    None => self.hidden.iter().fold(x.clone(), |f, conv| {
+                        activation::relu(conv.forward(f))
+                    }),
+                };
                 let d = self.downsample;
                 let shift = self.shift.as_ref().map(|s| {
                     upsample_nearest(activation::tanh(s.forward(f.clone())), d)
@@ -415,6 +437,41 @@ mod tests {
         assert_eq!(moved(0), 0.0);
         assert_eq!(moved(2), 0.0);
         assert!(moved(1) > 0.0, "σ of the bumped channel did not move");
+    }
+
+    #[test]
+    fn global_view_maps_depend_on_the_whole_face_at_half_resolution() {
+        let device = Device::flex().autodiff();
+        let p = PerturberConfig::new()
+            .with_layout(PerturberLayout::Global)
+            .with_encoder_widths(vec![16, 16, 16, 16])
+            .with_suppress(true)
+            .with_shift_max(0.1)
+            .init_for(16, &device);
+        assert!(p.hidden.is_empty());
+        assert_eq!(p.head.weight.dims(), [3, 16, 1, 1]);
+        let x = Tensor::<4>::random([1, 3, 16, 16], burn::tensor::Distribution::Default, &device);
+        let out = p.forward(x.clone());
+        assert_eq!(out.sigma.dims(), [1, 3, 16, 16]);
+        let grads = GradientsParams::from_grads(out.log_sigma.mean().backward(), &p);
+        // Four encoder convs, the skip and the σ head, weight and bias each.
+        assert_eq!(grads.len(), 12);
+        let a = crate::batch::to_vec(p.forward(x.clone()).sigma);
+        // Each 2×2 block shares its maps.
+        assert_eq!(a[0], a[1]);
+        assert_eq!(a[0], a[16]);
+        // A change in the top-left corner moves σ in the bottom-right one: a 7×7 neighbourhood
+        // could not see that far.
+        let bump = Tensor::<4>::zeros([1, 3, 16, 16], &device).slice_assign(
+            [0..1, 0..3, 0..2, 0..2],
+            Tensor::ones([1, 3, 2, 2], &device),
+        );
+        let b = crate::batch::to_vec(p.forward(x + bump).sigma);
+        // The bottom-right quarter, 8 pixels and more away (one cell may have every feature
+        // below zero after the ReLU with random weights; not all of them).
+        let far = (8..16).flat_map(|y| (8..16).map(move |x| y * 16 + x));
+        let moved = far.filter(|&i| a[i] != b[i]).count();
+        assert!(moved > 0, "σ 8 pixels and more away did not move");
     }
 
     #[test]
