@@ -61,13 +61,6 @@ pub struct TrainConfig {
     /// Co-training epochs over which λ ramps linearly from 0 to its value.
     #[config(default = 2)]
     pub lambda_ramp_epochs: usize,
-    /// Co-training epochs over which a bounded release's noise σ rises linearly from 0 to its
-    /// value (0, the default, keeps it fixed from the start). A noiseless start lets the encoder
-    /// and the recognizer agree on a code for the desired label before the noise hides it
-    /// from both: on the synthetic set, a bounded release trained at full noise from the first
-    /// step stayed at chance in some seeds. Only epochs at full noise can become `best`.
-    #[config(default = 0)]
-    pub noise_ramp_epochs: usize,
     /// Mini-batch size.
     #[config(default = 64)]
     pub batch_size: usize,
@@ -231,13 +224,6 @@ impl TrainConfig {
         if self.epochs == 0 {
             return Err(Error::option("--epochs", "must be positive"));
         }
-        if self.noise_ramp_epochs > 0 && self.perturber.layout != crate::nets::PerturberLayout::Bounded
-        {
-            return Err(Error::option(
-                "--noise-ramp",
-                "ramps a bounded release's fixed noise; other perturbers learn σ under the λ ramp",
-            ));
-        }
         if !self.adversary_pool.is_empty() {
             if self.sensitive.is_none() {
                 return Err(Error::option(
@@ -296,18 +282,6 @@ impl TrainConfig {
     /// True in the closing recognizer-only epochs (see [`TrainConfig::finetune_epochs`]).
     pub fn is_finetune(&self, epoch: usize) -> bool {
         epoch >= self.warmup_epochs && epoch + self.finetune_epochs >= self.epochs
-    }
-
-    /// The fraction of a bounded release's noise σ used in training during `epoch`
-    /// ([`TrainConfig::noise_ramp_epochs`]): 0 in the first co-training epoch, then rising
-    /// linearly to 1.
-    pub fn noise_scale_at(&self, epoch: usize) -> f64 {
-        match epoch.checked_sub(self.warmup_epochs) {
-            Some(k) if self.noise_ramp_epochs > 0 => {
-                (k as f64 / self.noise_ramp_epochs as f64).min(1.0)
-            }
-            _ => 1.0,
-        }
     }
 
     /// True once λ has reached its full value: the epochs eligible as "best".
@@ -372,10 +346,5 @@ mod tests {
         let f: Vec<bool> = (0..6).map(|e| ft.is_finetune(e)).collect();
         assert_eq!(f, vec![false, false, false, false, true, true]);
         assert!(!ft.clone().with_epochs(2).is_finetune(1));
-        // The bounded release's noise: full throughout by default, else from 0 after warm-up.
-        assert!((0..6).all(|e| ft.noise_scale_at(e) == 1.0));
-        let ramp = ft.with_noise_ramp_epochs(2);
-        let n: Vec<f64> = (0..6).map(|e| ramp.noise_scale_at(e)).collect();
-        assert_eq!(n, vec![1.0, 1.0, 0.0, 0.5, 1.0, 1.0]);
     }
 }

@@ -165,11 +165,6 @@ pub struct Args {
     /// label (0 = off; never exported).
     #[arg(long, default_value_t = d().perturber.release_probe)]
     release_probe: f64,
-    /// Co-training epochs over which the bounded release's noise rises from 0 to
-    /// --release-sigma, so the encoder and the recognizer find a code before the noise hides
-    /// it (0 = full noise from the start). Only epochs at full noise can be kept as best.
-    #[arg(long, default_value_t = d().noise_ramp_epochs)]
-    noise_ramp: usize,
     /// Seed (initialisation, shuffling, training noise, split).
     #[arg(long, default_value_t = d().seed)]
     seed: u64,
@@ -267,7 +262,6 @@ impl Args {
             p.release_probe = self.release_probe;
         }
         c.warmup_epochs = self.warmup.unwrap_or(warmup);
-        c.noise_ramp_epochs = self.noise_ramp;
         if let (Some(key), Some(scheme)) = (self.block_key, self.block_scheme) {
             // An absolute path, so `--resume` works from another directory.
             let key = key.canonicalize().unwrap_or(key).display().to_string();

@@ -125,7 +125,6 @@ pub fn train(
             tr.reset_pool(k, cfg.adversary_reset_epochs);
         }
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
-        tr.noise_scale = cfg.noise_scale_at(epoch);
         let lr = cfg.lr_at(epoch);
         let phase = if epoch < cfg.warmup_epochs {
             Phase::Warmup
@@ -244,7 +243,7 @@ pub fn train(
         let eligible = match phase {
             Phase::Warmup => false,
             Phase::Finetune => true,
-            Phase::Cotrain => cfg.is_full_lambda(epoch) && cfg.noise_scale_at(epoch) >= 1.0,
+            Phase::Cotrain => cfg.is_full_lambda(epoch),
         };
         let best = eligible && state.best_objective.is_none_or(|b| m.val_objective < b);
         if best {

@@ -61,9 +61,6 @@ pub struct Trainer {
     cfg: TrainConfig,
     loss_fn: CrossEntropyLoss,
     device: Device,
-    /// The fraction of a bounded release's noise the steps use
-    /// ([`TrainConfig::noise_scale_at`]; 1 outside the ramp).
-    pub noise_scale: f64,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -126,7 +123,6 @@ impl Trainer {
             cfg: cfg.clone(),
             loss_fn: CrossEntropyLossConfig::new().init(device),
             device: device.clone(),
-            noise_scale: 1.0,
         })
     }
 
@@ -177,10 +173,7 @@ impl Trainer {
             } else {
                 &nets.perturber
             };
-            let mut out = perturber.forward(x.clone());
-            if out.map.is_some() && self.noise_scale < 1.0 {
-                out.sigma = out.sigma.mul_scalar(self.noise_scale);
-            }
+            let out = perturber.forward(x.clone());
             let xp =
                 crate::keyed::maybe_apply(t.keyed.as_ref(), perturb(x.clone(), &out, cfg.noise));
             let logits = nets.recognizer.forward(xp.clone());
