@@ -24,7 +24,10 @@ fn the_demo_keeps_shape_and_hides_texture() {
         perturbed.attacker.accuracy,
         report.sensitive_majority
     );
-    assert_eq!((clean.images.as_str(), perturbed.images.as_str()), ("clean", "perturbed"));
+    assert_eq!(
+        (clean.images.as_str(), perturbed.images.as_str()),
+        ("clean", "perturbed")
+    );
     // The data carries the sensitive label: an attacker reads it from clean images.
     assert!(
         clean.attacker.accuracy >= 0.9,

@@ -31,23 +31,29 @@ pub struct BoundedEncoder {
     pub probe: Option<Linear>,
 }
 
-/// How many of the encoder's convolutions have stride 2.
-pub(crate) fn strides(cfg: &PerturberConfig, size: usize) -> Vec<usize> {
+/// The encoder's 3×3 convolutions for images of side `size`: one per width in
+/// `encoder_widths`, stride 2 while halving down to `release_side`, then stride 1.
+pub(crate) fn encoder_convs(
+    cfg: &PerturberConfig,
+    size: usize,
+    device: &Device,
+) -> Vec<FastConv2d> {
     let halvings = cfg.release_halvings(size).unwrap_or(0);
-    (0..cfg.encoder_widths.len())
-        .map(|i| if i < halvings { 2 } else { 1 })
-        .collect()
+    let mut cin = 3;
+    let mut convs = Vec::new();
+    for (i, &w) in cfg.encoder_widths.iter().enumerate() {
+        let stride = if i < halvings { 2 } else { 1 };
+        convs.push(conv3_strided(cin, w, stride, device));
+        cin = w;
+    }
+    convs
 }
 
 impl BoundedEncoder {
     /// A fresh encoder for images of side `size` (the configuration validated).
     pub fn new(cfg: &PerturberConfig, size: usize, device: &Device) -> Self {
-        let mut convs = Vec::new();
-        let mut cin = 3;
-        for (&w, s) in cfg.encoder_widths.iter().zip(strides(cfg, size)) {
-            convs.push(conv3_strided(cin, w, s, device));
-            cin = w;
-        }
+        let convs = encoder_convs(cfg, size, device);
+        let cin = cfg.encoder_widths.last().copied().unwrap_or(3);
         // Zero weights and bias: the map starts at `fill`, where tanh has its full slope. A
         // random head can start saturated (the map pinned to fill ± A, no gradient), which
         // froze the synthetic task at chance.

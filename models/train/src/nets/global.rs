@@ -9,9 +9,9 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 use super::config::PerturberConfig;
-use super::encoder::strides;
+use super::encoder::encoder_convs;
 use super::fast_conv::FastConv2d;
-use super::layers::{conv3_strided, upsample_nearest};
+use super::layers::upsample_nearest;
 
 /// `[N, 3, S, S]` → features `[N, W, S/2, S/2]`: 3×3 convolutions with ReLU (stride 2 down to
 /// the bottleneck side R, then stride 1 at R, each of these reading its input plus the input's
@@ -37,12 +37,8 @@ impl GlobalView {
     /// A fresh global view for images of side `size` (the configuration validated: at least
     /// one halving, and a width per stride-2 convolution plus one).
     pub fn new(cfg: &PerturberConfig, size: usize, device: &Device) -> Self {
-        let mut convs = Vec::new();
-        let mut cin = 3;
-        for (&w, s) in cfg.encoder_widths.iter().zip(strides(cfg, size)) {
-            convs.push(conv3_strided(cin, w, s, device));
-            cin = w;
-        }
+        let convs = encoder_convs(cfg, size, device);
+        let cin = cfg.encoder_widths.last().copied().unwrap_or(3);
         let first = cfg.encoder_widths[0];
         let skip = Conv2dConfig::new([first, cin], [1, 1])
             .with_padding(PaddingConfig2d::Valid)

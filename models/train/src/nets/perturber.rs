@@ -9,8 +9,8 @@ use burn::tensor::activation;
 
 use super::config::{PerturberConfig, PerturberLayout};
 use super::encoder::BoundedEncoder;
-use super::global::{GLOBAL_MAP_DIVISOR, GlobalView};
 use super::fast_conv::FastConv2d;
+use super::global::{GLOBAL_MAP_DIVISOR, GlobalView};
 use super::layers::{conv3_strided, depthwise3, patch_stem, positive_init, upsample_nearest};
 
 /// The device's constants of the grey and tone transforms: training uses the same.
@@ -142,8 +142,8 @@ impl PerturberConfig {
             self.downsample.max(1)
         };
         let layout = self.layout();
-        let global = (self.layout == PerturberLayout::Global)
-            .then(|| GlobalView::new(self, size, device));
+        let global =
+            (self.layout == PerturberLayout::Global).then(|| GlobalView::new(self, size, device));
         match layout {
             _ if global.is_some() => {}
             Layout::Separable | Layout::Depthwise => {
@@ -246,9 +246,10 @@ impl Perturber {
             None => {
                 let f = match &self.global {
                     Some(g) => g.forward(x.clone()),
-                    None => self.hidden.iter().fold(x.clone(), |f, conv| {
-                        activation::relu(conv.forward(f))
-                    }),
+                    None => self
+                        .hidden
+                        .iter()
+                        .fold(x.clone(), |f, conv| activation::relu(conv.forward(f))),
                 };
                 let d = self.downsample;
                 let shift = self.shift.as_ref().map(|s| {
