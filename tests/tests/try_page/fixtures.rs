@@ -23,12 +23,15 @@ fn ramp(seed: usize, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// Every perturber kind: per-pixel noise with all three maps (σ at full resolution, μ at half,
-/// k at a quarter), tone standardisation and a normalised input; σ alone; a grey bounded
+/// k at a quarter), tone standardisation and a normalised input; σ alone; a global view's
+/// graph (strided convolutions, the map's mean, nearest upsampling in the graph, a skip); a
+/// grey bounded
 /// release; a colour bounded release whose map the device must clamp.
 pub fn perturbers() -> Vec<Fixture> {
     vec![
         rich_noise(),
         plain_noise(),
+        global_view(),
         bounded_grey(),
         bounded_colour(),
     ]
@@ -88,6 +91,61 @@ fn plain_noise() -> Fixture {
         name: "noise-sigma",
         onnx,
         manifest,
+    }
+}
+
+/// The ops of `scrim train --layout global` (`scrim_train::export`): stride-2 convolutions to a
+/// 4×4 bottleneck, its mean over the map added back, nearest upsampling to half resolution, a
+/// 1×1 skip from the first convolution, ReLU, then σ and k at half resolution.
+fn global_view() -> Fixture {
+    let mut g = GraphBuilder::new("try_page_global");
+    let x = g.image_input("image", 3, SIZE, SIZE);
+    let f1 = g.conv(
+        &x,
+        Conv::new(&ramp(4, 4 * 3 * 9, 0.3), [4, 3, 3, 3])
+            .stride(2)
+            .pad(1),
+    );
+    let f1 = g.relu(&f1);
+    let h = g.conv(
+        &f1,
+        Conv::new(&ramp(5, 4 * 4 * 9, 0.3), [4, 4, 3, 3])
+            .stride(2)
+            .pad(1),
+    );
+    let h = g.relu(&h);
+    let h = g.conv(
+        &h,
+        Conv::new(&ramp(6, 4 * 4 * 9, 0.3), [4, 4, 3, 3])
+            .stride(2)
+            .pad(1),
+    );
+    let h = g.relu(&h);
+    let mean = g.global_avg_pool(&h);
+    let h = g.add(&h, &mean);
+    let h = g.conv(&h, Conv::new(&ramp(7, 4 * 4 * 9, 0.3), [4, 4, 3, 3]).pad(1));
+    let h = g.relu(&h);
+    let up = g.upsample_nearest(&h, 4);
+    let skip = g.conv(&f1, Conv::new(&ramp(8, 16, 0.5), [4, 4, 1, 1]));
+    let sum = g.add(&up, &skip);
+    let feat = g.relu(&sum);
+    let z = g.conv(&feat, Conv::new(&ramp(9, 12, 1.0), [3, 4, 1, 1]));
+    let s = g.sigmoid(&z);
+    let sigma = g.scale(&s, 0.5);
+    g.output(&sigma, "sigma");
+    let neg = g.scale(&z, -1.0);
+    let keep = g.sigmoid(&neg);
+    g.output(&keep, "keep");
+    let spec = PerturberSpec::noise(
+        0.5,
+        NoiseKind::Gaussian,
+        vec![PerturberOutput::Sigma, PerturberOutput::Keep],
+        0.5,
+    );
+    Fixture {
+        name: "noise-global",
+        onnx: g.finish(),
+        manifest: Manifest::perturber("try-page-global", InputSpec::rgb(SIZE, SIZE), spec),
     }
 }
 
