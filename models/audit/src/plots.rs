@@ -281,9 +281,9 @@ where
     }
     // The legend beside the chart, one line per family, so it never hides a point.
     let legend = legend.margin(40, 10, 6, 6);
+    let mut y = 10;
     for (i, (family, pts)) in f.families.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let y = 10 + 22 * i as i32;
         draw_marker(&legend, i / COLOURS.len(), (10, y + 7), colour)?;
         let family = match family.as_str() {
             "none" => "no perturbation",
@@ -298,14 +298,47 @@ where
         } else {
             family.to_string()
         };
-        legend.draw(&Text::new(
-            name,
-            (24, y),
-            (FONT, 13).into_font().color(&BLACK),
-        ))?;
+        for line in wrap_label(&name, LEGEND_CHARS) {
+            legend.draw(&Text::new(
+                line,
+                (24, y),
+                (FONT, 13).into_font().color(&BLACK),
+            ))?;
+            y += 16;
+        }
+        y += 6;
     }
     root.present()?;
     Ok(())
+}
+
+/// Characters of a legend line that fit beside the chart.
+const LEGEND_CHARS: usize = 30;
+
+/// Splits a family name into lines of at most `width` characters, after a `+` or a space
+/// (a single longer piece stays whole).
+fn wrap_label(name: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    let mut piece = String::new();
+    let flush = |piece: &mut String, lines: &mut Vec<String>| {
+        let last = lines.last_mut().expect("a line");
+        if !last.is_empty() && last.chars().count() + piece.chars().count() > width {
+            lines.push(String::new());
+        }
+        lines.last_mut().expect("a line").push_str(piece);
+        piece.clear();
+    };
+    for c in name.chars() {
+        piece.push(c);
+        if c == '+' || c == ' ' {
+            flush(&mut piece, &mut lines);
+        }
+    }
+    flush(&mut piece, &mut lines);
+    lines
+        .into_iter()
+        .map(|l| l.trim_end().to_string())
+        .collect()
 }
 
 /// Writes the labelled sample grid of the schemes that have a perturber ONNX
@@ -349,6 +382,22 @@ mod tests {
     use super::*;
     use crate::reports::fixtures::{report, scheme};
     use crate::request::Attack;
+
+    #[test]
+    fn long_family_names_wrap_at_their_plus_signs() {
+        let lines = wrap_label("scrim+standardize+suppress+pool+global-r4", 30);
+        assert_eq!(lines, vec!["scrim+standardize+suppress+", "pool+global-r4"]);
+        assert!(lines.iter().all(|l| l.chars().count() <= 30));
+        assert_eq!(
+            wrap_label("cloak (one σ map)", 30),
+            vec!["cloak (one σ map)"]
+        );
+        // A piece longer than a line stays whole rather than vanish.
+        assert_eq!(
+            wrap_label("x".repeat(40).as_str(), 30),
+            vec!["x".repeat(40)]
+        );
+    }
 
     #[test]
     fn the_frontier_names_the_data_and_carries_seeds_labels_and_the_clean_line() {
