@@ -9,18 +9,19 @@
 //! medians over rounds. Every phase is bounded by a request count and a duration. It reports
 //! numbers; it asserts nothing about them.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use scrim_core::{ImageTensor, Model, fixtures};
-use serde::Serialize;
 
 use crate::load::{self, Plan, percentile, sample_png, sample_tensor};
 use crate::server::{RunningServer, spawn_state};
 use crate::{AppState, Config, EngineKind, Error, Result};
+
+mod report;
+pub use report::{BenchReport, LevelStats, RawStats, TargetStats};
 
 /// What to measure. [`BenchOptions::default`] is the full run; [`BenchOptions::quick`] a smoke
 /// test that takes a few seconds.
@@ -93,225 +94,6 @@ impl BenchOptions {
             rounds: 1,
             ..Self::default()
         }
-    }
-}
-
-/// Results of one concurrency level.
-#[derive(Debug, Clone, Serialize)]
-pub struct LevelStats {
-    /// Concurrent clients.
-    pub clients: usize,
-    /// Requests answered 200.
-    pub ok: usize,
-    /// Requests that failed (non-200 or connection error).
-    pub errors: usize,
-    /// Wall time of the level.
-    pub seconds: f64,
-    /// Successful requests per second.
-    pub throughput: f64,
-    /// Latency percentiles of successful requests, in milliseconds.
-    pub p50_ms: f64,
-    /// 95th percentile.
-    pub p95_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Mean images per model run during the level.
-    pub mean_batch: f64,
-}
-
-/// One server measured: a scrim-cloud engine, or the peer.
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetStats {
-    /// `scrim-cloud (tract)`, `scrim-cloud (onnxruntime)` or `peer`.
-    pub name: String,
-    /// The engine of a scrim-cloud target (`None` for the peer).
-    pub engine: Option<String>,
-    /// One entry per concurrency level: medians over rounds (counts summed).
-    pub levels: Vec<LevelStats>,
-}
-
-/// Raw model throughput without HTTP.
-#[derive(Debug, Clone, Serialize)]
-pub struct RawStats {
-    /// `tract` or `onnxruntime`.
-    pub engine: String,
-    /// Images per run.
-    pub batch: usize,
-    /// Threads running batches concurrently.
-    pub threads: usize,
-    /// Images classified.
-    pub images: usize,
-    /// Images per second.
-    pub throughput: f64,
-}
-
-/// Everything one bench run measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    /// Manifest name.
-    pub model: String,
-    /// Input size, `CxHxW`.
-    pub input: String,
-    /// Server batching.
-    pub max_batch: usize,
-    /// Server batching.
-    pub max_wait_ms: u64,
-    /// Inference threads.
-    pub workers: usize,
-    /// Rounds measured.
-    pub rounds: usize,
-    /// The first scrim-cloud target's levels (what earlier reports had).
-    pub levels: Vec<LevelStats>,
-    /// Every target: each scrim-cloud engine, then the peer.
-    pub targets: Vec<TargetStats>,
-    /// Raw throughput per engine at batch 1, at the highest concurrency (capped by
-    /// `max_batch`) and at `max_batch`.
-    pub raw: Vec<RawStats>,
-    /// What the convolutions of each tract plan run as (`batch: method, method, …`).
-    pub kernels: Vec<String>,
-}
-
-impl BenchReport {
-    /// The fastest raw tract measurement (tract is not always faster on larger batches).
-    pub fn best_raw(&self) -> Option<&RawStats> {
-        self.best_raw_of("tract")
-    }
-
-    /// The fastest raw measurement of `engine`.
-    pub fn best_raw_of(&self, engine: &str) -> Option<&RawStats> {
-        self.raw
-            .iter()
-            .filter(|r| r.engine == engine)
-            .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
-    }
-
-    /// The first server's throughput at `clients` over the best raw tract throughput.
-    pub fn ratio(&self, clients: usize) -> Option<f64> {
-        let server = self
-            .levels
-            .iter()
-            .find(|l| l.clients == clients)?
-            .throughput;
-        let raw = self.best_raw()?.throughput;
-        (raw > 0.0).then(|| server / raw)
-    }
-
-    fn level(&self, target: &str, clients: usize) -> Option<&LevelStats> {
-        self.targets
-            .iter()
-            .find(|t| t.name == target)?
-            .levels
-            .iter()
-            .find(|l| l.clients == clients)
-    }
-
-    /// `(images/s ratio, p99 ratio)` of target `a` over target `b` at `clients`.
-    pub fn compare(&self, a: &str, b: &str, clients: usize) -> Option<(f64, f64)> {
-        let (a, b) = (self.level(a, clients)?, self.level(b, clients)?);
-        (b.throughput > 0.0 && b.p99_ms > 0.0)
-            .then(|| (a.throughput / b.throughput, a.p99_ms / b.p99_ms))
-    }
-}
-
-impl fmt::Display for BenchReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "model {} ({}), max_batch {}, max_wait {} ms, {} inference threads, loopback, \
-             {} round(s), medians over rounds",
-            self.model, self.input, self.max_batch, self.max_wait_ms, self.workers, self.rounds
-        )?;
-        writeln!(f)?;
-        writeln!(
-            f,
-            "{:<26} {:>7} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8} {:>10}",
-            "server",
-            "clients",
-            "ok",
-            "errors",
-            "req/s",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "mean batch"
-        )?;
-        for t in &self.targets {
-            for l in &t.levels {
-                writeln!(
-                    f,
-                    "{:<26} {:>7} {:>8} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>10.2}",
-                    t.name,
-                    l.clients,
-                    l.ok,
-                    l.errors,
-                    l.throughput,
-                    l.p50_ms,
-                    l.p95_ms,
-                    l.p99_ms,
-                    l.mean_batch
-                )?;
-            }
-        }
-        writeln!(f)?;
-        writeln!(f, "raw, no HTTP:")?;
-        writeln!(
-            f,
-            "{:<12} {:>7} {:>8} {:>10} {:>10}",
-            "engine", "batch", "threads", "images", "images/s"
-        )?;
-        for r in &self.raw {
-            writeln!(
-                f,
-                "{:<12} {:>7} {:>8} {:>10} {:>10.1}",
-                r.engine, r.batch, r.threads, r.images, r.throughput
-            )?;
-        }
-        if !self.kernels.is_empty() {
-            writeln!(f)?;
-            writeln!(f, "tract's convolutions per plan:")?;
-            for k in &self.kernels {
-                writeln!(f, "  {k}")?;
-            }
-        }
-        let Some(top) = self.levels.iter().map(|l| l.clients).max() else {
-            return Ok(());
-        };
-        writeln!(f)?;
-        for t in self.targets.iter().filter(|t| t.engine.is_some()) {
-            let Some(level) = self.level(&t.name, top) else {
-                continue;
-            };
-            if let Some(raw) = self.best_raw().filter(|r| r.throughput > 0.0) {
-                writeln!(
-                    f,
-                    "{} / raw tract at {top} clients: {:.2} (best raw tract: batch {}; goal >= 0.9)",
-                    t.name,
-                    level.throughput / raw.throughput,
-                    raw.batch
-                )?;
-            }
-            if let Some(engine) = t.engine.as_deref().filter(|e| *e != "tract")
-                && let Some(raw) = self.best_raw_of(engine).filter(|r| r.throughput > 0.0)
-            {
-                writeln!(
-                    f,
-                    "{} / raw {engine} at {top} clients: {:.2}",
-                    t.name,
-                    level.throughput / raw.throughput
-                )?;
-            }
-            if let Some((speed, p99)) = self.compare(&t.name, PEER, top) {
-                writeln!(
-                    f,
-                    "{} / peer at {top} clients: {speed:.2} in req/s (goal >= 2), p99 {:.2} ms \
-                     against {:.2} ms (ratio {p99:.2}, goal < 1)",
-                    t.name,
-                    level.p99_ms,
-                    self.level(PEER, top).map_or(0.0, |l| l.p99_ms)
-                )?;
-            }
-        }
-        Ok(())
     }
 }
 
