@@ -9,7 +9,7 @@
 use subtle::ConstantTimeEq;
 
 use crate::Error;
-use crate::config::ApiToken;
+use crate::tokens::ApiToken;
 
 /// A model level: which model a caller is served by. For a selectively encrypted model this is
 /// the protection level ℓ restored by a level key; 0 is the model file as configured.

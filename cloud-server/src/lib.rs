@@ -41,6 +41,7 @@ mod routes;
 mod server;
 pub mod soak;
 mod state;
+mod tokens;
 mod try_page;
 mod upload;
 
@@ -48,8 +49,9 @@ pub use api::{
     BatchItem, BatchResponse, ClassifyResponse, LabelScore, LevelInfo, ModelInfo, ModelsResponse,
     app,
 };
-pub use config::{ApiToken, Config, EngineKind, TOKENS_ENV, TierConfig};
+pub use config::{Config, EngineKind, TierConfig};
 pub use error::{Error, ErrorBody, ErrorCode, ErrorResponse, Result};
 pub use server::{RunningServer, run, serve, spawn};
 pub use state::AppState;
+pub use tokens::{ApiToken, TOKENS_ENV};
 pub use try_page::{ORT_FILES, ORT_VERSION, default_ort_dir};

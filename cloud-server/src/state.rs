@@ -10,7 +10,7 @@ use scrim_seal::LevelKey;
 
 use crate::auth::{Auth, Level};
 use crate::batcher::{BatchSettings, Batcher};
-use crate::config::ApiToken;
+use crate::tokens::ApiToken;
 use crate::connection::ConnLimits;
 use crate::metrics::Metrics;
 use crate::{Config, Error, Result};

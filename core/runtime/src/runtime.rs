@@ -5,7 +5,7 @@
 //! pool, so a state is built once per concurrent caller rather than once per run. The second
 //! engine, onnxruntime (`ort` feature, [`Engine::Onnxruntime`]), lives in `ort_engine.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,109 +16,14 @@ use crate::manifest::{Manifest, Role};
 use crate::tensor::ImageTensor;
 use crate::{Error, Result};
 
+mod options;
+mod output;
 mod plans;
 
+pub use options::{BatchMode, Engine};
+pub use output::{Output, PlanKernels};
+
 use plans::{Plan, TractPlans, root_cause};
-
-/// How many images a loaded model accepts per run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BatchMode {
-    /// Exactly one image: fastest for the phone.
-    #[default]
-    Single,
-    /// Any batch size (a symbolic batch dimension): for callers that run batches of every size.
-    Dynamic,
-    /// Any batch size, through fixed-shape plans for 1, 2, 4, … up to `max` (and `max` itself):
-    /// for servers that micro-batch. tract picks its fast convolution paths (lazy im2col, direct
-    /// spatial) only for fixed shapes, so a partial batch is padded to the next planned size and
-    /// a batch over `max` runs in chunks of `max`. With onnxruntime, the same as `Dynamic`.
-    Planned {
-        /// The largest planned batch.
-        max: usize,
-    },
-}
-
-impl BatchMode {
-    /// The batch sizes tract plans for (`None`: one plan with a symbolic batch dimension).
-    fn planned_sizes(self) -> Option<Vec<usize>> {
-        match self {
-            Self::Single => Some(vec![1]),
-            Self::Dynamic => None,
-            Self::Planned { max } => {
-                let max = max.max(1);
-                let mut sizes: Vec<usize> =
-                    std::iter::successors(Some(1usize), |s| s.checked_mul(2))
-                        .take_while(|&s| s < max)
-                        .collect();
-                sizes.push(max);
-                Some(sizes)
-            }
-        }
-    }
-}
-
-/// The inference engine behind a [`Model`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Engine {
-    /// tract: pure Rust, the phone's engine and the default.
-    #[default]
-    Tract,
-    /// onnxruntime, loaded at run time from the shared library at this path (for example the
-    /// `libonnxruntime.so.*` inside PyPI's `onnxruntime` wheel, under `onnxruntime/capi/`), one
-    /// session thread per running batch. Needs scrim-core's `ort` cargo feature.
-    Onnxruntime {
-        /// The onnxruntime shared library.
-        library: PathBuf,
-    },
-}
-
-impl Engine {
-    /// A short name for logs and reports: `tract` or `onnxruntime`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Tract => "tract",
-            Self::Onnxruntime { .. } => "onnxruntime",
-        }
-    }
-}
-
-/// One output of a model run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    /// Shape, batch first.
-    pub shape: Vec<usize>,
-    /// Values, row-major.
-    pub data: Vec<f32>,
-}
-
-impl Output {
-    /// A perturber map as an image tensor at `height × width`: a map computed at an integer
-    /// fraction of the image's resolution is expanded (nearest), one at full size is kept.
-    ///
-    /// # Errors
-    /// [`Error::InvalidModel`] for an output that is not `[N, C, h, w]`;
-    /// [`Error::InvalidArgument`] when `h × w` is not an integer fraction of the target.
-    pub fn into_map(self, height: usize, width: usize) -> Result<ImageTensor> {
-        let [n, c, h, w] = self.shape[..] else {
-            return Err(Error::InvalidModel(format!(
-                "a perturber map must be [N, C, H, W], got shape {:?}",
-                self.shape
-            )));
-        };
-        ImageTensor::new([n, c, h, w], self.data)?.upsample_nearest(height, width)
-    }
-}
-
-/// The convolutions of one tract plan and the method tract picked for each.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanKernels {
-    /// The plan's batch size (`None`: symbolic).
-    pub batch: Option<usize>,
-    /// `(node name, method)` for each convolution, in evaluation order. Methods are tract's
-    /// operator names: `LazyIm2col` or `Im2col` (an unrolling before a matrix product),
-    /// `DirectSpatialConv`, `DepthWise`, `BlockedConv`.
-    pub convolutions: Vec<(String, String)>,
-}
 
 /// Images already checked, normalised and copied into the engine's own tensors for one model
 /// ([`Model::prepare`]); running it again costs no copy.

@@ -20,6 +20,9 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
         if !cfg.adversary_pool.is_empty() {
             name.push_str("+pool");
         }
+        if cfg.hsic > 0.0 {
+            name.push_str("+hsic");
+        }
         return name;
     }
     let cloak = p.layout == PerturberLayout::InputIndependent;
@@ -32,6 +35,7 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
         (cfg.adversarial, "+adversary"),
         (!cfg.adversary_pool.is_empty(), "+pool"),
         (cfg.distill > 0.0, "+distill"),
+        (cfg.hsic > 0.0, "+hsic"),
     ] {
         if on {
             name.push_str(tag);

@@ -92,6 +92,11 @@ pub struct TrainConfig {
     /// 0 disables it.
     #[config(default = 0.0)]
     pub distill: f64,
+    /// Weight of the attacker-free term: the dependence (normalised HSIC, a Gaussian kernel) of
+    /// the expected release on the sensitive label within each desired class of a batch
+    /// (`crate::cotrain` module docs). 0 disables it; needs `sensitive`.
+    #[config(default = 0.0)]
+    pub hsic: f64,
     /// Re-initialise the adversary (and its optimiser) every this many co-training epochs;
     /// 0 keeps one adversary for the whole run. With a pool, each member restarts on this
     /// period, the members at staggered epochs.
@@ -245,6 +250,18 @@ impl TrainConfig {
             return Err(Error::option(
                 "--distill",
                 format!("must be ≥ 0, got {}", self.distill),
+            ));
+        }
+        if !(self.hsic >= 0.0 && self.hsic.is_finite()) {
+            return Err(Error::option(
+                "--hsic",
+                format!("must be ≥ 0, got {}", self.hsic),
+            ));
+        }
+        if self.hsic > 0.0 && self.sensitive.is_none() {
+            return Err(Error::option(
+                "--hsic",
+                "needs --sensitive, the label whose dependence it measures",
             ));
         }
         if self.distill > 0.0 && self.warmup_epochs == 0 {

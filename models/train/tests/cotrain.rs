@@ -512,3 +512,28 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[test]
+fn hsic_term_trains_exports_and_needs_a_sensitive_label() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = tiny_request(&dir.path().join("run"), 3);
+    req.config.sensitive = Some("texture".into());
+    req.config.hsic = 2.0;
+    let summary = workflow::train_run(&req).expect("train with --hsic");
+    assert!((0.0..=1.0).contains(&summary.test_perturbed.accuracy));
+    let metrics = RunDir::open(&dir.path().join("run"))
+        .expect("run")
+        .metrics()
+        .expect("metrics");
+    assert!(metrics.iter().all(|m| m.train_loss.is_finite()));
+
+    let mut bad = tiny_request(&dir.path().join("bad"), 2);
+    bad.config.hsic = 2.0;
+    let err = workflow::train_run(&bad).expect_err("--hsic without --sensitive");
+    assert!(err.to_string().contains("--hsic"), "{err}");
+    bad.config.sensitive = Some("texture".into());
+    bad.config.hsic = f64::NAN;
+    let err = workflow::train_run(&bad).expect_err("NaN weight");
+    assert!(err.to_string().contains("--hsic"), "{err}");
+}

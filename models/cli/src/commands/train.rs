@@ -92,6 +92,12 @@ pub struct Args {
     /// (itself after warm-up) that sees each image without noise (0 = off).
     #[arg(long, default_value_t = d().distill)]
     distill: f64,
+    /// Weight of the attacker-free term: the perturber also lowers the dependence (normalised
+    /// HSIC) of the noise-free upload on the sensitive label within each desired class, what an
+    /// attacker who averages many uploads reads; no adversary to overfit (0 = off; needs
+    /// --sensitive; e.g. --hsic 2).
+    #[arg(long, default_value_t = d().hsic)]
+    hsic: f64,
     /// Re-initialise the adversary every K co-training epochs (0 = never), so the perturber
     /// cannot settle on fooling one adversary.
     #[arg(long, default_value_t = d().adversary_reset_epochs)]
@@ -218,6 +224,7 @@ impl Args {
         c.adversary_weight = self.adversary_weight;
         c.adversary_reset_epochs = self.adversary_reset;
         c.distill = self.distill;
+        c.hsic = self.hsic;
         c.seed = self.seed;
         c.backend = self.backend;
         let p = &mut c.perturber;

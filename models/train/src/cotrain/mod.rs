@@ -20,7 +20,12 @@
 //! 5. **Distillation** (`distill`): the recognizer as warm-up left it becomes a frozen teacher
 //!    that sees each image without noise; the recognizer is also pulled toward its soft labels.
 //!
-//! 6. **Fine-tuning** (`finetune_epochs`): the closing epochs train the recognizer alone on
+//! 6. **The attacker-free term** (`hsic`): the perturber also minimises the dependence of the
+//!    expected release (the upload before its noise, what an attacker who averages many
+//!    uploads sees) on the sensitive label within each desired class, measured by normalised
+//!    HSIC with a Gaussian kernel. No adversary is trained, so there is none to overfit.
+//!
+//! 7. **Fine-tuning** (`finetune_epochs`): the closing epochs train the recognizer alone on
 //!    images from the frozen perturber, so the cloud model ends adapted to the perturbation it
 //!    will be served instead of one that moved under it every batch.
 //!
@@ -28,6 +33,7 @@
 //! epochs at full λ is kept as `best`, and `last` allows `--resume`.
 
 mod dual;
+mod hsic;
 mod ops;
 mod pool;
 mod step;

@@ -61,6 +61,13 @@ pub fn perturb(x: Tensor<4>, out: &PerturberOut, kind: scrim_core::NoiseKind) ->
         return quantize_ste(noisy.expand([n, c, h, w]).clamp(0.0, 1.0));
     }
     let eps = unit_noise(&x, kind);
+    let noisy = (noiseless(x, out) + out.sigma.clone() * eps).clamp(0.0, 1.0);
+    quantize_ste(noisy)
+}
+
+/// The upload before its noise, `k ⊙ (x + μ) + (1 − k)·fill`, of a perturber without a bounded
+/// release.
+fn noiseless(x: Tensor<4>, out: &PerturberOut) -> Tensor<4> {
     let mut base = x;
     if let Some(shift) = &out.shift {
         base = base + shift.clone();
@@ -69,8 +76,18 @@ pub fn perturb(x: Tensor<4>, out: &PerturberOut, kind: scrim_core::NoiseKind) ->
         let fill = keep.clone().neg().add_scalar(1.0).mul_scalar(out.fill);
         base = base * keep.clone() + fill;
     }
-    let noisy = (base + out.sigma.clone() * eps).clamp(0.0, 1.0);
-    quantize_ste(noisy)
+    base
+}
+
+/// What an attacker who averages many uploads of one photo sees, one row per image: the upload
+/// before its noise (clipped to `[0, 1]`), or a bounded release's map.
+pub(crate) fn expected_release(x: Tensor<4>, out: &PerturberOut) -> Tensor<2> {
+    let release = match &out.map {
+        Some(map) => map.clone(),
+        None => noiseless(x, out).clamp(0.0, 1.0),
+    };
+    let [n, c, h, w] = release.dims();
+    release.reshape([n, c * h * w])
 }
 
 /// 8-bit rounding with a straight-through gradient.

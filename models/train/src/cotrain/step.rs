@@ -5,7 +5,10 @@ use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
-use super::ops::{distillation, fixed_part, perturb, prior_cross_entropy, scalar};
+use super::hsic::conditional_cka;
+use super::ops::{
+    distillation, expected_release, fixed_part, perturb, prior_cross_entropy, scalar,
+};
 use super::pool::Pool;
 use super::targets::{Targets, targets};
 use crate::Result;
@@ -184,6 +187,23 @@ impl Trainer {
             {
                 let aux = self.loss_fn.forward(probe, y);
                 loss = loss + aux.mul_scalar(cfg.perturber.release_probe);
+            }
+            if !finetune
+                && cfg.hsic > 0.0
+                && let Some(s) = t.sensitive
+            {
+                let column = |a: usize| -> Vec<u32> {
+                    idx.iter()
+                        .map(|&i| u32::from(ds.attributes[a].labels[i]))
+                        .collect()
+                };
+                let dependence = conditional_cka(
+                    expected_release(x.clone(), &out),
+                    &column(t.desired),
+                    &column(s),
+                    ds.attributes[s].classes.len(),
+                );
+                loss = loss + dependence.mul_scalar(cfg.hsic);
             }
             if let Some(teacher) = &nets.teacher {
                 loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);

@@ -1,0 +1,43 @@
+//! What a [`super::Model`] gives back: the outputs of a run and the convolution methods tract
+//! picked.
+
+use crate::tensor::ImageTensor;
+use crate::{Error, Result};
+
+/// One output of a model run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Shape, batch first.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl Output {
+    /// A perturber map as an image tensor at `height × width`: a map computed at an integer
+    /// fraction of the image's resolution is expanded (nearest), one at full size is kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] for an output that is not `[N, C, h, w]`;
+    /// [`Error::InvalidArgument`] when `h × w` is not an integer fraction of the target.
+    pub fn into_map(self, height: usize, width: usize) -> Result<ImageTensor> {
+        let [n, c, h, w] = self.shape[..] else {
+            return Err(Error::InvalidModel(format!(
+                "a perturber map must be [N, C, H, W], got shape {:?}",
+                self.shape
+            )));
+        };
+        ImageTensor::new([n, c, h, w], self.data)?.upsample_nearest(height, width)
+    }
+}
+
+/// The convolutions of one tract plan and the method tract picked for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanKernels {
+    /// The plan's batch size (`None`: symbolic).
+    pub batch: Option<usize>,
+    /// `(node name, method)` for each convolution, in evaluation order. Methods are tract's
+    /// operator names: `LazyIm2col` or `Im2col` (an unrolling before a matrix product),
+    /// `DirectSpatialConv`, `DepthWise`, `BlockedConv`.
+    pub convolutions: Vec<(String, String)>,
+}
