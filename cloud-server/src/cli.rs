@@ -200,7 +200,9 @@ impl ServeArgs {
 
 #[cfg(test)]
 mod tests {
+    use super::tools::parse_peer;
     use super::*;
+    use crate::soak::SoakMode;
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(args).expect("parse")

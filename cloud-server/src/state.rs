@@ -10,9 +10,9 @@ use scrim_seal::LevelKey;
 
 use crate::auth::{Auth, Level};
 use crate::batcher::{BatchSettings, Batcher};
-use crate::tokens::ApiToken;
 use crate::connection::ConnLimits;
 use crate::metrics::Metrics;
+use crate::tokens::ApiToken;
 use crate::{Config, Error, Result};
 
 /// One servable model: its manifest and the pool that runs it.

@@ -98,7 +98,7 @@ impl BenchArgs {
 }
 
 /// `ADDR` (named `peer`) or `NAME=ADDR`.
-fn parse_peer(value: &str) -> std::result::Result<(String, SocketAddr), String> {
+pub(super) fn parse_peer(value: &str) -> std::result::Result<(String, SocketAddr), String> {
     let (name, addr) = value.split_once('=').unwrap_or((crate::bench::PEER, value));
     let addr = addr
         .parse()

@@ -66,7 +66,9 @@ pub(crate) fn conditional_cka(
         // What tr(Kc·Lc) is on average when the labels are shuffled: the part of the biased
         // estimate that small classes show even without any dependence.
         let eye = Tensor::<2>::eye(m, &device);
-        let chance = (kc.clone() * eye).sum().mul_scalar(l.trace / (m as f64 - 1.0));
+        let chance = (kc.clone() * eye)
+            .sum()
+            .mul_scalar(l.trace / (m as f64 - 1.0));
         let kk = (kc.clone() * kc).sum();
         let cka = (kl - chance)
             .div(kk.add_scalar(1e-12).sqrt().mul_scalar(l.norm.max(1e-12)))
@@ -182,8 +184,18 @@ mod tests {
         let dev = device();
         let (dep, desired, sensitive) = releases(3.0);
         let (ind, _, _) = releases(0.0);
-        let d = scalar(conditional_cka(Tensor::from_data(dep, &dev), &desired, &sensitive, 3));
-        let i = scalar(conditional_cka(Tensor::from_data(ind, &dev), &desired, &sensitive, 3));
+        let d = scalar(conditional_cka(
+            Tensor::from_data(dep, &dev),
+            &desired,
+            &sensitive,
+            3,
+        ));
+        let i = scalar(conditional_cka(
+            Tensor::from_data(ind, &dev),
+            &desired,
+            &sensitive,
+            3,
+        ));
         assert!(d > 0.2, "dependent releases scored {d}");
         assert!(i < 0.05, "independent releases scored {i}");
     }
