@@ -57,6 +57,17 @@ enum Backend {
     Ort(Arc<crate::ort_engine::OrtModel>),
 }
 
+impl Backend {
+    /// tract's plans (`None` for onnxruntime).
+    fn tract(&self) -> Option<&TractPlans> {
+        match self {
+            Self::Tract(plans) => Some(plans),
+            #[cfg(feature = "ort")]
+            Self::Ort(_) => None,
+        }
+    }
+}
+
 impl Clone for Backend {
     fn clone(&self) -> Self {
         match self {
@@ -266,10 +277,8 @@ impl Model {
             "DepthWise",
             "BlockedConv",
         ];
-        let plans = match &self.backend {
-            Backend::Tract(plans) => plans,
-            #[cfg(feature = "ort")]
-            Backend::Ort(_) => return Vec::new(),
+        let Some(plans) = self.backend.tract() else {
+            return Vec::new();
         };
         plans
             .plans
