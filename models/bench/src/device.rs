@@ -13,7 +13,7 @@ use super::python;
 use crate::{Error, Result};
 use scrim_train::export::{perturber_manifest, perturber_onnx, recognizer_onnx};
 use scrim_train::nets::Nets;
-use scrim_train::nets::{self, RecognizerConfig};
+use scrim_train::nets::{self, PerturberConfig, RecognizerConfig};
 use scrim_train::run::RunDir;
 
 /// One perturber architecture at one image side.
@@ -159,8 +159,28 @@ pub(crate) fn test_jpeg(size: usize) -> Result<Vec<u8>> {
     Ok(buf.into_inner())
 }
 
+/// A perturber to measure: a trained one, or a variant's architecture, built fresh at each side.
+enum Source {
+    Trained(nets::Perturber),
+    Fresh(PerturberConfig),
+}
+
+impl Source {
+    /// The network exported at side `size` (`Err`: the architecture does not fit that side).
+    fn at(&self, size: usize, device: &Device) -> std::result::Result<nets::Perturber, String> {
+        match self {
+            Self::Trained(p) => Ok(p.clone()),
+            Self::Fresh(cfg) => {
+                let cfg = crate::at_size(cfg, size);
+                cfg.validate(size).map_err(|e| e.to_string())?;
+                Ok(cfg.init_for(size, device))
+            }
+        }
+    }
+}
+
 /// The perturbers to measure: the run's best checkpoint, or fresh networks of each variant.
-fn perturbers(opts: &BenchOptions, device: &Device) -> Result<Vec<(String, nets::Perturber)>> {
+fn perturbers(opts: &BenchOptions, device: &Device) -> Result<Vec<(String, Source)>> {
     match &opts.run {
         Some(path) => {
             let run = RunDir::open(path)?;
@@ -173,13 +193,13 @@ fn perturbers(opts: &BenchOptions, device: &Device) -> Result<Vec<(String, nets:
             };
             Ok(vec![(
                 "run".into(),
-                run.load_best(&template, device)?.perturber,
+                Source::Trained(run.load_best(&template, device)?.perturber),
             )])
         }
         None => Ok(opts
             .variants
             .iter()
-            .map(|(name, cfg)| (name.clone(), cfg.init(device)))
+            .map(|(name, cfg)| (name.clone(), Source::Fresh(cfg.clone())))
             .collect()),
     }
 }
@@ -199,8 +219,17 @@ pub(crate) fn run(
     let mut rows = Vec::new();
     let mut written = Vec::new();
     let mut loaded = Vec::new();
-    for (variant, p) in perturbers(opts, &device)? {
+    for (variant, source) in perturbers(opts, &device)? {
         for &size in &opts.sizes {
+            let p = match source.at(size, &device) {
+                Ok(p) => p,
+                Err(e) => {
+                    notes.push(format!(
+                        "perturber {variant} at {size} px not measured: {e}"
+                    ));
+                    continue;
+                }
+            };
             let input = InputSpec::rgb(size, size);
             let bytes = perturber_onnx(&p, input);
             let path = opts.out.join(format!("perturber-{variant}-{size}.onnx"));

@@ -119,8 +119,8 @@ impl BenchOptions {
     }
 }
 
-/// The perturber architectures measured by default: the shipped default, and the faster
-/// option.
+/// The perturber architectures measured by default: the default for other data, the faster
+/// layouts, the default for faces (`bounded`) and the global view (`global`).
 pub fn default_variants() -> Vec<(String, PerturberConfig)> {
     vec![
         ("default".into(), PerturberConfig::new()),
@@ -156,7 +156,37 @@ pub fn default_variants() -> Vec<(String, PerturberConfig)> {
                 .with_downsample(4)
                 .with_layout(PerturberLayout::Depthwise),
         ),
+        (
+            "bounded".into(),
+            PerturberConfig::new().with_layout(PerturberLayout::Bounded),
+        ),
+        (
+            "global".into(),
+            PerturberConfig::new()
+                .with_layout(PerturberLayout::Global)
+                .with_encoder_widths(scrim_train::nets::GLOBAL_ENCODER_WIDTHS.to_vec()),
+        ),
     ]
+}
+
+/// `cfg` for images of side `size`. A bounded release or a global view keeps its map side
+/// when `size` is that side times a power of two, and otherwise takes the side that is (224 px:
+/// 7, as an app at that size would train with `--release-side 7`); its encoder repeats its last
+/// width for each halving beyond those it has. Other layouts do not depend on the size.
+pub fn at_size(cfg: &PerturberConfig, size: usize) -> PerturberConfig {
+    let mut c = cfg.clone();
+    if !matches!(c.layout, PerturberLayout::Bounded | PerturberLayout::Global) || size == 0 {
+        return c;
+    }
+    if c.release_halvings(size).is_none() {
+        c.release_side = size >> size.trailing_zeros();
+    }
+    let halvings = c.release_halvings(size).unwrap_or(0);
+    let last = c.encoder_widths.last().copied().unwrap_or(16);
+    while c.encoder_widths.len() <= halvings {
+        c.encoder_widths.push(last);
+    }
+    c
 }
 
 /// The three headline ratios against their goals.
@@ -266,4 +296,45 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         std::fs::write(doc, markdown(&report)).map_err(|e| Error::io(doc, e))?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn face_layouts_fit_every_bench_side() {
+        let variants = default_variants();
+        for name in ["bounded", "global"] {
+            let (_, cfg) = variants.iter().find(|(n, _)| n == name).expect("variant");
+            for size in [16, 32, 64, 128, 224] {
+                let c = at_size(cfg, size);
+                c.validate(size)
+                    .unwrap_or_else(|e| panic!("{name} at {size} px: {e}"));
+                assert!(
+                    size / c.release_side >= 2,
+                    "{name} at {size}: a real bottleneck"
+                );
+            }
+            let same = at_size(cfg, 32);
+            assert_eq!(
+                (same.release_side, &same.encoder_widths),
+                (cfg.release_side, &cfg.encoder_widths),
+                "the trained size keeps its architecture"
+            );
+            let big = at_size(cfg, 224);
+            assert_eq!(big.release_side, 7);
+            assert_eq!(
+                big.encoder_widths.len(),
+                6,
+                "5 halvings from 224 to 7, one more at 7"
+            );
+        }
+        let dense = PerturberConfig::new();
+        let d = at_size(&dense, 224);
+        assert_eq!(
+            (d.release_side, d.encoder_widths),
+            (dense.release_side, dense.encoder_widths)
+        );
+    }
 }
