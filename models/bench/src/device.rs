@@ -161,7 +161,7 @@ pub(crate) fn test_jpeg(size: usize) -> Result<Vec<u8>> {
 
 /// A perturber to measure: a trained one, or a variant's architecture, built fresh at each side.
 enum Source {
-    Trained(nets::Perturber),
+    Trained(Box<nets::Perturber>),
     Fresh(PerturberConfig),
 }
 
@@ -169,7 +169,7 @@ impl Source {
     /// The network exported at side `size` (`Err`: the architecture does not fit that side).
     fn at(&self, size: usize, device: &Device) -> std::result::Result<nets::Perturber, String> {
         match self {
-            Self::Trained(p) => Ok(p.clone()),
+            Self::Trained(p) => Ok(p.as_ref().clone()),
             Self::Fresh(cfg) => {
                 let cfg = crate::at_size(cfg, size);
                 cfg.validate(size).map_err(|e| e.to_string())?;
@@ -193,7 +193,7 @@ fn perturbers(opts: &BenchOptions, device: &Device) -> Result<Vec<(String, Sourc
             };
             Ok(vec![(
                 "run".into(),
-                Source::Trained(run.load_best(&template, device)?.perturber),
+                Source::Trained(Box::new(run.load_best(&template, device)?.perturber)),
             )])
         }
         None => Ok(opts
