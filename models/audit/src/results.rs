@@ -166,6 +166,28 @@ fn runs_table(report: &AuditReport) -> String {
                 cfg.adversary_weight, cfg.adversary_reset_epochs
             ));
         }
+        if !cfg.adversary_pool.is_empty() {
+            let kinds: Vec<String> = cfg
+                .adversary_pool
+                .iter()
+                .map(|k| format!("{k:?}").to_lowercase())
+                .collect();
+            opts.push(format!(
+                "adversary pool {} (weight {}, reset every {} epochs)",
+                kinds.join("+"),
+                cfg.adversary_weight,
+                cfg.adversary_reset_epochs
+            ));
+        }
+        if cfg.hsic > 0.0 {
+            opts.push(format!("hsic {}", cfg.hsic));
+        }
+        if cfg.distill > 0.0 {
+            opts.push(format!("distill {}", cfg.distill));
+        }
+        if cfg.finetune_epochs > 0 {
+            opts.push(format!("{} fine-tune epochs", cfg.finetune_epochs));
+        }
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | widths {:?} | {} |\n",
             s.name,
