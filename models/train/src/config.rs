@@ -102,6 +102,21 @@ pub struct TrainConfig {
     /// period, the members at staggered epochs.
     #[config(default = 0)]
     pub adversary_reset_epochs: usize,
+    /// Update steps of every adversary (the pool's members or the single adversary) per
+    /// perturber step, each on a fresh noise draw of the batch's uploads: the adversaries see
+    /// several draws of every image, as an attacker who uploads a face set afresh does.
+    #[config(default = 1)]
+    pub adversary_steps: usize,
+    /// Keep the epoch where a freshly trained attacker of this kind (linear or cnn) reads the
+    /// least of the sensitive label, among those within `select_tolerance` of the best
+    /// validation accuracy, instead of the one with the lowest validation objective
+    /// (`crate::cotrain` module docs). `None`: the objective.
+    #[config(default = "None")]
+    pub select_attacker: Option<crate::cotrain::AdversaryKind>,
+    /// With `select_attacker`: how far (a fraction) below the best validation accuracy a kept
+    /// epoch may be.
+    #[config(default = 0.01)]
+    pub select_tolerance: f64,
     /// A pool of adversaries of these kinds (`crate::cotrain::AdversaryKind`), trained on every
     /// batch; the perturber is rewarded on the worst of them. Empty: no pool.
     #[config(default = "Vec::new()")]
@@ -228,6 +243,36 @@ impl TrainConfig {
         }
         if self.epochs == 0 {
             return Err(Error::option("--epochs", "must be positive"));
+        }
+        if self.adversary_steps == 0 {
+            return Err(Error::option("--adversary-steps", "must be at least 1"));
+        }
+        if self.adversary_steps > 1 && !self.adversarial && self.adversary_pool.is_empty() {
+            return Err(Error::option(
+                "--adversary-steps",
+                "steps adversaries: it needs --adversarial or --adversary-pool",
+            ));
+        }
+        if let Some(kind) = self.select_attacker {
+            if self.sensitive.is_none() {
+                return Err(Error::option(
+                    "--select-attacker",
+                    "needs --sensitive, the label the attacker reads",
+                ));
+            }
+            if !(0.0..=1.0).contains(&self.select_tolerance) {
+                return Err(Error::option(
+                    "--select-tolerance",
+                    format!("is a fraction in [0, 1], got {}", self.select_tolerance),
+                ));
+            }
+            use crate::cotrain::AdversaryKind as K;
+            if !matches!(kind, K::Linear | K::Cnn) {
+                return Err(Error::option(
+                    "--select-attacker",
+                    format!("is linear or cnn, got {kind:?}"),
+                ));
+            }
         }
         if !self.adversary_pool.is_empty() {
             if self.sensitive.is_none() {

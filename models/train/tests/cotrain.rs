@@ -1,28 +1,12 @@
 //! End to end on a tiny synthetic set: co-train, export, check tract against burn, resume,
 //! perturb and classify files, and the input errors users hit first.
 
-use scrim_train::data::{DataSpec, SyntheticConfig};
+use scrim_train::data::DataSpec;
 use scrim_train::run::RunDir;
 use scrim_train::workflow::{self, TrainRequest};
 
-fn tiny_request(out: &std::path::Path, epochs: usize) -> TrainRequest {
-    let data = DataSpec::Synthetic(SyntheticConfig {
-        count: 240,
-        seed: 5,
-    });
-    let mut req = TrainRequest::new(data, "shape", out.to_path_buf());
-    let c = &mut req.config;
-    c.size = 16;
-    c.epochs = epochs;
-    c.warmup_epochs = 1;
-    c.lambda_ramp_epochs = 1;
-    c.batch_size = 32;
-    c.recognizer.widths = vec![8, 16];
-    c.perturber.channels = 8;
-    c.lambda = 0.2;
-    req.draws = 1;
-    req
-}
+mod common;
+use common::{serial, tiny_request};
 
 #[test]
 fn train_export_resume_perturb_classify() {
@@ -502,15 +486,6 @@ fn recognizer_outputs(file: &std::path::Path) -> Vec<f32> {
         .into_data()
         .try_to_vec::<f32>()
         .expect("floats")
-}
-
-/// The tests of this file one at a time: burn's random generator is shared by the process, so
-/// a test that compares two seeded runs must not have another test drawing from it meanwhile.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[test]

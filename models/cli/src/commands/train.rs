@@ -102,6 +102,22 @@ pub struct Args {
     /// cannot settle on fooling one adversary.
     #[arg(long, default_value_t = d().adversary_reset_epochs)]
     adversary_reset: usize,
+    /// Update steps of every adversary per perturber step, each on a fresh noise draw of the
+    /// batch (with --adversarial or --adversary-pool): the adversaries see several draws of
+    /// every image, as an attacker who holds the perturber does.
+    #[arg(long, default_value_t = d().adversary_steps)]
+    adversary_steps: usize,
+    /// Keep the epoch where a freshly trained attacker (linear or cnn: on uploads of 4,000
+    /// training images, two draws each, scored on the validation split) reads the least of
+    /// --sensitive, among the epochs within --select-tolerance of the best validation
+    /// accuracy, not the one with the lowest validation objective. Costs that attacker's
+    /// training at every eligible epoch; every scored epoch's networks stay in the run folder.
+    #[arg(long)]
+    select_attacker: Option<AdversaryKind>,
+    /// With --select-attacker: how far below the best validation accuracy (a fraction) the
+    /// kept epoch may be.
+    #[arg(long, default_value_t = d().select_tolerance)]
+    select_tolerance: f64,
     /// Upload luma only: a fixed grey conversion on the device before the noise.
     #[arg(long)]
     gray: bool,
@@ -223,6 +239,9 @@ impl Args {
         c.adversary_widths = self.adversary_widths.clone();
         c.adversary_weight = self.adversary_weight;
         c.adversary_reset_epochs = self.adversary_reset;
+        c.adversary_steps = self.adversary_steps;
+        c.select_attacker = self.select_attacker;
+        c.select_tolerance = self.select_tolerance;
         c.distill = self.distill;
         c.hsic = self.hsic;
         c.seed = self.seed;

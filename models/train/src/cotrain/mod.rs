@@ -30,12 +30,17 @@
 //!    will be served instead of one that moved under it every batch.
 //!
 //! Every epoch is validated; the checkpoint with the lowest validation objective among the
-//! epochs at full λ is kept as `best`, and `last` allows `--resume`.
+//! epochs at full λ is kept as `best`, and `last` allows `--resume`. With `select_attacker`
+//! the kept epoch is instead the one where a freshly trained validation attacker reads the
+//! least of the sensitive label among the epochs within `select_tolerance` of the best
+//! validation accuracy ([`select`]); the adversaries of co-training never judge themselves. With `adversary_steps` above 1 every adversary takes
+//! that many steps per batch, each on a fresh noise draw.
 
 mod dual;
 mod hsic;
 mod ops;
 mod pool;
+mod select;
 mod step;
 mod targets;
 mod validate;
@@ -231,8 +236,26 @@ pub fn train(
                 m.val_acc_clean, m.val_acc_perturbed, m.mean_sigma
             )
         };
+        let eligible = match phase {
+            Phase::Warmup => false,
+            Phase::Finetune => true,
+            Phase::Cotrain => cfg.is_full_lambda(epoch),
+        };
+        if let (Some(kind), true) = (cfg.select_attacker, eligible) {
+            m.val_attack_acc = Some(select::attacker_accuracy(
+                &tr.nets,
+                cfg,
+                ds,
+                &split.train,
+                &split.val,
+                &tr.targets,
+                kind,
+                &eval_device,
+            )?);
+            run.save_nets(&select::prefix(epoch), &tr.nets)?;
+        }
         crate::report::note(&format!(
-            "epoch {:>3}/{} {:<7} {setting} | train loss {:.3} acc {:.3} | {val}{} | {:.0} img/s",
+            "epoch {:>3}/{} {:<7} {setting} | train loss {:.3} acc {:.3} | {val}{}{} | {:.0} img/s",
             epoch + 1,
             cfg.epochs,
             m.phase,
@@ -241,16 +264,14 @@ pub fn train(
             m.adversary_val_acc
                 .map(|a| format!(" adv {a:.3}"))
                 .unwrap_or_default(),
+            m.val_attack_acc
+                .map(|a| format!(" fresh attacker {a:.3}"))
+                .unwrap_or_default(),
             m.images_per_sec
         ));
         run.append_metrics(&m)?;
         run.write_curves();
         state.epochs_done = epoch + 1;
-        let eligible = match phase {
-            Phase::Warmup => false,
-            Phase::Finetune => true,
-            Phase::Cotrain => cfg.is_full_lambda(epoch),
-        };
         let best = eligible && state.best_objective.is_none_or(|b| m.val_objective < b);
         if best {
             state.best_objective = Some(m.val_objective);
@@ -262,6 +283,25 @@ pub fn train(
             &state,
             [&tr.opt_p, &tr.opt_c, &tr.opt_a],
         )?;
+    }
+    if cfg.select_attacker.is_some()
+        && let Some(epoch) = select::choose(&run.metrics()?, cfg.select_tolerance)
+    {
+        let chosen = run.load_nets(&select::prefix(epoch), &tr.nets, &device)?;
+        state.best_epoch = Some(epoch);
+        state.best_objective = None;
+        run.save_last(
+            &tr.nets,
+            Some(&chosen),
+            &state,
+            [&tr.opt_p, &tr.opt_c, &tr.opt_a],
+        )?;
+        crate::report::note(&format!(
+            "kept epoch {}: the least read by a fresh attacker within {:.1} points of the best \
+             validation accuracy",
+            epoch + 1,
+            100.0 * cfg.select_tolerance
+        ));
     }
     if state.best_epoch.is_none() {
         // Only warm-up epochs ran (epochs ≤ warmup): the last state is all there is.

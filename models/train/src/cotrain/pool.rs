@@ -168,11 +168,13 @@ impl Pool {
         }
     }
 
-    /// One step of every member on the uploads `xp` (detached) with labels `ys`, then the
+    /// One step of every member on the uploads `xp` (detached) and one more on each of
+    /// `draws` (fresh noise draws of the same images, detached), with labels `ys`; then the
     /// perturber's term: the highest cross-entropy to the class `prior` among the members.
     pub fn step(
         &mut self,
         xp: Tensor<4>,
+        draws: &[Tensor<4>],
         ys: Tensor<1, Int>,
         prior: &[f32],
         loss_fn: &CrossEntropyLoss,
@@ -180,18 +182,20 @@ impl Pool {
     ) -> Tensor<1> {
         let mut rewards = Vec::with_capacity(self.members.len());
         for m in &mut self.members {
-            let loss = loss_fn.forward(m.logits(xp.clone().detach()), ys.clone());
-            let mut g = loss.backward();
-            m.net = match std::mem::replace(&mut m.net, Net::Linear(placeholder(&xp))) {
-                Net::Cnn(net) => {
-                    let ga = GradientsParams::from_module(&mut g, &net);
-                    Net::Cnn(m.opt.step(lr, net, ga))
-                }
-                Net::Linear(net) => {
-                    let ga = GradientsParams::from_module(&mut g, &net);
-                    Net::Linear(m.opt.step(lr, net, ga))
-                }
-            };
+            for input in std::iter::once(xp.clone().detach()).chain(draws.iter().cloned()) {
+                let loss = loss_fn.forward(m.logits(input), ys.clone());
+                let mut g = loss.backward();
+                m.net = match std::mem::replace(&mut m.net, Net::Linear(placeholder(&xp))) {
+                    Net::Cnn(net) => {
+                        let ga = GradientsParams::from_module(&mut g, &net);
+                        Net::Cnn(m.opt.step(lr, net, ga))
+                    }
+                    Net::Linear(net) => {
+                        let ga = GradientsParams::from_module(&mut g, &net);
+                        Net::Linear(m.opt.step(lr, net, ga))
+                    }
+                };
+            }
             rewards.push(prior_cross_entropy(m.logits(xp.clone()), prior));
         }
         Tensor::cat(rewards, 0).max()
@@ -228,6 +232,33 @@ mod tests {
     }
 
     #[test]
+    fn each_extra_draw_is_one_more_step_of_every_member() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random([8, 3, 4, 4], burn::tensor::Distribution::Default, &device);
+        let ys = Tensor::<1, Int>::from_ints([0, 1, 0, 1, 0, 1, 0, 1], &device);
+        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+        let loss_after = |draws: &[Tensor<4>]| {
+            device.seed(3);
+            let mut pool = Pool::new(
+                &[AdversaryKind::Linear],
+                &[4],
+                2,
+                4,
+                &burn::optim::AdamConfig::new(),
+                &device,
+            );
+            pool.step(x.clone(), draws, ys.clone(), &[0.5, 0.5], &loss_fn, 5e-2);
+            let logits = pool.members[0].logits(x.clone());
+            crate::batch::to_vec(loss_fn.forward(logits, ys.clone()))[0]
+        };
+        let one = loss_after(&[]);
+        let again = loss_after(&[]);
+        let three = loss_after(&[x.clone().detach(), x.clone().detach()]);
+        assert_eq!(one, again, "the same seed, the same member");
+        assert!(three < one - 1e-3, "3 steps {three} vs 1 step {one}");
+    }
+
+    #[test]
     fn members_restart_at_staggered_epochs() {
         let device = Device::flex().autodiff();
         let kinds = [AdversaryKind::Cnn, AdversaryKind::Linear];
@@ -235,7 +266,7 @@ mod tests {
         let x = Tensor::<4>::random([4, 3, 8, 8], burn::tensor::Distribution::Default, &device);
         let ys = Tensor::<1, Int>::from_ints([0, 1, 0, 1], &device);
         let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
-        let worst = pool.step(x.clone(), ys, &[0.5, 0.5], &loss_fn, 1e-2);
+        let worst = pool.step(x.clone(), &[], ys, &[0.5, 0.5], &loss_fn, 1e-2);
         assert_eq!(worst.dims(), [1]);
         let before: Vec<Vec<f32>> = pool
             .members

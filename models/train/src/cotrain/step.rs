@@ -206,23 +206,40 @@ impl Trainer {
                 loss = loss + dependence.mul_scalar(cfg.hsic);
             }
             if let Some(teacher) = &nets.teacher {
-                loss = loss + distillation(teacher, &nets.perturber, x, logits.clone(), cfg);
+                loss = loss + distillation(teacher, &nets.perturber, x.clone(), logits.clone(), cfg);
             }
             if !finetune {
                 loss = loss + out.log_sigma.clone().mean().mul_scalar(-lambda);
             }
+            // The adversaries' extra steps see fresh noise draws of the same images.
+            let adversaries = self.pool.is_some() || nets.adversary.is_some();
+            let draws: Vec<Tensor<4>> = if !finetune && adversaries {
+                (1..cfg.adversary_steps)
+                    .map(|_| {
+                        crate::keyed::maybe_apply(
+                            t.keyed.as_ref(),
+                            perturb(x.clone(), &out, cfg.noise),
+                        )
+                        .detach()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             if !finetune && let (Some(pool), Some(s)) = (&mut self.pool, t.sensitive) {
                 let ys = batch::labels(ds, s, idx, device);
-                let worst = pool.step(xp.clone(), ys, &t.prior, &self.loss_fn, lr);
+                let worst = pool.step(xp.clone(), &draws, ys, &t.prior, &self.loss_fn, lr);
                 loss = loss + worst.mul_scalar(cfg.adversary_weight);
             }
             // Not in fine-tuning: the adversary stays as co-training left it.
-            if !finetune && let (Some(adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
+            if !finetune && let (Some(mut adv), Some(s)) = (nets.adversary.take(), t.sensitive) {
                 let ys = batch::labels(ds, s, idx, device);
-                let a_loss = self.loss_fn.forward(adv.forward(xp.clone().detach()), ys);
-                let mut g = a_loss.backward();
-                let ga = GradientsParams::from_module(&mut g, &adv);
-                let adv = self.opt_a.step(lr, adv, ga);
+                for input in std::iter::once(xp.clone().detach()).chain(draws.iter().cloned()) {
+                    let a_loss = self.loss_fn.forward(adv.forward(input), ys.clone());
+                    let mut g = a_loss.backward();
+                    let ga = GradientsParams::from_module(&mut g, &adv);
+                    adv = self.opt_a.step(lr, adv, ga);
+                }
                 let reward = prior_cross_entropy(adv.forward(xp), &t.prior);
                 loss = loss + reward.mul_scalar(cfg.adversary_weight);
                 nets.adversary = Some(adv);

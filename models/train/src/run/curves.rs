@@ -74,6 +74,7 @@ mod tests {
             mean_log_sigma: -1.2,
             val_objective: 0.7,
             adversary_val_acc: adversary,
+            val_attack_acc: None,
             seconds: 1.0,
             images_per_sec: 100.0,
         }

@@ -7,6 +7,7 @@
 //!   metrics.jsonl          one EpochMetrics line per epoch
 //!   curves.svg, curves.png training curves, redrawn after every epoch
 //!   best-*.bpk             the kept checkpoint (burnpack)
+//!   epoch-N-*.bpk          every scored epoch's networks, with --select-attacker
 //!   last-*.bpk, last-optim-*.bpk, checkpoint.json   for --resume
 //!   perturber.onnx + perturber.json, recognizer.onnx + recognizer.json   the artifacts
 //! ```
@@ -60,6 +61,10 @@ pub struct EpochMetrics {
     /// Adversary accuracy on perturbed validation images (adversarial mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adversary_val_acc: Option<f64>,
+    /// Sensitive-label accuracy of a freshly trained validation attacker on validation uploads
+    /// (`--select-attacker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_attack_acc: Option<f64>,
     /// Wall time of the epoch.
     pub seconds: f64,
     /// Training throughput.
@@ -285,7 +290,12 @@ impl RunDir {
         Ok(())
     }
 
-    fn load_nets(&self, prefix: &str, template: &Nets, device: &Device) -> Result<Nets> {
+    pub(crate) fn load_nets(
+        &self,
+        prefix: &str,
+        template: &Nets,
+        device: &Device,
+    ) -> Result<Nets> {
         let f = |name: &str| self.file(&format!("{prefix}-{name}.bpk"));
         let p = template.perturber.clone().fork(device);
         let c = template.recognizer.clone().fork(device);
@@ -319,8 +329,13 @@ impl RunDir {
     }
 
     pub(crate) fn save_best(&self, nets: &Nets) -> Result<()> {
+        self.save_nets("best", nets)
+    }
+
+    /// Saves `nets` as `{prefix}-*.bpk` in one commit.
+    pub(crate) fn save_nets(&self, prefix: &str, nets: &Nets) -> Result<()> {
         let mut commit = Commit::begin(&self.path)?;
-        Self::stage_nets(&mut commit, "best", nets)?;
+        Self::stage_nets(&mut commit, prefix, nets)?;
         commit.finish()
     }
 
