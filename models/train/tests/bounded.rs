@@ -2,30 +2,22 @@
 //! and the device renders exactly the map burn trained with.
 
 use scrim_core::{BatchMode, ImageTensor, Model, Perturber};
-use scrim_train::data::{DataSpec, SyntheticConfig};
 use scrim_train::nets::PerturberLayout;
 use scrim_train::run::RunDir;
 use scrim_train::workflow::{self, TrainRequest};
 
+mod common;
+
 fn request(out: &std::path::Path) -> TrainRequest {
-    let data = DataSpec::Synthetic(SyntheticConfig {
-        count: 240,
-        seed: 5,
-    });
-    let mut req = TrainRequest::new(data, "shape", out.to_path_buf());
+    let mut req = common::tiny_request(out, 2);
     let c = &mut req.config;
-    c.size = 16;
-    c.epochs = 2;
     c.warmup_epochs = 0;
-    c.batch_size = 32;
-    c.recognizer.widths = vec![8, 16];
     c.perturber.layout = PerturberLayout::Bounded;
     c.perturber.release_side = 4;
     c.perturber.encoder_widths = vec![8, 8, 8];
     c.perturber.release_sigma = 0.2;
     // The training-only probe runs too; it must not reach the export.
     c.perturber.release_probe = 0.5;
-    req.draws = 1;
     req
 }
 

@@ -18,7 +18,7 @@ use super::targets::Targets;
 use crate::batch;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::eval::{FitConfig, burn_accuracy, fit};
+use crate::eval::{Classifier, FitConfig, burn_accuracy, fit};
 use crate::nets::{LinearProbe, Nets, RecognizerConfig};
 use crate::run::EpochMetrics;
 use crate::{Error, Result};
@@ -114,42 +114,41 @@ pub(crate) fn attacker_accuracy(
         .with_patience(SELECT_EPOCHS)
         .with_seed(cfg.seed);
     let size = ds.size;
-    let acc = match kind {
-        AdversaryKind::Linear => {
-            let m = fit(
-                |d: &Device| LinearProbe::new([3, size, size], classes, d),
-                &tr,
-                &va,
-                &attr,
-                &fit_cfg,
-                device,
-                "validation attacker",
-                false,
-            )?;
-            burn_accuracy(&m.model, &va, &attr, device)?.accuracy
-        }
+    match kind {
+        AdversaryKind::Linear => fit_and_score(
+            |d: &Device| LinearProbe::new([3, size, size], classes, d),
+            (&tr, &va),
+            &attr,
+            &fit_cfg,
+            device,
+        ),
         AdversaryKind::Cnn => {
             let widths = cfg.adversary_widths.clone();
-            let m = fit(
+            fit_and_score(
                 |d: &Device| RecognizerConfig::new(classes).with_widths(widths).init(d),
-                &tr,
-                &va,
+                (&tr, &va),
                 &attr,
                 &fit_cfg,
                 device,
-                "validation attacker",
-                false,
-            )?;
-            burn_accuracy(&m.model, &va, &attr, device)?.accuracy
+            )
         }
-        other => {
-            return Err(Error::option(
-                "--select-attacker",
-                format!("is linear or cnn, got {other:?}"),
-            ));
-        }
-    };
-    Ok(acc)
+        other => Err(Error::option(
+            "--select-attacker",
+            format!("is linear or cnn, got {other:?}"),
+        )),
+    }
+}
+
+/// Trains the classifier `init` builds on `train` and returns its accuracy on `val`.
+fn fit_and_score<M: Classifier>(
+    init: impl FnOnce(&Device) -> M,
+    (train, val): (&Dataset, &Dataset),
+    attr: &str,
+    cfg: &FitConfig,
+    device: &Device,
+) -> Result<f64> {
+    let m = fit(init, train, val, attr, cfg, device, "validation attacker", false)?;
+    Ok(burn_accuracy(&m.model, val, attr, device)?.accuracy)
 }
 
 /// The file prefix of epoch `epoch`'s networks.

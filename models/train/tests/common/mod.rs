@@ -1,5 +1,6 @@
 //! What the co-training tests share: a tiny synthetic run and a lock that runs them one at a
-//! time.
+//! time. Each test file uses what it needs.
+#![allow(dead_code)]
 
 use scrim_train::data::{DataSpec, SyntheticConfig};
 use scrim_train::workflow::TrainRequest;
