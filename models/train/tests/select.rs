@@ -24,7 +24,10 @@ fn the_kept_epoch_is_the_one_the_fresh_attacker_scores_best() {
     let run = RunDir::open(&dir.path().join("run")).expect("run");
     let metrics = run.metrics().expect("metrics");
     // Epoch 0 is warm-up: the co-training epochs at full λ (1 to 3) are scored.
-    let scored: Vec<_> = metrics.iter().filter(|m| m.val_attack_acc.is_some()).collect();
+    let scored: Vec<_> = metrics
+        .iter()
+        .filter(|m| m.val_attack_acc.is_some())
+        .collect();
     assert_eq!(
         scored.iter().map(|m| m.epoch).collect::<Vec<_>>(),
         vec![1, 2, 3],
@@ -37,7 +40,10 @@ fn the_kept_epoch_is_the_one_the_fresh_attacker_scores_best() {
         .iter()
         .find(|m| Some(m.epoch) == state.best_epoch)
         .expect("the kept epoch was scored");
-    let top = scored.iter().map(|m| m.val_acc_perturbed).fold(0.0, f64::max);
+    let top = scored
+        .iter()
+        .map(|m| m.val_acc_perturbed)
+        .fold(0.0, f64::max);
     assert!(kept.val_acc_perturbed >= top - 0.5 - 1e-9, "{metrics:?}");
     let attack = |m: &&&scrim_train::run::EpochMetrics| m.val_attack_acc.expect("scored");
     for m in scored.iter().filter(|m| m.val_acc_perturbed >= top - 0.5) {

@@ -33,8 +33,9 @@
 //! epochs at full λ is kept as `best`, and `last` allows `--resume`. With `select_attacker`
 //! the kept epoch is instead the one where a freshly trained validation attacker reads the
 //! least of the sensitive label among the epochs within `select_tolerance` of the best
-//! validation accuracy ([`select`]); the adversaries of co-training never judge themselves. With `adversary_steps` above 1 every adversary takes
-//! that many steps per batch, each on a fresh noise draw.
+//! validation accuracy ([`select`]); the adversaries of co-training never judge themselves.
+//! With `adversary_steps` above 1 every adversary takes that many steps per batch, each on a
+//! fresh noise draw.
 
 mod dual;
 mod hsic;

@@ -27,8 +27,9 @@ use crate::{Error, Result};
 pub const SELECT_TRAIN_IMAGES: usize = 4000;
 /// Noise draws of each of those images.
 pub const SELECT_DRAWS: usize = 2;
-/// The validation attacker's epochs (no early stopping: it is scored on the split it would
-/// stop on).
+/// The validation attacker's epochs, all of them run (patience = epochs); `fit` keeps its best
+/// epoch on the validation uploads, so the score is the best of these, the same optimism for
+/// every epoch it ranks.
 pub const SELECT_EPOCHS: usize = 4;
 
 /// The uploads of `indices` of `ds`, `draws` noise draws each, as a dataset with their labels.
@@ -104,7 +105,9 @@ pub(crate) fn attacker_accuracy(
     {
         use rand::SeedableRng;
         use rand::seq::SliceRandom;
-        sample.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5e1e));
+        sample.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ 0x5e1e,
+        ));
     }
     sample.truncate(SELECT_TRAIN_IMAGES);
     let tr = uploads(nets, cfg, ds, &sample, SELECT_DRAWS, t, device);
@@ -147,7 +150,16 @@ fn fit_and_score<M: Classifier>(
     cfg: &FitConfig,
     device: &Device,
 ) -> Result<f64> {
-    let m = fit(init, train, val, attr, cfg, device, "validation attacker", false)?;
+    let m = fit(
+        init,
+        train,
+        val,
+        attr,
+        cfg,
+        device,
+        "validation attacker",
+        false,
+    )?;
     Ok(burn_accuracy(&m.model, val, attr, device)?.accuracy)
 }
 

@@ -206,7 +206,8 @@ impl Trainer {
                 loss = loss + dependence.mul_scalar(cfg.hsic);
             }
             if let Some(teacher) = &nets.teacher {
-                loss = loss + distillation(teacher, &nets.perturber, x.clone(), logits.clone(), cfg);
+                loss =
+                    loss + distillation(teacher, &nets.perturber, x.clone(), logits.clone(), cfg);
             }
             if !finetune {
                 loss = loss + out.log_sigma.clone().mean().mul_scalar(-lambda);

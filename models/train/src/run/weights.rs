@@ -33,12 +33,7 @@ impl RunDir {
         Ok(())
     }
 
-    pub(crate) fn load_nets(
-        &self,
-        prefix: &str,
-        template: &Nets,
-        device: &Device,
-    ) -> Result<Nets> {
+    pub(crate) fn load_nets(&self, prefix: &str, template: &Nets, device: &Device) -> Result<Nets> {
         let f = |name: &str| self.file(&format!("{prefix}-{name}.bpk"));
         let p = template.perturber.clone().fork(device);
         let c = template.recognizer.clone().fork(device);
