@@ -224,8 +224,10 @@ impl Config {
         }
     }
 
-    /// The engine to load models with, and how to batch them: fixed-shape plans up to
-    /// `max_batch` (onnxruntime takes any batch as it is).
+    /// The engine to load models with, and how to batch them: for tract, fixed-shape plans up
+    /// to `max_batch`, of which those that do not beat running the images one by one are
+    /// dropped at load ([`scrim_core::BatchMode::Tuned`]); onnxruntime takes any batch as it
+    /// is.
     ///
     /// # Errors
     /// [`Error::Config`] for `engine = "ort"` without `ort_library`.
@@ -234,7 +236,12 @@ impl Config {
             max: self.max_batch,
         };
         match (self.engine, &self.ort_library) {
-            (EngineKind::Tract, _) => Ok((scrim_core::Engine::Tract, batch)),
+            (EngineKind::Tract, _) => Ok((
+                scrim_core::Engine::Tract,
+                scrim_core::BatchMode::Tuned {
+                    max: self.max_batch,
+                },
+            )),
             (EngineKind::Ort, Some(library)) => Ok((
                 scrim_core::Engine::Onnxruntime {
                     library: library.clone(),
@@ -388,6 +395,12 @@ mod tests {
         // Tokens cannot be put in a config file.
         assert!(Config::from_toml_str("tokens = [\"abc\"]").is_err());
         assert_eq!(c.engine, EngineKind::Tract, "tract by default");
+        let (_, tract_batch) = c.engine().expect("tract");
+        assert_eq!(
+            tract_batch,
+            scrim_core::BatchMode::Tuned { max: c.max_batch },
+            "tract keeps only the plans that beat batch 1"
+        );
         let ort = Config::from_toml_str(
             "model = \"m.onnx\"\nengine = \"ort\"\nort_library = \"/lib/libonnxruntime.so\"\n",
         )

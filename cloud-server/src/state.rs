@@ -94,7 +94,8 @@ impl AppState {
     }
 
     /// As [`AppState::new`], with a model that is already loaded for any batch size
-    /// ([`BatchMode::Planned`] as [`Config::engine`] says, or [`BatchMode::Dynamic`]).
+    /// ([`BatchMode::Tuned`] or [`BatchMode::Planned`] as [`Config::engine`] says, or
+    /// [`BatchMode::Dynamic`]).
     /// `config.model` is not read.
     ///
     /// # Errors
@@ -119,7 +120,8 @@ impl AppState {
         }
         if model.batch_mode() == BatchMode::Single {
             return Err(Error::Config(
-                "the model must be loaded for batches (BatchMode::Planned or Dynamic)".into(),
+                "the model must be loaded for batches (BatchMode::Tuned, Planned or Dynamic)"
+                    .into(),
             ));
         }
         let pixels = (manifest.input.width * manifest.input.height) as u64;

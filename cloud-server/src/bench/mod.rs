@@ -259,6 +259,23 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             let batch = plan.batch.map_or("N".to_string(), |b| b.to_string());
             kernels.push(format!("batch {batch}: {}", methods.join(", ")));
         }
+        let choices = model.plan_choices();
+        if !choices.is_empty() {
+            let timed: Vec<String> = choices
+                .iter()
+                .map(|c| {
+                    let verdict = if c.kept { "kept" } else { "dropped" };
+                    format!(
+                        "batch {} {:.0} µs/image ({verdict})",
+                        c.batch, c.us_per_image
+                    )
+                })
+                .collect();
+            kernels.push(format!(
+                "timed at load, a batch over one kept only if faster per image than batch 1: {}",
+                timed.join(", ")
+            ));
+        }
     }
     Ok(BenchReport {
         model: manifest.name.clone(),

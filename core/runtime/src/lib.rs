@@ -58,6 +58,6 @@ pub use keys::SecretKey;
 pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
-pub use runtime::{BatchMode, Engine, Model, Output, PlanKernels, PreparedInput};
+pub use runtime::{BatchMode, Engine, Model, Output, PlanChoice, PlanKernels, PreparedInput};
 pub use tensor::ImageTensor;
 pub use upload::UploadBase;

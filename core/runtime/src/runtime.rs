@@ -21,7 +21,7 @@ mod output;
 mod plans;
 
 pub use options::{BatchMode, Engine};
-pub use output::{Output, PlanKernels};
+pub use output::{Output, PlanChoice, PlanKernels};
 
 use declared::check_declared_input;
 use plans::{Plan, TractPlans, root_cause};
@@ -178,7 +178,15 @@ impl Model {
             )??;
             plans.push(Plan::new(size, runnable));
         }
-        Ok(TractPlans { plans })
+        let mut plans = TractPlans {
+            plans,
+            choices: Vec::new(),
+        };
+        if matches!(batch, BatchMode::Tuned { .. }) {
+            let i = manifest.input;
+            plans.keep_faster([i.channels, i.height, i.width])?;
+        }
+        Ok(plans)
     }
 
     /// Parses, types and optimises the graph for the manifest's input and a batch of `batch`
@@ -268,6 +276,15 @@ impl Model {
         &self.engine
     }
 
+    /// For a [`BatchMode::Tuned`] model in tract, every fixed-batch plan built, its time per
+    /// image at load and whether it was kept (empty otherwise).
+    pub fn plan_choices(&self) -> Vec<PlanChoice> {
+        self.backend
+            .tract()
+            .map(|p| p.choices.clone())
+            .unwrap_or_default()
+    }
+
     /// For each tract plan, the method tract picked for every convolution (empty for
     /// onnxruntime, which does not say).
     pub fn kernels(&self) -> Vec<PlanKernels> {
@@ -329,7 +346,7 @@ impl Model {
         let [n, c, h, w] = images.shape();
         let batch_ok = match self.batch {
             BatchMode::Single => n == 1,
-            BatchMode::Dynamic | BatchMode::Planned { .. } => n >= 1,
+            BatchMode::Dynamic | BatchMode::Planned { .. } | BatchMode::Tuned { .. } => n >= 1,
         };
         if (c, h, w) != (i.channels, i.height, i.width) || !batch_ok {
             let batch = if self.batch == BatchMode::Single {

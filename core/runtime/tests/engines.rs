@@ -183,3 +183,43 @@ mod onnxruntime {
         );
     }
 }
+
+#[test]
+fn a_tuned_model_keeps_batch_one_and_only_the_plans_that_beat_it() {
+    let (onnx, manifest) = fixtures::recognizer(16, &["a", "b", "c"]);
+    let dynamic = Model::load(&onnx, manifest.clone(), BatchMode::Dynamic).expect("dynamic");
+    let tuned = Model::load(&onnx, manifest, BatchMode::Tuned { max: 8 }).expect("tuned");
+    let choices = tuned.plan_choices();
+    let sizes: Vec<usize> = choices.iter().map(|c| c.batch).collect();
+    assert_eq!(sizes, [1, 2, 4, 8], "every plan is timed");
+    let one = &choices[0];
+    assert!(one.kept && one.us_per_image > 0.0, "{one:?}");
+    for c in &choices[1..] {
+        assert!(c.us_per_image > 0.0, "{c:?}");
+        assert_eq!(
+            c.kept,
+            c.us_per_image < one.us_per_image,
+            "{c:?} against {one:?}"
+        );
+    }
+    // The plans that run are exactly the kept ones, and every batch size gives what the
+    // symbolic plan gives, however few plans were kept.
+    let running: Vec<Option<usize>> = tuned.kernels().iter().map(|k| k.batch).collect();
+    let kept: Vec<Option<usize>> = choices
+        .iter()
+        .filter(|c| c.kept)
+        .map(|c| Some(c.batch))
+        .collect();
+    assert_eq!(running, kept);
+    for n in [1, 3, 8, 11] {
+        let x = images(n, 16);
+        let want = dynamic.run(&x).expect("dynamic run");
+        let got = tuned.run(&x).expect("tuned run");
+        assert_eq!(got[0].shape, [n, 3], "batch {n}");
+        assert_close(&got, &want, &format!("batch {n}"));
+    }
+    // Only a tuned tract model is timed.
+    let (onnx, manifest) = fixtures::recognizer(16, &["a", "b"]);
+    let planned = Model::load(&onnx, manifest, BatchMode::Planned { max: 4 }).expect("planned");
+    assert!(planned.plan_choices().is_empty());
+}

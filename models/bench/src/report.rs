@@ -363,7 +363,8 @@ pub fn markdown(r: &BenchReport) -> String {
         let _ = writeln!(
             s,
             "\ntract's convolution method per plan (fixed-shape plans for the batch sizes the \
-             server forms; a partial batch is padded to the next):\n"
+             server forms, those that run an image slower than batch 1 dropped at load; a \
+             batch runs on the smallest kept plan that holds it, padded):\n"
         );
         for k in &sv.kernels {
             let _ = writeln!(s, "- {k}");

@@ -18,6 +18,16 @@ pub enum BatchMode {
         /// The largest planned batch.
         max: usize,
     },
+    /// As `Planned`, then, in tract, only the plans for batches over one that run an image
+    /// faster than the batch-1 plan are kept, each timed once at load (the batch-1 plan always
+    /// stays). tract unrolls lazily only for a batch of one, so on a small model a batch run
+    /// image by image can beat the batched plan; a server then gets the faster of the two for
+    /// each batch size ([`super::Model::plan_choices`] says what was measured and kept). With
+    /// onnxruntime, the same as `Dynamic`.
+    Tuned {
+        /// The largest planned batch.
+        max: usize,
+    },
 }
 
 impl BatchMode {
@@ -26,7 +36,7 @@ impl BatchMode {
         match self {
             Self::Single => Some(vec![1]),
             Self::Dynamic => None,
-            Self::Planned { max } => {
+            Self::Planned { max } | Self::Tuned { max } => {
                 let max = max.max(1);
                 let mut sizes: Vec<usize> =
                     std::iter::successors(Some(1usize), |s| s.checked_mul(2))

@@ -31,6 +31,18 @@ impl Output {
     }
 }
 
+/// One fixed-batch tract plan of a [`super::BatchMode::Tuned`] model, as timed at load: a plan
+/// for a batch over one is kept only when it runs an image faster than the batch-1 plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanChoice {
+    /// The plan's batch size.
+    pub batch: usize,
+    /// Microseconds per image (the fastest of a few runs on zeros, divided by the batch).
+    pub us_per_image: f64,
+    /// Whether the plan was kept.
+    pub kept: bool,
+}
+
 /// The convolutions of one tract plan and the method tract picked for each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanKernels {

@@ -2,10 +2,11 @@
 //! states, and how a batch of images is split over them and joined back.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
-use super::Output;
+use super::{Output, PlanChoice};
 use crate::{Error, Result};
 
 /// A tract plan and the run states it has handed out and taken back: a state is built once per
@@ -52,9 +53,71 @@ impl Plan {
 /// tract's plans for one model: one per batch size, sorted, or one symbolic.
 pub(super) struct TractPlans {
     pub(super) plans: Vec<Plan>,
+    /// What [`TractPlans::keep_faster`] measured and chose (empty when it did not run).
+    pub(super) choices: Vec<PlanChoice>,
 }
 
+/// Timed runs of each plan when choosing plans (the fastest counts).
+const CHOICE_RUNS: usize = 3;
+
 impl TractPlans {
+    /// Drops the fixed plans for batches over one that do not run an image faster than the
+    /// batch-1 plan, each timed here on zeros (the fastest of [`CHOICE_RUNS`] runs after a
+    /// warm-up). tract unrolls lazily only for a batch of one, so on a small model a batch
+    /// run image by image can beat the batched plan; the plans kept then serve every batch
+    /// ([`TractPlans::chunks`]). Only a choice between plans that compute the same outputs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] if a plan fails to run.
+    pub(super) fn keep_faster(&mut self, chw: [usize; 3]) -> Result<()> {
+        let per_image_us = |plan: &Plan, b: usize| -> Result<f64> {
+            let input = || {
+                Tensor::zero::<f32>(&[b, chw[0], chw[1], chw[2]])
+                    .map(Tensor::into_tvalue)
+                    .map_err(|e| Error::InvalidModel(root_cause(&e)))
+            };
+            plan.run(input()?)?;
+            let mut best = f64::INFINITY;
+            for _ in 0..CHOICE_RUNS {
+                let x = input()?;
+                let started = Instant::now();
+                plan.run(x)?;
+                best = best.min(started.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(best / b as f64)
+        };
+        let Some(one) = self.plans.iter().find(|p| p.batch == Some(1)) else {
+            return Ok(());
+        };
+        if self.plans.len() < 2 {
+            return Ok(());
+        }
+        let base = per_image_us(one, 1)?;
+        let mut kept = Vec::with_capacity(self.plans.len());
+        let mut choices = Vec::with_capacity(self.plans.len());
+        for plan in std::mem::take(&mut self.plans) {
+            let (us, keep) = match plan.batch {
+                Some(1) => (base, true),
+                Some(b) => {
+                    let us = per_image_us(&plan, b)?;
+                    (us, us < base)
+                }
+                None => continue,
+            };
+            choices.push(PlanChoice {
+                batch: plan.batch.unwrap_or(0),
+                us_per_image: us,
+                kept: keep,
+            });
+            if keep {
+                kept.push(plan);
+            }
+        }
+        self.plans = kept;
+        self.choices = choices;
+        Ok(())
+    }
+
     /// Splits `n` images into plan runs: each chunk goes to the smallest plan that holds it
     /// (padded with zeros up to the plan's size), chunks of the largest plan first.
     pub(super) fn chunks(
