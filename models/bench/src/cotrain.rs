@@ -320,7 +320,7 @@ mod tests {
         let ds = synthetic(64, 32).expect("data");
         let idx: Vec<usize> = (0..ds.len()).collect();
         let (mut t, cfg) = trainer(&ds, &device).expect("trainer");
-        // SCRIM_BENCH_GENERIC_CONV=1 profiles the step with burn's own convolution instead.
+        // SCRIM_BENCH_GENERIC_CONV=1 profiles the step with burn's own convolution and batch norm.
         scrim_train::nets::use_burn_generic(std::env::var_os("SCRIM_BENCH_GENERIC_CONV").is_some());
         for _ in 0..30 {
             step(&mut t, &cfg, &ds, &idx);

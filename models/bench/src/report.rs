@@ -223,7 +223,7 @@ pub fn markdown(r: &BenchReport) -> String {
     if let Some(g) = c.burn_generic_step_ms {
         let _ = writeln!(
             s,
-            "| burn {} with burn's own convolution backward (same run) | {:.1} | {:.0} |",
+            "| burn {} with burn's own convolution backward and batch-norm training (same run) | {:.1} | {:.0} |",
             c.backend,
             g,
             c.batch as f64 / (g / 1e3)

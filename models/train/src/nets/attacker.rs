@@ -8,7 +8,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use super::fast_conv::FastConv2d;
+use super::fast_conv::{FastConv2d, batch_norm};
 use super::layers::{conv3, conv3_strided};
 use crate::eval::Classifier;
 
@@ -82,8 +82,8 @@ impl ResidualConfig {
 
 impl ResBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let h = self.bn2.forward(self.conv2.forward(h));
+        let h = relu(batch_norm(&self.bn1, self.conv1.forward(x.clone())));
+        let h = batch_norm(&self.bn2, self.conv2.forward(h));
         let skip = match &self.proj {
             Some(p) => p.forward(x),
             None => x,
@@ -96,7 +96,7 @@ impl Classifier for ResidualNet {
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = self
             .pool
-            .forward(relu(self.stem_bn.forward(self.stem.forward(x))));
+            .forward(relu(batch_norm(&self.stem_bn, self.stem.forward(x))));
         for b in &self.blocks {
             h = b.forward(h);
         }

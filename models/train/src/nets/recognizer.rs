@@ -72,7 +72,10 @@ impl Block {
     /// `[N, C_in, H, W]` → `[N, C_out, H/2, W/2]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.pool
-            .forward(activation::relu(self.bn.forward(self.conv.forward(x))))
+            .forward(activation::relu(super::fast_conv::batch_norm(
+                &self.bn,
+                self.conv.forward(x),
+            )))
     }
 }
 

@@ -405,17 +405,17 @@ fn gemm_strided(
 }
 
 /// A contiguous f32 view of a flex tensor.
-struct Contiguous(FlexTensor);
+pub(super) struct Contiguous(FlexTensor);
 
 impl Contiguous {
-    fn as_slice(&self) -> &[f32] {
+    pub(super) fn as_slice(&self) -> &[f32] {
         let n = self.0.layout().num_elements();
         let start = self.0.layout().start_offset();
         &self.0.storage::<f32>()[start..start + n]
     }
 }
 
-fn contiguous(t: &FlexTensor) -> Contiguous {
+pub(super) fn contiguous(t: &FlexTensor) -> Contiguous {
     Contiguous(t.to_contiguous())
 }
 
@@ -423,7 +423,7 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
     t.shape().dims()
 }
 
-fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+pub(super) fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     let t = FlexTensor::from_data(TensorData::new(data, Shape::new(shape)));
     debug_assert!(t.layout() == &Layout::contiguous(Shape::new(shape)));
     t
