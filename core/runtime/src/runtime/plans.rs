@@ -96,16 +96,16 @@ impl TractPlans {
         let mut kept = Vec::with_capacity(self.plans.len());
         let mut choices = Vec::with_capacity(self.plans.len());
         for plan in std::mem::take(&mut self.plans) {
-            let (us, keep) = match plan.batch {
-                Some(1) => (base, true),
-                Some(b) => {
-                    let us = per_image_us(&plan, b)?;
-                    (us, us < base)
-                }
-                None => continue,
+            // A tuned model has fixed plans only (`BatchMode::planned_sizes`).
+            let Some(batch) = plan.batch else { continue };
+            let us = if batch == 1 {
+                base
+            } else {
+                per_image_us(&plan, batch)?
             };
+            let keep = batch == 1 || us < base;
             choices.push(PlanChoice {
-                batch: plan.batch.unwrap_or(0),
+                batch,
                 us_per_image: us,
                 kept: keep,
             });

@@ -44,8 +44,8 @@ pub use norm::batch_norm;
 static BURN_GENERIC: AtomicBool = AtomicBool::new(false);
 
 /// Sends every [`FastConv2d`], [`conv2d`] and [`batch_norm`] of this process through burn's own
-/// convolution and batch norm (`true`) or back through scrim's (`false`, the default). For benchmarks that time both in
-/// one process (`scrim bench`); training never calls it.
+/// convolution and batch norm (`true`) or back through scrim's (`false`, the default). For
+/// benchmarks that time both in one process (`scrim bench`); training never calls it.
 pub fn use_burn_generic(on: bool) {
     BURN_GENERIC.store(on, Ordering::Relaxed);
 }
