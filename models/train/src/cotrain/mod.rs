@@ -29,7 +29,8 @@
 //!    images from the frozen perturber, so the cloud model ends adapted to the perturbation it
 //!    will be served instead of one that moved under it every batch.
 //!
-//! Every epoch is validated; the checkpoint with the lowest validation objective among the
+//! Every epoch ends by setting the recognizer's batch-norm statistics to their average over a
+//! sample of that epoch's inputs ([`Trainer::recalibrate`]) and is validated; the checkpoint with the lowest validation objective among the
 //! epochs at full λ is kept as `best`, and `last` allows `--resume`. With `select_attacker`
 //! the kept epoch is instead the one where a freshly trained validation attacker reads the
 //! least of the sensitive label among the epochs within `select_tolerance` of the best
@@ -200,6 +201,7 @@ pub fn train(
             }
         }
         bar.finish();
+        tr.recalibrate(ds, &order, phase);
         let train_secs = started.elapsed().as_secs_f64();
         let mut m = validate::validate(
             &tr.nets,

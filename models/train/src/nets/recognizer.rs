@@ -90,4 +90,12 @@ impl Recognizer {
         let [n, c, _, _] = h.dims();
         self.fc.forward(h.mean_dims(&[2, 3]).reshape([n, c]))
     }
+
+    /// Sets every batch norm's running-statistics momentum (`1/k` at the `k`-th batch makes
+    /// the running statistics the plain average of the batches seen).
+    pub fn set_bn_momentum(&mut self, momentum: f64) {
+        for b in &mut self.blocks {
+            b.bn.momentum = momentum;
+        }
+    }
 }

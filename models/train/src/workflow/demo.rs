@@ -87,8 +87,8 @@ pub fn demo(opts: &DemoOptions) -> Result<DemoReport> {
     req.config.perturber.suppress = true;
     // The default recognizer (10.3 M multiply-adds at 32×32): the global view's 0.87 M is then
     // within the 10% device budget. The last 2 epochs train it alone on the frozen perturber's
-    // uploads, which steadies it (validation accuracy on uploads swung by 10 points from one
-    // co-training epoch to the next).
+    // uploads, which steadies it; each epoch's batch-norm recalibration (docs/GUIDE.md) keeps
+    // its validation faithful.
     req.config.finetune_epochs = 2;
     req.progress = opts.progress;
     req.draws = 1;
