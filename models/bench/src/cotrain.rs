@@ -301,6 +301,7 @@ mod tests {
     #[test]
     #[ignore = "a benchmark: minutes of CPU"]
     fn cotrain_section() {
+        scrim_train::allocator::tune_for_training();
         let opts = BenchOptions {
             torch: false,
             ..BenchOptions::default()
@@ -315,6 +316,10 @@ mod tests {
     #[test]
     #[ignore = "a profiling target"]
     fn cotrain_step_only() {
+        // As the `scrim` command does; SCRIM_BENCH_GLIBC_DEFAULTS=1 profiles malloc's defaults.
+        if std::env::var_os("SCRIM_BENCH_GLIBC_DEFAULTS").is_none() {
+            scrim_train::allocator::tune_for_training();
+        }
         let device = Device::flex().autodiff();
         device.seed(3);
         let ds = synthetic(64, 32).expect("data");

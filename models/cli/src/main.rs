@@ -50,6 +50,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before anything allocates: training reuses freed buffers instead of faulting them in.
+    scrim_train::allocator::tune_for_training();
     reporter::install(!cli.quiet);
     let result = match cli.command {
         Command::Train(a) => train::run(a),

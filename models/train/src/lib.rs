@@ -19,6 +19,7 @@
 //! The training crates (this one, scrim-audit, scrim-protect, scrim-bench) are the only ones
 //! that depend on burn; what they hand to the runtime is ONNX plus a manifest.
 
+pub mod allocator;
 pub mod backend;
 pub mod batch;
 pub mod config;

@@ -171,14 +171,28 @@ pub(super) fn weight_grad(
     let dy = contiguous(&dy);
     let (xs, dys) = (x.as_slice(), dy.as_slice());
 
-    // One image: unroll each group's input and accumulate dY_g · colᵀ into `acc`.
+    // One image: unroll each group's input and accumulate col · dY_gᵀ, the transposed
+    // gradient `[k × cout_g]`, into `acc` (transposed back once at the end). In this order
+    // gemm repacks the small operand, dY_g, for its kernel; `dY_g · colᵀ` made it repack the
+    // whole unrolled input, k·p values, for every image (a tenth of a co-training step).
     let image = |acc: &mut [f32], col: &mut [f32], i: usize, par: gemm::Parallelism| {
         for g in 0..groups {
             let xg = &xs[(i * cin + g * cin_g) * h * w..][..cin_g * h * w];
             geom.unroll(xg, col);
             let dyg = &dys[(i * cout + g * cout_g) * p..][..cout_g * p];
             let dst = &mut acc[g * cout_g * k..][..cout_g * k];
-            gemm_acc(dst, dyg, col, cout_g, k, p, par);
+            // [k × p] · [p × cout_g]: `col` row-major, `dY_g` read transposed.
+            gemm_strided(
+                dst,
+                cout_g,
+                true,
+                col,
+                [p, 1],
+                dyg,
+                [1, p],
+                [k, cout_g, p],
+                par,
+            );
         }
     };
     let threads = rayon::current_num_threads();
@@ -207,7 +221,20 @@ pub(super) fn weight_grad(
         }
         acc
     };
-    tensor(acc, weight_shape)
+    // Each group's [k × cout_g] block back to the weights' [cout_g × k].
+    let mut grad = vec![0f32; cout * k];
+    for g in 0..groups {
+        let (src, dst) = (
+            &acc[g * cout_g * k..][..cout_g * k],
+            &mut grad[g * cout_g * k..],
+        );
+        for (j, row) in src.chunks_exact(cout_g).enumerate() {
+            for (co, v) in row.iter().enumerate() {
+                dst[co * k + j] = *v;
+            }
+        }
+    }
+    tensor(grad, weight_shape)
 }
 
 /// The gradient of the bias: the output gradient summed over images and positions.
@@ -336,19 +363,6 @@ impl Unroll {
             }
         }
     }
-}
-
-/// `dst[m×n] += lhs[m×k] · rhsᵀ`, with `rhs` stored `[n×k]` (all row-major).
-fn gemm_acc(
-    dst: &mut [f32],
-    lhs: &[f32],
-    rhs: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    par: gemm::Parallelism,
-) {
-    gemm_strided(dst, n, true, lhs, [k, 1], rhs, [1, k], [m, n, k], par);
 }
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`: `dst` row-major with row stride `dst_rs`, `lhs` and
