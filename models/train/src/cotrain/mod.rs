@@ -30,13 +30,13 @@
 //!    will be served instead of one that moved under it every batch.
 //!
 //! Every epoch ends by setting the recognizer's batch-norm statistics to their average over a
-//! sample of that epoch's inputs ([`Trainer::recalibrate`]) and is validated; the checkpoint with the lowest validation objective among the
-//! epochs at full λ is kept as `best`, and `last` allows `--resume`. With `select_attacker`
-//! the kept epoch is instead the one where a freshly trained validation attacker reads the
-//! least of the sensitive label among the epochs within `select_tolerance` of the best
-//! validation accuracy ([`select`]); the adversaries of co-training never judge themselves.
-//! With `adversary_steps` above 1 every adversary takes that many steps per batch, each on a
-//! fresh noise draw.
+//! sample of that epoch's inputs ([`Trainer::recalibrate`]) and is validated; the checkpoint with
+//! the lowest validation objective among the epochs at full λ is kept as `best`, and `last` allows
+//! `--resume`. With `select_attacker` the kept epoch is instead the one where a freshly trained
+//! validation attacker reads the least of the sensitive label among the epochs within
+//! `select_tolerance` of the best validation accuracy ([`select`]); the adversaries of co-training
+//! never judge themselves. With `adversary_steps` above 1 every adversary takes that many steps per
+//! batch, each on a fresh noise draw.
 
 mod dual;
 mod hsic;
