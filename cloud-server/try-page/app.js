@@ -39,7 +39,7 @@ async function load() {
 function describe(manifest, s) {
   const kind = s.release
     ? `bounded release: a ${s.release.side}×${s.release.side} ${s.release.channels === 1 ? 'grey ' : ''}render plus noise σ ${s.release.sigma.toFixed(3)}, at most ${s.release.bits.toFixed(1)} bits per upload`
-    : `per-pixel noise (${s.outputs.join(', ')}${s.standardize ? ', tone standardisation' : ''}), ${s.noise} ε`;
+    : `per-pixel noise (${s.outputs.join(', ')}${s.standardize ? ', tone standardisation' : ''}${s.erase ? `, a rank-${s.erase.rank} erasure of ${s.erase.label}` : ''}), ${s.noise} ε`;
   const run = manifest.run_name ? `, run ${manifest.run_name}` : '';
   return `${manifest.name}${run}: ${s.width}×${s.height} uploads, ${kind}.`;
 }

@@ -20,7 +20,7 @@ export const STANDARD_EPS = f(1e-4);
 /** The decoder's pixel limit (imaging.rs `DEFAULT_MAX_PIXELS`). */
 export const MAX_PIXELS = 40_000_000;
 /** The newest manifest format this page reads (manifest `MANIFEST_VERSION`). */
-export const MANIFEST_VERSION = 2;
+export const MANIFEST_VERSION = 3;
 
 /**
  * Checks that a manifest is a perturber this page can run, and returns its input and spec.
@@ -53,6 +53,16 @@ export function perturberSpec(manifest) {
     }
   }
   if (manifest.key) throw new Error('this perturber needs a secret key transform, which the page cannot apply');
+  const erase = spec.erase ?? null;
+  if (erase) {
+    const d = erase.channels * input.height * input.width;
+    if (release) throw new Error('a bounded release has no image to erase');
+    if (erase.channels !== 1 && erase.channels !== 3) throw new Error('erase channels must be 1 or 3');
+    if (!(erase.rank >= 1) || erase.mean?.length !== d || erase.down?.length !== d * erase.rank
+      || erase.up?.length !== d * erase.rank) {
+      throw new Error(`the erasure needs ${d} means and ${d}×${erase.rank} tables`);
+    }
+  }
   const norm = manifest.normalization ?? { mean: [0, 0, 0], std: [1, 1, 1] };
   return {
     height: input.height,
@@ -60,6 +70,15 @@ export function perturberSpec(manifest) {
     outputs,
     fill,
     standardize: Boolean(spec.standardize),
+    // The tables as the f32 values Rust holds (JSON carries their shortest decimal form).
+    erase: erase && {
+      label: String(erase.label ?? ''),
+      channels: erase.channels,
+      rank: erase.rank,
+      mean: Float32Array.from(erase.mean),
+      down: Float32Array.from(erase.down),
+      up: Float32Array.from(erase.up),
+    },
     noise: spec.noise ?? 'gaussian',
     release: release && {
       side: release.side,
@@ -235,6 +254,41 @@ export function standardizeShift(x, plane, fill) {
   return out;
 }
 
+/**
+ * Adds the concept erasure's correction `−((v − μ)·B)·Cᵀ` to `shift` (erasure.rs
+ * `Erasure::add_to`), where `v` is `x + fixed` (its luma plane for a grey erasure), for one CHW
+ * image.
+ */
+export function addErasure(e, x, fixed, shift, plane) {
+  const d = e.mean.length;
+  const r = e.rank;
+  const v = new Float32Array(d);
+  if (e.channels === 1) {
+    for (let k = 0; k < plane; k++) {
+      let y = -0; // Rust's f32 sum starts at −0
+      for (let c = 0; c < 3; c++) y = f(y + f(LUMA[c] * f(x[c * plane + k] + fixed[c * plane + k])));
+      v[k] = y;
+    }
+  } else {
+    for (let j = 0; j < d; j++) v[j] = f(x[j] + fixed[j]);
+  }
+  const z = new Float64Array(r);
+  for (let i = 0; i < d; i++) {
+    const c = f(v[i] - e.mean[i]);
+    for (let j = 0; j < r; j++) z[j] += c * e.down[i * r + j];
+  }
+  const corr = new Float32Array(d);
+  for (let i = 0; i < d; i++) {
+    let dot = -0;
+    for (let j = 0; j < r; j++) dot += z[j] * e.up[i * r + j];
+    corr[i] = f(-dot);
+  }
+  for (let c = 0; c < 3; c++) {
+    const src = e.channels === 1 ? 0 : c * plane;
+    for (let k = 0; k < plane; k++) shift[c * plane + k] = f(shift[c * plane + k] + corr[src + k]);
+  }
+}
+
 function clamp01(k) {
   // f32::clamp(0, 1): NaN stays NaN.
   return k < 0 ? 0 : k > 1 ? 1 : k;
@@ -280,8 +334,10 @@ export function uploadBase(spec, x, outputs) {
     else if (name === 'shift') shift = m;
     else keep = m;
   });
-  if (spec.standardize) {
-    const s = standardizeShift(x, plane, spec.fill);
+  if (spec.standardize || spec.erase) {
+    const fixed = spec.standardize ? standardizeShift(x, plane, spec.fill) : new Float32Array(3 * plane);
+    const s = Float32Array.from(fixed);
+    if (spec.erase) addErasure(spec.erase, x, fixed, s, plane);
     if (shift) for (let j = 0; j < s.length; j++) s[j] = f(s[j] + shift[j]);
     shift = s;
   }

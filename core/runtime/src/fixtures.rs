@@ -39,6 +39,7 @@ pub fn perturber(size: usize, sigma_max: f32) -> (Vec<u8>, Manifest) {
         fill: 0.5,
         standardize: false,
         release: None,
+        erase: None,
     };
     (
         g.finish(),

@@ -10,6 +10,8 @@
 //! - [`noise`]: CSPRNG noise and the perturbation formula.
 //! - [`release`]: the bounded-capacity release (a low-resolution map and fixed noise), and the
 //!   bound on what one upload can carry.
+//! - [`erasure`]: linear concept erasure (LEACE), a fixed low-rank correction of the image that
+//!   leaves no linear trace of a sensitive label.
 //! - [`upload`]: an upload before its noise, for drawing the same photo's upload again.
 //! - [`cost`]: multiply-adds per image of any ONNX graph (tract's cost model).
 //! - [`runtime`]: [`Model`], ONNX inference over tract (or, with the `ort` feature, over
@@ -34,6 +36,7 @@
 
 pub mod blockwise;
 pub mod cost;
+pub mod erasure;
 mod error;
 pub mod fixtures;
 pub mod imaging;

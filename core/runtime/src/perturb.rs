@@ -212,7 +212,7 @@ impl Perturber {
 
 /// The perturbation maps of images `x` from their perturber graph's `outputs` (in the order of
 /// `spec.outputs`): maps at a fraction of the image's resolution are expanded (nearest), and
-/// the device's own transforms (tone standardisation) are added to the shift. What
+/// the device's own transforms (tone standardisation, a concept erasure) are added to the shift. What
 /// [`Perturber::maps`] does after the run; exposed so a trainer can check its export against
 /// exactly what the device computes.
 ///
@@ -247,8 +247,16 @@ pub fn maps_from_outputs(
             }
         }
     }
-    if spec.standardize {
-        let mut s = crate::noise::standardize_shift(x, spec.fill)?;
+    if spec.standardize || spec.erase.is_some() {
+        let fixed = if spec.standardize {
+            crate::noise::standardize_shift(x, spec.fill)?
+        } else {
+            ImageTensor::zeros(x.shape())
+        };
+        let mut s = fixed.clone();
+        if let Some(erase) = &spec.erase {
+            erase.add_to(x, &fixed, &mut s)?;
+        }
         if let Some(learned) = &maps.shift {
             if learned.shape() != s.shape() {
                 return Err(Error::InvalidModel(format!(

@@ -30,6 +30,7 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
     for (on, tag) in [
         (p.standardize, "+standardize"),
         (p.gray && !p.standardize, "+gray"),
+        (p.erase, "+erase"),
         (p.suppress, "+suppress"),
         (p.shift_max > 0.0, "+shift"),
         (cfg.adversarial, "+adversary"),

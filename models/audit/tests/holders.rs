@@ -77,6 +77,7 @@ fn spec(sigma_max: f32, outputs: Vec<PerturberOutput>, fill: f32) -> PerturberSp
         fill,
         standardize: false,
         release: None,
+        erase: None,
     }
 }
 

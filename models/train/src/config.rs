@@ -303,6 +303,12 @@ impl TrainConfig {
                 format!("must be ≥ 0, got {}", self.hsic),
             ));
         }
+        if self.perturber.erase && self.sensitive.is_none() {
+            return Err(Error::option(
+                "--erase",
+                "needs --sensitive, the label to erase",
+            ));
+        }
         if self.hsic > 0.0 && self.sensitive.is_none() {
             return Err(Error::option(
                 "--hsic",

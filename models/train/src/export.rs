@@ -100,6 +100,7 @@ pub fn perturber_manifest(p: &Perturber, input: InputSpec, noise: NoiseKind) -> 
             fill: p.fill as f32,
             standardize: p.standardize,
             release: None,
+            erase: p.erase.as_ref().map(|e| e.to_core()),
         },
     )
 }

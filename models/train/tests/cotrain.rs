@@ -512,3 +512,90 @@ fn hsic_term_trains_exports_and_needs_a_sensitive_label() {
     let err = workflow::train_run(&bad).expect_err("NaN weight");
     assert!(err.to_string().contains("--hsic"), "{err}");
 }
+
+#[test]
+fn a_concept_erasure_trains_exports_and_the_device_leaves_no_class_mean_apart() {
+    let _serial = serial();
+    // `--erase`: fitted on the training split, in burn's forward pass and in the manifest,
+    // applied by scrim-core after the tone transform. The export check compares the two shifts,
+    // and on the device the erased training images of both textures have the same mean.
+    for standardize in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("run");
+        let mut req = tiny_request(&out, 2);
+        req.config.sensitive = Some("texture".into());
+        let p = &mut req.config.perturber;
+        p.erase = true;
+        p.standardize = standardize;
+        p.gray = standardize;
+        p.suppress = standardize;
+        let summary = workflow::train_run(&req).expect("train");
+        assert!(summary.export_check.perturber_max_abs_diff <= 1e-4);
+        let run = RunDir::open(&out).expect("open");
+        let model =
+            scrim_core::Model::load_path(&run.perturber_onnx(), scrim_core::BatchMode::Single)
+                .expect("load");
+        let erase = model
+            .manifest()
+            .perturber
+            .as_ref()
+            .and_then(|p| p.erase.clone())
+            .expect("the manifest carries the erasure");
+        assert_eq!(model.manifest().format_version, 3);
+        assert_eq!(
+            (
+                erase.label.as_str(),
+                erase.rank,
+                erase.channels,
+                erase.values()
+            ),
+            if standardize {
+                ("texture", 1, 1, 256)
+            } else {
+                ("texture", 1, 3, 768)
+            }
+        );
+        let perturber = scrim_core::Perturber::new(model).expect("perturber");
+        let ds = scrim_train::data::load(
+            &req.data,
+            &scrim_train::data::LoadOptions {
+                size: req.config.size,
+                cache: false,
+                progress: false,
+            },
+        )
+        .expect("data");
+        let attr = ds.attribute_index("texture").expect("texture");
+        let split = run.load_split().expect("split");
+        let mut sums = [vec![0.0f64; 768], vec![0.0f64; 768]];
+        let mut counts = [0usize; 2];
+        for &i in &split.train {
+            let x = ds.image_tensor(i).expect("image");
+            let maps = perturber.maps(&x).expect("maps");
+            let shift = maps.shift.expect("the erasure is a shift");
+            let label = usize::from(ds.attributes[attr].labels[i]);
+            counts[label] += 1;
+            for (s, (a, b)) in sums[label]
+                .iter_mut()
+                .zip(x.data().iter().zip(shift.data()))
+            {
+                *s += f64::from(a + b);
+            }
+        }
+        let gap = sums[0]
+            .iter()
+            .zip(&sums[1])
+            .map(|(a, b)| (a / counts[0] as f64 - b / counts[1] as f64).abs())
+            .fold(0.0f64, f64::max);
+        assert!(
+            gap < 2e-3,
+            "standardize {standardize}: class means differ by {gap}"
+        );
+    }
+    // Without a sensitive label there is nothing to erase.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = tiny_request(&dir.path().join("run"), 2);
+    req.config.perturber.erase = true;
+    let err = workflow::train_run(&req).expect_err("no sensitive label");
+    assert!(err.to_string().contains("--sensitive"), "{err}");
+}

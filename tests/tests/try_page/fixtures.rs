@@ -3,7 +3,9 @@
 
 use scrim_core::NoiseKind;
 use scrim_core::fixtures;
-use scrim_core::manifest::{BoundedRelease, InputSpec, Manifest, PerturberOutput, PerturberSpec};
+use scrim_core::manifest::{
+    BoundedRelease, Erasure, InputSpec, Manifest, PerturberOutput, PerturberSpec,
+};
 use scrim_core::onnx::{Conv, GraphBuilder};
 
 /// The model's side; every fixture perturber and the recognizer take `SIZE × SIZE` images.
@@ -23,7 +25,8 @@ fn ramp(seed: usize, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// Every perturber kind: per-pixel noise with all three maps (σ at full resolution, μ at half,
-/// k at a quarter), tone standardisation and a normalised input; σ alone; a global view's
+/// k at a quarter), tone standardisation, a grey concept erasure and a normalised input; σ
+/// alone with a colour concept erasure; a global view's
 /// graph (strided convolutions, the map's mean, nearest upsampling in the graph, a skip); a
 /// grey bounded
 /// release; a colour bounded release whose map the device must clamp.
@@ -72,6 +75,7 @@ fn rich_noise() -> Fixture {
         0.4,
     );
     spec.standardize = true;
+    spec.erase = Some(erasure(1, 2));
     let mut manifest = Manifest::perturber("try-page-rich", InputSpec::rgb(SIZE, SIZE), spec);
     manifest.normalization.mean = vec![0.5, 0.45, 0.4];
     manifest.normalization.std = vec![0.25, 0.2, 0.3];
@@ -82,11 +86,28 @@ fn rich_noise() -> Fixture {
     }
 }
 
+/// A concept erasure of `channels` × SIZE² values at `rank`, with tables no f32 holds exactly
+/// in decimal (what a fitted one looks like in JSON).
+fn erasure(channels: usize, rank: usize) -> Erasure {
+    let d = channels * SIZE * SIZE;
+    Erasure {
+        label: "race".into(),
+        channels,
+        rank,
+        mean: ramp(7, d, 0.3).iter().map(|v| v + 0.5).collect(),
+        down: ramp(8, d * rank, 0.013),
+        up: ramp(9, d * rank, 0.07),
+    }
+}
+
 fn plain_noise() -> Fixture {
     let (onnx, mut manifest) = fixtures::perturber(SIZE, 0.3);
     if let Some(p) = manifest.perturber.as_mut() {
         p.noise = NoiseKind::Laplace;
+        // A colour erasure, the shift's only part.
+        p.erase = Some(erasure(3, 1));
     }
+    manifest.format_version = 3;
     Fixture {
         name: "noise-sigma",
         onnx,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::erasure::Erasure;
 use crate::noise::NoiseKind;
 pub use crate::release::BoundedRelease;
 pub use run::{MAX_RUN_NAME, Pairing, RUN_ID_LEN, check_pair, describe, model_card, new_run_id};
@@ -15,8 +16,10 @@ mod run;
 use crate::{Error, Result};
 
 /// The newest manifest format this build reads. It writes version 1 unless a model needs 2 (a
-/// bounded release, [`PerturberSpec::release`]), so older SDKs keep reading every other model.
-pub const MANIFEST_VERSION: u32 = 2;
+/// bounded release, [`PerturberSpec::release`]) or 3 (a concept erasure,
+/// [`PerturberSpec::erase`]), so older SDKs keep reading every other model and refuse the ones
+/// they would get wrong.
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// The largest input height or width a model may declare (and the largest size any command
 /// resizes to).
@@ -118,6 +121,11 @@ pub struct PerturberSpec {
     /// SDK, which would read the map as σ and upload the photo, refuses the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<BoundedRelease>,
+    /// A linear concept erasure ([`crate::erasure`]) the device adds to the shift, after the
+    /// tone standardisation. Needs format version 3: an older SDK would upload the label's
+    /// linear trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase: Option<Erasure>,
 }
 
 impl PerturberSpec {
@@ -135,6 +143,7 @@ impl PerturberSpec {
             fill,
             standardize: false,
             release: None,
+            erase: None,
         }
     }
 
@@ -147,6 +156,7 @@ impl PerturberSpec {
             fill,
             standardize: false,
             release: Some(release),
+            erase: None,
         }
     }
 }
@@ -242,7 +252,13 @@ impl Manifest {
     /// A perturber manifest with identity normalisation.
     pub fn perturber(name: &str, input: InputSpec, spec: PerturberSpec) -> Self {
         Self {
-            format_version: if spec.release.is_some() { 2 } else { 1 },
+            format_version: if spec.erase.is_some() {
+                3
+            } else if spec.release.is_some() {
+                2
+            } else {
+                1
+            },
             role: Role::Perturber,
             name: name.into(),
             normalization: Normalization::identity(input.channels),
@@ -425,6 +441,21 @@ impl Manifest {
                 }
                 if !(0.0..=1.0).contains(&p.fill) {
                     return bad(format!("perturber.fill must be in [0, 1], got {}", p.fill));
+                }
+                if let Some(e) = &p.erase {
+                    if self.format_version < 3 {
+                        return bad(
+                            "a concept erasure (perturber.erase) needs format_version 3".into()
+                        );
+                    }
+                    if p.release.is_some() {
+                        return bad(
+                            "a bounded release renders its upload from a map: it has no image to \
+                             erase (perturber.erase)"
+                                .into(),
+                        );
+                    }
+                    e.validate(i.height, i.width)?;
                 }
             }
         }

@@ -82,6 +82,7 @@ fn perturber_spec_is_checked() {
         fill: 0.5,
         standardize: false,
         release: None,
+        erase: None,
     };
     let m = Manifest::perturber("p", InputSpec::rgb(8, 8), spec);
     assert!(
@@ -110,17 +111,60 @@ fn a_bounded_release_needs_version_2_and_one_map_output() {
         p.outputs = vec![PerturberOutput::Sigma];
     }
     assert!(err(two).contains("\"map\""));
-    let v3 = Manifest {
-        format_version: 3,
+    let v4 = Manifest {
+        format_version: 4,
         ..m.clone()
     };
-    assert!(err(v3).contains("versions 1 to 2"));
+    assert!(err(v4).contains("versions 1 to 3"));
     // Noise perturbers stay at version 1, which older SDKs read.
     let noise = PerturberSpec::noise(1.0, NoiseKind::Gaussian, default_outputs(), 0.5);
     assert_eq!(
         Manifest::perturber("n", InputSpec::rgb(8, 8), noise).format_version,
         1
     );
+}
+
+#[test]
+fn a_concept_erasure_needs_version_3_valid_tables_and_no_bounded_release() {
+    let erase = crate::erasure::Erasure {
+        label: "race".into(),
+        channels: 1,
+        rank: 2,
+        mean: vec![0.5; 64],
+        down: vec![0.0; 128],
+        up: vec![0.0; 128],
+    };
+    let mut spec = PerturberSpec::noise(1.0, NoiseKind::Gaussian, default_outputs(), 0.5);
+    spec.standardize = true;
+    spec.erase = Some(erase.clone());
+    let m = Manifest::perturber("e", InputSpec::rgb(8, 8), spec);
+    assert_eq!(m.format_version, 3);
+    m.validate().expect("valid");
+    assert_eq!(Manifest::from_json(&m.to_json()).expect("round trip"), m);
+    let err = |m: Manifest| m.validate().expect_err("invalid").to_string();
+    assert!(
+        err(Manifest {
+            format_version: 2,
+            ..m.clone()
+        })
+        .contains("format_version 3")
+    );
+    let wrong_size = Manifest {
+        input: InputSpec::rgb(16, 16),
+        normalization: Normalization::identity(3),
+        ..m.clone()
+    };
+    assert!(err(wrong_size).contains("perturber.erase"));
+    let mut bounded = Manifest::perturber(
+        "b",
+        InputSpec::rgb(32, 32),
+        PerturberSpec::bounded(BoundedRelease::new(4, 1, 0.5, 0.2, 32), 0.5),
+    );
+    if let Some(p) = &mut bounded.perturber {
+        p.erase = Some(erase);
+    }
+    bounded.format_version = 3;
+    assert!(err(bounded).contains("no image to erase"));
 }
 
 #[test]

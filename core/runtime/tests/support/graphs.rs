@@ -293,6 +293,7 @@ pub fn manifest_for(case: &Case) -> Manifest {
             fill: 0.5,
             standardize: false,
             release: None,
+            erase: None,
         };
         Manifest::perturber(case.name, InputSpec::rgb(h, w), spec)
     } else {

@@ -125,6 +125,12 @@ pub struct Args {
     /// fixed mean and contrast on the device, removing overall brightness such as skin tone.
     #[arg(long)]
     standardize: bool,
+    /// Linear concept erasure (LEACE) of --sensitive: a fixed correction of rank classes − 1,
+    /// fitted on the training split after the grey or tone transform and applied on the device
+    /// before the noise, after which every class of the label has the same mean upload, so no
+    /// linear attacker reads it. Not with the bounded release (choose --layout).
+    #[arg(long)]
+    erase: bool,
     /// Suppression: pixels fade to mid-grey where σ saturates (k = 1 − σ/σ_max).
     #[arg(long)]
     suppress: bool,
@@ -252,6 +258,7 @@ impl Args {
         p.gray = self.gray || self.standardize;
         p.standardize = self.standardize;
         p.suppress = self.suppress;
+        p.erase = self.erase;
         p.shift_max = self.shift_max;
         p.channels = self.perturber_channels;
         p.downsample = self.downsample;

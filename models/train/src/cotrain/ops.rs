@@ -29,19 +29,14 @@ fn unit_noise(like: &Tensor<4>, kind: scrim_core::NoiseKind) -> Tensor<4> {
     }
 }
 
-/// What the recognizer warms up on: the image after the perturber's fixed transform (grey
-/// conversion or tone standardisation), without noise, so co-training does not start with a
+/// What the recognizer warms up on: the image after the perturber's fixed transforms (grey
+/// conversion or tone standardisation, concept erasure), without noise, so co-training does not start with a
 /// change of input distribution. Identity for perturbers without one.
 pub(crate) fn fixed_part(p: &Perturber, x: Tensor<4>) -> Tensor<4> {
-    if !(p.gray || p.standardize) {
-        return x;
+    match p.fixed_shift(x.clone()) {
+        Some(shift) => quantize_ste((x + shift).clamp(0.0, 1.0)).detach(),
+        None => x,
     }
-    let shift = if p.standardize {
-        crate::nets::standardize_shift(x.clone(), p.fill)
-    } else {
-        crate::nets::gray_shift(x.clone())
-    };
-    quantize_ste((x + shift).clamp(0.0, 1.0)).detach()
 }
 
 /// `x' = q(clip(k ⊙ (x + μ) + (1 − k)·fill + σ ⊙ ε, 0, 1))` (`μ = 0`, `k = 1` when the perturber

@@ -15,7 +15,7 @@ use crate::Result;
 use crate::batch;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::nets::{Nets, RecognizerConfig};
+use crate::nets::{Nets, Perturber, RecognizerConfig};
 
 /// What a step trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,40 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
+/// Fits the concept erasure of the sensitive label on the training images after the
+/// perturber's grey or tone transform (`perturber` has no erasure yet).
+fn fit_erasure(
+    cfg: &TrainConfig,
+    perturber: &Perturber,
+    ds: &Dataset,
+    targets: &Targets,
+    train: &[usize],
+    device: &Device,
+) -> Result<crate::nets::ConceptErasure> {
+    let Some(sensitive) = targets.sensitive else {
+        return Err(crate::Error::option(
+            "--erase",
+            "needs --sensitive, the label to erase",
+        ));
+    };
+    let start = std::time::Instant::now();
+    let fixed = |x: Tensor<4>| match perturber.fixed_shift(x.clone()) {
+        Some(t) => x + t,
+        None => x,
+    };
+    let channels = cfg.perturber.erase_channels();
+    let e = crate::nets::fit_erasure(ds, sensitive, train, channels, fixed, device)?;
+    let [values, rank] = e.down.val().dims();
+    tracing::info!(
+        "erased the linear trace of {}: rank {rank} over {values} values, fitted on {} images in \
+         {:.1} s",
+        e.label,
+        train.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(e)
+}
+
 impl Trainer {
     /// Fresh networks and optimisers for `cfg` on `device` (an autodiff device); the
     /// adversary's class prior is counted over the `train` indices of `ds`.
@@ -89,6 +123,9 @@ impl Trainer {
                 .unwrap_or_else(|| RecognizerConfig::new(n_sensitive.unwrap_or(2)))
         });
         let mut perturber = cfg.perturber.init_for(cfg.size, device);
+        if cfg.perturber.erase {
+            perturber.erase = Some(fit_erasure(cfg, &perturber, ds, &targets, train, device)?);
+        }
         if cfg.perturber.release_probe > 0.0 {
             let p = &cfg.perturber;
             let cells = p.release_channels * p.release_side * p.release_side;

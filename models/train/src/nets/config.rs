@@ -43,6 +43,12 @@ pub struct PerturberConfig {
     /// that zero-mean noise cannot hide, and costs shape-based tasks little.
     #[config(default = false)]
     pub standardize: bool,
+    /// Linear concept erasure of the sensitive label (`scrim_core::erasure`, LEACE): a fixed
+    /// correction of rank classes − 1, fitted on the training split after the grey or tone
+    /// transform, that leaves every class of the label with the same mean image. Applied on
+    /// the device before suppression and noise; the perturber's network still reads the photo.
+    #[config(default = false)]
+    pub erase: bool,
     /// The value suppressed pixels fade to.
     #[config(default = 0.5)]
     pub fill: f64,
@@ -188,12 +194,37 @@ impl PerturberConfig {
                 format!("must divide --size ({size}), got {}", self.downsample),
             ));
         }
+        if self.erase {
+            if self.layout == PerturberLayout::Bounded {
+                return Err(Error::option(
+                    "--erase",
+                    "does not apply to a bounded release, whose upload is rendered from a map",
+                ));
+            }
+            let values = self.erase_channels() * size * size;
+            if values > scrim_core::erasure::MAX_ERASURE_VALUES {
+                return Err(Error::option(
+                    "--erase",
+                    format!(
+                        "reads {values} values per image at --size {size}, at most {} (grey \
+                         64×64 with --standardize or --gray, colour 36×36)",
+                        scrim_core::erasure::MAX_ERASURE_VALUES
+                    ),
+                ));
+            }
+        }
         match self.layout {
             PerturberLayout::Bounded => self.validate_bounded(size)?,
             PerturberLayout::Global => self.validate_global(size)?,
             _ => {}
         }
         Ok(())
+    }
+
+    /// The channels an erasure reads: the grey plane of a grey or tone-standardised upload, else
+    /// the three colours.
+    pub fn erase_channels(&self) -> usize {
+        if self.gray || self.standardize { 1 } else { 3 }
     }
 
     /// The halvings from the input size to the map side of a bounded release (`None` when the

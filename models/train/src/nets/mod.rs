@@ -4,6 +4,7 @@
 mod attacker;
 mod config;
 mod encoder;
+mod erase;
 mod fast_conv;
 mod global;
 mod layers;
@@ -15,6 +16,7 @@ pub use config::{
     GLOBAL_ENCODER_WIDTHS, PerturberConfig, PerturberLayout, SIGMA_INIT, head_bias_for,
 };
 pub use encoder::BoundedEncoder;
+pub use erase::{ConceptErasure, fit as fit_erasure};
 pub use fast_conv::{FastConv2d, FastConvBackend, conv2d, use_burn_generic};
 pub use global::{GLOBAL_MAP_DIVISOR, GlobalView};
 pub use layers::{conv3, upsample_nearest};

@@ -9,6 +9,7 @@ use burn::tensor::activation;
 
 use super::config::{PerturberConfig, PerturberLayout};
 use super::encoder::BoundedEncoder;
+use super::erase::ConceptErasure;
 use super::fast_conv::FastConv2d;
 use super::global::{GLOBAL_MAP_DIVISOR, GlobalView};
 use super::layers::{conv3_strided, depthwise3, patch_stem, positive_init, upsample_nearest};
@@ -47,6 +48,9 @@ pub struct Perturber {
     /// The features of a global view (layout `global`), read by the heads in place of
     /// `hidden` (then empty).
     pub global: Option<GlobalView>,
+    /// The concept erasure ([`PerturberConfig::erase`]), fitted by the trainer: `None` in a
+    /// freshly initialised perturber.
+    pub erase: Option<ConceptErasure>,
 }
 
 /// The perturber's outputs for one batch.
@@ -221,6 +225,7 @@ impl PerturberConfig {
             bounded: (self.layout == PerturberLayout::Bounded)
                 .then(|| BoundedEncoder::new(self, size, device)),
             global,
+            erase: None,
         }
     }
 }
@@ -259,12 +264,7 @@ impl Perturber {
                 (upsample_nearest(self.head.forward(f), d), shift)
             }
         };
-        let gray = if self.standardize {
-            Some(standardize_shift(x, self.fill))
-        } else {
-            self.gray.then(|| gray_shift(x))
-        };
-        let shift = match (gray, learned_shift) {
+        let shift = match (self.fixed_shift(x), learned_shift) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
@@ -279,6 +279,32 @@ impl Perturber {
             fill: self.fill,
             map: None,
         }
+    }
+}
+
+impl Perturber {
+    /// The shift of the fixed transforms, the same for every draw: the grey conversion or the
+    /// tone standardisation, then the concept erasure of their output. `None` when there are
+    /// none.
+    ///
+    /// # Shapes
+    /// `[N, 3, H, W]` → `[N, 3, H, W]`.
+    pub fn fixed_shift(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        let tone = if self.standardize {
+            Some(standardize_shift(x.clone(), self.fill))
+        } else {
+            self.gray.then(|| gray_shift(x.clone()))
+        };
+        let Some(erase) = &self.erase else {
+            return tone;
+        };
+        Some(match tone {
+            Some(t) => {
+                let corr = erase.correction(x + t.clone());
+                t + corr
+            }
+            None => erase.correction(x),
+        })
     }
 }
 
