@@ -148,6 +148,12 @@ fn runs_table(report: &AuditReport) -> String {
         if p.gray {
             opts.push("gray".into());
         }
+        if p.erase {
+            opts.push(format!(
+                "linear erasure of {}",
+                cfg.sensitive.as_deref().unwrap_or("the sensitive label")
+            ));
+        }
         if p.suppress {
             opts.push("suppress".into());
         }

@@ -96,6 +96,8 @@ mod tests {
         c.perturber.gray = true;
         c.perturber.suppress = true;
         assert_eq!(family_of(&c), "cloak+standardize+suppress");
+        c.perturber.erase = true;
+        assert_eq!(family_of(&c), "cloak+standardize+erase+suppress");
         let mut d = base.clone();
         d.perturber.gray = true;
         d.distill = 1.0;

@@ -127,8 +127,10 @@ pub struct Args {
     standardize: bool,
     /// Linear concept erasure (LEACE) of --sensitive: a fixed correction of rank classes − 1,
     /// fitted on the training split after the grey or tone transform and applied on the device
-    /// before the noise, after which every class of the label has the same mean upload, so no
-    /// linear attacker reads it. Not with the bounded release (choose --layout).
+    /// before suppression and noise. Every class of the label then has the same mean image, so
+    /// a linear classifier of the erased images reads it no better than the majority rate; the
+    /// noise is left to hide what is nonlinear. Not with the bounded release (choose --layout,
+    /// e.g. --layout global --standardize --suppress --erase).
     #[arg(long)]
     erase: bool,
     /// Suppression: pixels fade to mid-grey where σ saturates (k = 1 − σ/σ_max).
