@@ -57,7 +57,9 @@ export function perturberSpec(manifest) {
   if (erase) {
     const d = erase.channels * input.height * input.width;
     if (release) throw new Error('a bounded release has no image to erase');
-    if (erase.channels !== 1 && erase.channels !== 3) throw new Error('erase channels must be 1 or 3');
+    if (erase.channels !== 1 && erase.channels !== 3) {
+      throw new Error('erase channels must be 1 or 3');
+    }
     if (!(erase.rank >= 1) || erase.mean?.length !== d || erase.down?.length !== d * erase.rank
       || erase.up?.length !== d * erase.rank) {
       throw new Error(`the erasure needs ${d} means and ${d}×${erase.rank} tables`);
@@ -266,7 +268,9 @@ export function addErasure(e, x, fixed, shift, plane) {
   if (e.channels === 1) {
     for (let k = 0; k < plane; k++) {
       let y = -0; // Rust's f32 sum starts at −0
-      for (let c = 0; c < 3; c++) y = f(y + f(LUMA[c] * f(x[c * plane + k] + fixed[c * plane + k])));
+      for (let c = 0; c < 3; c++) {
+        y = f(y + f(LUMA[c] * f(x[c * plane + k] + fixed[c * plane + k])));
+      }
       v[k] = y;
     }
   } else {
@@ -335,7 +339,9 @@ export function uploadBase(spec, x, outputs) {
     else keep = m;
   });
   if (spec.standardize || spec.erase) {
-    const fixed = spec.standardize ? standardizeShift(x, plane, spec.fill) : new Float32Array(3 * plane);
+    const fixed = spec.standardize
+      ? standardizeShift(x, plane, spec.fill)
+      : new Float32Array(3 * plane);
     const s = Float32Array.from(fixed);
     if (spec.erase) addErasure(spec.erase, x, fixed, s, plane);
     if (shift) for (let j = 0; j < s.length; j++) s[j] = f(s[j] + shift[j]);

@@ -222,16 +222,16 @@ mod tests {
     fn a_grey_correction_reaches_every_channel_and_reads_the_fixed_plane() {
         let e = first_value_off();
         // One image of 1×2 pixels whose fixed transform turns every channel into [0.4, 0.9].
-        let x = ImageTensor::new([1, 3, 1, 2], vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6]).unwrap();
+        let x = ImageTensor::new([1, 3, 1, 2], vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6]).expect("valid");
         let fixed_plane = [0.4, 0.9];
         let fixed: Vec<f32> = (0..3)
             .flat_map(|ch| {
                 (0..2).map(move |k| fixed_plane[k] - [0.1, 0.2, 0.3, 0.4, 0.5, 0.6][ch * 2 + k])
             })
             .collect();
-        let fixed = ImageTensor::new([1, 3, 1, 2], fixed).unwrap();
+        let fixed = ImageTensor::new([1, 3, 1, 2], fixed).expect("valid");
         let mut shift = fixed.clone();
-        e.add_to(&x, &fixed, &mut shift).unwrap();
+        e.add_to(&x, &fixed, &mut shift).expect("valid");
         for ch in 0..3 {
             let up = x.data()[ch * 2] + shift.data()[ch * 2];
             let kept = x.data()[ch * 2 + 1] + shift.data()[ch * 2 + 1];
@@ -244,16 +244,31 @@ mod tests {
     fn validation_names_what_is_wrong() {
         let mut e = first_value_off();
         assert!(e.validate(1, 2).is_ok());
-        let msg = e.validate(2, 2).unwrap_err().to_string();
+        let msg = e.validate(2, 2).expect_err("invalid").to_string();
         assert!(msg.contains("need 4, 4 and 4"), "{msg}");
         e.up[0] = f32::NAN;
-        assert!(e.validate(1, 2).unwrap_err().to_string().contains("finite"));
+        assert!(
+            e.validate(1, 2)
+                .expect_err("invalid")
+                .to_string()
+                .contains("finite")
+        );
         e.up[0] = 1.0;
         e.channels = 2;
-        assert!(e.validate(1, 2).unwrap_err().to_string().contains("1 or 3"));
+        assert!(
+            e.validate(1, 2)
+                .expect_err("invalid")
+                .to_string()
+                .contains("1 or 3")
+        );
         e.channels = 1;
         e.rank = 0;
-        assert!(e.validate(1, 2).unwrap_err().to_string().contains("rank"));
+        assert!(
+            e.validate(1, 2)
+                .expect_err("invalid")
+                .to_string()
+                .contains("rank")
+        );
         let big = Erasure {
             channels: 3,
             mean: vec![0.0; 3 * 64 * 64],
@@ -263,7 +278,7 @@ mod tests {
         };
         assert!(
             big.validate(64, 64)
-                .unwrap_err()
+                .expect_err("invalid")
                 .to_string()
                 .contains("at most 4096")
         );

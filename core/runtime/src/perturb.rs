@@ -212,9 +212,9 @@ impl Perturber {
 
 /// The perturbation maps of images `x` from their perturber graph's `outputs` (in the order of
 /// `spec.outputs`): maps at a fraction of the image's resolution are expanded (nearest), and
-/// the device's own transforms (tone standardisation, a concept erasure) are added to the shift. What
-/// [`Perturber::maps`] does after the run; exposed so a trainer can check its export against
-/// exactly what the device computes.
+/// the device's own transforms (tone standardisation, then a concept erasure of its output)
+/// are added to the shift. What [`Perturber::maps`] does after the run; exposed so a trainer
+/// can check its export against exactly what the device computes.
 ///
 /// # Errors
 /// [`Error::InvalidModel`] for missing or misshapen outputs.

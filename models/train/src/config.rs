@@ -395,6 +395,26 @@ mod tests {
     }
 
     #[test]
+    fn an_erasure_needs_a_sensitive_label_an_image_and_a_size_that_fits_the_manifest() {
+        use crate::nets::PerturberLayout;
+        let msg = |c: &TrainConfig| c.validate().expect_err("invalid").to_string();
+        let mut c = cfg().with_size(32);
+        c.perturber.erase = true;
+        assert!(msg(&c).contains("needs --sensitive"), "{}", msg(&c));
+        c.sensitive = Some("texture".into());
+        c.validate().expect("colour at 32×32: 3,072 values");
+        c.size = 64;
+        assert!(msg(&c).contains("at most 4096"), "{}", msg(&c));
+        c.perturber.standardize = true;
+        c.perturber.gray = true;
+        assert_eq!(c.perturber.erase_channels(), 1);
+        c.validate().expect("grey at 64×64: 4,096 values");
+        c.perturber.layout = PerturberLayout::Bounded;
+        c.perturber.release_side = 4;
+        assert!(msg(&c).contains("bounded release"), "{}", msg(&c));
+    }
+
+    #[test]
     fn schedules() {
         let c = cfg()
             .with_lambda(0.5)

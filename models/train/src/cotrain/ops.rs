@@ -30,8 +30,8 @@ fn unit_noise(like: &Tensor<4>, kind: scrim_core::NoiseKind) -> Tensor<4> {
 }
 
 /// What the recognizer warms up on: the image after the perturber's fixed transforms (grey
-/// conversion or tone standardisation, concept erasure), without noise, so co-training does not start with a
-/// change of input distribution. Identity for perturbers without one.
+/// conversion or tone standardisation, concept erasure), without noise, so co-training does
+/// not start with a change of input distribution. Identity for perturbers without one.
 pub(crate) fn fixed_part(p: &Perturber, x: Tensor<4>) -> Tensor<4> {
     match p.fixed_shift(x.clone()) {
         Some(shift) => quantize_ste((x + shift).clamp(0.0, 1.0)).detach(),

@@ -98,13 +98,13 @@ fn fit_erasure(
     let channels = cfg.perturber.erase_channels();
     let e = crate::nets::fit_erasure(ds, sensitive, train, channels, fixed, device)?;
     let [values, rank] = e.down.val().dims();
-    tracing::info!(
-        "erased the linear trace of {}: rank {rank} over {values} values, fitted on {} images in \
-         {:.1} s",
+    crate::report::note(&format!(
+        "concept erasure of {}: rank {rank} over {values} values per image, fitted on {} \
+         training images in {:.1} s",
         e.label,
         train.len(),
         start.elapsed().as_secs_f64()
-    );
+    ));
     Ok(e)
 }
 
