@@ -32,6 +32,11 @@ pub const MAX_ERASURE_VALUES: usize = 4096;
 /// The largest rank (a label of at most 17 classes).
 pub const MAX_ERASURE_RANK: usize = 16;
 
+/// The most values μ, B and C may hold together, `d·(2r + 1)`: about 21 bytes each in a
+/// manifest's JSON, so 40,000 keep it under [`crate::manifest::MAX_MANIFEST_BYTES`] (4,096 values
+/// at rank 4, 1,024 at rank 16).
+pub const MAX_ERASURE_TABLE: usize = 40_000;
+
 /// A fitted erasure (`perturber.erase` in a manifest, format version 3).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Erasure {
@@ -86,6 +91,13 @@ impl Erasure {
         if d > MAX_ERASURE_VALUES {
             return bad(format!(
                 "reads {d} values per image, at most {MAX_ERASURE_VALUES}"
+            ));
+        }
+        if d * (2 * self.rank + 1) > MAX_ERASURE_TABLE {
+            return bad(format!(
+                "{d} values at rank {} make {} table entries, at most {MAX_ERASURE_TABLE}",
+                self.rank,
+                d * (2 * self.rank + 1)
             ));
         }
         if self.mean.len() != d
@@ -282,6 +294,17 @@ mod tests {
                 .to_string()
                 .contains("at most 4096")
         );
+        // 4,096 grey values fit at rank 4, not at rank 16.
+        let wide = |rank: usize| Erasure {
+            rank,
+            mean: vec![0.0; 64 * 64],
+            down: vec![0.0; 64 * 64 * rank],
+            up: vec![0.0; 64 * 64 * rank],
+            ..first_value_off()
+        };
+        assert!(wide(4).validate(64, 64).is_ok());
+        let msg = wide(16).validate(64, 64).expect_err("too big").to_string();
+        assert!(msg.contains("table entries"), "{msg}");
     }
 
     #[test]

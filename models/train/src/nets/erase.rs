@@ -8,7 +8,7 @@ use burn::prelude::*;
 use super::perturber::LUMA;
 use crate::data::Dataset;
 use crate::{Error, Result, batch};
-use scrim_core::erasure::{Erasure, MAX_ERASURE_VALUES};
+use scrim_core::erasure::{Erasure, MAX_ERASURE_RANK, MAX_ERASURE_TABLE, MAX_ERASURE_VALUES};
 
 /// The fitted erasure: `v' = v − ((v − μ)·B)·Cᵀ` on the fixed transform's output `v`. Its tables
 /// are saved with the perturber but never trained (the forward pass detaches them).
@@ -122,16 +122,26 @@ pub fn fit(
         )));
     }
     let rank = present.len() - 1;
+    if rank > MAX_ERASURE_RANK {
+        return Err(bad(format!(
+            "{} has {} classes; an erasure takes at most {}",
+            a.name,
+            present.len(),
+            MAX_ERASURE_RANK + 1
+        )));
+    }
     // The values, in f64, one row per image.
     let mut rows: Vec<f64> = Vec::new();
     let mut d = 0;
     for chunk in batch::chunks(indices, 256) {
         let v = values(fixed(batch::images(ds, chunk, device)), channels);
         d = v.dims()[1];
-        if d > MAX_ERASURE_VALUES {
+        if d > MAX_ERASURE_VALUES || d * (2 * rank + 1) > MAX_ERASURE_TABLE {
             return Err(bad(format!(
-                "reads {d} values per image, at most {MAX_ERASURE_VALUES} (grey 64×64 or colour \
-                 36×36): the tables travel in the manifest"
+                "reads {d} values per image at rank {rank}: the tables travel in the manifest, \
+                 which holds at most {MAX_ERASURE_VALUES} values per image and \
+                 {MAX_ERASURE_TABLE} table entries (a smaller --size, or --standardize for one \
+                 grey plane)"
             )));
         }
         rows.extend(batch::to_vec(v).into_iter().map(f64::from));
