@@ -146,9 +146,9 @@ impl Erasure {
             .collect()
     }
 
-    /// Adds the correction of every image to `shift`, where `x` is the photo and `shift` the
-    /// perturber's shift so far, fixed transform included: the erasure reads `x + shift` before
-    /// any learned part is added, so `shift` must hold only the fixed transform (or zeros).
+    /// Adds to `shift` the correction of every image of `x + fixed`: `x` is the photo and
+    /// `fixed` the shift of the fixed transform (the tone standardisation, or zeros), so the
+    /// erasure reads the image the upload starts from, never a learned part.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the shapes disagree with the tables.

@@ -96,8 +96,9 @@ const RIDGE: f64 = 1e-4;
 /// to what the erasure reads (the image after the perturber's fixed transform).
 ///
 /// # Errors
-/// A label with fewer than two classes among the images; more than
-/// [`MAX_ERASURE_VALUES`] values per image.
+/// A label with fewer than two classes among the images, or more than
+/// [`MAX_ERASURE_RANK`]` + 1`; tables larger than a manifest holds ([`MAX_ERASURE_VALUES`],
+/// [`MAX_ERASURE_TABLE`]).
 pub fn fit(
     ds: &Dataset,
     attr: usize,
