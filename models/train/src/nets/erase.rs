@@ -5,7 +5,7 @@
 use burn::module::{Module, Param};
 use burn::prelude::*;
 
-use super::perturber::LUMA;
+use super::tone::luma;
 use crate::data::Dataset;
 use crate::{Error, Result, batch};
 use scrim_core::erasure::{Erasure, MAX_ERASURE_RANK, MAX_ERASURE_TABLE, MAX_ERASURE_VALUES};
@@ -79,9 +79,7 @@ impl ConceptErasure {
 fn values(base: Tensor<4>, channels: usize) -> Tensor<2> {
     let [n, c, h, w] = base.dims();
     if channels == 1 {
-        let device = base.device();
-        let weights = Tensor::<1>::from_floats(LUMA, &device).reshape([1, 3, 1, 1]);
-        base.mul(weights).sum_dim(1).reshape([n, h * w])
+        luma(base).reshape([n, h * w])
     } else {
         base.reshape([n, c * h * w])
     }

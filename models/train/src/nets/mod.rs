@@ -10,6 +10,7 @@ mod global;
 mod layers;
 mod perturber;
 mod recognizer;
+mod tone;
 
 pub use attacker::{LinearProbe, ResBlock, ResidualConfig, ResidualNet};
 pub use config::{

@@ -14,6 +14,7 @@ use super::fast_conv::FastConv2d;
 use super::global::{GLOBAL_MAP_DIVISOR, GlobalView};
 use super::layers::{conv3_strided, depthwise3, patch_stem, positive_init, upsample_nearest};
 
+pub use super::tone::{gray_shift, standardize_shift};
 /// The device's constants of the grey and tone transforms: training uses the same.
 pub use scrim_core::noise::{LUMA, STANDARD_EPS, STANDARD_STD};
 
@@ -282,64 +283,6 @@ impl Perturber {
     }
 }
 
-impl Perturber {
-    /// The shift of the fixed transforms, the same for every draw: the grey conversion or the
-    /// tone standardisation, then the concept erasure of their output. `None` when there are
-    /// none.
-    ///
-    /// # Shapes
-    /// `[N, 3, H, W]` → `[N, 3, H, W]`.
-    pub fn fixed_shift(&self, x: Tensor<4>) -> Option<Tensor<4>> {
-        let tone = if self.standardize {
-            Some(standardize_shift(x.clone(), self.fill))
-        } else {
-            self.gray.then(|| gray_shift(x.clone()))
-        };
-        let Some(erase) = &self.erase else {
-            return tone;
-        };
-        Some(match tone {
-            Some(t) => {
-                let corr = erase.correction(x + t.clone());
-                t + corr
-            }
-            None => erase.correction(x),
-        })
-    }
-}
-
-/// `luma(x) − x` per channel: the offset that turns an RGB image grey.
-///
-/// # Shapes
-/// `[N, 3, H, W]` → `[N, 3, H, W]`.
-pub fn gray_shift(x: Tensor<4>) -> Tensor<4> {
-    let device = x.device();
-    let weights = Tensor::<1>::from_floats(LUMA, &device).reshape([1, 3, 1, 1]);
-    let y = x.clone().mul(weights).sum_dim(1);
-    let [n, c, h, w] = x.dims();
-    y.expand([n, c, h, w]) - x
-}
-
-/// `t(x) − x` per channel, where `t` is the image's luma standardised to mean `fill` and
-/// standard deviation [`STANDARD_STD`] (over its pixels), the same in every channel.
-///
-/// # Shapes
-/// `[N, 3, H, W]` → `[N, 3, H, W]`.
-pub fn standardize_shift(x: Tensor<4>, fill: f64) -> Tensor<4> {
-    let device = x.device();
-    let weights = Tensor::<1>::from_floats(LUMA, &device).reshape([1, 3, 1, 1]);
-    let y = x.clone().mul(weights).sum_dim(1);
-    let mean = y.clone().mean_dim(2).mean_dim(3);
-    let d = y - mean;
-    let var = d.clone().powi_scalar(2).mean_dim(2).mean_dim(3);
-    let t = d
-        .div(var.add_scalar(STANDARD_EPS).sqrt())
-        .mul_scalar(STANDARD_STD)
-        .add_scalar(fill);
-    let [n, c, h, w] = x.dims();
-    t.expand([n, c, h, w]) - x
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,31 +309,6 @@ mod tests {
         let grads = GradientsParams::from_grads(logits.mean().backward(), &c);
         // conv w+b and BN γ+β per block, and the linear head's w+b.
         assert_eq!(grads.len(), 2 * 4 + 2);
-    }
-
-    #[test]
-    fn standardised_luma_has_the_fixed_mean_and_contrast_whatever_the_brightness() {
-        let device = Device::flex();
-        let x = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &device);
-        // The same image darkened and with less contrast standardises to the same upload.
-        let dark = x.clone().mul_scalar(0.4).add_scalar(0.05);
-        let t = |x: Tensor<4>| crate::batch::to_vec(x.clone() + standardize_shift(x, 0.5));
-        let (a, b) = (t(x), t(dark));
-        for (u, v) in a.iter().zip(&b) {
-            assert!((u - v).abs() < 5e-3, "{u} vs {v}"); // the ε under the root
-        }
-        // Per image: mean 0.5, standard deviation STANDARD_STD, equal channels.
-        for img in a.chunks(3 * 64) {
-            let y = &img[..64];
-            let mean = y.iter().sum::<f32>() / 64.0;
-            let sd = (y.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 64.0).sqrt();
-            assert!((mean - 0.5).abs() < 1e-4, "mean {mean}");
-            assert!((sd - STANDARD_STD).abs() < 1e-3, "sd {sd}");
-            // Equal channels up to rounding (x + (t − x) per channel).
-            for (r, g) in img[..64].iter().zip(&img[64..128]) {
-                assert!((r - g).abs() < 1e-6, "{r} vs {g}");
-            }
-        }
     }
 
     #[test]
