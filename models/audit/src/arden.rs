@@ -330,6 +330,7 @@ pub(crate) fn audit_arden<'a>(
         reconstruction: None,
         multiply_adds: None,
         notes,
+        training: None,
     })
 }
 

@@ -92,6 +92,7 @@ pub(crate) fn audit_images(
             recognizer: r.multiply_adds.1,
         }),
         notes: bounded_note(&r.perturb).into_iter().collect(),
+        training: r.training.clone(),
     })
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct ImageScheme {
     pub lambda: Option<f64>,
     /// Multiply-adds per image of the perturber and of the recognizer, when they are ONNX files.
     pub multiply_adds: (Option<u64>, Option<u64>),
+    /// A run's training configuration, for the report.
+    pub training: Option<serde_json::Value>,
 }
 
 impl Resolved {
@@ -120,6 +122,7 @@ pub(crate) fn resolve(
             family: "none".into(),
             lambda: None,
             multiply_adds: (None, None),
+            training: None,
         },
         Scheme::Uniform { sigma, matching } => {
             let matched = match matching {
@@ -136,6 +139,7 @@ pub(crate) fn resolve(
                 family: "uniform".into(),
                 lambda: None,
                 multiply_adds: (None, None),
+                training: None,
             }
         }
         Scheme::Run { path } => {
@@ -153,6 +157,7 @@ pub(crate) fn resolve(
                     onnx_cost(&run.perturber_onnx()),
                     onnx_cost(&run.recognizer_onnx()),
                 ),
+                training: serde_json::to_value(&cfg).ok(),
             }
         }
         Scheme::Onnx {
@@ -178,6 +183,7 @@ pub(crate) fn resolve(
                     onnx_cost(perturber),
                     recognizer.as_deref().and_then(onnx_cost),
                 ),
+                training: None,
             }
         }
     };

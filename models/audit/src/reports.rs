@@ -107,6 +107,10 @@ pub struct SchemeReport {
     /// What a reader needs to know to compare this row (attackers skipped, units).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How a run was trained (its `config.json`), so that `scrim results` can say it where the
+    /// run folder is not (reports written before session 20 lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<serde_json::Value>,
 }
 
 impl SchemeReport {
@@ -224,6 +228,7 @@ pub(crate) mod fixtures {
             reconstruction: None,
             multiply_adds: None,
             notes: Vec::new(),
+            training: None,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use scrim_train::nets::{PerturberConfig, PerturberLayout};
-use scrim_train::run::RunDir;
+use scrim_train::run::{RunDir, config_from_json};
 
 use crate::error::{Error, Result};
 use crate::markdown::markdown;
@@ -12,7 +12,7 @@ use crate::merge::merge;
 use crate::plots::write_plots;
 use crate::reports::AuditReport;
 use crate::request::Scheme;
-use crate::runs::run_lambda;
+use crate::runs::{family_of, run_lambda};
 
 /// What `scrim results` merges and where it writes.
 #[derive(Debug, Clone)]
@@ -43,10 +43,19 @@ pub fn write_results(req: &ResultsRequest) -> Result<PathBuf> {
         reports.push(r);
     }
     let mut merged = merge(reports)?;
+    // Families follow today's naming where the report says how its run was trained (reports
+    // of different sessions then plot alike).
+    for s in &mut merged.schemes {
+        if let Some(Ok(cfg)) = s.training.clone().map(config_from_json) {
+            s.family = family_of(&cfg);
+        }
+    }
     // Reports written before λ of a utility-constrained run was read from its metrics showed its
-    // starting λ: take the λ it ended with from the run folder, when it is still there.
+    // starting λ: take the λ it ended with from the run folder, when it is still there. Reports
+    // that embed the run's configuration were written after that fix.
     for s in &mut merged.schemes {
         if let Scheme::Run { path } = &s.scheme
+            && s.training.is_none()
             && let Ok(run) = RunDir::open(path)
             && let Ok(cfg) = run.load_config()
         {
@@ -101,7 +110,16 @@ fn runs_table(report: &AuditReport) -> String {
         let Scheme::Run { path } = &s.scheme else {
             continue;
         };
-        let Ok(cfg) = RunDir::open(path).and_then(|r| r.load_config()) else {
+        // The configuration the report embeds is the one audited; older reports name only the
+        // run folder.
+        let embedded = s.training.clone().map(config_from_json);
+        let Some(Ok(cfg)) = embedded.or_else(|| {
+            Some(
+                RunDir::open(path)
+                    .and_then(|r| r.load_config())
+                    .map_err(|e| e.to_string()),
+            )
+        }) else {
             out.push_str(&format!(
                 "| {} | (config.json not found) | | | | | |\n",
                 s.name
@@ -232,5 +250,98 @@ mod tests {
                 .starts_with(&format!("{}: not an audit report: ", path.display()))
         );
         assert!(matches!(e, Error::NotAReport { path: p, .. } if p == path));
+    }
+
+    /// The document says how a run was trained from the configuration its report embeds, when
+    /// the run folder is gone (another machine, a clean clone); without it, the row says so.
+    #[test]
+    fn the_runs_table_reads_the_embedded_configuration_when_the_run_folder_is_gone() {
+        use crate::reports::fixtures::{report, scheme};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gone = dir.path().join("runs/gone");
+        let mut cfg = scrim_train::config::TrainConfig::for_data(
+            &scrim_train::data::DataSpec::Synthetic(Default::default()),
+            "shape",
+        );
+        cfg.sensitive = Some("texture".into());
+        cfg.perturber.erase = true;
+        cfg.epochs = 7;
+        let mut with = scheme("with", &[]);
+        with.scheme = Scheme::Run { path: gone.clone() };
+        with.training = Some(serde_json::to_value(&cfg).expect("config"));
+        let mut without = scheme("without", &[]);
+        without.scheme = Scheme::Run { path: gone };
+        let path = dir.path().join("report.json");
+        let text = serde_json::to_string(&report("synthetic", vec![with, without])).expect("json");
+        std::fs::write(&path, text).expect("write");
+        let out = dir.path().join("RESULTS.md");
+        write_results(&ResultsRequest {
+            reports: vec![path],
+            include: Vec::new(),
+            out: out.clone(),
+            command: "scrim results".into(),
+        })
+        .expect("results");
+        let doc = std::fs::read_to_string(out).expect("read");
+        let row = |name: &str| {
+            doc.lines()
+                .find(|l| l.starts_with(&format!("| {name} | ")) && l.contains("widths"))
+                .or_else(|| {
+                    doc.lines()
+                        .find(|l| l.starts_with(&format!("| {name} | (config")))
+                })
+                .unwrap_or_else(|| panic!("no row for {name} in\n{doc}"))
+                .to_string()
+        };
+        let with = row("with");
+        assert!(with.contains("| 7 |"), "{with}");
+        assert!(with.contains("linear erasure of texture"), "{with}");
+        assert!(row("without").contains("(config.json not found)"));
+    }
+
+    /// The reports kept in the repository stay readable as the report format grows, and those
+    /// that docs/RESULTS.md is generated from (`scripts/results`) still merge.
+    #[test]
+    fn the_committed_reports_parse_and_the_results_set_merges() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results/reports");
+        let mut parsed = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).expect("docs/results/reports") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let r: AuditReport = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                parsed.insert(path.file_name().expect("name").to_owned(), r);
+            }
+        }
+        let list = std::fs::read_to_string(dir.join("results.txt")).expect("results.txt");
+        let named: Vec<AuditReport> = list
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                parsed
+                    .get(std::ffi::OsStr::new(l))
+                    .unwrap_or_else(|| panic!("results.txt names {l}, which is not in {dir:?}"))
+                    .clone()
+            })
+            .collect();
+        assert!(
+            named.len() >= 2,
+            "results.txt names {} reports",
+            named.len()
+        );
+        let merged = merge(named).expect("the results set merges");
+        // Every run of the set says how it was trained, without its run folder.
+        for s in &merged.schemes {
+            if matches!(s.scheme, Scheme::Run { .. }) {
+                let cfg = s.training.clone().map(config_from_json);
+                assert!(
+                    matches!(cfg, Some(Ok(_))),
+                    "{}: no training configuration",
+                    s.name
+                );
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! its configuration and the λ it ended with.
 
 use scrim_train::config::TrainConfig;
-use scrim_train::nets::PerturberLayout;
+use scrim_train::nets::{PerturberConfig, PerturberLayout};
 use scrim_train::run::RunDir;
 
 /// The plot family of a trained configuration.
@@ -42,9 +42,17 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
             name.push_str(tag);
         }
     }
-    // A coarser σ map is another perturber, not another point on the same curve.
+    // A coarser σ map, or a narrower network, is another perturber, not another point on the
+    // same curve.
     if p.downsample > 1 && !cloak {
         name.push_str(&format!("+downsample{}", p.downsample));
+    }
+    let sized = matches!(
+        p.layout,
+        PerturberLayout::Dense | PerturberLayout::Separable
+    );
+    if sized && p.channels != PerturberConfig::new().channels {
+        name.push_str(&format!("+{}ch", p.channels));
     }
     match p.layout {
         PerturberLayout::Separable => name.push_str("+separable"),
@@ -110,5 +118,10 @@ mod tests {
         assert_eq!(family_of(&q), "scrim+downsample4+separable");
         q.perturber.layout = PerturberLayout::Depthwise;
         assert_eq!(family_of(&q), "scrim+downsample4+depthwise");
+        // Width names dense and separable perturbers; the depthwise one has no width.
+        q.perturber.channels = 7;
+        assert_eq!(family_of(&q), "scrim+downsample4+depthwise");
+        q.perturber.layout = PerturberLayout::Dense;
+        assert_eq!(family_of(&q), "scrim+downsample4+7ch");
     }
 }

@@ -163,30 +163,10 @@ impl RunDir {
     /// # Errors
     /// [`Error::Io`] or [`Error::BadRecord`] for a malformed file.
     pub fn load_config(&self) -> Result<TrainConfig> {
-        // Runs written before an option existed lack its field: fill every missing field with
-        // today's default, so older runs stay loadable (and mean what they meant).
-        let path = self.file("config.json");
-        let mut saved: serde_json::Value = self.read_json("config.json")?;
-        upgrade_layout(&mut saved);
-        let data = saved
-            .get("data")
-            .and_then(|v| v.as_str())
-            .unwrap_or("synthetic");
-        let desired = saved.get("desired").and_then(|v| v.as_str()).unwrap_or("");
-        let defaults = TrainConfig::for_data(
-            &data
-                .parse()
-                .unwrap_or(crate::data::DataSpec::Synthetic(Default::default())),
-            desired,
-        );
-        let mut merged = serde_json::to_value(&defaults).map_err(|e| Error::BadRecord {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        merge_json(&mut merged, saved);
-        serde_json::from_value(merged).map_err(|e| Error::BadRecord {
-            path: path.clone(),
-            reason: e.to_string(),
+        let saved: serde_json::Value = self.read_json("config.json")?;
+        config_from_json(saved).map_err(|reason| Error::BadRecord {
+            path: self.file("config.json"),
+            reason,
         })
     }
     /// Saves the split.
@@ -273,6 +253,30 @@ impl RunDir {
 
 fn json_text(value: &impl Serialize) -> Result<String> {
     serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// A training configuration as saved in a run's `config.json` (or embedded in an audit report).
+/// Runs written before an option existed lack its field: every missing field takes today's
+/// default, so older runs stay loadable (and mean what they meant).
+///
+/// # Errors
+/// Why the document is no training configuration.
+pub fn config_from_json(mut saved: serde_json::Value) -> std::result::Result<TrainConfig, String> {
+    upgrade_layout(&mut saved);
+    let data = saved
+        .get("data")
+        .and_then(|v| v.as_str())
+        .unwrap_or("synthetic");
+    let desired = saved.get("desired").and_then(|v| v.as_str()).unwrap_or("");
+    let defaults = TrainConfig::for_data(
+        &data
+            .parse()
+            .unwrap_or(crate::data::DataSpec::Synthetic(Default::default())),
+        desired,
+    );
+    let mut merged = serde_json::to_value(&defaults).map_err(|e| e.to_string())?;
+    merge_json(&mut merged, saved);
+    serde_json::from_value(merged).map_err(|e| e.to_string())
 }
 
 /// Runs written before [`crate::nets::PerturberLayout`] existed said their layout with three
