@@ -112,14 +112,13 @@ fn runs_table(report: &AuditReport) -> String {
         };
         // The configuration the report embeds is the one audited; older reports name only the
         // run folder.
-        let embedded = s.training.clone().map(config_from_json);
-        let Some(Ok(cfg)) = embedded.or_else(|| {
-            Some(
-                RunDir::open(path)
-                    .and_then(|r| r.load_config())
-                    .map_err(|e| e.to_string()),
-            )
-        }) else {
+        let loaded = match s.training.clone() {
+            Some(training) => config_from_json(training),
+            None => RunDir::open(path)
+                .and_then(|r| r.load_config())
+                .map_err(|e| e.to_string()),
+        };
+        let Ok(cfg) = loaded else {
             out.push_str(&format!(
                 "| {} | (config.json not found) | | | | | |\n",
                 s.name
