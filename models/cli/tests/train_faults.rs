@@ -86,6 +86,19 @@ fn kill_9_then_resume_gives_every_epoch_once_and_the_same_result() {
     let expected = outcomes(&whole);
     assert_eq!(expected.len(), 5);
 
+    // The narrowest window, made by hand: killed after the first epoch's metrics line and before
+    // its checkpoint. Resuming starts over and keeps no stale line.
+    let early = dir.path().join("early");
+    std::fs::create_dir_all(&early).expect("mkdir");
+    for f in ["config.json", "split.json"] {
+        std::fs::copy(whole.join(f), early.join(f)).expect("copy");
+    }
+    let first = std::fs::read_to_string(whole.join("metrics.jsonl")).expect("metrics");
+    let first = first.lines().next().expect("a line");
+    std::fs::write(early.join("metrics.jsonl"), format!("{first}\n")).expect("write");
+    assert!(train(&early, true).status().expect("resume").success());
+    assert_eq!(outcomes(&early), expected, "a line without its checkpoint");
+
     // Kill at a random point of the run (several times over, resuming in between), then finish.
     let cut = dir.path().join("cut");
     let mut kills = 0;

@@ -108,6 +108,9 @@ pub fn train(
                 "--resume: no checkpoint in {}, starting from scratch",
                 run.path().display()
             );
+            // A crash between an epoch's metrics line and its first checkpoint leaves that line
+            // behind: starting over must not keep it.
+            run.reset_metrics()?;
         }
     } else {
         run.reset_metrics()?;
