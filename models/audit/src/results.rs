@@ -203,7 +203,10 @@ fn runs_table(report: &AuditReport) -> String {
             ));
         }
         if cfg.hsic > 0.0 {
-            opts.push(format!("hsic {}", cfg.hsic));
+            opts.push(match cfg.hsic_ramp_epochs {
+                0 => format!("hsic {}", cfg.hsic),
+                r => format!("hsic {} (ramped over {r} epochs)", cfg.hsic),
+            });
         }
         if cfg.distill > 0.0 {
             opts.push(format!("distill {}", cfg.distill));

@@ -141,7 +141,14 @@ fn trainer(ds: &Dataset, device: &Device) -> Result<(Trainer, TrainConfig)> {
 
 /// One co-training step at full λ.
 fn step(t: &mut Trainer, cfg: &TrainConfig, ds: &Dataset, idx: &[usize]) {
-    t.step(ds, idx, Phase::Cotrain, cfg.lambda, cfg.learning_rate);
+    t.step(
+        ds,
+        idx,
+        Phase::Cotrain,
+        cfg.lambda,
+        cfg.hsic,
+        cfg.learning_rate,
+    );
 }
 
 fn synthetic(count: usize, size: usize) -> Result<Dataset> {

@@ -97,6 +97,13 @@ pub struct TrainConfig {
     /// (`crate::cotrain` module docs). 0 disables it; needs `sensitive`.
     #[config(default = 0.0)]
     pub hsic: f64,
+    /// Co-training epochs over which the attacker-free term's weight rises linearly from 0 (in
+    /// the first co-training epoch) to `hsic`; 0 applies it in full from the first step. The
+    /// term measures a dependence the release has not yet formed at initialisation, and applied
+    /// in full from step one it can hold the encoder at a map that carries nothing, gender
+    /// included.
+    #[config(default = 0)]
+    pub hsic_ramp_epochs: usize,
     /// Re-initialise the adversary (and its optimiser) every this many co-training epochs;
     /// 0 keeps one adversary for the whole run. With a pool, each member restarts on this
     /// period, the members at staggered epochs.
@@ -342,6 +349,18 @@ impl TrainConfig {
         self.lambda * (k as f64 / self.lambda_ramp_epochs.max(1) as f64).min(1.0)
     }
 
+    /// Weight of the attacker-free term during `epoch` (0-based): 0 in warm-up, then a linear
+    /// ramp from 0 over [`TrainConfig::hsic_ramp_epochs`] co-training epochs.
+    pub fn hsic_at(&self, epoch: usize) -> f64 {
+        let Some(k) = epoch.checked_sub(self.warmup_epochs) else {
+            return 0.0;
+        };
+        if self.hsic_ramp_epochs == 0 {
+            return self.hsic;
+        }
+        self.hsic * (k as f64 / self.hsic_ramp_epochs as f64).min(1.0)
+    }
+
     /// Learning rate during `epoch`: cosine from the peak to a tenth of it.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         cosine_lr(self.learning_rate, epoch, self.epochs)
@@ -434,5 +453,12 @@ mod tests {
         let f: Vec<bool> = (0..6).map(|e| ft.is_finetune(e)).collect();
         assert_eq!(f, vec![false, false, false, false, true, true]);
         assert!(!ft.clone().with_epochs(2).is_finetune(1));
+        // The attacker-free term: in full from the first co-training epoch, or ramped from 0.
+        let h = cfg().with_hsic(1.0).with_warmup_epochs(1).with_epochs(5);
+        let w: Vec<f64> = (0..5).map(|e| h.hsic_at(e)).collect();
+        assert_eq!(w, vec![0.0, 1.0, 1.0, 1.0, 1.0]);
+        let h = h.with_hsic_ramp_epochs(2);
+        let w: Vec<f64> = (0..5).map(|e| h.hsic_at(e)).collect();
+        assert_eq!(w, vec![0.0, 0.0, 0.5, 1.0, 1.0]);
     }
 }

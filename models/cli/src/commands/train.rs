@@ -98,6 +98,11 @@ pub struct Args {
     /// --sensitive; e.g. --hsic 2).
     #[arg(long, default_value_t = d().hsic)]
     hsic: f64,
+    /// Co-training epochs over which --hsic's weight rises from 0 (first co-training epoch)
+    /// to its value, so the release learns the desired label before the term shapes it (0 = in
+    /// full from the first step).
+    #[arg(long, default_value_t = d().hsic_ramp_epochs)]
+    hsic_ramp: usize,
     /// Re-initialise the adversary every K co-training epochs (0 = never), so the perturber
     /// cannot settle on fooling one adversary.
     #[arg(long, default_value_t = d().adversary_reset_epochs)]
@@ -252,6 +257,7 @@ impl Args {
         c.select_tolerance = self.select_tolerance;
         c.distill = self.distill;
         c.hsic = self.hsic;
+        c.hsic_ramp_epochs = self.hsic_ramp;
         c.seed = self.seed;
         c.backend = self.backend;
         let p = &mut c.perturber;

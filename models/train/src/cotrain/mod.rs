@@ -125,6 +125,8 @@ pub fn train(
         accuracy: None,
         next: 0,
     });
+    let majority = majority_share(ds, tr.targets.desired, &split.train);
+    let mut warned_stuck = false;
     for epoch in state.epochs_done..cfg.epochs {
         let started = Instant::now();
         let cotrain_epoch = epoch.checked_sub(cfg.warmup_epochs);
@@ -174,7 +176,7 @@ pub fn train(
         );
         let (mut loss_sum, mut correct, mut seen, mut sigma_sum) = (0.0f64, 0usize, 0usize, 0.0f64);
         for idx in batch::chunks(&order, cfg.batch_size) {
-            let s = tr.step(ds, idx, phase, lambda, lr);
+            let s = tr.step(ds, idx, phase, lambda, cfg.hsic_at(epoch), lr);
             if let Some(d) = dual.as_mut().filter(|_| controlling)
                 && (seen / cfg.batch_size.max(1)).is_multiple_of(CONTROL_EVERY)
             {
@@ -275,6 +277,10 @@ pub fn train(
                 .unwrap_or_default(),
             m.images_per_sec
         ));
+        if !warned_stuck && phase != Phase::Warmup && m.train_acc < majority + STUCK_MARGIN {
+            warned_stuck = true;
+            tracing::warn!("{}", stuck_advice(cfg, epoch, m.train_acc, majority));
+        }
         run.append_metrics(&m)?;
         run.write_curves();
         state.epochs_done = epoch + 1;
@@ -314,4 +320,79 @@ pub fn train(
         run.save_best(&tr.nets)?;
     }
     run.load_best(&tr.nets, &device)
+}
+
+/// How close to the majority rate a co-training epoch's training accuracy must be for the run
+/// to count as stuck.
+const STUCK_MARGIN: f64 = 0.02;
+
+/// The share of the most common `attr` label among `indices`.
+fn majority_share(ds: &Dataset, attr: usize, indices: &[usize]) -> f64 {
+    let labels = &ds.attributes[attr].labels;
+    let mut counts = std::collections::HashMap::<u16, usize>::new();
+    for &i in indices {
+        *counts.entry(labels[i]).or_default() += 1;
+    }
+    counts.values().copied().max().unwrap_or(0) as f64 / indices.len().max(1) as f64
+}
+
+/// What to tell a user whose co-training epoch learned nothing of the desired label.
+fn stuck_advice(cfg: &TrainConfig, epoch: usize, acc: f64, majority: f64) -> String {
+    let hint = if cfg.hsic > 0.0 && cfg.hsic_ramp_epochs == 0 {
+        "the attacker-free term applied in full from the first step can hold the release at a \
+         map that carries nothing; try --hsic-ramp 3 (or a smaller --hsic)"
+    } else {
+        "try a lower --lr, a smaller --lambda or adversary weight, or more --warmup epochs"
+    };
+    format!(
+        "epoch {}: the recognizer reads {} at {:.1}%, no better than the majority rate \
+         ({:.1}%): the run is not learning; {hint}",
+        epoch + 1,
+        cfg.desired,
+        100.0 * acc,
+        100.0 * majority
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Attribute;
+    use crate::nets::{PerturberConfig, RecognizerConfig};
+    use burn::optim::AdamConfig;
+
+    #[test]
+    fn a_stuck_run_is_told_what_to_change() {
+        let ds = Dataset {
+            size: 1,
+            images: vec![0; 5 * 3],
+            names: (0..5).map(|i| i.to_string()).collect(),
+            attributes: vec![Attribute {
+                name: "gender".into(),
+                classes: vec!["a".into(), "b".into()],
+                labels: vec![0, 1, 1, 1, 0],
+            }],
+        };
+        assert!((majority_share(&ds, 0, &[0, 1, 2, 3]) - 0.75).abs() < 1e-12);
+        assert!((majority_share(&ds, 0, &[0, 4]) - 1.0).abs() < 1e-12);
+        let cfg = TrainConfig::new(
+            "synthetic".into(),
+            "gender".into(),
+            PerturberConfig::new(),
+            RecognizerConfig::new(2),
+            AdamConfig::new(),
+        )
+        .with_hsic(1.0);
+        let msg = stuck_advice(&cfg, 2, 0.51, 0.52);
+        assert!(
+            msg.starts_with("epoch 3: the recognizer reads gender at 51.0%"),
+            "{msg}"
+        );
+        assert!(msg.contains("--hsic-ramp 3"), "{msg}");
+        let msg = stuck_advice(&cfg.with_hsic_ramp_epochs(3), 2, 0.51, 0.52);
+        assert!(
+            msg.contains("--lr") && !msg.contains("--hsic-ramp"),
+            "{msg}"
+        );
+    }
 }

@@ -190,6 +190,7 @@ impl Trainer {
         idx: &[usize],
         phase: Phase,
         lambda: f64,
+        hsic: f64,
         lr: f64,
     ) -> StepStats {
         let (cfg, t, device) = (&self.cfg, &self.targets, &self.device);
@@ -226,7 +227,7 @@ impl Trainer {
                 loss = loss + aux.mul_scalar(cfg.perturber.release_probe);
             }
             if !finetune
-                && cfg.hsic > 0.0
+                && hsic > 0.0
                 && let Some(s) = t.sensitive
             {
                 let column = |a: usize| -> Vec<u32> {
@@ -240,7 +241,7 @@ impl Trainer {
                     &column(s),
                     ds.attributes[s].classes.len(),
                 );
-                loss = loss + dependence.mul_scalar(cfg.hsic);
+                loss = loss + dependence.mul_scalar(hsic);
             }
             if let Some(teacher) = &nets.teacher {
                 loss =
@@ -382,7 +383,7 @@ mod tests {
         let all: Vec<usize> = (0..ds.len()).collect();
         let mut tr = Trainer::new(&cfg, &ds, &all, &device).expect("trainer");
         // One ordinary step leaves momentum-averaged statistics of a single batch.
-        tr.step(&ds, &all[..64], Phase::Warmup, 0.0, 1e-3);
+        tr.step(&ds, &all[..64], Phase::Warmup, 0.0, 0.0, 1e-3);
         tr.recalibrate(&ds, &all, Phase::Warmup);
         // The first block's input does not depend on any batch norm: its expected statistics
         // are the plain averages of the four batches' own.
