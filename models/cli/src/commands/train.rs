@@ -42,9 +42,9 @@ pub struct Args {
     /// Step of the dual ascent on log λ per accuracy unit (with --target-accuracy).
     #[arg(long, default_value_t = d().dual_rate)]
     dual_rate: f64,
-    /// Epochs (warm-up included).
-    #[arg(long, default_value_t = d().epochs)]
-    epochs: usize,
+    /// Epochs (warm-up included) [default: 16 for the bounded release with --sensitive, else 12].
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Recognizer-only warm-up epochs on clean images [default: 2; 0 for the bounded layout].
     #[arg(long)]
     warmup: Option<usize>,
@@ -95,14 +95,14 @@ pub struct Args {
     /// Weight of the attacker-free term: the perturber also lowers the dependence (normalised
     /// HSIC) of the noise-free upload on the sensitive label within each desired class, what an
     /// attacker who averages many uploads reads; no adversary to overfit (0 = off; needs
-    /// --sensitive; e.g. --hsic 2).
-    #[arg(long, default_value_t = d().hsic)]
-    hsic: f64,
+    /// --sensitive; e.g. --hsic 2) [default: 1 for the bounded release with --sensitive, else 0].
+    #[arg(long)]
+    hsic: Option<f64>,
     /// Co-training epochs over which --hsic's weight rises from 0 (first co-training epoch)
     /// to its value, so the release learns the desired label before the term shapes it (0 = in
-    /// full from the first step).
-    #[arg(long, default_value_t = d().hsic_ramp_epochs)]
-    hsic_ramp: usize,
+    /// full from the first step) [default: 3 for the bounded release with --sensitive, else 0].
+    #[arg(long)]
+    hsic_ramp: Option<usize>,
     /// Re-initialise the adversary every K co-training epochs (0 = never), so the perturber
     /// cannot settle on fooling one adversary.
     #[arg(long, default_value_t = d().adversary_reset_epochs)]
@@ -240,7 +240,6 @@ impl Args {
         c.lambda = self.lambda;
         c.target_accuracy = self.target_accuracy;
         c.dual_rate = self.dual_rate;
-        c.epochs = self.epochs;
         c.finetune_epochs = self.finetune_epochs;
         c.batch_size = self.batch_size;
         c.learning_rate = self.lr;
@@ -256,8 +255,6 @@ impl Args {
         c.select_attacker = self.select_attacker;
         c.select_tolerance = self.select_tolerance;
         c.distill = self.distill;
-        c.hsic = self.hsic;
-        c.hsic_ramp_epochs = self.hsic_ramp;
         c.seed = self.seed;
         c.backend = self.backend;
         let p = &mut c.perturber;
@@ -303,6 +300,10 @@ impl Args {
             p.release_probe = self.release_probe;
         }
         c.warmup_epochs = self.warmup.unwrap_or(warmup);
+        let private = TrainConfig::sensitive_defaults(c.perturber.layout, c.sensitive.is_some());
+        c.hsic = self.hsic.unwrap_or(private.hsic);
+        c.hsic_ramp_epochs = self.hsic_ramp.unwrap_or(private.hsic_ramp_epochs);
+        c.epochs = self.epochs.unwrap_or(private.epochs);
         if let (Some(key), Some(scheme)) = (self.block_key, self.block_scheme) {
             // An absolute path, so `--resume` works from another directory.
             let key = key.canonicalize().unwrap_or(key).display().to_string();
@@ -350,7 +351,7 @@ mod tests {
         args: super::Args,
     }
 
-    fn warmup(extra: &[&str]) -> usize {
+    fn config(extra: &[&str]) -> scrim_train::config::TrainConfig {
         let faces = [
             "train",
             "--data",
@@ -366,7 +367,33 @@ mod tests {
             .args
             .request()
             .config
-            .warmup_epochs
+    }
+
+    #[test]
+    fn a_sensitive_label_brings_the_private_defaults_and_flags_override_them() {
+        let of = |extra: &[&str]| {
+            let c = config(extra);
+            (c.hsic, c.hsic_ramp_epochs, c.epochs)
+        };
+        assert_eq!(of(&[]), (0.0, 0, 12));
+        assert_eq!(of(&["--sensitive", "race"]), (1.0, 3, 16));
+        assert_eq!(
+            of(&["--sensitive", "race", "--hsic", "0", "--epochs", "12"]),
+            (0.0, 3, 12)
+        );
+        assert_eq!(
+            of(&["--sensitive", "race", "--hsic-ramp", "1"]),
+            (1.0, 1, 16)
+        );
+        // The paper's noise-only loss stays one flag away.
+        assert_eq!(
+            of(&["--sensitive", "race", "--layout", "dense"]),
+            (0.0, 0, 12)
+        );
+    }
+
+    fn warmup(extra: &[&str]) -> usize {
+        config(extra).warmup_epochs
     }
 
     #[test]
