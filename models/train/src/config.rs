@@ -10,8 +10,9 @@ use crate::data::DataSpec;
 use crate::nets::{PerturberConfig, RecognizerConfig};
 use crate::{Error, Result};
 
-/// The attacker-free term's weight of a bounded release trained with a sensitive label.
-pub const BOUNDED_HSIC: f64 = 1.0;
+/// The attacker-free term's weight of a bounded release trained with a sensitive label: on UTKFace
+/// 0.5 and 1 both hid race, and 0.5 kept 0.8 more points of gender.
+pub const BOUNDED_HSIC: f64 = 0.5;
 /// Co-training epochs over which that weight ramps up from 0.
 pub const BOUNDED_HSIC_RAMP: usize = 3;
 /// Epochs of a bounded release trained with a sensitive label: the term slows the recognizer's

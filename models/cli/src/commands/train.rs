@@ -95,7 +95,7 @@ pub struct Args {
     /// Weight of the attacker-free term: the perturber also lowers the dependence (normalised
     /// HSIC) of the noise-free upload on the sensitive label within each desired class, what an
     /// attacker who averages many uploads reads; no adversary to overfit (0 = off; needs
-    /// --sensitive; e.g. --hsic 2) [default: 1 for the bounded release with --sensitive, else 0].
+    /// --sensitive; e.g. --hsic 2) [default: 0.5 for the bounded release with --sensitive, else 0].
     #[arg(long)]
     hsic: Option<f64>,
     /// Co-training epochs over which --hsic's weight rises from 0 (first co-training epoch)
@@ -376,14 +376,14 @@ mod tests {
             (c.hsic, c.hsic_ramp_epochs, c.epochs)
         };
         assert_eq!(of(&[]), (0.0, 0, 12));
-        assert_eq!(of(&["--sensitive", "race"]), (1.0, 3, 16));
+        assert_eq!(of(&["--sensitive", "race"]), (0.5, 3, 16));
         assert_eq!(
             of(&["--sensitive", "race", "--hsic", "0", "--epochs", "12"]),
             (0.0, 3, 12)
         );
         assert_eq!(
             of(&["--sensitive", "race", "--hsic-ramp", "1"]),
-            (1.0, 1, 16)
+            (0.5, 1, 16)
         );
         // The paper's noise-only loss stays one flag away.
         assert_eq!(
