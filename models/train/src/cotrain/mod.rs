@@ -125,7 +125,7 @@ pub fn train(
         accuracy: None,
         next: 0,
     });
-    let majority = majority_share(ds, tr.targets.desired, &split.train);
+    let majority = ds.attributes[tr.targets.desired].majority_rate(&split.train);
     let mut warned_stuck = false;
     for epoch in state.epochs_done..cfg.epochs {
         let started = Instant::now();
@@ -326,16 +326,6 @@ pub fn train(
 /// to count as stuck.
 const STUCK_MARGIN: f64 = 0.02;
 
-/// The share of the most common `attr` label among `indices`.
-fn majority_share(ds: &Dataset, attr: usize, indices: &[usize]) -> f64 {
-    let labels = &ds.attributes[attr].labels;
-    let mut counts = std::collections::HashMap::<u16, usize>::new();
-    for &i in indices {
-        *counts.entry(labels[i]).or_default() += 1;
-    }
-    counts.values().copied().max().unwrap_or(0) as f64 / indices.len().max(1) as f64
-}
-
 /// What to tell a user whose co-training epoch learned nothing of the desired label.
 fn stuck_advice(cfg: &TrainConfig, epoch: usize, acc: f64, majority: f64) -> String {
     let hint = if cfg.hsic > 0.0 && cfg.hsic_ramp_epochs == 0 {
@@ -357,24 +347,11 @@ fn stuck_advice(cfg: &TrainConfig, epoch: usize, acc: f64, majority: f64) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Attribute;
     use crate::nets::{PerturberConfig, RecognizerConfig};
     use burn::optim::AdamConfig;
 
     #[test]
     fn a_stuck_run_is_told_what_to_change() {
-        let ds = Dataset {
-            size: 1,
-            images: vec![0; 5 * 3],
-            names: (0..5).map(|i| i.to_string()).collect(),
-            attributes: vec![Attribute {
-                name: "gender".into(),
-                classes: vec!["a".into(), "b".into()],
-                labels: vec![0, 1, 1, 1, 0],
-            }],
-        };
-        assert!((majority_share(&ds, 0, &[0, 1, 2, 3]) - 0.75).abs() < 1e-12);
-        assert!((majority_share(&ds, 0, &[0, 4]) - 1.0).abs() < 1e-12);
         let cfg = TrainConfig::new(
             "synthetic".into(),
             "gender".into(),
