@@ -32,7 +32,7 @@ use scrim_train::data::Dataset;
 use scrim_train::eval;
 use scrim_train::nets::{Block, Recognizer};
 
-use crate::context::Context;
+use crate::context::{Context, SeedRun};
 use crate::error::{Error, Result};
 use crate::holders::{Releases, holder_attack};
 use crate::reports::{AttackResult, SchemeReport, mean_accuracy};
@@ -270,10 +270,9 @@ pub(crate) fn audit_arden<'a>(
                         test: &ftest,
                         images: false,
                     };
-                    let (accuracy, seeds) = holder_attack(ctx, attack, attr, &releases, &label)?;
+                    let runs = holder_attack(ctx, attack, attr, &releases, &label)?;
                     results.push(
-                        AttackResult::new(attr, attack, accuracy, majority)
-                            .with_seeds(seeds)
+                        AttackResult::from_runs(attr, attack, runs, majority)
                             .with_seconds(started.elapsed().as_secs_f64()),
                     );
                     continue;
@@ -287,15 +286,16 @@ pub(crate) fn audit_arden<'a>(
                     continue;
                 }
             };
-            let (accuracy, seeds) = ctx.over_seeds(|seed| {
+            let runs = ctx.over_seeds(|seed| {
                 let cfg = ctx.attacker_with_seed(seed);
-                let model =
-                    ctx.train_attacker(&ftrain, &fval, attr, init.as_ref(), &cfg, &label)?;
-                Ok(eval::burn_accuracy(&model, &ftest, attr, &device)?)
+                let trained =
+                    ctx.fit_attacker(&ftrain, &fval, attr, init.as_ref(), &cfg, &label)?;
+                SeedRun::scored(trained, |m| {
+                    Ok(eval::burn_accuracy(m, &ftest, attr, &device)?)
+                })
             })?;
             results.push(
-                AttackResult::new(attr, attack, accuracy, majority)
-                    .with_seeds(seeds)
+                AttackResult::from_runs(attr, attack, runs, majority)
                     .with_seconds(started.elapsed().as_secs_f64()),
             );
         }

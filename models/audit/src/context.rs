@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use scrim_train::batch::Inputs;
 use scrim_train::data::Dataset;
-use scrim_train::eval::{self, Accuracy, ClassifierConfig};
+use scrim_train::eval::{self, Accuracy, ClassifierConfig, Trained};
 use scrim_train::nets::Recognizer;
 
 use crate::error::Result;
@@ -24,6 +24,44 @@ pub(crate) struct Context<'a> {
     pub device: Device,
     clean_attackers: HashMap<String, Recognizer>,
     clean_desired: Option<(Recognizer, Accuracy)>,
+}
+
+/// One trained attacker: its test score and its validation accuracy per epoch.
+pub(crate) struct SeedRun {
+    pub accuracy: Accuracy,
+    pub val_history: Vec<f64>,
+}
+
+impl SeedRun {
+    /// `trained` scored by `score` on the test releases.
+    pub fn scored(
+        trained: Trained,
+        score: impl FnOnce(&Recognizer) -> Result<Accuracy>,
+    ) -> Result<Self> {
+        Ok(Self {
+            accuracy: score(&trained.model)?,
+            val_history: trained.val_history,
+        })
+    }
+}
+
+/// The attackers of [`Context::over_seeds`]: their mean accuracy, each seed's accuracy (when
+/// there are several) and each seed's validation history.
+pub(crate) struct SeedRuns {
+    pub accuracy: Accuracy,
+    pub seeds: Vec<f64>,
+    pub histories: Vec<Vec<f64>>,
+}
+
+impl SeedRuns {
+    /// One attacker that trains nothing here (the clean attacker, reused): no history.
+    pub fn single(accuracy: Accuracy) -> Self {
+        Self {
+            accuracy,
+            seeds: Vec::new(),
+            histories: Vec::new(),
+        }
+    }
 }
 
 /// Seeds of successive attackers in [`Context::over_seeds`] are this far apart.
@@ -99,10 +137,7 @@ impl<'a> Context<'a> {
     /// Scores [`AuditRequest::attacker_seeds`] attackers that differ only in their seed
     /// (initialisation, shuffling, augmentation): the mean accuracy, and each seed's accuracy
     /// when there is more than one. `attack` trains and scores one attacker with the seed given.
-    pub fn over_seeds(
-        &self,
-        attack: impl Fn(u64) -> Result<Accuracy> + Sync,
-    ) -> Result<(Accuracy, Vec<f64>)> {
+    pub fn over_seeds(&self, attack: impl Fn(u64) -> Result<SeedRun> + Sync) -> Result<SeedRuns> {
         let k = self.req.attacker_seeds.max(1);
         let seeds: Vec<u64> = (0..k as u64)
             .map(|i| self.req.attacker.seed.wrapping_add(i * SEED_STRIDE))
@@ -112,7 +147,7 @@ impl<'a> Context<'a> {
         let attack = &attack;
         let mut runs = Vec::with_capacity(k);
         for chunk in seeds.chunks(self.req.parallel_jobs()) {
-            let done: Vec<Result<Accuracy>> = std::thread::scope(|s| {
+            let done: Vec<Result<SeedRun>> = std::thread::scope(|s| {
                 let handles: Vec<_> = chunk
                     .iter()
                     .map(|&seed| s.spawn(move || attack(seed)))
@@ -126,17 +161,22 @@ impl<'a> Context<'a> {
                 runs.push(r?);
             }
         }
+        let scores: Vec<Accuracy> = runs.iter().map(|r| r.accuracy).collect();
         // Every seed is scored on the same test images: `n` counts them once.
         let accuracy = Accuracy {
-            n: runs[0].n,
-            ..mean_accuracy(&runs)
+            n: scores[0].n,
+            ..mean_accuracy(&scores)
         };
         let seeds = if k > 1 {
-            runs.iter().map(|a| a.accuracy).collect()
+            scores.iter().map(|a| a.accuracy).collect()
         } else {
             Vec::new()
         };
-        Ok((accuracy, seeds))
+        Ok(SeedRuns {
+            accuracy,
+            seeds,
+            histories: runs.into_iter().map(|r| r.val_history).collect(),
+        })
     }
 
     /// The audit's attacker configuration with another seed.
@@ -155,6 +195,19 @@ impl<'a> Context<'a> {
         cfg: &ClassifierConfig,
         label: &str,
     ) -> Result<Recognizer> {
+        Ok(self.fit_attacker(train, val, attr, init, cfg, label)?.model)
+    }
+
+    /// [`Context::train_attacker`] with the validation history of the training.
+    pub fn fit_attacker<I: Inputs + ?Sized>(
+        &self,
+        train: &I,
+        val: &I,
+        attr: &str,
+        init: Option<&Recognizer>,
+        cfg: &ClassifierConfig,
+        label: &str,
+    ) -> Result<Trained> {
         Ok(eval::train_classifier(
             train,
             val,
@@ -164,8 +217,7 @@ impl<'a> Context<'a> {
             &self.device,
             label,
             self.req.progress,
-        )?
-        .model)
+        )?)
     }
 }
 
@@ -200,20 +252,33 @@ mod tests {
             let ctx = Context::new(&ds, &ds, &ds, &req, Device::flex());
             let calls = AtomicUsize::new(0);
             // Each seed scores its own index: the order of the seeds must survive the threads.
-            let (mean, seeds) = ctx
+            let runs = ctx
                 .over_seeds(|seed| {
                     calls.fetch_add(1, Ordering::SeqCst);
-                    Ok(score(((seed - base) / SEED_STRIDE) as f64 / 10.0))
+                    let i = (seed - base) / SEED_STRIDE;
+                    Ok(SeedRun {
+                        accuracy: score(i as f64 / 10.0),
+                        val_history: vec![0.5; i as usize + 1],
+                    })
                 })
                 .expect("no seed fails");
             assert_eq!(calls.load(Ordering::SeqCst), 5, "jobs {jobs}");
-            assert_eq!(seeds, vec![0.0, 0.1, 0.2, 0.3, 0.4], "jobs {jobs}");
-            assert!((mean.accuracy - 0.2).abs() < 1e-9, "jobs {jobs}");
+            assert_eq!(runs.seeds, vec![0.0, 0.1, 0.2, 0.3, 0.4], "jobs {jobs}");
+            assert!((runs.accuracy.accuracy - 0.2).abs() < 1e-9, "jobs {jobs}");
+            let epochs: Vec<usize> = runs.histories.iter().map(Vec::len).collect();
+            assert_eq!(
+                epochs,
+                vec![1, 2, 3, 4, 5],
+                "jobs {jobs}: histories keep the seed order"
+            );
             let failed = ctx.over_seeds(|seed| {
                 if seed == base + 3 * SEED_STRIDE {
                     Err(crate::error::Error::NoScheme)
                 } else {
-                    Ok(score(0.5))
+                    Ok(SeedRun {
+                        accuracy: score(0.5),
+                        val_history: Vec::new(),
+                    })
                 }
             });
             assert!(

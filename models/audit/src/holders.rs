@@ -8,10 +8,10 @@
 //! | `variance` | a small CNN | the local noise level of the release ([`View::Variance`]): the σ side channel |
 //! | `linear` | logistic regression | the release, or its blur (chosen on validation by the first seed) |
 
-use scrim_train::eval::{self, Accuracy, Classifier, FitConfig};
+use scrim_train::eval::{self, Classifier, FitConfig};
 use scrim_train::nets::{LinearProbe, RecognizerConfig, ResidualConfig};
 
-use crate::context::Context;
+use crate::context::{Context, SeedRun, SeedRuns};
 use crate::error::Result;
 use crate::request::Attack;
 use crate::uploads::{Augment, Fresh, Redraw, View};
@@ -36,7 +36,7 @@ pub(crate) fn holder_attack(
     attr: &str,
     r: &Releases<'_>,
     label: &str,
-) -> Result<(Accuracy, Vec<f64>)> {
+) -> Result<SeedRuns> {
     let recipes = &ctx.req.recipes;
     let classes = ctx.train.attribute(attr)?.classes.len();
     let augment = if r.images {
@@ -96,7 +96,7 @@ fn linear(
     r: &Releases<'_>,
     classes: usize,
     label: &str,
-) -> Result<(Accuracy, Vec<f64>)> {
+) -> Result<SeedRuns> {
     let recipes = &ctx.req.recipes;
     let mut views = recipes.linear_views.clone();
     if views.len() > 1 {
@@ -151,7 +151,7 @@ fn seeds<M, F>(
     fit: &FitConfig,
     label: &str,
     init: impl Fn(usize) -> F + Sync,
-) -> Result<(Accuracy, Vec<f64>)>
+) -> Result<SeedRuns>
 where
     M: Classifier,
     F: FnOnce(&burn::prelude::Device) -> M,
@@ -172,11 +172,9 @@ where
             label,
             ctx.req.progress,
         )?;
-        Ok(eval::burn_accuracy(
-            &fitted.model,
-            &test,
-            attr,
-            &ctx.device,
-        )?)
+        Ok(SeedRun {
+            accuracy: eval::burn_accuracy(&fitted.model, &test, attr, &ctx.device)?,
+            val_history: fitted.val_history,
+        })
     })
 }

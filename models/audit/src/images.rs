@@ -6,7 +6,7 @@ use scrim_train::data::Dataset;
 use scrim_train::eval::{self, Accuracy};
 use scrim_train::nets::Recognizer;
 
-use crate::context::Context;
+use crate::context::{Context, SeedRun, SeedRuns};
 use crate::error::Result;
 use crate::holders::{Releases, holder_attack};
 use crate::perturb::{ImageScheme, Perturb};
@@ -151,7 +151,7 @@ fn attack_images(
                 Ok(eval::burn_accuracy(m, ds, attr, &device)?)
             };
             let started = std::time::Instant::now();
-            let (accuracy, seeds) = match attack {
+            let runs = match attack {
                 Attack::Kerckhoffs | Attack::Variance | Attack::Linear => {
                     let (train, val, test) = match holders.take() {
                         Some(h) => h,
@@ -172,13 +172,13 @@ fn attack_images(
                     out?
                 }
                 // Without perturbation the from-scratch attacker is the clean attacker.
-                Attack::Cnn if identity => (score(&ctx.clean_attacker(attr)?, ptest)?, Vec::new()),
+                Attack::Cnn if identity => {
+                    SeedRuns::single(score(&ctx.clean_attacker(attr)?, ptest)?)
+                }
                 Attack::Cnn => ctx.over_seeds(|seed| {
                     let cfg = ctx.attacker_with_seed(seed);
-                    score(
-                        &ctx.train_attacker(ptrain, pval, attr, None, &cfg, &label)?,
-                        ptest,
-                    )
+                    let trained = ctx.fit_attacker(ptrain, pval, attr, None, &cfg, &label)?;
+                    SeedRun::scored(trained, |m| score(m, ptest))
                 })?,
                 Attack::Blur => {
                     let Some((btrain, bval, btest)) = &blurred else {
@@ -186,33 +186,29 @@ fn attack_images(
                     };
                     ctx.over_seeds(|seed| {
                         let cfg = ctx.attacker_with_seed(seed);
-                        score(
-                            &ctx.train_attacker(btrain, bval, attr, None, &cfg, &label)?,
-                            btest,
-                        )
+                        let trained = ctx.fit_attacker(btrain, bval, attr, None, &cfg, &label)?;
+                        SeedRun::scored(trained, |m| score(m, btest))
                     })?
                 }
                 Attack::Finetune => {
                     let clean = ctx.clean_attacker(attr)?;
                     ctx.over_seeds(|seed| {
                         let cfg = ctx.attacker_with_seed(seed);
-                        score(
-                            &ctx.train_attacker(ptrain, pval, attr, Some(&clean), &cfg, &label)?,
-                            ptest,
-                        )
+                        let trained =
+                            ctx.fit_attacker(ptrain, pval, attr, Some(&clean), &cfg, &label)?;
+                        SeedRun::scored(trained, |m| score(m, ptest))
                     })?
                 }
                 Attack::Reconstruct => {
                     let clean = ctx.clean_attacker(attr)?;
                     match &decoded {
-                        Some(d) => (score(&clean, d)?, Vec::new()),
+                        Some(d) => SeedRuns::single(score(&clean, d)?),
                         None => continue,
                     }
                 }
             };
             results.push(
-                AttackResult::new(attr, attack, accuracy, majority)
-                    .with_seeds(seeds)
+                AttackResult::from_runs(attr, attack, runs, majority)
                     .with_seconds(started.elapsed().as_secs_f64()),
             );
         }

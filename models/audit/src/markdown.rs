@@ -122,7 +122,7 @@ pub fn markdown(report: &AuditReport) -> String {
     let _ = writeln!(md, "\n### Every attacker\n");
     let _ = writeln!(
         md,
-        "| scheme | attribute | attacker | accuracy | sd | balanced | majority | each seed | time |\n|---|---|---|---|---|---|---|---|---|"
+        "| scheme | attribute | attacker | accuracy | sd | balanced | majority | each seed | epochs | time |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in &report.schemes {
         for a in &r.attacks {
@@ -135,9 +135,19 @@ pub fn markdown(report: &AuditReport) -> String {
                     .collect::<Vec<_>>()
                     .join(" / ")
             };
+            let epochs = a.epochs();
+            let epochs = if epochs.is_empty() {
+                "–".to_string()
+            } else {
+                epochs
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} ± {} | {} | {} | {} | {seeds} | {} |",
+                "| {} | {} | {} | {} ± {} | {} | {} | {} | {seeds} | {epochs} | {} |",
                 r.name,
                 a.attribute,
                 a.attacker.name(),

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use scrim_train::eval::{Accuracy, ClassifierConfig};
 
+use crate::context::SeedRuns;
 use crate::quality::Reconstruction;
 use crate::request::{Attack, Recipes, Scheme};
 
@@ -27,6 +28,10 @@ pub struct AttackResult {
     /// Wall time of this attack, every seed included (0 in reports from before it was kept).
     #[serde(default)]
     pub seconds: f64,
+    /// Each seed's validation accuracy per epoch, in seed order (how long each attacker trained
+    /// and where it peaked; empty for attackers that train nothing and in older reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_histories: Vec<Vec<f64>>,
 }
 
 impl AttackResult {
@@ -40,6 +45,7 @@ impl AttackResult {
             majority,
             seeds: Vec::new(),
             seconds: 0.0,
+            val_histories: Vec::new(),
         }
     }
 
@@ -59,10 +65,18 @@ impl AttackResult {
         Some((self.seeds.iter().map(|s| (s - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
     }
 
-    /// The same result with the per-seed accuracies it is the mean of.
-    pub(crate) fn with_seeds(mut self, seeds: Vec<f64>) -> Self {
-        self.seeds = seeds;
-        self
+    /// The result of `runs`: their mean, each seed's accuracy and validation history.
+    pub(crate) fn from_runs(attr: &str, attacker: Attack, runs: SeedRuns, majority: f64) -> Self {
+        Self {
+            seeds: runs.seeds,
+            val_histories: runs.histories,
+            ..Self::new(attr, attacker, runs.accuracy, majority)
+        }
+    }
+
+    /// The number of epochs each seed's attacker trained (empty when not recorded).
+    pub fn epochs(&self) -> Vec<usize> {
+        self.val_histories.iter().map(Vec::len).collect()
     }
 
     /// The strongest of the seeds (the accuracy itself for a single attacker).
@@ -223,6 +237,7 @@ pub(crate) mod fixtures {
                     majority: 0.4,
                     seeds: Vec::new(),
                     seconds: 0.0,
+                    val_histories: Vec::new(),
                 })
                 .collect(),
             reconstruction: None,

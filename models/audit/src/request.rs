@@ -296,11 +296,15 @@ impl AuditRequest {
 }
 
 impl AuditRequest {
-    /// How many attackers of different seeds train at once: [`AuditRequest::jobs`], or the
-    /// machine's cores when it is 0.
+    /// How many attackers of different seeds train at once: [`AuditRequest::jobs`], or when it
+    /// is 0 the machine's cores, and every seed at once where there are more seeds than cores
+    /// (burn's kernels leave part of a core idle; on 2 cores three kerckhoffs seeds at once
+    /// train 8% faster than two then one, and 15% faster than one at a time).
     pub fn parallel_jobs(&self) -> usize {
         match self.jobs {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .max(self.attacker_seeds),
             n => n,
         }
     }

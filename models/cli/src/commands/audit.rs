@@ -49,8 +49,8 @@ pub struct Common {
     /// the mean, the spread and every seed, and the headline is the highest mean.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub attacker_seeds: u64,
-    /// Attackers of different seeds trained at once, one thread each (0 = one per core; 1 when
-    /// two audits share the machine).
+    /// Attackers of different seeds trained at once, one thread each (0 = one per core, or every
+    /// seed at once when there are more seeds than cores; 1 when two audits share the machine).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
     /// Widths of the cnn, blur and finetune attackers, comma-separated.

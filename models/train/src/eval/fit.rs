@@ -52,6 +52,10 @@ pub struct ClassifierConfig {
     /// Seed.
     #[config(default = 7)]
     pub seed: u64,
+    /// Smallest validation gain that resets the patience ([`FitConfig::min_delta`]; `None` = any
+    /// gain).
+    #[config(default = "None")]
+    pub min_delta: Option<f64>,
 }
 
 impl ClassifierConfig {
@@ -63,6 +67,7 @@ impl ClassifierConfig {
             .with_batch_size(self.batch_size)
             .with_learning_rate(self.learning_rate)
             .with_seed(self.seed)
+            .with_min_delta(self.min_delta)
     }
 }
 
@@ -90,6 +95,12 @@ pub struct FitConfig {
     /// Seed (initialisation and shuffling).
     #[config(default = 7)]
     pub seed: u64,
+    /// Smallest gain in validation accuracy over the last epoch that reset the patience for an
+    /// epoch to reset it again (`None` or 0 = any gain). A slow climb still resets it once its
+    /// gains add up; an attacker whose accuracy only wanders within the validation noise stops
+    /// after `patience` epochs. The best epoch is kept either way.
+    #[config(default = "None")]
+    pub min_delta: Option<f64>,
 }
 
 /// A trained classifier and its validation history.
@@ -139,7 +150,7 @@ where
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let mut best: Option<(f64, M)> = None;
     let mut history = Vec::new();
-    let mut since_best = 0;
+    let mut stop = Patience::new(cfg.patience, cfg.min_delta.unwrap_or(0.0));
     let mut order: Vec<usize> = (0..train.len()).collect();
     let bar = crate::report::bar((cfg.epochs * train.len()) as u64, label, progress);
     for epoch in 0..cfg.epochs {
@@ -165,12 +176,9 @@ where
         bar.set_status(&format!("val acc {acc:.3}"));
         if best.as_ref().is_none_or(|(b, _)| acc > *b) {
             best = Some((acc, model.valid()));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= cfg.patience {
-                break;
-            }
+        }
+        if stop.should_stop(acc) {
+            break;
         }
     }
     bar.finish();
@@ -179,6 +187,40 @@ where
         model,
         val_history: history,
     })
+}
+
+/// Early stopping: counts the epochs since the validation accuracy last rose by more than
+/// `min_delta` above the accuracy of the epoch that last reset the count.
+#[derive(Debug, Clone)]
+pub struct Patience {
+    patience: usize,
+    min_delta: f64,
+    reference: Option<f64>,
+    since: usize,
+}
+
+impl Patience {
+    /// Stops after `patience` epochs without a gain larger than `min_delta`.
+    pub fn new(patience: usize, min_delta: f64) -> Self {
+        Self {
+            patience,
+            min_delta: min_delta.max(0.0),
+            reference: None,
+            since: 0,
+        }
+    }
+
+    /// Records one epoch's validation accuracy; true when training should stop.
+    pub fn should_stop(&mut self, acc: f64) -> bool {
+        if self.reference.is_none_or(|r| acc > r + self.min_delta) {
+            self.reference = Some(acc);
+            self.since = 0;
+            false
+        } else {
+            self.since += 1;
+            self.since >= self.patience
+        }
+    }
 }
 
 /// Trains a fresh [`Recognizer`] for `attr` on `train`, early-stopping on `val`.
@@ -236,4 +278,37 @@ pub fn burn_accuracy<M: Classifier, I: Inputs + ?Sized>(
         pred.extend(batch::predictions(model.forward(ds.batch(idx, device))));
     }
     Ok(Accuracy::score(&pred, &a.labels, a.classes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Patience;
+
+    /// The epoch at which `p` stops on `accs` (None: it never stops).
+    fn stops_at(mut p: Patience, accs: &[f64]) -> Option<usize> {
+        accs.iter().position(|&a| p.should_stop(a)).map(|i| i + 1)
+    }
+
+    #[test]
+    fn without_min_delta_any_gain_resets_the_patience() {
+        let wander = [
+            0.435, 0.436, 0.434, 0.437, 0.435, 0.435, 0.438, 0.43, 0.43, 0.43, 0.43,
+        ];
+        assert_eq!(stops_at(Patience::new(4, 0.0), &wander), Some(11));
+        assert_eq!(stops_at(Patience::new(4, 0.0), &wander[..10]), None);
+    }
+
+    #[test]
+    fn min_delta_stops_a_wandering_attacker_and_follows_a_slow_climb() {
+        let wander = [
+            0.435, 0.436, 0.434, 0.437, 0.435, 0.435, 0.438, 0.43, 0.43, 0.43, 0.43,
+        ];
+        assert_eq!(stops_at(Patience::new(4, 0.005), &wander), Some(5));
+        // Gains of 0.2 points an epoch add up past 0.5 within the patience.
+        let climb: Vec<f64> = (0..20).map(|i| 0.45 + 0.002 * f64::from(i)).collect();
+        assert_eq!(stops_at(Patience::new(4, 0.005), &climb), None);
+        // A fall after the climb stops it `patience` epochs after its last reset.
+        let fall = [0.5, 0.52, 0.54, 0.53, 0.53, 0.53, 0.53];
+        assert_eq!(stops_at(Patience::new(4, 0.005), &fall), Some(7));
+    }
 }

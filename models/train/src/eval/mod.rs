@@ -4,7 +4,8 @@
 mod fit;
 
 pub use fit::{
-    Classifier, ClassifierConfig, FitConfig, Fitted, Trained, burn_accuracy, fit, train_classifier,
+    Classifier, ClassifierConfig, FitConfig, Fitted, Patience, Trained, burn_accuracy, fit,
+    train_classifier,
 };
 
 use scrim_core::{ImageTensor, Model, Perturber};
