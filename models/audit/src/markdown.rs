@@ -28,14 +28,21 @@ pub fn markdown(report: &AuditReport) -> String {
         "Data `{}`: {tr} train / {va} val / {te} test images. Desired label `{}` (majority {}). \
          Utility is the mean over {} noise draws. cnn, blur and finetune attackers: widths {:?}, \
          at most {} epochs on one perturbed copy of the train split, early stopping after {} \
-         without validation gain.",
+         without validation gain{}.",
         report.data,
         report.desired,
         pct(report.desired_majority),
         report.draws,
         report.attacker.widths,
         report.attacker.epochs,
-        report.attacker.patience
+        report.attacker.patience,
+        match report.attacker.min_delta {
+            Some(d) if d > 0.0 => format!(
+                " of more than {:.1} points (every attacker of this audit)",
+                100.0 * d
+            ),
+            _ => String::new(),
+        }
     );
     if let Some(r) = &report.recipes {
         let _ = write!(

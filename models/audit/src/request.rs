@@ -296,6 +296,17 @@ impl AuditRequest {
 }
 
 impl AuditRequest {
+    /// Every attacker the audit trains stops after its patience without a validation gain
+    /// larger than `min_delta` (a fraction; 0 = any gain) over the epoch that last restarted it.
+    pub fn set_min_delta(&mut self, min_delta: f64) {
+        let d = (min_delta > 0.0).then_some(min_delta);
+        self.attacker.min_delta = d;
+        let r = &mut self.recipes;
+        for fit in [&mut r.kerckhoffs, &mut r.variance, &mut r.linear] {
+            fit.min_delta = d;
+        }
+    }
+
     /// How many attackers of different seeds train at once: [`AuditRequest::jobs`], or when it
     /// is 0 the machine's cores, and every seed at once where there are more seeds than cores
     /// (burn's kernels leave part of a core idle; on 2 cores three kerckhoffs seeds at once

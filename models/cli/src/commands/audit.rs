@@ -72,6 +72,12 @@ pub struct Common {
     /// Pooling block of the variance attacker's local noise level.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=8))]
     pub variance_block: u64,
+    /// Smallest gain in validation accuracy, in percentage points, that keeps an attacker
+    /// training: its patience restarts only when its accuracy beats that of its last restart by
+    /// more than this (gains add up, so a slow climb goes on; the best epoch is kept either
+    /// way). 0 = any gain, however small.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_points)]
+    pub stop_gain: f64,
     /// Do not read or write the decoded-image cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -108,9 +114,18 @@ impl Common {
         }
         r.augment.shift = self.augment_shift as usize;
         r.variance_block = self.variance_block as usize;
+        req.set_min_delta(self.stop_gain / 100.0);
         req.progress = true;
         req.cache = !self.no_cache;
         req
+    }
+}
+
+/// Percentage points between 0 and 10.
+fn parse_points(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=10.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of points between 0 and 10")),
     }
 }
 
@@ -229,4 +244,59 @@ pub fn print_summary(report: &AuditReport, out: &std::path::Path) {
         "wrote {}/report.json, report.md, frontier.svg/png, samples.png",
         out.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: super::Common,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let base = [
+            "audit",
+            "--data",
+            "synthetic",
+            "--desired",
+            "shape",
+            "--sensitive",
+            "texture",
+            "--out",
+            "runs/a",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra).copied())
+    }
+
+    #[test]
+    fn stop_gain_reaches_every_trained_attacker_and_bad_values_are_one_line() {
+        let req = parse(&["--stop-gain", "0.5"])
+            .expect("valid")
+            .common
+            .request();
+        let r = &req.recipes;
+        for d in [
+            req.attacker.min_delta,
+            r.kerckhoffs.min_delta,
+            r.variance.min_delta,
+            r.linear.min_delta,
+        ] {
+            assert_eq!(d, Some(0.005));
+        }
+        let off = parse(&["--stop-gain", "0"])
+            .expect("valid")
+            .common
+            .request();
+        assert_eq!(off.recipes.kerckhoffs.min_delta, None);
+        for bad in ["-1", "20", "half"] {
+            let flag = format!("--stop-gain={bad}");
+            let e = parse(&[&flag]).err().expect("rejected").to_string();
+            assert!(e.contains("between 0 and 10"), "{bad}: {e}");
+            let first = e.trim().lines().next().unwrap_or_default();
+            assert!(first.contains("--stop-gain"), "{e}");
+        }
+    }
 }
