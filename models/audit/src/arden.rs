@@ -234,14 +234,16 @@ pub(crate) fn audit_arden<'a>(
         .attacker
         .clone()
         .with_widths(req.attacker.widths[1..].to_vec());
-    let cloud = ctx.train_attacker(
-        &ftrain,
-        &fval,
-        &req.desired,
-        None,
-        &cloud_cfg,
-        &format!("{name}: cloud part"),
-    )?;
+    let cloud = ctx
+        .fit_attacker(
+            &ftrain,
+            &fval,
+            &req.desired,
+            None,
+            &cloud_cfg,
+            &format!("{name}: cloud part"),
+        )?
+        .model;
     let mut accs = vec![eval::burn_accuracy(&cloud, &ftest, &req.desired, &device)?];
     for _ in 1..req.draws.max(1) {
         let t = client.release(ctx.test, &os, &device);
@@ -357,14 +359,16 @@ fn clean_feature_attacker<'a>(
             clean_client.release(ctx.val, &os, &ctx.device),
         )
     });
-    let m = ctx.train_attacker(
-        &*ctrain,
-        &*cval,
-        attr,
-        None,
-        &ctx.req.attacker,
-        &format!("clean-feature attacker ({attr})"),
-    )?;
+    let m = ctx
+        .fit_attacker(
+            &*ctrain,
+            &*cval,
+            attr,
+            None,
+            &ctx.req.attacker,
+            &format!("clean-feature attacker ({attr})"),
+        )?
+        .model;
     shared.clean_attackers.insert(attr.to_string(), m.clone());
     Ok(m)
 }

@@ -104,14 +104,16 @@ impl<'a> Context<'a> {
         if let Some((m, a)) = &self.clean_desired {
             return Ok((m.clone(), *a));
         }
-        let m = self.train_attacker(
-            self.train,
-            self.val,
-            &self.req.desired,
-            None,
-            &self.req.attacker,
-            "clean recognizer",
-        )?;
+        let m = self
+            .fit_attacker(
+                self.train,
+                self.val,
+                &self.req.desired,
+                None,
+                &self.req.attacker,
+                "clean recognizer",
+            )?
+            .model;
         let a = eval::burn_accuracy(&m, self.test, &self.req.desired, &self.device)?;
         self.clean_desired = Some((m.clone(), a));
         Ok((m, a))
@@ -122,14 +124,16 @@ impl<'a> Context<'a> {
         if let Some(m) = self.clean_attackers.get(attr) {
             return Ok(m.clone());
         }
-        let m = self.train_attacker(
-            self.train,
-            self.val,
-            attr,
-            None,
-            &self.req.attacker,
-            &format!("clean attacker ({attr})"),
-        )?;
+        let m = self
+            .fit_attacker(
+                self.train,
+                self.val,
+                attr,
+                None,
+                &self.req.attacker,
+                &format!("clean attacker ({attr})"),
+            )?
+            .model;
         self.clean_attackers.insert(attr.to_string(), m.clone());
         Ok(m)
     }
@@ -185,20 +189,8 @@ impl<'a> Context<'a> {
     }
 
     /// A fresh attacker for `attr` (or `init` fine-tuned) on `train`, early-stopping on `val`,
-    /// trained with `cfg` (the audit's attacker configuration, possibly another seed).
-    pub fn train_attacker<I: Inputs + ?Sized>(
-        &self,
-        train: &I,
-        val: &I,
-        attr: &str,
-        init: Option<&Recognizer>,
-        cfg: &ClassifierConfig,
-        label: &str,
-    ) -> Result<Recognizer> {
-        Ok(self.fit_attacker(train, val, attr, init, cfg, label)?.model)
-    }
-
-    /// [`Context::train_attacker`] with the validation history of the training.
+    /// trained with `cfg` (the audit's attacker configuration, possibly another seed), with its
+    /// validation history.
     pub fn fit_attacker<I: Inputs + ?Sized>(
         &self,
         train: &I,

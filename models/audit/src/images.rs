@@ -50,14 +50,16 @@ pub(crate) fn audit_images(
             let perturbed = if matches!(r.perturb, Perturb::Identity) {
                 clean
             } else {
-                let m = ctx.train_attacker(
-                    &ptrain,
-                    &pval,
-                    &req.desired,
-                    None,
-                    &req.attacker,
-                    &format!("{name}: recognizer"),
-                )?;
+                let m = ctx
+                    .fit_attacker(
+                        &ptrain,
+                        &pval,
+                        &req.desired,
+                        None,
+                        &req.attacker,
+                        &format!("{name}: recognizer"),
+                    )?
+                    .model;
                 let mut accs = vec![eval::burn_accuracy(&m, &ptest, &req.desired, &ctx.device)?];
                 for _ in 1..draws {
                     let t = r.perturb.apply(ctx.test, false)?;
