@@ -207,6 +207,9 @@ fn runs_table(report: &AuditReport) -> String {
                 0 => format!("hsic {}", cfg.hsic),
                 r => format!("hsic {} (ramped over {r} epochs)", cfg.hsic),
             });
+            if !cfg.also_hide.is_empty() {
+                opts.push(format!("also hides {}", cfg.also_hide.join(", ")));
+            }
         }
         if cfg.distill > 0.0 {
             opts.push(format!("distill {}", cfg.distill));

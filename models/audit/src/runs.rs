@@ -22,6 +22,9 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
         }
         if cfg.hsic > 0.0 {
             name.push_str("+hsic");
+            for label in &cfg.also_hide {
+                name.push_str(&format!("+{label}"));
+            }
         }
         return name;
     }
@@ -40,6 +43,11 @@ pub(crate) fn family_of(cfg: &TrainConfig) -> String {
     ] {
         if on {
             name.push_str(tag);
+        }
+    }
+    if cfg.hsic > 0.0 {
+        for label in &cfg.also_hide {
+            name.push_str(&format!("+{label}"));
         }
     }
     // A coarser σ map, or a narrower network, is another perturber, not another point on the
@@ -123,5 +131,24 @@ mod tests {
         assert_eq!(family_of(&q), "scrim+downsample4+depthwise");
         q.perturber.layout = PerturberLayout::Dense;
         assert_eq!(family_of(&q), "scrim+downsample4+7ch");
+        let mut b = TrainConfig::new(
+            "synthetic".into(),
+            "shape".into(),
+            PerturberConfig::new(),
+            RecognizerConfig::new(2),
+            AdamConfig::new(),
+        );
+        b.perturber.layout = PerturberLayout::Bounded;
+        b.perturber.release_channels = 1;
+        b.hsic = 0.5;
+        assert_eq!(
+            family_of(&b),
+            format!("bounded-r{}-grey+hsic", b.perturber.release_side)
+        );
+        b.also_hide = vec!["age_group".into()];
+        assert_eq!(
+            family_of(&b),
+            format!("bounded-r{}-grey+hsic+age_group", b.perturber.release_side)
+        );
     }
 }

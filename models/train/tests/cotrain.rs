@@ -511,6 +511,11 @@ fn hsic_term_trains_exports_and_needs_a_sensitive_label() {
     bad.config.hsic = f64::NAN;
     let err = workflow::train_run(&bad).expect_err("NaN weight");
     assert!(err.to_string().contains("--hsic"), "{err}");
+    // --also-hide names labels of the data.
+    bad.config.hsic = 2.0;
+    bad.config.also_hide = vec!["age".into()];
+    let err = workflow::train_run(&bad).expect_err("no label \"age\" in the synthetic data");
+    assert!(err.to_string().contains("age"), "{err}");
 }
 
 #[test]

@@ -103,6 +103,10 @@ pub struct Args {
     /// full from the first step) [default: 3 for the bounded release with --sensitive, else 0].
     #[arg(long)]
     hsic_ramp: Option<usize>,
+    /// More labels the attacker-free term takes out of the release besides --sensitive,
+    /// comma-separated, each with --hsic's weight (e.g. --sensitive race --also-hide age_group).
+    #[arg(long, value_delimiter = ',')]
+    also_hide: Vec<String>,
     /// Re-initialise the adversary every K co-training epochs (0 = never), so the perturber
     /// cannot settle on fooling one adversary.
     #[arg(long, default_value_t = d().adversary_reset_epochs)]
@@ -303,6 +307,7 @@ impl Args {
         let private = TrainConfig::sensitive_defaults(c.perturber.layout, c.sensitive.is_some());
         c.hsic = self.hsic.unwrap_or(private.hsic);
         c.hsic_ramp_epochs = self.hsic_ramp.unwrap_or(private.hsic_ramp_epochs);
+        c.also_hide = self.also_hide;
         c.epochs = self.epochs.unwrap_or(private.epochs);
         if let (Some(key), Some(scheme)) = (self.block_key, self.block_scheme) {
             // An absolute path, so `--resume` works from another directory.

@@ -106,6 +106,10 @@ pub struct TrainConfig {
     /// included.
     #[config(default = 0)]
     pub hsic_ramp_epochs: usize,
+    /// More labels the attacker-free term takes out of the release besides `sensitive`, each
+    /// with the weight `hsic` (e.g. age group beside race). Needs `sensitive` and `hsic` > 0.
+    #[config(default = "Vec::new()")]
+    pub also_hide: Vec<String>,
     /// Re-initialise the adversary (and its optimiser) every this many co-training epochs;
     /// 0 keeps one adversary for the whole run. With a pool, each member restarts on this
     /// period, the members at staggered epochs.
@@ -289,6 +293,22 @@ impl TrainConfig {
                 "needs --sensitive, the label whose dependence it measures",
             ));
         }
+        if !self.also_hide.is_empty() && (self.hsic <= 0.0 || self.sensitive.is_none()) {
+            return Err(Error::option(
+                "--also-hide",
+                "works through the attacker-free term: it needs --sensitive and --hsic > 0",
+            ));
+        }
+        if let Some(l) = self
+            .also_hide
+            .iter()
+            .find(|l| **l == self.desired || Some(*l) == self.sensitive.as_ref())
+        {
+            return Err(Error::option(
+                "--also-hide",
+                format!("{l:?} is already the desired or the sensitive label"),
+            ));
+        }
         if self.distill > 0.0 && self.warmup_epochs == 0 {
             return Err(Error::option(
                 "--distill",
@@ -378,6 +398,22 @@ mod tests {
         c.perturber.layout = PerturberLayout::Bounded;
         c.perturber.release_side = 4;
         assert!(msg(&c).contains("bounded release"), "{}", msg(&c));
+    }
+
+    #[test]
+    fn also_hide_works_through_the_attacker_free_term() {
+        let msg = |c: &TrainConfig| c.validate().expect_err("invalid").to_string();
+        let mut c = cfg().with_also_hide(vec!["colour".into()]);
+        assert!(msg(&c).contains("--also-hide"), "{}", msg(&c));
+        c.sensitive = Some("texture".into());
+        assert!(msg(&c).contains("--hsic > 0"), "{}", msg(&c));
+        c.hsic = 0.5;
+        c.validate()
+            .expect("a second label beside the sensitive one");
+        c.also_hide = vec!["texture".into()];
+        assert!(msg(&c).contains("already"), "{}", msg(&c));
+        c.also_hide = vec!["shape".into()];
+        assert!(msg(&c).contains("already"), "{}", msg(&c));
     }
 
     #[test]

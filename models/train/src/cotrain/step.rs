@@ -235,13 +235,17 @@ impl Trainer {
                         .map(|&i| u32::from(ds.attributes[a].labels[i]))
                         .collect()
                 };
-                let dependence = conditional_cka(
-                    expected_release(x.clone(), &out),
-                    &column(t.desired),
-                    &column(s),
-                    ds.attributes[s].classes.len(),
-                );
-                loss = loss + dependence.mul_scalar(hsic);
+                let release = expected_release(x.clone(), &out);
+                let desired = column(t.desired);
+                for a in std::iter::once(s).chain(t.also_hide.iter().copied()) {
+                    let dependence = conditional_cka(
+                        release.clone(),
+                        &desired,
+                        &column(a),
+                        ds.attributes[a].classes.len(),
+                    );
+                    loss = loss + dependence.mul_scalar(hsic);
+                }
             }
             if let Some(teacher) = &nets.teacher {
                 loss =

@@ -9,6 +9,8 @@ use crate::{Error, Result};
 pub(crate) struct Targets {
     pub desired: usize,
     pub sensitive: Option<usize>,
+    /// Further labels the attacker-free term removes ([`TrainConfig::also_hide`]).
+    pub also_hide: Vec<usize>,
     pub prior: Vec<f32>,
     /// The key-based transform every recognizer input goes through (after the perturbation).
     pub keyed: Option<scrim_core::BlockTransform>,
@@ -22,6 +24,11 @@ pub(crate) fn targets(cfg: &TrainConfig, ds: &Dataset, train: &[usize]) -> Resul
     let pos = |name: &str| ds.attribute_index(name);
     let desired = pos(&cfg.desired)?;
     let sensitive = cfg.sensitive.as_deref().map(pos).transpose()?;
+    let also_hide = cfg
+        .also_hide
+        .iter()
+        .map(|l| pos(l))
+        .collect::<Result<Vec<_>>>()?;
     if cfg.adversarial && sensitive.is_none() {
         return Err(Error::option("--adversarial", "needs --sensitive LABEL"));
     }
@@ -38,6 +45,7 @@ pub(crate) fn targets(cfg: &TrainConfig, ds: &Dataset, train: &[usize]) -> Resul
     Ok(Targets {
         desired,
         sensitive,
+        also_hide,
         prior,
         keyed: crate::keyed::load(cfg.block_key.as_ref())?,
     })
