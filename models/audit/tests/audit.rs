@@ -158,4 +158,16 @@ fn attacker_seeds_are_reported_with_their_mean() {
     let sd = attack.spread().expect("two seeds have a spread");
     assert!((0.0..0.5).contains(&sd), "{sd}");
     assert!(md.contains(&format!("sd {:.1}", 100.0 * sd)), "{md}");
+    // Each seed's validation history: one accuracy per epoch trained, at most `epochs` (2).
+    assert_eq!(attack.val_histories.len(), 2, "{attack:?}");
+    for h in &attack.val_histories {
+        assert!((1..=2).contains(&h.len()), "{h:?}");
+        assert!(h.iter().all(|a| (0.0..=1.0).contains(a)), "{h:?}");
+    }
+    let epochs = attack.epochs();
+    let shown = format!("| {} / {} |", epochs[0], epochs[1]);
+    assert!(
+        md.contains(&shown),
+        "report.md shows the epochs {shown}: {md}"
+    );
 }
