@@ -50,7 +50,8 @@ pub struct Common {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     pub attacker_seeds: u64,
     /// Attackers of different seeds trained at once, one thread each (0 = one per core, or every
-    /// seed at once when there are more seeds than cores; 1 when two audits share the machine).
+    /// seed at once, up to twice the cores, when there are more seeds than cores; 1 when two
+    /// audits share the machine).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
     /// Widths of the cnn, blur and finetune attackers, comma-separated.
