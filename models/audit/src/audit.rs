@@ -186,8 +186,15 @@ fn note_scheme(r: &SchemeReport) {
         r.desired_clean.accuracy, r.desired_perturbed.accuracy, r.utility_model, r.mean_sigma
     ));
     for a in &r.attacks {
+        let epochs = a.epochs();
+        let trained = if epochs.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = epochs.iter().map(usize::to_string).collect();
+            format!("; epochs {}; {:.0} s", list.join("/"), a.seconds)
+        };
         note(&format!(
-            "  {:<10} {:<11} {:.3} ± {:.3} (balanced {:.3}; majority {:.3})",
+            "  {:<10} {:<11} {:.3} ± {:.3} (balanced {:.3}; majority {:.3}{trained})",
             a.attribute,
             a.attacker.name(),
             a.accuracy.accuracy,
