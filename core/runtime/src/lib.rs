@@ -61,6 +61,9 @@ pub use keys::SecretKey;
 pub use manifest::{InputSpec, Manifest, Role};
 pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
-pub use runtime::{BatchMode, Engine, Model, Output, PlanChoice, PlanKernels, PreparedInput};
+pub use runtime::{
+    BatchMode, Engine, Model, Output, PlanChoice, PlanKernels, PreparedInput, direct_convolutions,
+    set_direct_convolutions,
+};
 pub use tensor::ImageTensor;
 pub use upload::UploadBase;

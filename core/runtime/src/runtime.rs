@@ -1,4 +1,5 @@
-//! Inference over tract: with `runtime/plans.rs`, the only code in Scrim that names tract's runtime types.
+//! Inference over tract: with `runtime/plans.rs` and `runtime/scrim_conv.rs` (Scrim's direct
+//! convolution as a tract op), the only code in Scrim that names tract's runtime types.
 //!
 //! A [`Model`] is loaded once (parsed, typed, optimised) and then run from any number of threads
 //! at once: the optimised plans are shared, and each plan keeps the run states it has built in a
@@ -16,12 +17,15 @@ use crate::tensor::ImageTensor;
 use crate::{Error, Result};
 
 mod declared;
+mod direct_conv;
 mod options;
 mod output;
 mod plans;
+mod scrim_conv;
 
 pub use options::{BatchMode, Engine};
 pub use output::{Output, PlanChoice, PlanKernels};
+pub use scrim_conv::{direct_convolutions, set_direct_convolutions};
 
 use declared::check_declared_input;
 use plans::{Plan, TractPlans, root_cause};
@@ -226,14 +230,22 @@ impl Model {
         inference
             .set_input_fact(0, fact)
             .map_err(|e| model_err("cannot set the input shape", e))?;
-        let plan = inference
+        let build_err = |e| {
+            model_err(
+                &format!("cannot build the graph for input 1x{}", i.describe()),
+                e,
+            )
+        };
+        let mut typed = inference
+            .into_typed()
+            .and_then(TypedModel::into_decluttered)
+            .map_err(build_err)?;
+        if scrim_conv::direct_convolutions() {
+            scrim_conv::rewrite(&mut typed).map_err(build_err)?;
+        }
+        let plan = typed
             .into_optimized()
-            .map_err(|e| {
-                model_err(
-                    &format!("cannot build the graph for input 1x{}", i.describe()),
-                    e,
-                )
-            })?
+            .map_err(build_err)?
             .into_runnable()
             .map_err(|e| model_err("cannot plan the graph", e))?;
         Ok(plan)
@@ -288,7 +300,8 @@ impl Model {
     /// For each tract plan, the method tract picked for every convolution (empty for
     /// onnxruntime, which does not say).
     pub fn kernels(&self) -> Vec<PlanKernels> {
-        const METHODS: [&str; 5] = [
+        const METHODS: [&str; 6] = [
+            "ScrimConv",
             "LazyIm2col",
             "Im2col",
             "DirectSpatialConv",

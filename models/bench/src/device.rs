@@ -36,6 +36,14 @@ pub struct PerturbRow {
     /// tract / onnxruntime: the median over rounds of each round's ratio (the two timings of
     /// one round are taken back to back).
     pub ratio: Option<f64>,
+    /// The σ network in tract with tract's own convolutions (Scrim's direct convolution
+    /// switched off, `scrim_core::set_direct_convolutions`), timed in the same rounds: median ms.
+    #[serde(default)]
+    pub tract_own_conv_ms: Option<f64>,
+    /// tract with its own convolutions / onnxruntime, as `ratio`: what the ratio was before
+    /// Scrim's direct convolution.
+    #[serde(default)]
+    pub ratio_own_conv: Option<f64>,
     /// The whole path in tract (JPEG decode, resize, σ network, CSPRNG noise, PNG encode):
     /// median ms.
     pub tract_path_ms: f64,
@@ -236,6 +244,11 @@ pub(crate) fn run(
             write(&path, &bytes)?;
             let manifest = perturber_manifest(&p, input, NoiseKind::Gaussian);
             manifest.save(&Manifest::path_for(&path))?;
+            // The same file with tract's own convolutions, for the before/after columns.
+            let was = scrim_core::direct_convolutions();
+            scrim_core::set_direct_convolutions(false);
+            let own = Model::load(&bytes, manifest.clone(), BatchMode::Single);
+            scrim_core::set_direct_convolutions(was);
             let model = match Model::load(&bytes, manifest, BatchMode::Single) {
                 Ok(m) => m,
                 Err(e) => {
@@ -261,6 +274,8 @@ pub(crate) fn run(
                 tract_sigma_with_copy_ms: f64::NAN,
                 onnxruntime_sigma_ms: None,
                 ratio: None,
+                tract_own_conv_ms: None,
+                ratio_own_conv: None,
                 tract_path_ms: path_ms,
                 path_us_per_kpixel: path_ms * 1e3 / ((size * size) as f64 / 1e3),
             });
@@ -271,7 +286,20 @@ pub(crate) fn run(
                 .collect();
             let image = ImageTensor::new([1, 3, size, size], pixels)?;
             let x = model.prepare(&image)?;
-            loaded.push((model, image, x));
+            let own = match own {
+                Ok(m) => {
+                    let x = m.prepare(&image)?;
+                    Some((m, x))
+                }
+                Err(e) => {
+                    notes.push(format!(
+                        "perturber {variant} at {size} px with tract's own convolutions not \
+                         measured: {e}"
+                    ));
+                    None
+                }
+            };
+            loaded.push((model, image, x, own));
             written.push((variant.clone(), size, path));
         }
     }
@@ -297,17 +325,27 @@ pub(crate) fn run(
     let mut tract_ms = vec![Vec::new(); loaded.len()];
     let mut ort_ms = vec![Vec::new(); loaded.len()];
     let mut ratios = vec![Vec::new(); loaded.len()];
+    let mut own_ms = vec![Vec::new(); loaded.len()];
+    let mut own_ratios = vec![Vec::new(); loaded.len()];
     for round in 1..=rounds {
-        for (i, ((model, image, x), row)) in loaded.iter().zip(&mut rows).enumerate() {
+        for (i, ((model, image, x, own), row)) in loaded.iter().zip(&mut rows).enumerate() {
             let t = median_ms(opts.iterations, || {
                 model.run_prepared(x).map(drop).map_err(Into::into)
             })?;
             tract_ms[i].push(t);
+            let t_own = match own {
+                Some((m, x)) => Some(median_ms(opts.iterations, || {
+                    m.run_prepared(x).map(drop).map_err(Into::into)
+                })?),
+                None => None,
+            };
+            own_ms[i].extend(t_own);
             let ort = worker.as_mut().map(|w| w.median_ms(i, opts.iterations));
             match ort {
                 Some(Ok(o)) => {
                     ort_ms[i].push(o);
                     ratios[i].push(t / o);
+                    own_ratios[i].extend(t_own.map(|t| t / o));
                 }
                 Some(Err(e)) => {
                     notes.push(format!("onnxruntime not measured: {e}"));
@@ -327,15 +365,24 @@ pub(crate) fn run(
     drop(worker);
     for (i, row) in rows.iter_mut().enumerate() {
         row.tract_sigma_ms = median(&tract_ms[i]);
+        if own_ms[i].len() == rounds {
+            row.tract_own_conv_ms = Some(median(&own_ms[i]));
+        }
         if measured_ort && ort_ms[i].len() == rounds {
             row.onnxruntime_sigma_ms = Some(median(&ort_ms[i]));
             row.ratio = Some(median(&ratios[i]));
+            if own_ratios[i].len() == rounds {
+                row.ratio_own_conv = Some(median(&own_ratios[i]));
+            }
         }
         scrim_train::report::note(&format!(
-            "[bench]   {} {} px: σ network tract {:.3} ms, onnxruntime {}",
+            "[bench]   {} {} px: σ network tract {:.3} ms (its own convolutions {}), \
+             onnxruntime {}",
             row.variant,
             row.size,
             row.tract_sigma_ms,
+            row.tract_own_conv_ms
+                .map_or("not measured".into(), |m| format!("{m:.3} ms")),
             row.onnxruntime_sigma_ms
                 .map_or("not measured".into(), |m| format!("{m:.3} ms"))
         ));

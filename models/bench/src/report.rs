@@ -121,9 +121,17 @@ pub fn markdown(r: &BenchReport) -> String {
     let _ = writeln!(s, "## Headline ratios\n");
     let _ = writeln!(s, "| ratio | value | goal | |\n|---|---|---|---|");
     for (variant, size, q) in &r.ratios.tract_over_onnxruntime {
+        let before = r
+            .perturbation
+            .iter()
+            .find(|p| &p.variant == variant && p.size == *size)
+            .and_then(|p| p.ratio_own_conv)
+            .map_or(String::new(), |b| {
+                format!("{b:.2} with tract's own convolutions → ")
+            });
         let _ = writeln!(
             s,
-            "| tract / onnxruntime, σ network, {variant}, {size} px, 1 thread | {q:.2} | ≤ 1.0 | {} |",
+            "| tract / onnxruntime, σ network, {variant}, {size} px, 1 thread | {before}{q:.2} | ≤ 1.0 | {} |",
             goal(Some(*q), |v| v <= 1.0)
         );
     }
@@ -185,25 +193,30 @@ pub fn markdown(r: &BenchReport) -> String {
          the same machine. Timings are medians of the runs, then over rounds; tract/ort is the \
          median over rounds of each pair's ratio. \"with input copy\": the σ network through \
          `Model::run`, which checks and copies the input into tract's tensor before each run \
-         (round 1). Whole path: `scrim_core::Perturber::perturb` on a JPEG of the same side \
-         (decode, resize, σ network, CSPRNG noise, PNG encode), tract, median of {} runs.\n",
+         (round 1). \"tract's own convolutions\": the same file loaded with Scrim's direct \
+         convolution switched off (`scrim_core::set_direct_convolutions(false)`), timed in the \
+         same rounds: the before column. Whole path: `scrim_core::Perturber::perturb` on a \
+         JPEG of the same side (decode, resize, σ network, CSPRNG noise, PNG encode), tract, \
+         median of {} runs.\n",
         r.rounds, r.iterations, r.iterations
     );
     let _ = writeln!(
         s,
-        "| perturber | side | ONNX bytes | tract σ ms | with input copy | onnxruntime σ ms | tract/ort | whole path ms | path µs per kpixel |\n|---|---|---|---|---|---|---|---|---|"
+        "| perturber | side | ONNX bytes | tract σ ms | with input copy | tract's own convolutions σ ms | onnxruntime σ ms | tract/ort | before (tract's own convolutions/ort) | whole path ms | path µs per kpixel |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for p in &r.perturbation {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {:.3} | {:.1} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {:.3} | {:.1} |",
             p.variant,
             p.size,
             p.onnx_bytes,
             p.tract_sigma_ms,
             p.tract_sigma_with_copy_ms,
+            opt(p.tract_own_conv_ms, 3),
             opt(p.onnxruntime_sigma_ms, 3),
             opt(p.ratio, 2),
+            opt(p.ratio_own_conv, 2),
             p.tract_path_ms,
             p.path_us_per_kpixel
         );

@@ -1,0 +1,258 @@
+//! Scrim's direct convolution inside tract's graphs: a pass over the decluttered graph that
+//! replaces each fixed-shape, float, NCHW convolution (one group, no dilation, one stride for
+//! both axes) by [`ScrimConv`], which runs `direct_conv.rs` on pre-packed weights and applies a
+//! following ReLU in the same pass. tract then optimises the rest of the graph as usual.
+//!
+//! Why: on x86-64, tract's own dense convolutions trail onnxruntime's by 2–4× on the perturbers'
+//! small stride-2 encoders (docs/PERFORMANCE.md, §1c), whatever tract's settings.
+//! [`set_direct_convolutions`] turns the pass off for A/B comparisons.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::math::Max;
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::direct_conv::{self, Activation, Geometry};
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Whether models loaded from now on in tract run their eligible convolutions through Scrim's
+/// direct kernel (the default) or through tract's own. For benchmarks and A/B checks; models
+/// already loaded keep what they were built with.
+pub fn set_direct_convolutions(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether [`set_direct_convolutions`] left the pass on.
+pub fn direct_convolutions() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// A convolution with its weights packed for the direct kernel. Inputs: the image
+/// `[n, c, h, w]`, the packed weights and the padded bias (both constants).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ScrimConv {
+    geometry: Geometry,
+    activation: Activation,
+}
+
+impl Op for ScrimConv {
+    fn name(&self) -> StaticName {
+        "ScrimConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geometry;
+        Ok(vec![format!(
+            "{}x{}x{}x{} -> {} channels, kernel {}x{}, stride {}, pad {:?}, {:?}",
+            g.n, g.c, g.h, g.w, g.o, g.kh, g.kw, g.stride, g.pad, self.activation
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ScrimConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let g = &self.geometry;
+        ensure!(
+            inputs.len() == 3,
+            "ScrimConv takes an image, weights and a bias"
+        );
+        let x = inputs[0].try_as_plain_ram()?.as_slice::<f32>()?;
+        let packed = inputs[1].try_as_plain_ram()?.as_slice::<f32>()?;
+        let bias = inputs[2].try_as_plain_ram()?.as_slice::<f32>()?;
+        ensure!(
+            x.len() == g.n * g.c * g.h * g.w
+                && packed.len() == g.packed_len()
+                && bias.len() % direct_conv::OB == 0
+                && bias.len() * g.c * g.kh * g.kw == packed.len(),
+            "ScrimConv: inputs do not match {g:?}"
+        );
+        let shape = g.out_shape();
+        let mut out = vec![0.0f32; shape.iter().product()];
+        direct_conv::conv2d(g, x, packed, bias, self.activation, &mut out);
+        Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for ScrimConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs.len() == 3,
+            "ScrimConv takes an image, weights and a bias"
+        );
+        Ok(tvec!(f32::fact(self.geometry.out_shape())))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            self.geometry.macs().to_dim()
+        )))
+    }
+
+    as_op!();
+}
+
+/// Replaces every eligible convolution of a decluttered graph (and the ReLU that follows it,
+/// if it is the convolution's only reader) by a [`ScrimConv`]. Returns how many it replaced.
+///
+/// # Errors
+/// tract's, when a patch cannot be applied.
+pub(crate) fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes()[id];
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let Some((geometry, weights, bias)) = eligible(model, node, conv)? else {
+            continue;
+        };
+        let relu = following_relu(model, node)?;
+        let (activation, replaced_outlet) = match relu {
+            Some(relu) => (Activation::Relu, OutletId::new(relu, 0)),
+            None => (Activation::Identity, OutletId::new(id, 0)),
+        };
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::new("scrim-direct-conv");
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let packed = direct_conv::pack_weights(&geometry, &weights);
+        let packed = patch.add_const(
+            format!("{name}.scrim_weights"),
+            Tensor::from_shape(&[packed.len()], &packed)?,
+        )?;
+        let bias = direct_conv::pad_bias(&geometry, &bias);
+        let bias = patch.add_const(
+            format!("{name}.scrim_bias"),
+            Tensor::from_shape(&[bias.len()], &bias)?,
+        )?;
+        let y = patch.wire_node(
+            format!("{name}.scrim"),
+            ScrimConv {
+                geometry,
+                activation,
+            },
+            &[x, packed, bias],
+        )?[0];
+        patch.shunt_outside(model, replaced_outlet, y)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// A convolution the direct kernel runs: its geometry, weights (`[o, c, kh, kw]`) and bias (`[o]`).
+type Eligible = (Geometry, Vec<f32>, Vec<f32>);
+
+/// The convolution as the direct kernel runs it, or `None`.
+fn eligible(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Eligible>> {
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some()
+        || conv.group != 1
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || spec.data_format != DataFormat::NCHW
+        || spec.kernel_shape.len() != 2
+        || spec.dilations().iter().any(|&d| d != 1)
+        || node.inputs.len() != 3
+    {
+        return Ok(None);
+    }
+    let strides = spec.strides();
+    if strides[0] != strides[1] {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let Some(&[n, c, h, w]) = input.shape.as_concrete() else {
+        return Ok(None);
+    };
+    if input.datum_type != f32::datum_type() || c != spec.input_channels {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (
+        model.outlet_fact(node.inputs[1])?.konst.clone(),
+        model.outlet_fact(node.inputs[2])?.konst.clone(),
+    ) else {
+        return Ok(None);
+    };
+    let (o, kh, kw) = (
+        spec.output_channels,
+        spec.kernel_shape[0],
+        spec.kernel_shape[1],
+    );
+    if kernel.datum_type() != f32::datum_type()
+        || kernel.shape() != [o, c, kh, kw]
+        || bias.datum_type() != f32::datum_type()
+    {
+        return Ok(None);
+    }
+    let bias: Vec<f32> = match bias.len() {
+        0 => vec![0.0; o],
+        1 => vec![bias.try_as_plain_ram()?.as_slice::<f32>()?[0]; o],
+        len if len == o => bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+        _ => return Ok(None),
+    };
+    let padding = spec.computed_padding(&[h, w]);
+    let geometry = Geometry {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        stride: strides[0],
+        pad: [
+            padding[0].pad_before,
+            padding[1].pad_before,
+            padding[0].pad_after,
+            padding[1].pad_after,
+        ],
+    };
+    let tract_out: TVec<usize> = spec
+        .output_shape(&[n, c, h, w])?
+        .shape
+        .iter()
+        .copied()
+        .collect();
+    if !geometry.is_valid() || tract_out.as_slice() != geometry.out_shape() {
+        return Ok(None);
+    }
+    Ok(Some((
+        geometry,
+        kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+        bias,
+    )))
+}
+
+/// The node after `conv` when it is its only reader and computes `max(x, 0)`.
+fn following_relu(model: &TypedModel, conv: &TypedNode) -> TractResult<Option<usize>> {
+    let [succ] = conv.outputs[0].successors.as_slice() else {
+        return Ok(None);
+    };
+    let next = &model.nodes()[succ.node];
+    let Some(bin) = next.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    if !bin.0.is::<Max>() || next.inputs.len() != 2 {
+        return Ok(None);
+    }
+    let other = next.inputs[1 - succ.slot];
+    let zero = model
+        .outlet_fact(other)?
+        .konst
+        .as_ref()
+        .and_then(|k| k.as_uniform())
+        .and_then(|u| u.cast_to_scalar::<f32>().ok())
+        == Some(0.0);
+    let same_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape
+        == model.outlet_fact(OutletId::new(conv.id, 0))?.shape;
+    Ok((zero && same_shape).then_some(next.id))
+}

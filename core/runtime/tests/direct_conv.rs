@@ -1,0 +1,120 @@
+//! Scrim's direct convolution inside tract (`runtime/scrim_conv.rs`) computes what tract's own
+//! convolutions compute, on a graph that mixes every case: stride 2 and 1, 3×3, 5×5 and 1×1
+//! kernels, with and without bias and a following ReLU, and a grouped convolution that stays
+//! tract's (as does the 1×1, which tract's declutter turns into a matrix product first). One test in its own binary: it switches the process-wide pass off and on.
+
+use scrim_core::manifest::{InputSpec, Manifest, PerturberOutput, PerturberSpec};
+use scrim_core::onnx::{Conv, GraphBuilder};
+use scrim_core::{BatchMode, ImageTensor, Model, NoiseKind, set_direct_convolutions};
+
+fn values(seed: u32, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
+}
+
+/// A perturber whose σ map (at half the input's side) comes out of five convolutions.
+fn mixed_graph(size: usize) -> (Vec<u8>, Manifest) {
+    let w1 = values(1, 16 * 3 * 9, 0.6);
+    let b1 = values(2, 16, 0.2);
+    let w2 = values(3, 20 * 16 * 9, 0.3);
+    let w3 = values(4, 20 * 20 * 25, 0.1);
+    let b3 = values(5, 20, 0.2);
+    let w4 = values(6, 12 * 20, 0.4);
+    let b4 = values(7, 12, 0.1);
+    let w5 = values(8, 3 * 4 * 9, 4.0);
+    let mut g = GraphBuilder::new("direct_conv_check");
+    let x = g.image_input("image", 3, size, size);
+    let h = g.conv(&x, Conv::new(&w1, [16, 3, 3, 3]).bias(&b1).stride(2).pad(1));
+    let h = g.relu(&h);
+    let h = g.conv(&h, Conv::new(&w2, [20, 16, 3, 3]).pad(1));
+    let h = g.conv(&h, Conv::new(&w3, [20, 20, 5, 5]).bias(&b3).pad(2));
+    let h = g.relu(&h);
+    let h = g.conv(&h, Conv::new(&w4, [12, 20, 1, 1]).bias(&b4));
+    let h = g.relu(&h);
+    let h = g.conv(&h, Conv::new(&w5, [3, 4, 3, 3]).pad(1).groups(3));
+    let s = g.sigmoid(&h);
+    g.output(&s, "sigma");
+    let spec = PerturberSpec {
+        sigma_max: 1.0,
+        noise: NoiseKind::Gaussian,
+        outputs: vec![PerturberOutput::Sigma],
+        fill: 0.5,
+        standardize: false,
+        release: None,
+        erase: None,
+    };
+    (
+        g.finish(),
+        Manifest::perturber("direct-conv-check", InputSpec::rgb(size, size), spec),
+    )
+}
+
+fn images(n: usize, size: usize) -> ImageTensor {
+    let data = (0..n * 3 * size * size)
+        .map(|k| ((k * 7919 + 13) % 251) as f32 / 250.0)
+        .collect();
+    ImageTensor::new([n, 3, size, size], data).expect("images")
+}
+
+#[test]
+fn the_direct_convolution_matches_tracts_own() {
+    for size in [18, 34] {
+        let (onnx, manifest) = mixed_graph(size);
+        set_direct_convolutions(false);
+        let tract = Model::load(&onnx, manifest.clone(), BatchMode::Planned { max: 2 })
+            .expect("tract's convolutions");
+        set_direct_convolutions(true);
+        let direct = Model::load(&onnx, manifest, BatchMode::Planned { max: 2 })
+            .expect("the direct convolution");
+
+        for plan in direct.kernels() {
+            let methods: Vec<&str> = plan
+                .convolutions
+                .iter()
+                .map(|(_, m)| m.split('(').next().unwrap_or(m).trim())
+                .collect();
+            let direct_count = methods.iter().filter(|m| **m == "ScrimConv").count();
+            assert_eq!(
+                direct_count, 3,
+                "size {size}, batch {:?}: the 3×3 and 5×5 convolutions run directly, the grouped \
+                 one stays tract's: {methods:?}",
+                plan.batch
+            );
+        }
+        for plan in tract.kernels() {
+            assert!(
+                plan.convolutions
+                    .iter()
+                    .all(|(_, m)| !m.contains("ScrimConv")),
+                "switched off, no convolution is Scrim's"
+            );
+        }
+
+        for n in [1, 2, 3] {
+            let x = images(n, size);
+            let want = tract.run(&x).expect("tract run");
+            let got = direct.run(&x).expect("direct run");
+            assert_eq!(got[0].shape, [n, 3, size.div_ceil(2), size.div_ceil(2)]);
+            let worst = got[0]
+                .data
+                .iter()
+                .zip(&want[0].data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-5,
+                "size {size}, batch {n}: largest difference {worst}"
+            );
+            let spread = want[0].data.iter().fold(0.0f32, |m, v| m.max(*v))
+                - want[0].data.iter().fold(1.0f32, |m, v| m.min(*v));
+            assert!(spread > 0.05, "the check graph's output varies ({spread})");
+        }
+    }
+}
