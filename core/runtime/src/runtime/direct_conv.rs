@@ -2,24 +2,34 @@
 //! kernel for the small dense convolutions of its perturbers (see `scrim_conv.rs`, which puts it
 //! in tract's graphs).
 //!
-//! The input is first copied into a padded scratch buffer in which every row is split into its
-//! `stride` phases (column `j·s + φ` of the padded row goes to phase `φ`, index `j`), so that the
-//! taps of a strided convolution read contiguous memory. The output is then computed in tiles of
-//! [`OB`] output channels by [`T`] output columns held in registers: each tap loads `T` inputs
-//! once and multiplies them by `OB` weights. Tiles and per-phase rows are padded so that no tile
-//! needs a bounds case; the padding is zero and the extra columns are never stored.
+//! The input is first copied into a padded scratch buffer split into its `stride × stride`
+//! phases: padded pixel `(r, q)` of a channel goes to sub-image `(r mod s, q mod s)` at
+//! `(r / s, q / s)`. Every tap of a strided convolution then reads one sub-image at stride 1,
+//! and output pixel `(y, x)` of tap `(ky, kx)` sits at a fixed offset from `y · L + x` (`L` the
+//! sub-images' row length). So the output is computed over flat positions `y · L + x`, as a
+//! stride-1 convolution of any stride: a few columns per row (`x ≥ out_w`) are computed and
+//! never stored, and small feature maps (7×7) fill whole register tiles.
 //!
-//! One function body serves every instruction set: it is compiled once per shape class (3×3
-//! stride 1 and 2, 1×1 stride 1, and any other shape with its sizes read at run time) and, on
-//! x86-64, once more with AVX2 and FMA enabled, chosen at run time. On aarch64 the baseline
-//! (NEON, fused multiply-add) is what it compiles to.
+//! A tile is [`OB`] output channels by [`T`] flat positions held in registers: each tap loads
+//! `T` inputs once and multiplies them by `OB` weights. The positions are visited in chunks of
+//! [`CHUNK`] and, inside a chunk, every block of output channels in turn, so a chunk's input
+//! stays in cache while all output channels read it. The padding of the scratch buffer is never
+//! written after it is first zeroed, so each thread keeps one buffer per convolution shape.
+//!
+//! On x86-64 with AVX2 and FMA (detected at run time) a tile is computed with explicit vector
+//! instructions; elsewhere (aarch64's NEON included) by the portable loop, which the compiler
+//! vectorises.
 
 use std::cell::RefCell;
 
 /// Output channels per register tile.
-pub(crate) const OB: usize = 8;
-/// Output columns per register tile.
-pub(crate) const T: usize = 8;
+pub(crate) const OB: usize = 4;
+/// Flat output positions per register tile (two 8-lane vectors).
+pub(crate) const T: usize = 16;
+/// Flat output positions per cache chunk (a multiple of [`T`]).
+const CHUNK: usize = 256;
+/// Convolution shapes whose scratch buffers a thread keeps.
+const KEPT_SHAPES: usize = 16;
 
 /// What the convolution applies to its output before storing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,9 +96,38 @@ impl Geometry {
         self.o.div_ceil(OB)
     }
 
-    /// Length of one phase of one padded row in the scratch buffer: every tile's reads fit.
-    fn phase_len(&self) -> usize {
-        self.out_w().div_ceil(T) * T + (self.kw - 1) / self.stride + 1
+    /// Rows of one phase sub-image.
+    fn sub_h(&self) -> usize {
+        self.padded_h().div_ceil(self.stride)
+    }
+
+    /// Row length `L` of one phase sub-image; output `(y, x)` is flat position `y · L + x`.
+    fn sub_w(&self) -> usize {
+        self.padded_w().div_ceil(self.stride)
+    }
+
+    fn sub_len(&self) -> usize {
+        self.sub_h() * self.sub_w()
+    }
+
+    /// One channel in the scratch buffer: its `s²` sub-images, then room for the reads of the
+    /// last tile past them (`out_h + (kh − 1) / s ≤ sub_h` bounds the rest).
+    fn channel_len(&self) -> usize {
+        self.stride * self.stride * self.sub_len() + (self.kw - 1) / self.stride + T
+    }
+
+    /// Flat output positions of one image.
+    fn positions(&self) -> usize {
+        self.out_h() * self.sub_w()
+    }
+
+    /// Offset of each tap `(ky, kx)` from the flat position it contributes to.
+    fn tap_offsets(&self) -> Vec<usize> {
+        let (s, l, sub) = (self.stride, self.sub_w(), self.sub_len());
+        (0..self.kh)
+            .flat_map(|ky| (0..self.kw).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| ((ky % s) * s + kx % s) * sub + (ky / s) * l + kx / s)
+            .collect()
     }
 
     /// Length of the packed weights ([`pack_weights`]).
@@ -124,15 +163,16 @@ pub(crate) fn pad_bias(g: &Geometry, bias: &[f32]) -> Vec<f32> {
 }
 
 thread_local! {
-    /// The padded, phase-split input of the convolution running on this thread.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The phase-split scratch buffers of this thread, one per convolution shape (most recent
+    /// last), with their padding zero.
+    static SCRATCH: RefCell<Vec<(Geometry, Vec<f32>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs the convolution: `x` is `[n, c, h, w]`, `packed` from [`pack_weights`], `bias` from
 /// [`pad_bias`], `out` is `[n, o, out_h, out_w]`.
 ///
 /// The caller checks the lengths ([`Geometry::is_valid`], the tensors' shapes): a mismatch
-/// panics on a slice index rather than reading out of bounds.
+/// panics on a slice index or an assertion rather than reading out of bounds.
 pub(crate) fn conv2d(
     g: &Geometry,
     x: &[f32],
@@ -141,7 +181,19 @@ pub(crate) fn conv2d(
     act: Activation,
     out: &mut [f32],
 ) {
-    SCRATCH.with_borrow_mut(|scratch| {
+    SCRATCH.with_borrow_mut(|kept| {
+        let key = Geometry { n: 1, ..*g };
+        let at = match kept.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                if kept.len() == KEPT_SHAPES {
+                    kept.remove(0);
+                }
+                kept.push((key, vec![0.0; g.c * g.channel_len()]));
+                kept.len() - 1
+            }
+        };
+        let scratch = &mut kept[at].1;
         let image_in = g.c * g.h * g.w;
         let [_, o, oh, ow] = g.out_shape();
         let image_out = o * oh * ow;
@@ -155,33 +207,33 @@ pub(crate) fn conv2d(
     });
 }
 
-/// Copies one image into `scratch`, padded and split into stride phases: row `r` (padded) of
-/// channel `c`, phase `φ`, index `j` holds the padded image at column `j·s + φ`.
-fn split_phases(g: &Geometry, x: &[f32], scratch: &mut Vec<f32>) {
-    let (hp, s, l) = (g.padded_h(), g.stride, g.phase_len());
+/// Copies one image into `scratch` (zero where padding), split into phase sub-images.
+fn split_phases(g: &Geometry, x: &[f32], scratch: &mut [f32]) {
+    let (s, l, sub, cs) = (g.stride, g.sub_w(), g.sub_len(), g.channel_len());
     let [top, left, ..] = g.pad;
-    scratch.clear();
-    scratch.resize(g.c * hp * s * l, 0.0);
     for (c, plane) in x.chunks_exact(g.h * g.w).enumerate() {
         for (y, src) in plane.chunks_exact(g.w).enumerate() {
-            let row = &mut scratch[(c * hp + y + top) * s * l..][..s * l];
-            for (phase, dst) in row.chunks_exact_mut(l).enumerate() {
-                // Padded column j·s + φ is source column j·s + φ − left.
-                let first_j = left.saturating_sub(phase).div_ceil(s);
-                let first_src = first_j * s + phase - left;
-                if first_src >= g.w {
-                    continue;
+            let r = y + top;
+            // Sub-image (r mod s, 0), row r / s; sub-image (r mod s, φ) is φ · sub further.
+            let row = c * cs + (r % s) * s * sub + (r / s) * l;
+            match s {
+                1 => scratch[row + left..][..g.w].copy_from_slice(src),
+                2 => {
+                    let (even, odd) = scratch[row..][..sub + l].split_at_mut(sub);
+                    split_pairs(src, left, &mut even[..l], &mut odd[..l]);
                 }
-                let count = (g.w - first_src).div_ceil(s).min(l - first_j);
-                if s == 1 {
-                    dst[first_j..first_j + count]
-                        .copy_from_slice(&src[first_src..first_src + count]);
-                } else {
-                    for (d, v) in dst[first_j..first_j + count]
-                        .iter_mut()
-                        .zip(src[first_src..].iter().step_by(s))
-                    {
-                        *d = *v;
+                _ => {
+                    for phase in 0..s {
+                        let dst = &mut scratch[row + phase * sub..][..l];
+                        // Padded column j·s + φ is source column j·s + φ − left.
+                        let first_j = left.saturating_sub(phase).div_ceil(s);
+                        let first_src = first_j * s + phase - left;
+                        for (d, v) in dst[first_j..]
+                            .iter_mut()
+                            .zip(src.iter().skip(first_src).step_by(s))
+                        {
+                            *d = *v;
+                        }
                     }
                 }
             }
@@ -189,7 +241,31 @@ fn split_phases(g: &Geometry, x: &[f32], scratch: &mut Vec<f32>) {
     }
 }
 
-/// One image through the convolution, choosing the compiled variant for this machine and shape.
+/// Stride 2: source column `x` is padded column `x + left`, so it goes to `even` or `odd` at
+/// `(x + left) / 2`. Pairs of columns go out together, which the compiler vectorises.
+fn split_pairs(src: &[f32], left: usize, even: &mut [f32], odd: &mut [f32]) {
+    let mut rest = src;
+    if left % 2 == 1 {
+        if let Some((&first, tail)) = src.split_first() {
+            odd[left / 2] = first;
+            rest = tail;
+        }
+    }
+    let j0 = (left + 1) / 2;
+    let pairs = rest.chunks_exact(2);
+    let last = pairs.remainder().first().copied();
+    let n = rest.len() / 2;
+    for ((pair, e), o) in pairs.zip(&mut even[j0..j0 + n]).zip(&mut odd[j0..j0 + n]) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if let Some(v) = last {
+        even[j0 + n] = v;
+    }
+}
+
+/// One image through the convolution, choosing the tile code for this machine and the loop
+/// bounds for the kernel size.
 fn run_image(
     g: &Geometry,
     scratch: &[f32],
@@ -207,8 +283,7 @@ fn run_image(
         }
         return;
     }
-    // Fused multiply-add is baseline on aarch64; elsewhere without FMA, a multiply and an add.
-    dispatch_shape::<{ cfg!(target_arch = "aarch64") }>(g, scratch, packed, bias, act, out);
+    dispatch_taps::<Portable>(g, scratch, packed, bias, act, out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -221,12 +296,12 @@ fn run_image_avx2_fma(
     act: Activation,
     out: &mut [f32],
 ) {
-    dispatch_shape::<true>(g, scratch, packed, bias, act, out);
+    dispatch_taps::<Avx2Fma>(g, scratch, packed, bias, act, out);
 }
 
-/// The shapes compiled with their sizes as constants; others read them at run time.
+/// The kernel sizes compiled with their tap count as a constant; others read it at run time.
 #[inline(always)]
-fn dispatch_shape<const FMA: bool>(
+fn dispatch_taps<K: Tile>(
     g: &Geometry,
     scratch: &[f32],
     packed: &[f32],
@@ -234,77 +309,215 @@ fn dispatch_shape<const FMA: bool>(
     act: Activation,
     out: &mut [f32],
 ) {
-    match (g.kh, g.kw, g.stride) {
-        (3, 3, 1) => tiles::<FMA>(g, 3, 3, 1, scratch, packed, bias, act, out),
-        (3, 3, 2) => tiles::<FMA>(g, 3, 3, 2, scratch, packed, bias, act, out),
-        (1, 1, 1) => tiles::<FMA>(g, 1, 1, 1, scratch, packed, bias, act, out),
-        (kh, kw, s) => tiles::<FMA>(g, kh, kw, s, scratch, packed, bias, act, out),
+    match g.kh * g.kw {
+        9 => image::<K, 9>(g, scratch, packed, bias, act, out),
+        1 => image::<K, 1>(g, scratch, packed, bias, act, out),
+        25 => image::<K, 25>(g, scratch, packed, bias, act, out),
+        _ => image::<K, 0>(g, scratch, packed, bias, act, out),
     }
 }
 
-/// The convolution of one image, tile by tile. `kh`, `kw` and `s` repeat the geometry's so that
-/// each call site above, inlined, compiles with them as constants.
+/// One register tile: `OB` output channels (bias included) at `T` flat positions.
+trait Tile {
+    /// Sums over every channel `ci < c` and tap of `weights[(ci · taps + tap) · OB + lane] ·
+    /// x[ci · cs + q + offsets[tap] + j]` for lane `< OB`, position `j < T`. `TAPS` is the
+    /// number of taps, or 0 for `offsets.len()`.
+    ///
+    /// The caller guarantees `(c − 1) · cs + q + max(offsets) + T ≤ x.len()` and
+    /// `weights.len() ≥ c · taps · OB` (the AVX2 tile reads without bounds checks).
+    fn tile<const TAPS: usize>(
+        x: &[f32],
+        weights: &[f32],
+        offsets: &[usize],
+        c: usize,
+        cs: usize,
+        q: usize,
+        bias: &[f32],
+    ) -> [[f32; T]; OB];
+}
+
+/// The portable tile, vectorised by the compiler.
+struct Portable;
+
+impl Tile for Portable {
+    #[inline(always)]
+    fn tile<const TAPS: usize>(
+        x: &[f32],
+        weights: &[f32],
+        offsets: &[usize],
+        c: usize,
+        cs: usize,
+        q: usize,
+        bias: &[f32],
+    ) -> [[f32; T]; OB] {
+        let taps = if TAPS == 0 { offsets.len() } else { TAPS };
+        let offsets = &offsets[..taps];
+        let mut acc = [[0.0f32; T]; OB];
+        for (a, &b) in acc.iter_mut().zip(bias) {
+            *a = [b; T];
+        }
+        for ci in 0..c {
+            let xc = &x[ci * cs + q..];
+            let wc = &weights[ci * taps * OB..][..taps * OB];
+            for (&off, w) in offsets.iter().zip(wc.chunks_exact(OB)) {
+                let src = &xc[off..off + T];
+                for (a, &wo) in acc.iter_mut().zip(w) {
+                    for (aj, &xj) in a.iter_mut().zip(src) {
+                        // Fused multiply-add is baseline on aarch64; elsewhere a multiply and an
+                        // add (a software fused multiply-add would be slower).
+                        *aj = if cfg!(target_arch = "aarch64") {
+                            wo.mul_add(xj, *aj)
+                        } else {
+                            *aj + wo * xj
+                        };
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// The AVX2 + FMA tile: `OB × 2` accumulators of eight lanes.
+#[cfg(target_arch = "x86_64")]
+struct Avx2Fma;
+
+#[cfg(target_arch = "x86_64")]
+impl Tile for Avx2Fma {
+    #[inline(always)]
+    fn tile<const TAPS: usize>(
+        x: &[f32],
+        weights: &[f32],
+        offsets: &[usize],
+        c: usize,
+        cs: usize,
+        q: usize,
+        bias: &[f32],
+    ) -> [[f32; T]; OB] {
+        // SAFETY: `Avx2Fma` is only used under `run_image_avx2_fma`, entered after AVX2 and FMA
+        // were detected; the bounds are the caller's guarantee (checked in `image`).
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2_fma_tile::<TAPS>(x, weights, offsets, c, cs, q, bias)
+        }
+    }
+}
+
+/// See [`Tile::tile`].
+///
+/// # Safety
+/// The CPU has AVX2 and FMA, and the bounds of [`Tile::tile`] hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn avx2_fma_tile<const TAPS: usize>(
+    x: &[f32],
+    weights: &[f32],
+    offsets: &[usize],
+    c: usize,
+    cs: usize,
+    q: usize,
+    bias: &[f32],
+) -> [[f32; T]; OB] {
+    use std::arch::x86_64::{
+        __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps,
+        _mm256_storeu_ps,
+    };
+    const V: usize = T / 8;
+    let taps = if TAPS == 0 { offsets.len() } else { TAPS };
+    let offsets = &offsets[..taps];
+    let mut acc: [[__m256; V]; OB] = [[_mm256_set1_ps(0.0); V]; OB];
+    for (a, &b) in acc.iter_mut().zip(&bias[..OB]) {
+        *a = [_mm256_set1_ps(b); V];
+    }
+    let (xp, wp) = (x.as_ptr(), weights.as_ptr());
+    for ci in 0..c {
+        let base = ci * cs + q;
+        let wc = ci * taps * OB;
+        for (tap, &off) in offsets.iter().enumerate() {
+            // SAFETY: in bounds by the caller's guarantee (see the function's doc).
+            let xs: [__m256; V] =
+                std::array::from_fn(|v| unsafe { _mm256_loadu_ps(xp.add(base + off + 8 * v)) });
+            for (lane, a) in acc.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let w = unsafe { _mm256_broadcast_ss(&*wp.add(wc + tap * OB + lane)) };
+                for (av, &xv) in a.iter_mut().zip(&xs) {
+                    *av = _mm256_fmadd_ps(w, xv, *av);
+                }
+            }
+        }
+    }
+    let mut tile = [[0.0f32; T]; OB];
+    for (dst, a) in tile.iter_mut().zip(&acc) {
+        for (v, &av) in a.iter().enumerate() {
+            // SAFETY: `dst` holds `T = 8 · V` floats.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * v), av) };
+        }
+    }
+    tile
+}
+
+/// The convolution of one image from its phase-split `scratch`, tile by tile.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tiles<const FMA: bool>(
+fn image<K: Tile, const TAPS: usize>(
     g: &Geometry,
-    kh: usize,
-    kw: usize,
-    s: usize,
     scratch: &[f32],
     packed: &[f32],
     bias: &[f32],
     act: Activation,
     out: &mut [f32],
 ) {
-    let (oh, ow, l) = (g.out_h(), g.out_w(), g.phase_len());
-    let row_stride = s * l;
-    let chan_stride = g.padded_h() * row_stride;
-    let block_weights = g.c * kh * kw * OB;
-    for (block, (weights, bias)) in packed
-        .chunks_exact(block_weights)
-        .zip(bias.chunks_exact(OB))
-        .enumerate()
-    {
-        let lanes = OB.min(g.o - block * OB);
-        for oy in 0..oh {
-            for ox in (0..ow).step_by(T) {
-                let mut acc = [[0.0f32; T]; OB];
-                for (a, &b) in acc.iter_mut().zip(bias) {
-                    *a = [b; T];
-                }
-                let origin = oy * s * row_stride + ox;
-                for c in 0..g.c {
-                    let input = &scratch[c * chan_stride + origin..];
-                    let taps = &weights[c * kh * kw * OB..][..kh * kw * OB];
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let at = ky * row_stride + (kx % s) * l + kx / s;
-                            let src = &input[at..at + T];
-                            let w = &taps[(ky * kw + kx) * OB..][..OB];
-                            for (a, &wo) in acc.iter_mut().zip(w) {
-                                for (aj, &xj) in a.iter_mut().zip(src) {
-                                    *aj = if FMA {
-                                        wo.mul_add(xj, *aj)
-                                    } else {
-                                        *aj + wo * xj
-                                    };
+    let (oh, ow, l, cs) = (g.out_h(), g.out_w(), g.sub_w(), g.channel_len());
+    let positions = g.positions();
+    let offsets = g.tap_offsets();
+    let taps = offsets.len();
+    assert!(TAPS == 0 || TAPS == taps, "{TAPS} taps compiled for {taps}");
+    let block_weights = g.c * taps * OB;
+    // The guarantee of `Tile::tile` for the last tile, hence every tile.
+    let last_tile = (positions - 1) / T * T;
+    let reach = offsets.iter().max().copied().unwrap_or(0);
+    assert!(
+        (g.c - 1) * cs + last_tile + reach + T <= scratch.len()
+            && packed.len() == g.blocks() * block_weights
+            && bias.len() == g.blocks() * OB
+            && out.len() == g.o * oh * ow,
+        "direct convolution: buffers do not match {g:?}"
+    );
+    for chunk in (0..positions).step_by(CHUNK) {
+        let chunk_end = (chunk + CHUNK).min(positions);
+        for (block, (weights, bias)) in packed
+            .chunks_exact(block_weights)
+            .zip(bias.chunks_exact(OB))
+            .enumerate()
+        {
+            let lanes = OB.min(g.o - block * OB);
+            for q in (chunk..chunk_end).step_by(T) {
+                let acc = K::tile::<TAPS>(scratch, weights, &offsets, g.c, cs, q, bias);
+                // Store the tile's positions row by row, skipping columns x ≥ out_w.
+                let (mut y, mut x) = (q / l, q % l);
+                let mut at = 0;
+                while at < T && q + at < positions {
+                    let run = (T - at).min(l - x);
+                    if x < ow {
+                        let n = run.min(ow - x);
+                        for (lane, a) in acc.iter().enumerate().take(lanes) {
+                            let oc = block * OB + lane;
+                            let dst = &mut out[(oc * oh + y) * ow + x..][..n];
+                            let src = &a[at..at + n];
+                            match act {
+                                Activation::Identity => dst.copy_from_slice(src),
+                                Activation::Relu => {
+                                    for (d, v) in dst.iter_mut().zip(src) {
+                                        *d = v.max(0.0);
+                                    }
                                 }
                             }
                         }
                     }
-                }
-                let width = T.min(ow - ox);
-                for (lane, a) in acc.iter().enumerate().take(lanes) {
-                    let dst = &mut out[((block * OB + lane) * oh + oy) * ow + ox..][..width];
-                    match act {
-                        Activation::Identity => dst.copy_from_slice(&a[..width]),
-                        Activation::Relu => {
-                            for (d, v) in dst.iter_mut().zip(a) {
-                                *d = v.max(0.0);
-                            }
-                        }
-                    }
+                    at += run;
+                    x = 0;
+                    y += 1;
                 }
             }
         }
@@ -364,27 +577,46 @@ mod tests {
             .collect()
     }
 
+    /// The portable tile, whatever the machine has (`conv2d` picks AVX2 where it can).
+    fn portable(
+        g: &Geometry,
+        x: &[f32],
+        packed: &[f32],
+        bias: &[f32],
+        act: Activation,
+    ) -> Vec<f32> {
+        let [n, o, oh, ow] = g.out_shape();
+        let mut out = vec![f32::NAN; n * o * oh * ow];
+        let mut scratch = vec![0.0; g.c * g.channel_len()];
+        for (xi, yi) in x
+            .chunks_exact(g.c * g.h * g.w)
+            .zip(out.chunks_exact_mut(o * oh * ow))
+        {
+            split_phases(g, xi, &mut scratch);
+            dispatch_taps::<Portable>(g, &scratch, packed, bias, act, yi);
+        }
+        out
+    }
+
     fn check(g: Geometry, act: Activation) {
         assert!(g.is_valid(), "{g:?}");
         let x = values(g.n * g.c * g.h * g.w, 1);
         let w = values(g.o * g.c * g.kh * g.kw, 2);
         let bias = values(g.o, 3);
-        let mut out = vec![f32::NAN; g.out_shape().iter().product()];
-        conv2d(
-            &g,
-            &x,
-            &pack_weights(&g, &w),
-            &pad_bias(&g, &bias),
-            act,
-            &mut out,
-        );
+        let (packed, padded_bias) = (pack_weights(&g, &w), pad_bias(&g, &bias));
         let want = reference(&g, &x, &w, &bias, act);
-        for (k, (a, b)) in out.iter().zip(&want).enumerate() {
-            let tol = 1e-4 * (1.0 + b.abs());
-            assert!(
-                (a - b).abs() <= tol,
-                "{g:?} {act:?}: at {k}: {a} against {b}"
-            );
+        // Twice through `conv2d`: the second run reuses the thread's scratch buffer.
+        for run in 0..2 {
+            let mut out = vec![f32::NAN; g.out_shape().iter().product()];
+            conv2d(&g, &x, &packed, &padded_bias, act, &mut out);
+            let slow = portable(&g, &x, &packed, &padded_bias, act);
+            for (k, ((a, p), b)) in out.iter().zip(&slow).zip(&want).enumerate() {
+                let tol = 1e-4 * (1.0 + b.abs());
+                assert!(
+                    (a - b).abs() <= tol && (p - b).abs() <= tol,
+                    "{g:?} {act:?}, run {run}: at {k}: {a} (portable {p}) against {b}"
+                );
+            }
         }
     }
 
@@ -400,6 +632,12 @@ mod tests {
             (3, 6, 7, 30, 8, 3, 3, 2, [0, 0, 1, 1]),
             (1, 1, 3, 3, 1, 3, 3, 1, [0, 0, 0, 0]),
             (1, 16, 4, 4, 48, 2, 3, 1, [1, 0, 0, 2]),
+            // The bounded encoder's last two at 224 px: 14 → 7 at stride 2, then 7 × 7.
+            (1, 48, 14, 14, 48, 3, 3, 2, [1, 1, 1, 1]),
+            (2, 48, 7, 7, 48, 3, 3, 1, [1, 1, 1, 1]),
+            // Odd left padding and odd widths at stride 2; stride 4.
+            (1, 3, 9, 9, 5, 3, 3, 2, [1, 3, 0, 2]),
+            (1, 2, 13, 17, 6, 3, 3, 4, [2, 2, 2, 2]),
         ];
         for (n, c, h, w, o, kh, kw, stride, pad) in shapes {
             let g = Geometry {
