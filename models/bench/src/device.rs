@@ -49,6 +49,28 @@ pub struct PerturbRow {
     pub tract_path_ms: f64,
     /// Whole path per thousand pixels, in µs (growth: constant if linear in pixels).
     pub path_us_per_kpixel: f64,
+    /// The method tract runs each convolution of the σ network with, in graph order
+    /// (`ScrimConv` is Scrim's direct convolution).
+    #[serde(default)]
+    pub convolutions: Vec<String>,
+    /// The same with Scrim's direct convolution switched off.
+    #[serde(default)]
+    pub own_convolutions: Vec<String>,
+}
+
+/// Each convolution's method of a model's first plan, without its parameters.
+fn methods(model: &Model) -> Vec<String> {
+    model
+        .kernels()
+        .into_iter()
+        .next()
+        .map(|plan| {
+            plan.convolutions
+                .into_iter()
+                .map(|(_, m)| m.split(['(', ' ']).next().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Peak RSS of the perturbation path at one side, measured in a child process.
@@ -278,6 +300,8 @@ pub(crate) fn run(
                 ratio_own_conv: None,
                 tract_path_ms: path_ms,
                 path_us_per_kpixel: path_ms * 1e3 / ((size * size) as f64 / 1e3),
+                convolutions: methods(&model),
+                own_convolutions: own.as_ref().map(methods).unwrap_or_default(),
             });
             // Timed on a prepared input, as onnxruntime is on a ready numpy array (both
             // get pseudo-random pixels).

@@ -221,6 +221,30 @@ pub fn markdown(r: &BenchReport) -> String {
             p.path_us_per_kpixel
         );
     }
+    let listed: Vec<&crate::device::PerturbRow> = r
+        .perturbation
+        .iter()
+        .filter(|p| !p.convolutions.is_empty() || !p.own_convolutions.is_empty())
+        .collect();
+    if !listed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nThe method tract runs each convolution of the σ network with, in graph order \
+             (`ScrimConv`: Scrim's direct convolution; a 1×1 convolution becomes a matrix \
+             product before the pass and is not listed), with Scrim's direct convolution → \
+             with tract's own:\n"
+        );
+        for p in listed {
+            let _ = writeln!(
+                s,
+                "- {} {} px: {} → {}",
+                p.variant,
+                p.size,
+                p.convolutions.join(", "),
+                p.own_convolutions.join(", ")
+            );
+        }
+    }
 
     let c = &r.cotrain;
     let _ = writeln!(

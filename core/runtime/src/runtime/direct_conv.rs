@@ -245,13 +245,13 @@ fn split_phases(g: &Geometry, x: &[f32], scratch: &mut [f32]) {
 /// `(x + left) / 2`. Pairs of columns go out together, which the compiler vectorises.
 fn split_pairs(src: &[f32], left: usize, even: &mut [f32], odd: &mut [f32]) {
     let mut rest = src;
-    if left % 2 == 1 {
-        if let Some((&first, tail)) = src.split_first() {
-            odd[left / 2] = first;
-            rest = tail;
-        }
+    if left % 2 == 1
+        && let Some((&first, tail)) = src.split_first()
+    {
+        odd[left / 2] = first;
+        rest = tail;
     }
-    let j0 = (left + 1) / 2;
+    let j0 = left.div_ceil(2);
     let pairs = rest.chunks_exact(2);
     let last = pairs.remainder().first().copied();
     let n = rest.len() / 2;

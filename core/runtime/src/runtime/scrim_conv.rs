@@ -75,10 +75,13 @@ impl EvalOp for ScrimConv {
                 && bias.len() * g.c * g.kh * g.kw == packed.len(),
             "ScrimConv: inputs do not match {g:?}"
         );
-        let shape = g.out_shape();
-        let mut out = vec![0.0f32; shape.iter().product()];
-        direct_conv::conv2d(g, x, packed, bias, self.activation, &mut out);
-        Ok(tvec!(Tensor::from_shape(&shape, &out)?.into_tvalue()))
+        // Written in place: the kernel stores every output element.
+        let mut y = Tensor::zero::<f32>(&g.out_shape())?;
+        {
+            let mut view = y.try_as_plain_ram_mut()?;
+            direct_conv::conv2d(g, x, packed, bias, self.activation, view.as_slice_mut()?);
+        }
+        Ok(tvec!(y.into_tvalue()))
     }
 }
 
