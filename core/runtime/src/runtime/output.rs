@@ -48,8 +48,9 @@ pub struct PlanChoice {
 pub struct PlanKernels {
     /// The plan's batch size (`None`: symbolic).
     pub batch: Option<usize>,
-    /// `(node name, method)` for each convolution, in evaluation order. Methods are tract's
-    /// operator names: `LazyIm2col` or `Im2col` (an unrolling before a matrix product),
-    /// `DirectSpatialConv`, `DepthWise`, `BlockedConv`.
+    /// `(node name, method)` for each convolution, in evaluation order. Methods are operator
+    /// names: `ScrimConv` (Scrim's direct convolution, `runtime/direct_conv.rs`), or tract's own:
+    /// `LazyIm2col` or `Im2col` (an unrolling before a matrix product), `DirectSpatialConv`,
+    /// `DepthWise`, `BlockedConv`.
     pub convolutions: Vec<(String, String)>,
 }
