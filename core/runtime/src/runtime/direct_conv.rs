@@ -317,6 +317,23 @@ fn dispatch_taps<K: Tile>(
     }
 }
 
+/// What every tile of one block of output channels reads.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    /// The phase-split image, `cs` floats per channel.
+    x: &'a [f32],
+    /// The block's packed weights, `[c][taps][OB]`.
+    weights: &'a [f32],
+    /// Each tap's offset from a flat position.
+    offsets: &'a [usize],
+    /// Input channels.
+    c: usize,
+    /// Floats per channel in `x`.
+    cs: usize,
+    /// The block's `OB` biases.
+    bias: &'a [f32],
+}
+
 /// One register tile: `OB` output channels (bias included) at `T` flat positions.
 trait Tile {
     /// Sums over every channel `ci < c` and tap of `weights[(ci · taps + tap) · OB + lane] ·
@@ -325,15 +342,7 @@ trait Tile {
     ///
     /// The caller guarantees `(c − 1) · cs + q + max(offsets) + T ≤ x.len()` and
     /// `weights.len() ≥ c · taps · OB` (the AVX2 tile reads without bounds checks).
-    fn tile<const TAPS: usize>(
-        x: &[f32],
-        weights: &[f32],
-        offsets: &[usize],
-        c: usize,
-        cs: usize,
-        q: usize,
-        bias: &[f32],
-    ) -> [[f32; T]; OB];
+    fn tile<const TAPS: usize>(b: &Block<'_>, q: usize) -> [[f32; T]; OB];
 }
 
 /// The portable tile, vectorised by the compiler.
@@ -341,15 +350,15 @@ struct Portable;
 
 impl Tile for Portable {
     #[inline(always)]
-    fn tile<const TAPS: usize>(
-        x: &[f32],
-        weights: &[f32],
-        offsets: &[usize],
-        c: usize,
-        cs: usize,
-        q: usize,
-        bias: &[f32],
-    ) -> [[f32; T]; OB] {
+    fn tile<const TAPS: usize>(b: &Block<'_>, q: usize) -> [[f32; T]; OB] {
+        let Block {
+            x,
+            weights,
+            offsets,
+            c,
+            cs,
+            bias,
+        } = *b;
         let taps = if TAPS == 0 { offsets.len() } else { TAPS };
         let offsets = &offsets[..taps];
         let mut acc = [[0.0f32; T]; OB];
@@ -385,20 +394,12 @@ struct Avx2Fma;
 #[cfg(target_arch = "x86_64")]
 impl Tile for Avx2Fma {
     #[inline(always)]
-    fn tile<const TAPS: usize>(
-        x: &[f32],
-        weights: &[f32],
-        offsets: &[usize],
-        c: usize,
-        cs: usize,
-        q: usize,
-        bias: &[f32],
-    ) -> [[f32; T]; OB] {
+    fn tile<const TAPS: usize>(b: &Block<'_>, q: usize) -> [[f32; T]; OB] {
         // SAFETY: `Avx2Fma` is only used under `run_image_avx2_fma`, entered after AVX2 and FMA
         // were detected; the bounds are the caller's guarantee (checked in `image`).
         #[allow(unsafe_code)]
         unsafe {
-            avx2_fma_tile::<TAPS>(x, weights, offsets, c, cs, q, bias)
+            avx2_fma_tile::<TAPS>(b, q)
         }
     }
 }
@@ -411,15 +412,15 @@ impl Tile for Avx2Fma {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 #[allow(unsafe_code)]
-unsafe fn avx2_fma_tile<const TAPS: usize>(
-    x: &[f32],
-    weights: &[f32],
-    offsets: &[usize],
-    c: usize,
-    cs: usize,
-    q: usize,
-    bias: &[f32],
-) -> [[f32; T]; OB] {
+unsafe fn avx2_fma_tile<const TAPS: usize>(b: &Block<'_>, q: usize) -> [[f32; T]; OB] {
+    let Block {
+        x,
+        weights,
+        offsets,
+        c,
+        cs,
+        bias,
+    } = *b;
     use std::arch::x86_64::{
         __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps,
         _mm256_storeu_ps,
@@ -492,8 +493,16 @@ fn image<K: Tile, const TAPS: usize>(
             .enumerate()
         {
             let lanes = OB.min(g.o - block * OB);
+            let tile_input = Block {
+                x: scratch,
+                weights,
+                offsets: &offsets,
+                c: g.c,
+                cs,
+                bias,
+            };
             for q in (chunk..chunk_end).step_by(T) {
-                let acc = K::tile::<TAPS>(scratch, weights, &offsets, g.c, cs, q, bias);
+                let acc = K::tile::<TAPS>(&tile_input, q);
                 // Store the tile's positions row by row, skipping columns x ≥ out_w.
                 let (mut y, mut x) = (q / l, q % l);
                 let mut at = 0;
