@@ -334,6 +334,16 @@ struct Block<'a> {
     bias: &'a [f32],
 }
 
+impl Block<'_> {
+    /// The tap offsets, as many as `TAPS` says (0: all of them), so that a tile's loop over
+    /// them has a constant bound where the kernel size is compiled in.
+    #[inline(always)]
+    fn taps<const TAPS: usize>(&self) -> &[usize] {
+        let taps = if TAPS == 0 { self.offsets.len() } else { TAPS };
+        &self.offsets[..taps]
+    }
+}
+
 /// One register tile: `OB` output channels (bias included) at `T` flat positions.
 trait Tile {
     /// Sums over every channel `ci < c` and tap of `weights[(ci · taps + tap) · OB + lane] ·
@@ -351,16 +361,9 @@ struct Portable;
 impl Tile for Portable {
     #[inline(always)]
     fn tile<const TAPS: usize>(b: &Block<'_>, q: usize) -> [[f32; T]; OB] {
-        let Block {
-            x,
-            weights,
-            offsets,
-            c,
-            cs,
-            bias,
-        } = *b;
-        let taps = if TAPS == 0 { offsets.len() } else { TAPS };
-        let offsets = &offsets[..taps];
+        let (x, weights, c, cs, bias) = (b.x, b.weights, b.c, b.cs, b.bias);
+        let offsets = b.taps::<TAPS>();
+        let taps = offsets.len();
         let mut acc = [[0.0f32; T]; OB];
         for (a, &b) in acc.iter_mut().zip(bias) {
             *a = [b; T];
@@ -413,21 +416,14 @@ impl Tile for Avx2Fma {
 #[inline]
 #[allow(unsafe_code)]
 unsafe fn avx2_fma_tile<const TAPS: usize>(b: &Block<'_>, q: usize) -> [[f32; T]; OB] {
-    let Block {
-        x,
-        weights,
-        offsets,
-        c,
-        cs,
-        bias,
-    } = *b;
+    let (x, weights, c, cs, bias) = (b.x, b.weights, b.c, b.cs, b.bias);
+    let offsets = b.taps::<TAPS>();
+    let taps = offsets.len();
     use std::arch::x86_64::{
         __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps,
         _mm256_storeu_ps,
     };
     const V: usize = T / 8;
-    let taps = if TAPS == 0 { offsets.len() } else { TAPS };
-    let offsets = &offsets[..taps];
     let mut acc: [[__m256; V]; OB] = [[_mm256_set1_ps(0.0); V]; OB];
     for (a, &b) in acc.iter_mut().zip(&bias[..OB]) {
         *a = [_mm256_set1_ps(b); V];
