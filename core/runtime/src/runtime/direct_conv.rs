@@ -202,7 +202,14 @@ pub(crate) fn conv2d(
             .zip(out.chunks_exact_mut(image_out))
         {
             split_phases(g, xi, scratch);
-            run_image(g, scratch, packed, bias, act, yi);
+            let run = Run {
+                g,
+                scratch,
+                packed,
+                bias,
+                act,
+            };
+            run_image(&run, yi);
         }
     });
 }
@@ -264,56 +271,46 @@ fn split_pairs(src: &[f32], left: usize, even: &mut [f32], odd: &mut [f32]) {
     }
 }
 
+/// One image's convolution: the geometry, the image split into phases, the packed weights,
+/// the padded bias and the activation.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    g: &'a Geometry,
+    scratch: &'a [f32],
+    packed: &'a [f32],
+    bias: &'a [f32],
+    act: Activation,
+}
+
 /// One image through the convolution, choosing the tile code for this machine and the loop
 /// bounds for the kernel size.
-fn run_image(
-    g: &Geometry,
-    scratch: &[f32],
-    packed: &[f32],
-    bias: &[f32],
-    act: Activation,
-    out: &mut [f32],
-) {
+fn run_image(run: &Run<'_>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the function only requires AVX2 and FMA, detected on this CPU just above.
         #[allow(unsafe_code)]
         unsafe {
-            run_image_avx2_fma(g, scratch, packed, bias, act, out);
+            run_image_avx2_fma(run, out);
         }
         return;
     }
-    dispatch_taps::<Portable>(g, scratch, packed, bias, act, out);
+    dispatch_taps::<Portable>(run, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn run_image_avx2_fma(
-    g: &Geometry,
-    scratch: &[f32],
-    packed: &[f32],
-    bias: &[f32],
-    act: Activation,
-    out: &mut [f32],
-) {
-    dispatch_taps::<Avx2Fma>(g, scratch, packed, bias, act, out);
+fn run_image_avx2_fma(run: &Run<'_>, out: &mut [f32]) {
+    dispatch_taps::<Avx2Fma>(run, out);
 }
 
 /// The kernel sizes compiled with their tap count as a constant; others read it at run time.
 #[inline(always)]
-fn dispatch_taps<K: Tile>(
-    g: &Geometry,
-    scratch: &[f32],
-    packed: &[f32],
-    bias: &[f32],
-    act: Activation,
-    out: &mut [f32],
-) {
-    match g.kh * g.kw {
-        9 => image::<K, 9>(g, scratch, packed, bias, act, out),
-        1 => image::<K, 1>(g, scratch, packed, bias, act, out),
-        25 => image::<K, 25>(g, scratch, packed, bias, act, out),
-        _ => image::<K, 0>(g, scratch, packed, bias, act, out),
+fn dispatch_taps<K: Tile>(run: &Run<'_>, out: &mut [f32]) {
+    match run.g.kh * run.g.kw {
+        9 => image::<K, 9>(run, out),
+        1 => image::<K, 1>(run, out),
+        25 => image::<K, 25>(run, out),
+        _ => image::<K, 0>(run, out),
     }
 }
 
@@ -457,14 +454,14 @@ unsafe fn avx2_fma_tile<const TAPS: usize>(b: &Block<'_>, q: usize) -> [[f32; T]
 
 /// The convolution of one image from its phase-split `scratch`, tile by tile.
 #[inline(always)]
-fn image<K: Tile, const TAPS: usize>(
-    g: &Geometry,
-    scratch: &[f32],
-    packed: &[f32],
-    bias: &[f32],
-    act: Activation,
-    out: &mut [f32],
-) {
+fn image<K: Tile, const TAPS: usize>(run: &Run<'_>, out: &mut [f32]) {
+    let Run {
+        g,
+        scratch,
+        packed,
+        bias,
+        act,
+    } = *run;
     let (oh, ow, l, cs) = (g.out_h(), g.out_w(), g.sub_w(), g.channel_len());
     let positions = g.positions();
     let offsets = g.tap_offsets();
@@ -598,7 +595,14 @@ mod tests {
             .zip(out.chunks_exact_mut(o * oh * ow))
         {
             split_phases(g, xi, &mut scratch);
-            dispatch_taps::<Portable>(g, &scratch, packed, bias, act, yi);
+            let run = Run {
+                g,
+                scratch: &scratch,
+                packed,
+                bias,
+                act,
+            };
+            dispatch_taps::<Portable>(&run, yi);
         }
         out
     }
