@@ -14,7 +14,8 @@
 //! `T` inputs once and multiplies them by `OB` weights. The positions are visited in chunks of
 //! [`CHUNK`] and, inside a chunk, every block of output channels in turn, so a chunk's input
 //! stays in cache while all output channels read it. The padding of the scratch buffer is never
-//! written after it is first zeroed, so each thread keeps one buffer per convolution shape.
+//! written after it is first zeroed, so each thread keeps one buffer per convolution shape (the
+//! last [`KEPT_SHAPES`] shapes; each about the size of that convolution's input).
 //!
 //! On x86-64 with AVX2 and FMA (detected at run time) a tile is computed with explicit vector
 //! instructions; elsewhere (aarch64's NEON included) by the portable loop, which the compiler
