@@ -15,6 +15,7 @@
 mod cotrain;
 mod device;
 mod error;
+mod memory;
 mod python;
 mod report;
 mod server;
@@ -24,7 +25,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use cotrain::{CotrainReport, EpochGrowth};
-pub use device::{FileSize, MemoryReport, PerturbRow, RssProbe, RssRow, rss_probe};
+pub use device::PerturbRow;
+pub use memory::{FileSize, MemoryReport, RssProbe, RssRow, rss_probe};
 pub use report::{Machine, markdown};
 pub use server::{RawLevel, ServerLevel, ServerRatio, ServerReport, ServerTarget};
 
@@ -189,6 +191,13 @@ pub fn at_size(cfg: &PerturberConfig, size: usize) -> PerturberConfig {
     c
 }
 
+/// The `scrim` binary the bench runs its child probes with (and finds `scrim-cloud` beside).
+pub(crate) fn scrim_exe(opts: &BenchOptions) -> Option<PathBuf> {
+    opts.scrim_exe
+        .clone()
+        .or_else(|| std::env::current_exe().ok())
+}
+
 /// The three headline ratios against their goals.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Ratios {
@@ -255,7 +264,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     );
     let server = server::run(opts, &dev.recognizer, py.as_deref(), &mut notes);
     scrim_train::report::note("[bench] 4/5 memory and sizes");
-    let memory = device::memory(opts, &dev, &mut notes);
+    let memory = memory::memory(opts, &dev, &mut notes);
     scrim_train::report::note("[bench] 5/5 growth: epoch time against dataset size");
     let epoch_growth = cotrain::epoch_growth(opts)?;
 

@@ -98,8 +98,7 @@ pub struct ServerReport {
 }
 
 fn scrim_cloud(opts: &BenchOptions) -> Option<PathBuf> {
-    let sibling =
-        super::device::scrim_exe(opts).and_then(|e| e.parent().map(|d| d.join("scrim-cloud")));
+    let sibling = super::scrim_exe(opts).and_then(|e| e.parent().map(|d| d.join("scrim-cloud")));
     opts.scrim_cloud
         .clone()
         .or_else(|| std::env::var_os("SCRIM_CLOUD_BIN").map(PathBuf::from))
