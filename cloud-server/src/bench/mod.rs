@@ -257,7 +257,13 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         for plan in model.kernels() {
             let methods: Vec<&str> = plan.convolutions.iter().map(|(_, m)| m.as_str()).collect();
             let batch = plan.batch.map_or("N".to_string(), |b| b.to_string());
-            kernels.push(format!("batch {batch}: {}", methods.join(", ")));
+            let pools: Vec<&str> = plan.pools.iter().map(|(_, m)| m.as_str()).collect();
+            let pools = if pools.is_empty() {
+                String::new()
+            } else {
+                format!("; max pooling: {}", pools.join(", "))
+            };
+            kernels.push(format!("batch {batch}: {}{pools}", methods.join(", ")));
         }
         let choices = model.plan_choices();
         if !choices.is_empty() {

@@ -179,7 +179,7 @@ impl fmt::Display for BenchReport {
         }
         if !self.kernels.is_empty() {
             writeln!(f)?;
-            writeln!(f, "tract's convolutions per plan:")?;
+            writeln!(f, "tract's convolutions and max poolings per plan:")?;
             for k in &self.kernels {
                 writeln!(f, "  {k}")?;
             }

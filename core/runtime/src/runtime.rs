@@ -22,6 +22,7 @@ mod options;
 mod output;
 mod plans;
 mod scrim_conv;
+mod scrim_pool;
 
 pub use options::{BatchMode, Engine};
 pub use output::{Output, PlanChoice, PlanKernels};
@@ -242,6 +243,7 @@ impl Model {
             .map_err(build_err)?;
         if scrim_conv::direct_convolutions() {
             scrim_conv::rewrite(&mut typed).map_err(build_err)?;
+            scrim_pool::rewrite(&mut typed).map_err(build_err)?;
         }
         let plan = typed
             .into_optimized()
@@ -297,10 +299,10 @@ impl Model {
             .unwrap_or_default()
     }
 
-    /// For each tract plan, the method tract picked for every convolution (empty for
-    /// onnxruntime, which does not say).
+    /// For each tract plan, the method tract picked for every convolution and max pooling
+    /// (empty for onnxruntime, which does not say).
     pub fn kernels(&self) -> Vec<PlanKernels> {
-        const METHODS: [&str; 6] = [
+        const CONVOLUTIONS: [&str; 6] = [
             "ScrimConv",
             "LazyIm2col",
             "Im2col",
@@ -308,6 +310,7 @@ impl Model {
             "DepthWise",
             "BlockedConv",
         ];
+        const POOLS: [&str; 3] = ["ScrimMaxPool", "OptMaxPool", "MaxPool"];
         let Some(plans) = self.backend.tract() else {
             return Vec::new();
         };
@@ -316,22 +319,24 @@ impl Model {
             .iter()
             .map(|plan| {
                 let model = plan.runnable.model();
-                let convolutions = plan
-                    .runnable
-                    .order_without_consts()
-                    .iter()
-                    .filter_map(|&id| {
-                        let node = model.nodes().get(id)?;
-                        let op = node.op.name();
-                        METHODS
-                            .iter()
-                            .any(|m| op.starts_with(m))
-                            .then(|| (node.name.clone(), op.to_string()))
-                    })
-                    .collect();
+                let named = |methods: &[&str]| -> Vec<(String, String)> {
+                    plan.runnable
+                        .order_without_consts()
+                        .iter()
+                        .filter_map(|&id| {
+                            let node = model.nodes().get(id)?;
+                            let op = node.op.name();
+                            methods
+                                .iter()
+                                .any(|m| op.starts_with(m))
+                                .then(|| (node.name.clone(), op.to_string()))
+                        })
+                        .collect()
+                };
                 PlanKernels {
                     batch: plan.batch,
-                    convolutions,
+                    convolutions: named(&CONVOLUTIONS),
+                    pools: named(&POOLS),
                 }
             })
             .collect()

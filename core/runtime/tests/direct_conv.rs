@@ -1,7 +1,9 @@
 //! Scrim's direct convolution inside tract (`runtime/scrim_conv.rs`) computes what tract's own
 //! convolutions compute, on a graph that mixes every case: stride 2 and 1, 3×3, 5×5 and 1×1
 //! kernels, with and without bias and a following ReLU, and a grouped convolution that stays
-//! tract's (as does the 1×1, which tract's declutter turns into a matrix product first). One test in its own binary: it switches the process-wide pass off and on.
+//! tract's (as does the 1×1, which tract's declutter turns into a matrix product first); and
+//! Scrim's 2×2 stride-2 max pooling (`runtime/scrim_pool.rs`) on odd and even maps. One test in
+//! its own binary: it switches the process-wide pass off and on.
 
 use scrim_core::manifest::{InputSpec, Manifest, PerturberOutput, PerturberSpec};
 use scrim_core::onnx::{Conv, GraphBuilder};
@@ -19,7 +21,8 @@ fn values(seed: u32, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// A perturber whose σ map (at half the input's side) comes out of five convolutions.
+/// A perturber whose σ map (at a quarter of the input's side, rounded down) comes out of five
+/// convolutions and a max pooling.
 fn mixed_graph(size: usize) -> (Vec<u8>, Manifest) {
     let w1 = values(1, 16 * 3 * 9, 0.6);
     let b1 = values(2, 16, 0.2);
@@ -39,6 +42,7 @@ fn mixed_graph(size: usize) -> (Vec<u8>, Manifest) {
     let h = g.conv(&h, Conv::new(&w4, [12, 20, 1, 1]).bias(&b4));
     let h = g.relu(&h);
     let h = g.conv(&h, Conv::new(&w5, [3, 4, 3, 3]).pad(1).groups(3));
+    let h = g.max_pool(&h, 2, 2, 0);
     let s = g.sigmoid(&h);
     g.output(&s, "sigma");
     let spec = PerturberSpec {
@@ -65,7 +69,7 @@ fn images(n: usize, size: usize) -> ImageTensor {
 
 #[test]
 fn the_direct_convolution_matches_tracts_own() {
-    for size in [18, 34] {
+    for size in [10, 20, 36] {
         let (onnx, manifest) = mixed_graph(size);
         set_direct_convolutions(false);
         let tract = Model::load(&onnx, manifest.clone(), BatchMode::Planned { max: 2 })
@@ -82,6 +86,14 @@ fn the_direct_convolution_matches_tracts_own() {
                 .collect();
             let direct_count = methods.iter().filter(|m| **m == "ScrimConv").count();
             assert_eq!(
+                plan.pools
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>(),
+                ["ScrimMaxPool"],
+                "size {size}: the max pooling is Scrim's"
+            );
+            assert_eq!(
                 direct_count, 3,
                 "size {size}, batch {:?}: the 3×3 and 5×5 convolutions run directly, the grouped \
                  one stays tract's: {methods:?}",
@@ -95,13 +107,18 @@ fn the_direct_convolution_matches_tracts_own() {
                     .all(|(_, m)| !m.contains("ScrimConv")),
                 "switched off, no convolution is Scrim's"
             );
+            assert!(
+                plan.pools.iter().all(|(_, m)| !m.contains("Scrim")),
+                "switched off, no pooling is Scrim's"
+            );
         }
 
         for n in [1, 2, 3] {
             let x = images(n, size);
             let want = tract.run(&x).expect("tract run");
             let got = direct.run(&x).expect("direct run");
-            assert_eq!(got[0].shape, [n, 3, size.div_ceil(2), size.div_ceil(2)]);
+            let side = size.div_ceil(2) / 2;
+            assert_eq!(got[0].shape, [n, 3, side, side]);
             let worst = got[0]
                 .data
                 .iter()

@@ -43,7 +43,7 @@ pub struct PlanChoice {
     pub kept: bool,
 }
 
-/// The convolutions of one tract plan and the method tract picked for each.
+/// The convolutions and max poolings of one tract plan and the method picked for each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanKernels {
     /// The plan's batch size (`None`: symbolic).
@@ -53,4 +53,7 @@ pub struct PlanKernels {
     /// `LazyIm2col` or `Im2col` (an unrolling before a matrix product), `DirectSpatialConv`,
     /// `DepthWise`, `BlockedConv`.
     pub convolutions: Vec<(String, String)>,
+    /// `(node name, method)` for each max pooling: `ScrimMaxPool` (Scrim's 2×2 stride-2 pooling,
+    /// `runtime/scrim_pool.rs`) or tract's `OptMaxPool` / `MaxPool`.
+    pub pools: Vec<(String, String)>,
 }
