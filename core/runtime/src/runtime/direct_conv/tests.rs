@@ -111,6 +111,10 @@ fn matches_the_definition_on_odd_shapes() {
         // Odd left padding and odd widths at stride 2; stride 4.
         (1, 3, 9, 9, 5, 3, 3, 2, [1, 3, 0, 2]),
         (1, 2, 13, 17, 6, 3, 3, 4, [2, 2, 2, 2]),
+        // Rows wider than a tile, so whole tiles are stored row by row and others cross rows
+        // (the first convolution of the bounded encoder and of the recognizer, small).
+        (1, 3, 9, 70, 16, 3, 3, 2, [1, 1, 1, 1]),
+        (2, 3, 6, 37, 7, 3, 3, 1, [1, 1, 1, 1]),
     ];
     for (n, c, h, w, o, kh, kw, stride, pad) in shapes {
         let g = Geometry {
