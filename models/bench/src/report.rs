@@ -399,9 +399,9 @@ pub fn markdown(r: &BenchReport) -> String {
     if !sv.kernels.is_empty() {
         let _ = writeln!(
             s,
-            "\ntract's convolution method per plan (fixed-shape plans for the batch sizes the \
-             server forms, those that run an image slower than batch 1 dropped at load; a \
-             batch runs on the smallest kept plan that holds it, padded):\n"
+            "\ntract's convolution and max-pooling methods per plan (fixed-shape plans for the \
+             batch sizes the server forms, those that run an image slower than batch 1 dropped \
+             at load; a batch runs on the smallest kept plan that holds it, padded):\n"
         );
         for k in &sv.kernels {
             let _ = writeln!(s, "- {k}");
