@@ -130,7 +130,24 @@ impl Perturber {
                 "a bounded release has no per-pixel maps of the photo; use upload_base".into(),
             ));
         }
-        maps_from_outputs(self.spec(), x, self.model.run(x)?)
+        maps_from_outputs(self.spec(), x, self.run_finite(x)?)
+    }
+
+    /// The graph's outputs on `x`, refused when any value is NaN or infinite: noise drawn with
+    /// such a σ (or a map rendered from it) would upload a black or saturated image in silence.
+    fn run_finite(&self, x: &ImageTensor) -> Result<Vec<crate::Output>> {
+        let outputs = self.model.run(x)?;
+        for (i, o) in outputs.iter().enumerate() {
+            let bad = o.data.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(Error::InvalidModel(format!(
+                    "the perturber's output {i} holds {bad} non-finite values (NaN or infinite) \
+                     of {}",
+                    o.data.len()
+                )));
+            }
+        }
+        Ok(outputs)
     }
 
     /// Perturbs one image tensor in `[0,1]` at the model's size; the result holds 8-bit levels.
@@ -154,8 +171,7 @@ impl Perturber {
             Some(r) => {
                 let [_, _, h, w] = x.shape();
                 let out = self
-                    .model
-                    .run(x)?
+                    .run_finite(x)?
                     .into_iter()
                     .next()
                     .ok_or_else(|| Error::InvalidModel("missing output \"map\"".into()))?;

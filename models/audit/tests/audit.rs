@@ -65,13 +65,15 @@ fn perturbation_hides_texture_and_keeps_shape() {
         |r: &audit::SchemeReport| r.best_attack("texture").expect("attack").accuracy.accuracy;
     let majority = none.attacks[0].majority;
     eprintln!(
-        "shape clean {:.3} / uploads {:.3} / under uniform noise {:.3}; texture attack none {:.3}, scrim {:.3}, uniform {:.3} (majority {majority:.3})",
+        "shape clean {:.3} / uploads {:.3} / under uniform noise {:.3}; texture attack none {:.3}, scrim {:.3}, uniform {:.3} (majority {majority:.3}); mean σ Scrim {:.3}, uniform {:.3}",
         none.desired_clean.accuracy,
         scrim.desired_perturbed.accuracy,
         uniform.desired_perturbed.accuracy,
         best(none),
         best(scrim),
-        best(uniform)
+        best(uniform),
+        scrim.mean_sigma,
+        uniform.mean_sigma
     );
     // Measured with these settings (upload noise comes from the OS, so utility varies): the
     // global view, shape clean 1.000 / uploads 0.985; texture attack clean 1.000, Scrim 0.470

@@ -314,12 +314,6 @@ pub fn export(
     let tc = Model::load(&c_bytes, c_manifest, BatchMode::Dynamic)?;
     let x = batch::images(ds, check, device);
     let xs = batch::to_image_tensor(x.clone());
-    let max_diff = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    };
     // Every perturber output (σ, then shift and keep when present; a bounded release's map),
     // concatenated.
     let out = p.forward(x.clone());
@@ -332,8 +326,8 @@ pub fn export(
             run,
             ExportCheck {
                 images: check.len(),
-                perturber_max_abs_diff: max_diff(&burn_map, tract_map),
-                recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
+                perturber_max_abs_diff: max_abs_diff(&burn_map, tract_map),
+                recognizer_max_abs_diff: max_abs_diff(&burn_logits, tract_logits),
             },
         );
     }
@@ -357,10 +351,22 @@ pub fn export(
     let tract_logits = &tc.run(&xs)?[0].data;
     let report = ExportCheck {
         images: check.len(),
-        perturber_max_abs_diff: max_diff(&burn_sigma, &tract_sigma),
-        recognizer_max_abs_diff: max_diff(&burn_logits, tract_logits),
+        perturber_max_abs_diff: max_abs_diff(&burn_sigma, &tract_sigma),
+        recognizer_max_abs_diff: max_abs_diff(&burn_logits, tract_logits),
     };
     finish_check(run, report)
+}
+
+/// The largest `|a − b|` over the pairs of `a` and `b`; infinite where either side is NaN or
+/// infinite (`f32::max` would skip a NaN, and a graph that outputs NaN would pass the check).
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_finite() { d } else { f32::INFINITY }
+        })
+        .fold(0.0f32, f32::max)
 }
 
 /// A run's name: its folder's name (`runs/utk` → `utk`), at most
@@ -392,4 +398,20 @@ fn finish_check(run: &RunDir, report: ExportCheck) -> Result<ExportCheck> {
     }
     run.save_json("export-check.json", &report)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_abs_diff;
+
+    #[test]
+    fn a_nan_or_infinite_output_is_an_infinite_difference() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+        assert_eq!(max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(max_abs_diff(&[f32::NAN], &[f32::NAN]), f32::INFINITY);
+        assert_eq!(
+            max_abs_diff(&[f32::INFINITY], &[f32::INFINITY]),
+            f32::INFINITY
+        );
+    }
 }
