@@ -56,6 +56,15 @@ fn perturbation_hides_texture_and_keeps_shape() {
     a.draws = 2;
     a.attacker_seeds = 1;
     a.cache = false;
+    // The CPU, for a failure seen on one machine only (the kernels of burn and tract are chosen
+    // at run time).
+    #[cfg(target_arch = "x86_64")]
+    eprintln!(
+        "CPU: avx2 {} fma {} avx512f {}",
+        std::arch::is_x86_feature_detected!("avx2"),
+        std::arch::is_x86_feature_detected!("fma"),
+        std::arch::is_x86_feature_detected!("avx512f")
+    );
     let report = audit::audit(&a).expect("audit");
 
     let none = &report.schemes[0];
