@@ -14,6 +14,8 @@ use crate::{Error, Result};
 pub(super) struct Plan {
     pub(super) batch: Option<usize>,
     pub(super) runnable: Arc<TypedRunnableModel>,
+    /// Microseconds per image as timed at load ([`TractPlans::keep_faster`]), when it was.
+    us_per_image: Option<f64>,
     states: Mutex<Vec<TypedSimpleState>>,
 }
 
@@ -22,6 +24,7 @@ impl Plan {
         Self {
             batch,
             runnable,
+            us_per_image: None,
             states: Mutex::new(Vec::new()),
         }
     }
@@ -95,7 +98,7 @@ impl TractPlans {
         let base = per_image_us(one, 1)?;
         let mut kept = Vec::with_capacity(self.plans.len());
         let mut choices = Vec::with_capacity(self.plans.len());
-        for plan in std::mem::take(&mut self.plans) {
+        for mut plan in std::mem::take(&mut self.plans) {
             // A tuned model has fixed plans only (`BatchMode::planned_sizes`).
             let Some(batch) = plan.batch else { continue };
             let us = if batch == 1 {
@@ -110,6 +113,7 @@ impl TractPlans {
                 kept: keep,
             });
             if keep {
+                plan.us_per_image = Some(us);
                 kept.push(plan);
             }
         }
@@ -118,8 +122,8 @@ impl TractPlans {
         Ok(())
     }
 
-    /// Splits `n` images into plan runs: each chunk goes to the smallest plan that holds it
-    /// (padded with zeros up to the plan's size), chunks of the largest plan first.
+    /// Splits `n` images into plan runs, each padded with zeros up to its plan's size; which
+    /// plan each chunk goes to is [`choose_plan`]'s choice.
     pub(super) fn chunks(
         &self,
         data: &[f32],
@@ -135,24 +139,21 @@ impl TractPlans {
             let t = Tensor::from_shape(&[n, chw[0], chw[1], chw[2]], data).map_err(to_err)?;
             return Ok(vec![(0, t.into_tvalue(), n)]);
         }
+        // The fixed plans: their index, batch size and timing.
+        let fixed: Vec<(usize, usize, Option<f64>)> = self
+            .plans
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| p.batch.map(|b| (k, b, p.us_per_image)))
+            .collect();
+        let sizes: Vec<(usize, Option<f64>)> = fixed.iter().map(|&(_, b, us)| (b, us)).collect();
         let mut chunks = Vec::new();
         let mut start = 0;
         while start < n {
             let left = n - start;
-            let (index, size) = self
-                .plans
-                .iter()
-                .enumerate()
-                .filter_map(|(k, p)| p.batch.map(|b| (k, b)))
-                .find(|&(_, b)| b >= left)
-                .or_else(|| {
-                    self.plans
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(k, p)| p.batch.map(|b| (k, b)))
-                        .last()
-                })
+            let pick = choose_plan(&sizes, left)
                 .ok_or_else(|| Error::InvalidModel("the model has no plan".into()))?;
+            let (index, size, _) = fixed[pick];
             let real = left.min(size);
             let mut padded = vec![0.0f32; size * per_image];
             padded[..real * per_image]
@@ -207,6 +208,33 @@ impl TractPlans {
     }
 }
 
+/// Which of the fixed plans `(batch, µs per image when timed)` the next `left` images go to.
+///
+/// When every plan was timed at load, the plan with the least time per image actually served
+/// (`batch · µs / min(left, batch)`, padding counted as work), the larger on a tie: with plans
+/// of 1, 2, 4 and 8 images that run an image in the same time, 7 images go as 4 + 2 + 1 rather
+/// than as 8 with one image of zeros. Untimed, the smallest plan that holds them all, else the
+/// largest.
+pub(super) fn choose_plan(plans: &[(usize, Option<f64>)], left: usize) -> Option<usize> {
+    let timed: Option<Vec<f64>> = plans.iter().map(|&(_, us)| us).collect();
+    if let Some(us) = timed {
+        let cost = |k: usize| {
+            let b = plans[k].0;
+            b as f64 * us[k] / left.min(b).max(1) as f64
+        };
+        return (0..plans.len()).min_by(|&a, &b| {
+            cost(a)
+                .total_cmp(&cost(b))
+                .then(plans[b].0.cmp(&plans[a].0))
+        });
+    }
+    let by_size = |k: &usize| plans[*k].0;
+    (0..plans.len())
+        .filter(|&k| plans[k].0 >= left)
+        .min_by_key(by_size)
+        .or_else(|| (0..plans.len()).max_by_key(by_size))
+}
+
 /// The innermost message of a tract error chain, which is usually the informative one, with the
 /// outer context in front.
 pub(super) fn root_cause(e: &TractError) -> String {
@@ -215,5 +243,53 @@ pub(super) fn root_cause(e: &TractError) -> String {
         [] => "unknown error".into(),
         [one] => one.clone(),
         [first, .., last] => format!("{first}: {last}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_plan;
+
+    /// The batch sizes `choose_plan` sends `n` images to, in order.
+    fn split(plans: &[(usize, Option<f64>)], mut n: usize) -> Vec<usize> {
+        let mut runs = Vec::new();
+        while n > 0 {
+            let b = plans[choose_plan(plans, n).expect("a plan")].0;
+            runs.push(b);
+            n -= n.min(b);
+        }
+        runs
+    }
+
+    #[test]
+    fn timed_plans_that_cost_the_same_per_image_are_never_padded() {
+        let plans = [
+            (1, Some(298.0)),
+            (2, Some(296.0)),
+            (4, Some(296.0)),
+            (8, Some(296.0)),
+        ];
+        assert_eq!(split(&plans, 7), [4, 2, 1]);
+        assert_eq!(split(&plans, 9), [8, 1]);
+        assert_eq!(split(&plans, 16), [8, 8]);
+        assert_eq!(split(&plans, 1), [1]);
+    }
+
+    #[test]
+    fn a_plan_much_faster_per_image_is_worth_its_padding() {
+        // 16 images in the time of 8 single runs: 9 images are cheaper padded to 16.
+        let plans = [(1, Some(300.0)), (16, Some(150.0))];
+        assert_eq!(split(&plans, 9), [16]);
+        // 4 images: 16 · 150 / 4 = 600 µs each against 300 alone.
+        assert_eq!(split(&plans, 4), [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn untimed_plans_take_the_smallest_that_holds_the_rest() {
+        let plans = [(1, None), (8, None), (32, None)];
+        assert_eq!(split(&plans, 7), [8]);
+        assert_eq!(split(&plans, 40), [32, 8]);
+        assert_eq!(split(&[(16, None)], 3), [16]);
+        assert_eq!(choose_plan(&[], 3), None);
     }
 }
