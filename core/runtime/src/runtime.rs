@@ -302,8 +302,9 @@ impl Model {
     /// For each tract plan, the method tract picked for every convolution and max pooling
     /// (empty for onnxruntime, which does not say).
     pub fn kernels(&self) -> Vec<PlanKernels> {
-        const CONVOLUTIONS: [&str; 6] = [
+        const CONVOLUTIONS: [&str; 7] = [
             "ScrimConv",
+            "ScrimWinograd",
             "LazyIm2col",
             "Im2col",
             "DirectSpatialConv",

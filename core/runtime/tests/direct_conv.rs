@@ -2,12 +2,16 @@
 //! convolutions compute, on a graph that mixes every case: stride 2 and 1, 3×3, 5×5 and 1×1
 //! kernels, with and without bias and a following ReLU, and a grouped convolution that stays
 //! tract's (as does the 1×1, which tract's declutter turns into a matrix product first); and
-//! Scrim's 2×2 stride-2 max pooling (`runtime/scrim_pool.rs`) on odd and even maps. One test in
-//! its own binary: it switches the process-wide pass off and on.
+//! Scrim's 2×2 stride-2 max pooling (`runtime/scrim_pool.rs`) on odd and even maps; and the
+//! Winograd form of wide 3×3 convolutions (`direct_conv/winograd.rs`). The tests switch the
+//! process-wide pass off and on, so they hold [`PASS`] while they load models.
 
 use scrim_core::manifest::{InputSpec, Manifest, PerturberOutput, PerturberSpec};
 use scrim_core::onnx::{Conv, GraphBuilder};
 use scrim_core::{BatchMode, ImageTensor, Model, NoiseKind, set_direct_convolutions};
+
+/// Held by a test while it switches the pass and loads its models.
+static PASS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn values(seed: u32, n: usize, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761) | 1;
@@ -69,6 +73,9 @@ fn images(n: usize, size: usize) -> ImageTensor {
 
 #[test]
 fn the_direct_convolution_matches_tracts_own() {
+    let _pass = PASS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for size in [10, 20, 36] {
         let (onnx, manifest) = mixed_graph(size);
         set_direct_convolutions(false);
@@ -124,7 +131,94 @@ fn the_direct_convolution_matches_tracts_own() {
                 .iter()
                 .zip(&want[0].data)
                 .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+                .fold(
+                    0.0f32,
+                    |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                );
+            assert!(
+                worst <= 1e-5,
+                "size {size}, batch {n}: largest difference {worst}"
+            );
+            let spread = want[0].data.iter().fold(0.0f32, |m, v| m.max(*v))
+                - want[0].data.iter().fold(1.0f32, |m, v| m.min(*v));
+            assert!(spread > 0.05, "the check graph's output varies ({spread})");
+        }
+    }
+}
+
+/// A perturber whose σ map comes through two wide 3×3 stride-1 convolutions (the Winograd
+/// path, with and without a ReLU after it) after a narrow one (the direct kernel).
+fn wide_graph(size: usize) -> (Vec<u8>, Manifest) {
+    let w1 = values(11, 32 * 3 * 9, 0.6);
+    let w2 = values(12, 40 * 32 * 9, 0.1);
+    let b2 = values(13, 40, 0.2);
+    let w3 = values(14, 36 * 40 * 9, 0.1);
+    let w4 = values(15, 3 * 36, 3.0);
+    let mut g = GraphBuilder::new("winograd_check");
+    let x = g.image_input("image", 3, size, size);
+    let h = g.conv(&x, Conv::new(&w1, [32, 3, 3, 3]).pad(1));
+    let h = g.relu(&h);
+    let h = g.conv(&h, Conv::new(&w2, [40, 32, 3, 3]).bias(&b2).pad(1));
+    let h = g.relu(&h);
+    let h = g.conv(&h, Conv::new(&w3, [36, 40, 3, 3]).pad(1));
+    let h = g.conv(&h, Conv::new(&w4, [3, 36, 1, 1]));
+    let s = g.sigmoid(&h);
+    g.output(&s, "sigma");
+    let spec = PerturberSpec {
+        sigma_max: 1.0,
+        noise: NoiseKind::Gaussian,
+        outputs: vec![PerturberOutput::Sigma],
+        fill: 0.5,
+        standardize: false,
+        release: None,
+        erase: None,
+    };
+    (
+        g.finish(),
+        Manifest::perturber("winograd-check", InputSpec::rgb(size, size), spec),
+    )
+}
+
+#[test]
+fn wide_three_by_three_convolutions_run_as_winograd_and_match_tracts_own() {
+    let _pass = PASS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for size in [7, 16, 19] {
+        let (onnx, manifest) = wide_graph(size);
+        set_direct_convolutions(false);
+        let tract = Model::load(&onnx, manifest.clone(), BatchMode::Planned { max: 4 })
+            .expect("tract's convolutions");
+        set_direct_convolutions(true);
+        let scrim = Model::load(&onnx, manifest, BatchMode::Planned { max: 4 })
+            .expect("Scrim's convolutions");
+        for plan in scrim.kernels() {
+            let methods: Vec<&str> = plan
+                .convolutions
+                .iter()
+                .map(|(_, m)| m.split('(').next().unwrap_or(m).trim())
+                .collect();
+            assert_eq!(
+                methods,
+                ["ScrimConv", "ScrimWinograd", "ScrimWinograd"],
+                "size {size}, batch {:?} (the 1×1 is a matrix product in tract)",
+                plan.batch
+            );
+        }
+        for n in [1, 3, 4] {
+            let x = images(n, size);
+            let want = tract.run(&x).expect("tract run");
+            let got = scrim.run(&x).expect("Scrim run");
+            assert_eq!(got[0].shape, [n, 3, size, size]);
+            let worst = got[0]
+                .data
+                .iter()
+                .zip(&want[0].data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(
+                    0.0f32,
+                    |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                );
             assert!(
                 worst <= 1e-5,
                 "size {size}, batch {n}: largest difference {worst}"

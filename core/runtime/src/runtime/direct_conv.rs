@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 
 mod tile;
+pub(crate) mod winograd;
 
 #[cfg(target_arch = "x86_64")]
 use tile::Avx2Fma;

@@ -16,7 +16,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::direct_conv::{self, Activation, Geometry};
+use super::direct_conv::{self, Activation, Geometry, winograd};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -38,11 +38,18 @@ pub fn direct_convolutions() -> bool {
 pub(crate) struct ScrimConv {
     geometry: Geometry,
     activation: Activation,
+    /// Whether the weights are Winograd-transformed and the convolution runs as F(2×2, 3×3)
+    /// (`direct_conv/winograd.rs`), or packed for the direct kernel.
+    winograd: bool,
 }
 
 impl Op for ScrimConv {
     fn name(&self) -> StaticName {
-        "ScrimConv".into()
+        if self.winograd {
+            "ScrimWinograd".into()
+        } else {
+            "ScrimConv".into()
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -68,18 +75,27 @@ impl EvalOp for ScrimConv {
         let x = inputs[0].try_as_plain_ram()?.as_slice::<f32>()?;
         let packed = inputs[1].try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = inputs[2].try_as_plain_ram()?.as_slice::<f32>()?;
+        let weights_len = if self.winograd {
+            winograd::transformed_len(g)
+        } else {
+            g.packed_len()
+        };
         ensure!(
             x.len() == g.n * g.c * g.h * g.w
-                && packed.len() == g.packed_len()
-                && bias.len() % direct_conv::OB == 0
-                && bias.len() * g.c * g.kh * g.kw == packed.len(),
+                && packed.len() == weights_len
+                && bias.len() == g.o.div_ceil(direct_conv::OB) * direct_conv::OB,
             "ScrimConv: inputs do not match {g:?}"
         );
-        // Written in place: the kernel stores every output element.
+        // Written in place: the kernels store every output element.
         let mut y = Tensor::zero::<f32>(&g.out_shape())?;
         {
             let mut view = y.try_as_plain_ram_mut()?;
-            direct_conv::conv2d(g, x, packed, bias, self.activation, view.as_slice_mut()?);
+            let out = view.as_slice_mut()?;
+            if self.winograd {
+                winograd::conv2d(g, x, packed, bias, self.activation, out);
+            } else {
+                direct_conv::conv2d(g, x, packed, bias, self.activation, out);
+            }
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -127,7 +143,12 @@ pub(crate) fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
         let name = node.name.clone();
         let mut patch = TypedModelPatch::new("scrim-direct-conv");
         let x = patch.tap_model(model, node.inputs[0])?;
-        let packed = direct_conv::pack_weights(&geometry, &weights);
+        let winograd = winograd::eligible(&geometry);
+        let packed = if winograd {
+            winograd::transform_weights(&geometry, &weights)
+        } else {
+            direct_conv::pack_weights(&geometry, &weights)
+        };
         let packed = patch.add_const(
             format!("{name}.scrim_weights"),
             Tensor::from_shape(&[packed.len()], &packed)?,
@@ -142,6 +163,7 @@ pub(crate) fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             ScrimConv {
                 geometry,
                 activation,
+                winograd,
             },
             &[x, packed, bias],
         )?[0];

@@ -1,0 +1,422 @@
+//! The 3×3, stride-1, padding-1 convolutions of many channels (the cloud recognizer's) as
+//! Winograd's F(2×2, 3×3): each 2×2 output tile is `Aᵀ [(G W Gᵀ) ⊙ (Bᵀ P B)] A` over its 4×4
+//! input patch `P`, so 16 multiplies per tile and channel pair replace 36. The 16 products
+//! `(G W Gᵀ)ₖ ⊙ (Bᵀ P B)ₖ`, summed over input channels, are 16 matrix products (output
+//! channels × input channels by input channels × tiles), run by the direct kernel's register
+//! tile; the transforms are additions only.
+//!
+//! Only where the products dominate: from [`MIN_CHANNELS`] input channels up (below it the
+//! transforms cost more than they save, docs/PERFORMANCE.md §1f).
+//!
+//! Layouts (floats): the padded input with its columns split by parity, `q[img][c][row][2][qw]`
+//! (`row` the padded row, `q[..][r][j]` the padded column `2j + r`); the transformed input
+//! `v[k][c][tile]` and the products `m[k][o][tile]` for a block of tile rows. The planes' strides
+//! are padded to an odd number of cache lines: at a power-of-two stride the 16 planes read
+//! together fall into the same cache sets (measured: 1.5–2× slower).
+
+use std::cell::RefCell;
+
+#[cfg(target_arch = "x86_64")]
+use super::tile::Avx2Fma;
+use super::tile::{Block, Portable, Tile};
+use super::{Activation, Geometry, OB, T};
+
+/// Fewest input channels for which a convolution takes this path.
+pub(crate) const MIN_CHANNELS: usize = 32;
+/// Tiles per block of tile rows, about (its transformed input and products stay in L2).
+const BLOCK_TILES: usize = 128;
+/// Lanes of the transforms' vectors.
+const L: usize = 8;
+/// Geometries whose scratch buffers a thread keeps.
+const KEPT_SHAPES: usize = 8;
+
+type V8 = [f32; L];
+
+/// Whether `g` takes this path.
+pub(crate) fn eligible(g: &Geometry) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == [1; 4] && g.c >= MIN_CHANNELS && g.o > 0
+}
+
+/// Length of [`transform_weights`]' output.
+pub(crate) fn transformed_len(g: &Geometry) -> usize {
+    16 * g.blocks() * g.c * OB
+}
+
+/// Weights `[o, c, 3, 3]` as `G W Gᵀ` (4×4 per channel pair), laid out `[k][o / OB][c][OB]`
+/// with `k = 4a + b`, output channels padded with zeros to a multiple of [`OB`].
+pub(crate) fn transform_weights(g: &Geometry, oihw: &[f32]) -> Vec<f32> {
+    const GM: [[f32; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let blocks = g.blocks();
+    let mut u = vec![0.0; transformed_len(g)];
+    for (o, filters) in oihw.chunks_exact(g.c * 9).take(g.o).enumerate() {
+        for (ci, w) in filters.chunks_exact(9).enumerate() {
+            for a in 0..4 {
+                for b in 0..4 {
+                    let mut s = 0.0;
+                    for i in 0..3 {
+                        for j in 0..3 {
+                            s += GM[a][i] * w[i * 3 + j] * GM[b][j];
+                        }
+                    }
+                    u[(((a * 4 + b) * blocks + o / OB) * g.c + ci) * OB + o % OB] = s;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// The sizes of one geometry's buffers.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Tile rows and columns of one image.
+    th: usize,
+    tw: usize,
+    /// Padded rows and the length of one parity's row in `q`.
+    rows: usize,
+    qw: usize,
+    /// Tile rows per block.
+    block_rows: usize,
+    /// Strides: a channel's tiles in `v` and an output channel's in `m`; a plane `k` of each.
+    vs: usize,
+    vk: usize,
+    ms: usize,
+    mk: usize,
+}
+
+/// `x` floats rounded up to an odd number of 64-byte lines.
+fn odd_lines(x: usize) -> usize {
+    let lines = x.div_ceil(16);
+    (lines + 1 - lines % 2) * 16
+}
+
+impl Layout {
+    fn new(g: &Geometry) -> Self {
+        let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+        let block_rows = (BLOCK_TILES / tw).clamp(1, g.n * th);
+        // One block's tiles, rounded up to whole register tiles, plus the spill of the last
+        // row's 8-lane stores.
+        let tiles = (block_rows * tw).div_ceil(T) * T + L;
+        let (vs, ms) = (odd_lines(tiles), odd_lines(tiles));
+        Self {
+            th,
+            tw,
+            rows: 2 * th + 2,
+            qw: tw.div_ceil(L) * L + L,
+            block_rows,
+            vs,
+            vk: odd_lines(g.c * vs),
+            ms,
+            mk: odd_lines(g.blocks() * OB * ms),
+        }
+    }
+
+    fn q_image(&self, g: &Geometry) -> usize {
+        g.c * self.rows * 2 * self.qw
+    }
+}
+
+/// A thread's buffers for one geometry; `q`'s padding is zero and never written.
+struct Scratch {
+    key: Geometry,
+    q: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs the convolution: `x` is `[n, c, h, w]`, `u` from [`transform_weights`], `bias` padded
+/// to a multiple of [`OB`], `out` is `[n, o, h, w]`.
+///
+/// The caller checks the lengths; a mismatch panics on an assertion or a slice index.
+pub(crate) fn conv2d(
+    g: &Geometry,
+    x: &[f32],
+    u: &[f32],
+    bias: &[f32],
+    act: Activation,
+    out: &mut [f32],
+) {
+    assert!(
+        eligible(g)
+            && x.len() == g.n * g.c * g.h * g.w
+            && u.len() == transformed_len(g)
+            && bias.len() == g.blocks() * OB
+            && out.len() == g.n * g.o * g.h * g.w,
+        "Winograd convolution: buffers do not match {g:?}"
+    );
+    let lay = Layout::new(g);
+    SCRATCH.with_borrow_mut(|kept| {
+        let at = match kept.iter().position(|s| s.key == *g) {
+            Some(at) => at,
+            None => {
+                if kept.len() == KEPT_SHAPES {
+                    kept.remove(0);
+                }
+                kept.push(Scratch {
+                    key: *g,
+                    q: vec![0.0; g.n * lay.q_image(g)],
+                    v: vec![0.0; 16 * lay.vk],
+                    m: vec![0.0; 16 * lay.mk],
+                });
+                kept.len() - 1
+            }
+        };
+        let s = &mut kept[at];
+        let run = Run {
+            g,
+            lay,
+            u,
+            bias,
+            act,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the function only requires AVX2 and FMA, detected just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                run_avx2_fma(&run, x, s, out);
+            }
+            return;
+        }
+        run_all::<Portable>(&run, x, s, out);
+    });
+}
+
+/// What every block of one run reads.
+struct Run<'a> {
+    g: &'a Geometry,
+    lay: Layout,
+    u: &'a [f32],
+    bias: &'a [f32],
+    act: Activation,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_avx2_fma(run: &Run<'_>, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
+    run_all::<Avx2Fma>(run, x, s, out);
+}
+
+#[inline(always)]
+fn run_all<K: Tile>(run: &Run<'_>, x: &[f32], s: &mut Scratch, out: &mut [f32]) {
+    let (g, lay) = (run.g, run.lay);
+    split_columns(g, &lay, x, &mut s.q);
+    let total = g.n * lay.th;
+    for first in (0..total).step_by(lay.block_rows) {
+        let rows = lay.block_rows.min(total - first);
+        input_transform(g, &lay, &s.q, first, rows, &mut s.v);
+        products::<K>(run, &s.v, rows, &mut s.m);
+        output_transform(run, &s.m, first, rows, out);
+    }
+}
+
+/// Copies the images into `q`, padded by one and with their columns split by parity.
+fn split_columns(g: &Geometry, lay: &Layout, x: &[f32], q: &mut [f32]) {
+    let qw = lay.qw;
+    for (plane, qc) in x
+        .chunks_exact(g.h * g.w)
+        .zip(q.chunks_exact_mut(lay.rows * 2 * qw))
+    {
+        for (y, src) in plane.chunks_exact(g.w).enumerate() {
+            let (even, odd) = qc[(y + 1) * 2 * qw..][..2 * qw].split_at_mut(qw);
+            // Source column x is padded column x + 1: odd at x / 2 for even x, even at
+            // (x + 1) / 2 for odd x.
+            for (j, pair) in src.chunks(2).enumerate() {
+                odd[j] = pair[0];
+                if let Some(&v) = pair.get(1) {
+                    even[j + 1] = v;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn load(s: &[f32], at: usize) -> V8 {
+    let mut v = [0.0; L];
+    v.copy_from_slice(&s[at..at + L]);
+    v
+}
+
+#[inline(always)]
+fn add(a: V8, b: V8) -> V8 {
+    let mut r = a;
+    for (r, b) in r.iter_mut().zip(&b) {
+        *r += b;
+    }
+    r
+}
+
+#[inline(always)]
+fn sub(a: V8, b: V8) -> V8 {
+    let mut r = a;
+    for (r, b) in r.iter_mut().zip(&b) {
+        *r -= b;
+    }
+    r
+}
+
+// The transforms are written with plain loops and `#[inline(always)]` helpers, no closures:
+// `std::array::from_fn` and `map` left their closures out of line, compiled without AVX2
+// (measured: a third of the recognizer's time in 4-lane calls).
+
+/// `Bᵀ d` for four values along one axis.
+#[inline(always)]
+fn b_t(d: [V8; 4]) -> [V8; 4] {
+    [
+        sub(d[0], d[2]),
+        add(d[1], d[2]),
+        sub(d[2], d[1]),
+        sub(d[1], d[3]),
+    ]
+}
+
+/// `Aᵀ m` for four values along one axis.
+#[inline(always)]
+fn a_t(m: [V8; 4]) -> [V8; 2] {
+    [add(add(m[0], m[1]), m[2]), sub(sub(m[1], m[2]), m[3])]
+}
+
+/// `Bᵀ P B` of every tile in tile rows `first..first + rows` (over the batch) into `v`, eight
+/// tiles of a row at a time; a row's last store spills into the next row's first tiles, which
+/// that row then writes.
+#[inline(always)]
+fn input_transform(
+    g: &Geometry,
+    lay: &Layout,
+    q: &[f32],
+    first: usize,
+    rows: usize,
+    v: &mut [f32],
+) {
+    let (qw, image) = (lay.qw, lay.q_image(g));
+    for ci in 0..g.c {
+        for r in 0..rows {
+            let (img, ty) = ((first + r) / lay.th, (first + r) % lay.th);
+            for j0 in (0..lay.tw).step_by(L) {
+                // The patch's rows 2ty..2ty+4, its columns transformed: padded columns
+                // 2j, 2j+1, 2j+2, 2j+3 are even[j], odd[j], even[j+1], odd[j+1].
+                let mut t = [[[0.0f32; L]; 4]; 4];
+                for (dr, t) in t.iter_mut().enumerate() {
+                    let at = img * image + (ci * lay.rows + 2 * ty + dr) * 2 * qw + j0;
+                    *t = b_t([
+                        load(q, at),
+                        load(q, at + qw),
+                        load(q, at + 1),
+                        load(q, at + qw + 1),
+                    ]);
+                }
+                // The columns of `t` across its rows (clippy's iterator form would be a closure).
+                #[allow(clippy::needless_range_loop)]
+                for b in 0..4 {
+                    let col = b_t([t[0][b], t[1][b], t[2][b], t[3][b]]);
+                    for (a, values) in col.iter().enumerate() {
+                        let at = (a * 4 + b) * lay.vk + ci * lay.vs + r * lay.tw + j0;
+                        v[at..at + L].copy_from_slice(values);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 16 products `m[k] = U[k] · v[k]`, by the direct kernel's register tile (one tap).
+#[inline(always)]
+fn products<K: Tile>(run: &Run<'_>, v: &[f32], rows: usize, m: &mut [f32]) {
+    let (g, lay) = (run.g, run.lay);
+    let used = (rows * lay.tw).div_ceil(T) * T;
+    let blocks = g.blocks();
+    let zero = [0.0f32; OB];
+    // Tiles outer, output channels inner: a group of T tiles' transformed input (`c` lines
+    // of 64 bytes) stays in L1 while every block of output channels reads it.
+    for k in 0..16 {
+        let x = &v[k * lay.vk..];
+        for t0 in (0..used).step_by(T) {
+            for block in 0..blocks {
+                let tile_input = Block {
+                    x,
+                    weights: &run.u[(k * blocks + block) * g.c * OB..][..g.c * OB],
+                    offsets: &[0],
+                    c: g.c,
+                    cs: lay.vs,
+                    bias: &zero,
+                };
+                let acc = K::tile::<1>(&tile_input, t0);
+                for (lane, a) in acc.iter().enumerate() {
+                    let at = k * lay.mk + (block * OB + lane) * lay.ms + t0;
+                    m[at..at + T].copy_from_slice(a);
+                }
+            }
+        }
+    }
+}
+
+/// `Aᵀ M A` of every tile, plus the bias and the activation, into the output rows.
+#[inline(always)]
+fn output_transform(run: &Run<'_>, m: &[f32], first: usize, rows: usize, out: &mut [f32]) {
+    let (g, lay) = (run.g, run.lay);
+    let (h, w) = (g.h, g.w);
+    for o in 0..g.o {
+        let bias = run.bias[o];
+        for r in 0..rows {
+            let (img, ty) = ((first + r) / lay.th, (first + r) % lay.th);
+            for j0 in (0..lay.tw).step_by(L) {
+                let base = o * lay.ms + r * lay.tw + j0;
+                let mut rr = [[[0.0f32; L]; 2]; 4];
+                for (a, rr) in rr.iter_mut().enumerate() {
+                    let k = base + 4 * a * lay.mk;
+                    *rr = a_t([
+                        load(m, k),
+                        load(m, k + lay.mk),
+                        load(m, k + 2 * lay.mk),
+                        load(m, k + 3 * lay.mk),
+                    ]);
+                }
+                // y[col][row]: rows 2ty, 2ty + 1; columns 2j and 2j + 1 of each tile j.
+                let mut y = [[[0.0f32; L]; 2]; 2];
+                for (col, y) in y.iter_mut().enumerate() {
+                    *y = a_t([rr[0][col], rr[1][col], rr[2][col], rr[3][col]]);
+                    for v in y.iter_mut().flatten() {
+                        *v += bias;
+                        if run.act == Activation::Relu {
+                            *v = v.max(0.0);
+                        }
+                    }
+                }
+                let x0 = 2 * j0;
+                let n = (w - x0).min(2 * L);
+                for (dy, row) in [(0, 0), (1, 1)] {
+                    let oy = 2 * ty + dy;
+                    if oy >= h {
+                        break;
+                    }
+                    let mut line = [0.0f32; 2 * L];
+                    for i in 0..L {
+                        line[2 * i] = y[0][row][i];
+                        line[2 * i + 1] = y[1][row][i];
+                    }
+                    let dst = ((img * g.o + o) * h + oy) * w + x0;
+                    if n == 2 * L {
+                        // A constant length: inlined, not a call to memmove.
+                        out[dst..dst + 2 * L].copy_from_slice(&line);
+                    } else {
+                        out[dst..dst + n].copy_from_slice(&line[..n]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

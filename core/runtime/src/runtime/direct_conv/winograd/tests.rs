@@ -1,0 +1,133 @@
+//! The Winograd convolution against the definition.
+
+use super::*;
+
+/// The definition, with padding 1 and stride 1.
+fn reference(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
+    let mut out = vec![0.0; g.n * g.o * g.h * g.w];
+    for img in 0..g.n {
+        for o in 0..g.o {
+            for oy in 0..g.h {
+                for ox in 0..g.w {
+                    let mut s = f64::from(bias[o]);
+                    for c in 0..g.c {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = (oy + ky, ox + kx);
+                                if iy == 0 || ix == 0 || iy > g.h || ix > g.w {
+                                    continue;
+                                }
+                                let xv = x[((img * g.c + c) * g.h + iy - 1) * g.w + ix - 1];
+                                let wv = w[((o * g.c + c) * 3 + ky) * 3 + kx];
+                                s += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    let s = s as f32;
+                    out[((img * g.o + o) * g.h + oy) * g.w + ox] = match act {
+                        Activation::Identity => s,
+                        Activation::Relu => s.max(0.0),
+                    };
+                }
+            }
+        }
+    }
+    out
+}
+
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|k| (((k * 7919 + seed * 104_729) % 2003) as f32 / 1001.0) - 1.0)
+        .collect()
+}
+
+#[test]
+fn matches_the_definition_on_odd_even_and_batched_shapes() {
+    // (n, c, h, w, o): odd sides, rows longer than 8 tiles, partial output-channel blocks,
+    // several images, blocks of tile rows that span images.
+    for (n, c, h, w, o) in [
+        (1, 32, 16, 16, 64),
+        (3, 32, 7, 9, 6),
+        (2, 33, 21, 5, 5),
+        (1, 40, 35, 34, 9),
+        (5, 64, 8, 8, 12),
+    ] {
+        let g = Geometry {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: [1; 4],
+        };
+        assert!(eligible(&g));
+        let x = values(n * c * h * w, 1);
+        let wts: Vec<f32> = values(o * c * 9, 2).iter().map(|v| v * 0.2).collect();
+        let bias = values(o, 3);
+        let mut padded_bias = bias.clone();
+        padded_bias.resize(g.blocks() * OB, 0.0);
+        let u = transform_weights(&g, &wts);
+        for act in [Activation::Identity, Activation::Relu] {
+            let want = reference(&g, &x, &wts, &bias, act);
+            let mut got = vec![f32::NAN; want.len()];
+            conv2d(&g, &x, &u, &padded_bias, act, &mut got);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(
+                    0.0f32,
+                    |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                );
+            assert!(err < 1e-4, "{g:?} {act:?}: max error {err}");
+            // Twice on the kept buffers: the padding is still zero.
+            conv2d(&g, &x, &u, &padded_bias, act, &mut got);
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
+        }
+        // The portable code path, whatever this CPU has.
+        let lay = Layout::new(&g);
+        let mut s = Scratch {
+            key: g,
+            q: vec![0.0; g.n * lay.q_image(&g)],
+            v: vec![0.0; 16 * lay.vk],
+            m: vec![0.0; 16 * lay.mk],
+        };
+        let run = Run {
+            g: &g,
+            lay,
+            u: &u,
+            bias: &padded_bias,
+            act: Activation::Relu,
+        };
+        let mut got = vec![f32::NAN; g.n * g.o * h * w];
+        run_all::<Portable>(&run, &x, &mut s, &mut got);
+        let want = reference(&g, &x, &wts, &bias, Activation::Relu);
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4),
+            "{g:?}: portable"
+        );
+    }
+}
+
+#[test]
+fn only_wide_three_by_three_stride_one_convolutions_qualify() {
+    let g = Geometry {
+        n: 1,
+        c: 32,
+        h: 8,
+        w: 8,
+        o: 8,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: [1; 4],
+    };
+    assert!(eligible(&g));
+    assert!(!eligible(&Geometry { c: 16, ..g }));
+    assert!(!eligible(&Geometry { stride: 2, ..g }));
+    assert!(!eligible(&Geometry { pad: [0; 4], ..g }));
+    assert!(!eligible(&Geometry { kh: 5, kw: 5, ..g }));
+}
