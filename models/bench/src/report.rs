@@ -401,7 +401,7 @@ pub fn markdown(r: &BenchReport) -> String {
             s,
             "\ntract's convolution and max-pooling methods per plan (fixed-shape plans for the \
              batch sizes the server forms, those that run an image slower than batch 1 dropped \
-             at load; a batch runs on the smallest kept plan that holds it, padded):\n"
+             at load; a batch is split over the kept plans by their timings, padding counted):\n"
         );
         for k in &sv.kernels {
             let _ = writeln!(s, "- {k}");

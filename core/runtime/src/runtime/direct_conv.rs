@@ -20,6 +20,9 @@
 //! On x86-64 with AVX2 and FMA (detected at run time) a tile is computed with explicit vector
 //! instructions; elsewhere (aarch64's NEON included) by the portable loop, which the compiler
 //! vectorises.
+//!
+//! 3×3 stride-1 convolutions of many channels take [`winograd`] instead, which runs its matrix
+//! products through the same tiles.
 
 use std::cell::RefCell;
 

@@ -22,8 +22,10 @@ pub enum BatchMode {
     /// faster than the batch-1 plan are kept, each timed once at load (the batch-1 plan always
     /// stays). tract unrolls lazily only for a batch of one, so on a small model a batch run
     /// image by image can beat the batched plan; a server then gets the faster of the two for
-    /// each batch size ([`super::Model::plan_choices`] says what was measured and kept). With
-    /// onnxruntime, the same as `Dynamic`.
+    /// each batch size ([`super::Model::plan_choices`] says what was measured and kept), and a
+    /// batch is split over the kept plans by their timings (padding counted as work: 7 images
+    /// go as 4 + 2 + 1 when the plans run an image equally fast). With onnxruntime, the same as
+    /// `Dynamic`.
     Tuned {
         /// The largest planned batch.
         max: usize,
