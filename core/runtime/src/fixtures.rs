@@ -32,6 +32,15 @@ pub fn perturber(size: usize, sigma_max: f32) -> (Vec<u8>, Manifest) {
     let s = g.sigmoid(&z);
     let s = g.scale(&s, sigma_max);
     g.output(&s, "sigma");
+    (
+        g.finish(),
+        sigma_perturber_manifest("fixture-perturber", size, sigma_max),
+    )
+}
+
+/// The manifest of a perturber graph named `name` whose one output is a σ map (Gaussian noise,
+/// grey fill, no standardisation), on `size × size` images.
+pub fn sigma_perturber_manifest(name: &str, size: usize, sigma_max: f32) -> Manifest {
     let spec = PerturberSpec {
         sigma_max,
         noise: NoiseKind::Gaussian,
@@ -41,10 +50,7 @@ pub fn perturber(size: usize, sigma_max: f32) -> (Vec<u8>, Manifest) {
         release: None,
         erase: None,
     };
-    (
-        g.finish(),
-        Manifest::perturber("fixture-perturber", InputSpec::rgb(size, size), spec),
-    )
+    Manifest::perturber(name, InputSpec::rgb(size, size), spec)
 }
 
 /// A recognizer: strided conv → ReLU → global average pool → linear, with `labels.len()` logits.

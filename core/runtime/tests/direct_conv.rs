@@ -6,9 +6,10 @@
 //! Winograd form of wide 3×3 convolutions (`direct_conv/winograd.rs`). The tests switch the
 //! process-wide pass off and on, so they hold [`PASS`] while they load models.
 
-use scrim_core::manifest::{InputSpec, Manifest, PerturberOutput, PerturberSpec};
+use scrim_core::fixtures;
+use scrim_core::manifest::Manifest;
 use scrim_core::onnx::{Conv, GraphBuilder};
-use scrim_core::{BatchMode, ImageTensor, Model, NoiseKind, set_direct_convolutions};
+use scrim_core::{BatchMode, ImageTensor, Model, set_direct_convolutions};
 
 /// Held by a test while it switches the pass and loads its models.
 static PASS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -49,18 +50,9 @@ fn mixed_graph(size: usize) -> (Vec<u8>, Manifest) {
     let h = g.max_pool(&h, 2, 2, 0);
     let s = g.sigmoid(&h);
     g.output(&s, "sigma");
-    let spec = PerturberSpec {
-        sigma_max: 1.0,
-        noise: NoiseKind::Gaussian,
-        outputs: vec![PerturberOutput::Sigma],
-        fill: 0.5,
-        standardize: false,
-        release: None,
-        erase: None,
-    };
     (
         g.finish(),
-        Manifest::perturber("direct-conv-check", InputSpec::rgb(size, size), spec),
+        fixtures::sigma_perturber_manifest("direct-conv-check", size, 1.0),
     )
 }
 
@@ -71,6 +63,59 @@ fn images(n: usize, size: usize) -> ImageTensor {
     ImageTensor::new([n, 3, size, size], data).expect("images")
 }
 
+/// The graph loaded twice, planned up to `max` images: with tract's own convolutions and with
+/// Scrim's. The caller holds [`PASS`].
+fn load_both(onnx: &[u8], manifest: &Manifest, max: usize) -> (Model, Model) {
+    set_direct_convolutions(false);
+    let tract = Model::load(onnx, manifest.clone(), BatchMode::Planned { max })
+        .expect("tract's convolutions");
+    set_direct_convolutions(true);
+    let scrim =
+        Model::load(onnx, manifest.clone(), BatchMode::Planned { max }).expect("Scrim's kernels");
+    (tract, scrim)
+}
+
+/// Each plan's convolution methods, without their details.
+fn methods(model: &Model) -> Vec<(Option<usize>, Vec<String>)> {
+    model
+        .kernels()
+        .into_iter()
+        .map(|plan| {
+            let names = plan
+                .convolutions
+                .iter()
+                .map(|(_, m)| m.split('(').next().unwrap_or(m).trim().to_string())
+                .collect();
+            (plan.batch, names)
+        })
+        .collect()
+}
+
+/// Both models on `n` images of side `size`: the same output of shape `[n, 3, side, side]`
+/// within 1e-5, and an output that varies (a check that could not fail otherwise).
+fn assert_same(tract: &Model, scrim: &Model, n: usize, size: usize, side: usize) {
+    let x = images(n, size);
+    let want = tract.run(&x).expect("tract run");
+    let got = scrim.run(&x).expect("Scrim run");
+    assert_eq!(got[0].shape, [n, 3, side, side]);
+    let worst = got[0]
+        .data
+        .iter()
+        .zip(&want[0].data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(
+            0.0f32,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        );
+    assert!(
+        worst <= 1e-5,
+        "size {size}, batch {n}: largest difference {worst}"
+    );
+    let spread = want[0].data.iter().fold(0.0f32, |m, v| m.max(*v))
+        - want[0].data.iter().fold(1.0f32, |m, v| m.min(*v));
+    assert!(spread > 0.05, "the check graph's output varies ({spread})");
+}
+
 #[test]
 fn the_direct_convolution_matches_tracts_own() {
     let _pass = PASS
@@ -78,20 +123,8 @@ fn the_direct_convolution_matches_tracts_own() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for size in [10, 20, 36] {
         let (onnx, manifest) = mixed_graph(size);
-        set_direct_convolutions(false);
-        let tract = Model::load(&onnx, manifest.clone(), BatchMode::Planned { max: 2 })
-            .expect("tract's convolutions");
-        set_direct_convolutions(true);
-        let direct = Model::load(&onnx, manifest, BatchMode::Planned { max: 2 })
-            .expect("the direct convolution");
-
+        let (tract, direct) = load_both(&onnx, &manifest, 2);
         for plan in direct.kernels() {
-            let methods: Vec<&str> = plan
-                .convolutions
-                .iter()
-                .map(|(_, m)| m.split('(').next().unwrap_or(m).trim())
-                .collect();
-            let direct_count = methods.iter().filter(|m| **m == "ScrimConv").count();
             assert_eq!(
                 plan.pools
                     .iter()
@@ -100,18 +133,18 @@ fn the_direct_convolution_matches_tracts_own() {
                 ["ScrimMaxPool"],
                 "size {size}: the max pooling is Scrim's"
             );
+        }
+        for (batch, methods) in methods(&direct) {
+            let direct_count = methods.iter().filter(|m| *m == "ScrimConv").count();
             assert_eq!(
                 direct_count, 3,
-                "size {size}, batch {:?}: the 3×3 and 5×5 convolutions run directly, the grouped \
-                 one stays tract's: {methods:?}",
-                plan.batch
+                "size {size}, batch {batch:?}: the 3×3 and 5×5 convolutions run directly, the \
+                 grouped one stays tract's: {methods:?}"
             );
         }
         for plan in tract.kernels() {
             assert!(
-                plan.convolutions
-                    .iter()
-                    .all(|(_, m)| !m.contains("ScrimConv")),
+                plan.convolutions.iter().all(|(_, m)| !m.contains("Scrim")),
                 "switched off, no convolution is Scrim's"
             );
             assert!(
@@ -121,27 +154,7 @@ fn the_direct_convolution_matches_tracts_own() {
         }
 
         for n in [1, 2, 3] {
-            let x = images(n, size);
-            let want = tract.run(&x).expect("tract run");
-            let got = direct.run(&x).expect("direct run");
-            let side = size.div_ceil(2) / 2;
-            assert_eq!(got[0].shape, [n, 3, side, side]);
-            let worst = got[0]
-                .data
-                .iter()
-                .zip(&want[0].data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(
-                    0.0f32,
-                    |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-                );
-            assert!(
-                worst <= 1e-5,
-                "size {size}, batch {n}: largest difference {worst}"
-            );
-            let spread = want[0].data.iter().fold(0.0f32, |m, v| m.max(*v))
-                - want[0].data.iter().fold(1.0f32, |m, v| m.min(*v));
-            assert!(spread > 0.05, "the check graph's output varies ({spread})");
+            assert_same(&tract, &direct, n, size, size.div_ceil(2) / 2);
         }
     }
 }
@@ -164,18 +177,9 @@ fn wide_graph(size: usize) -> (Vec<u8>, Manifest) {
     let h = g.conv(&h, Conv::new(&w4, [3, 36, 1, 1]));
     let s = g.sigmoid(&h);
     g.output(&s, "sigma");
-    let spec = PerturberSpec {
-        sigma_max: 1.0,
-        noise: NoiseKind::Gaussian,
-        outputs: vec![PerturberOutput::Sigma],
-        fill: 0.5,
-        standardize: false,
-        release: None,
-        erase: None,
-    };
     (
         g.finish(),
-        Manifest::perturber("winograd-check", InputSpec::rgb(size, size), spec),
+        fixtures::sigma_perturber_manifest("winograd-check", size, 1.0),
     )
 }
 
@@ -186,46 +190,16 @@ fn wide_three_by_three_convolutions_run_as_winograd_and_match_tracts_own() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for size in [7, 16, 19] {
         let (onnx, manifest) = wide_graph(size);
-        set_direct_convolutions(false);
-        let tract = Model::load(&onnx, manifest.clone(), BatchMode::Planned { max: 4 })
-            .expect("tract's convolutions");
-        set_direct_convolutions(true);
-        let scrim = Model::load(&onnx, manifest, BatchMode::Planned { max: 4 })
-            .expect("Scrim's convolutions");
-        for plan in scrim.kernels() {
-            let methods: Vec<&str> = plan
-                .convolutions
-                .iter()
-                .map(|(_, m)| m.split('(').next().unwrap_or(m).trim())
-                .collect();
+        let (tract, scrim) = load_both(&onnx, &manifest, 4);
+        for (batch, methods) in methods(&scrim) {
             assert_eq!(
                 methods,
                 ["ScrimConv", "ScrimWinograd", "ScrimWinograd"],
-                "size {size}, batch {:?} (the 1×1 is a matrix product in tract)",
-                plan.batch
+                "size {size}, batch {batch:?} (the 1×1 is a matrix product in tract)"
             );
         }
         for n in [1, 3, 4] {
-            let x = images(n, size);
-            let want = tract.run(&x).expect("tract run");
-            let got = scrim.run(&x).expect("Scrim run");
-            assert_eq!(got[0].shape, [n, 3, size, size]);
-            let worst = got[0]
-                .data
-                .iter()
-                .zip(&want[0].data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(
-                    0.0f32,
-                    |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-                );
-            assert!(
-                worst <= 1e-5,
-                "size {size}, batch {n}: largest difference {worst}"
-            );
-            let spread = want[0].data.iter().fold(0.0f32, |m, v| m.max(*v))
-                - want[0].data.iter().fold(1.0f32, |m, v| m.min(*v));
-            assert!(spread > 0.05, "the check graph's output varies ({spread})");
+            assert_same(&tract, &scrim, n, size, size);
         }
     }
 }

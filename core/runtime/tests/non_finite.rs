@@ -1,8 +1,8 @@
 //! A perturber whose graph outputs NaN is an error, not a silent black or saturated upload.
 
-use scrim_core::manifest::{InputSpec, Manifest, PerturberOutput, PerturberSpec};
+use scrim_core::fixtures;
 use scrim_core::onnx::GraphBuilder;
-use scrim_core::{BatchMode, ImageTensor, Model, NoiseKind, NoiseSource, Perturber};
+use scrim_core::{BatchMode, ImageTensor, Model, NoiseSource, Perturber};
 
 /// σ = x / x: NaN where the image is 0, 1 elsewhere.
 fn nan_perturber(size: usize) -> Perturber {
@@ -10,16 +10,7 @@ fn nan_perturber(size: usize) -> Perturber {
     let x = g.image_input("image", 3, size, size);
     let s = g.div(&x, &x);
     g.output(&s, "sigma");
-    let spec = PerturberSpec {
-        sigma_max: 0.5,
-        noise: NoiseKind::Gaussian,
-        outputs: vec![PerturberOutput::Sigma],
-        fill: 0.5,
-        standardize: false,
-        release: None,
-        erase: None,
-    };
-    let manifest = Manifest::perturber("nan-perturber", InputSpec::rgb(size, size), spec);
+    let manifest = fixtures::sigma_perturber_manifest("nan-perturber", size, 0.5);
     let model = Model::load(&g.finish(), manifest, BatchMode::Single).expect("load");
     Perturber::with_noise(model, NoiseSource::seeded_for_tests(1)).expect("perturber")
 }
