@@ -134,7 +134,8 @@ impl Perturber {
     }
 
     /// The graph's outputs on `x`, refused when any value is NaN or infinite: noise drawn with
-    /// such a σ (or a map rendered from it) would upload a black or saturated image in silence.
+    /// such a σ would upload a black or saturated image in silence. (A bounded release needs no
+    /// such check: it renders a non-finite map value as the fill.)
     fn run_finite(&self, x: &ImageTensor) -> Result<Vec<crate::Output>> {
         let outputs = self.model.run(x)?;
         for (i, o) in outputs.iter().enumerate() {
@@ -170,8 +171,11 @@ impl Perturber {
         match &spec.release {
             Some(r) => {
                 let [_, _, h, w] = x.shape();
+                // Not `run_finite`: the release maps a non-finite value to the fill by design
+                // (`release.rs`), and the try-a-photo page does the same, bit for bit.
                 let out = self
-                    .run_finite(x)?
+                    .model
+                    .run(x)?
                     .into_iter()
                     .next()
                     .ok_or_else(|| Error::InvalidModel("missing output \"map\"".into()))?;
