@@ -129,6 +129,18 @@ struct Scratch {
     m: Vec<f32>,
 }
 
+impl Scratch {
+    /// Zeroed buffers for `g` laid out as `lay`.
+    fn new(g: &Geometry, lay: &Layout) -> Self {
+        Self {
+            key: *g,
+            q: vec![0.0; g.n * lay.q_image(g)],
+            v: vec![0.0; 16 * lay.vk],
+            m: vec![0.0; 16 * lay.mk],
+        }
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
 }
@@ -161,12 +173,7 @@ pub(crate) fn conv2d(
                 if kept.len() == KEPT_SHAPES {
                     kept.remove(0);
                 }
-                kept.push(Scratch {
-                    key: *g,
-                    q: vec![0.0; g.n * lay.q_image(g)],
-                    v: vec![0.0; 16 * lay.vk],
-                    m: vec![0.0; 16 * lay.mk],
-                });
+                kept.push(Scratch::new(g, &lay));
                 kept.len() - 1
             }
         };

@@ -89,12 +89,7 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
         }
         // The portable code path, whatever this CPU has.
         let lay = Layout::new(&g);
-        let mut s = Scratch {
-            key: g,
-            q: vec![0.0; g.n * lay.q_image(&g)],
-            v: vec![0.0; 16 * lay.vk],
-            m: vec![0.0; 16 * lay.mk],
-        };
+        let mut s = Scratch::new(&g, &lay);
         let run = Run {
             g: &g,
             lay,
