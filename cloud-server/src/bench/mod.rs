@@ -182,10 +182,19 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         .build()
         .map_err(|e| Error::Bench(format!("cannot start the client runtime: {e}")))?;
 
-    // samples[target][level] = one LevelStats per round.
+    // samples[target][level] = one LevelStats per round; raw_rounds[round] = that round's raw
+    // measurements.
     let mut samples: Vec<Vec<Vec<LevelStats>>> =
         vec![vec![Vec::new(); options.clients.len()]; targets.len()];
-    for round in 0..options.rounds.max(1) {
+    let rounds = options.rounds.max(1);
+    let top = options.clients.iter().copied().max().unwrap_or(1);
+    let top_level = (0..options.clients.len())
+        .max_by_key(|&i| options.clients[i])
+        .unwrap_or(0);
+    let raw_batches = [1, top.min(options.max_batch), options.max_batch];
+    let raw_slice = (options.raw_duration / rounds as u32).max(Duration::from_millis(100));
+    let mut raw_rounds: Vec<Vec<RawStats>> = Vec::with_capacity(rounds);
+    for round in 0..rounds {
         for (li, &n) in options.clients.iter().enumerate() {
             for (ti, target) in targets.iter().enumerate() {
                 let plan = |requests| Plan {
@@ -223,6 +232,21 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 });
             }
         }
+        // Raw throughput in the same round, right after the servers: a ratio is taken between
+        // measurements that saw the same machine.
+        let mut measured: Vec<RawStats> = Vec::new();
+        for (_, model) in &models {
+            for batch in raw_batches {
+                let engine = model.engine().name();
+                if !measured
+                    .iter()
+                    .any(|r| r.batch == batch && r.engine == engine)
+                {
+                    measured.push(raw_throughput(model, batch, workers, raw_slice)?);
+                }
+            }
+        }
+        raw_rounds.push(measured);
     }
     drop(clients);
     let stats: Vec<TargetStats> = targets
@@ -232,28 +256,34 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             if let Some(server) = target.server.take() {
                 server.shutdown();
             }
+            // Each round's top level over that round's best raw tract.
+            let over_raw: Vec<f64> = levels
+                .get(top_level)
+                .into_iter()
+                .flatten()
+                .zip(&raw_rounds)
+                .filter_map(|(level, raw)| {
+                    let best = raw
+                        .iter()
+                        .filter(|r| r.engine == "tract")
+                        .map(|r| r.throughput)
+                        .fold(0.0, f64::max);
+                    (best > 0.0).then(|| level.throughput / best)
+                })
+                .collect();
             TargetStats {
                 name: target.name.clone(),
                 engine: target.engine.clone(),
                 levels: levels.iter().map(|rounds| median_level(rounds)).collect(),
+                over_raw_tract: (!over_raw.is_empty()).then(|| median(over_raw.clone())),
+                over_raw_tract_rounds: over_raw,
             }
         })
         .collect();
 
-    let mut raw = Vec::new();
+    let raw = merge_raw(&raw_rounds);
     let mut kernels = Vec::new();
-    let top = options.clients.iter().copied().max().unwrap_or(1);
     for (_, model) in &models {
-        for batch in [1, top.min(options.max_batch), options.max_batch] {
-            let engine = model.engine().name();
-            if raw
-                .iter()
-                .any(|r: &RawStats| r.batch == batch && r.engine == engine)
-            {
-                continue;
-            }
-            raw.push(raw_throughput(model, batch, workers, options.raw_duration)?);
-        }
         for plan in model.kernels() {
             let methods: Vec<&str> = plan.convolutions.iter().map(|(_, m)| m.as_str()).collect();
             let batch = plan.batch.map_or("N".to_string(), |b| b.to_string());
@@ -311,17 +341,42 @@ fn load_model(options: &BenchOptions, config: &Config) -> Result<Model> {
     }
 }
 
+/// The median (0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One entry per engine and batch: images summed over rounds, the median throughput.
+fn merge_raw(rounds: &[Vec<RawStats>]) -> Vec<RawStats> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|r| {
+            let same = || {
+                rounds
+                    .iter()
+                    .flatten()
+                    .filter(|x| x.engine == r.engine && x.batch == r.batch)
+            };
+            RawStats {
+                images: same().map(|x| x.images).sum(),
+                throughput: median(same().map(|x| x.throughput).collect()),
+                ..r.clone()
+            }
+        })
+        .collect()
+}
+
 /// Medians over rounds of each figure; counts and durations summed.
 fn median_level(rounds: &[LevelStats]) -> LevelStats {
-    let median = |f: fn(&LevelStats) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    };
+    let median = |f: fn(&LevelStats) -> f64| median(rounds.iter().map(f).collect());
     LevelStats {
         clients: rounds.first().map_or(0, |l| l.clients),
         ok: rounds.iter().map(|l| l.ok).sum(),
@@ -401,6 +456,9 @@ mod tests {
             assert_eq!(level.errors, 0, "{level:?}");
         }
         assert!(report.ratio(3).is_some());
+        let paired = &report.targets[0].over_raw_tract_rounds;
+        assert_eq!(paired.len(), 1, "one ratio per round");
+        assert_eq!(report.paired_ratio(), Some(paired[0]));
         let text = report.to_string();
         assert!(
             text.contains("scrim-cloud (tract) / raw tract at 3 clients"),
@@ -441,6 +499,10 @@ mod tests {
             for level in &target.levels {
                 assert_eq!(level.ok, 20, "10 requests in each of 2 rounds: {level:?}");
             }
+            assert_eq!(target.over_raw_tract_rounds.len(), 2, "{target:?}");
+        }
+        for raw in &report.raw {
+            assert!(raw.images > 0 && raw.throughput > 0.0, "{raw:?}");
         }
         assert!(report.compare("scrim-cloud (tract)", PEER, 2).is_some());
         assert!(

@@ -329,8 +329,22 @@ fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
         .map(|r| (r.batch, r.images_per_sec))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let raw_tract = report.raw_best.map(|(_, t)| t).filter(|t| *t > 0.0);
-    if let (Some(top), Some(raw)) = (report.levels.iter().max_by_key(|l| l.clients), raw_tract) {
-        report.ratio = Some((top.clients, top.images_per_sec / raw));
+    // Each target's ratio to raw tract as scrim-cloud paired it (the median over rounds of each
+    // round's ratio), else the ratio of the medians (reports from before the pairing).
+    let paired = |name: &str| {
+        json["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["name"].as_str() == Some(name))
+            .and_then(|t| t["over_raw_tract"].as_f64())
+    };
+    let over_raw = |name: &str, top: &ServerLevel| {
+        paired(name).or_else(|| raw_tract.map(|r| top.images_per_sec / r))
+    };
+    if let Some(top) = report.levels.iter().max_by_key(|l| l.clients) {
+        let first = report.targets.first().map_or("", |t| t.name.as_str());
+        report.ratio = over_raw(first, top).map(|r| (top.clients, r));
     }
     let top_of = |t: &ServerTarget| t.levels.iter().max_by_key(|l| l.clients).cloned();
     let peer = report
@@ -348,7 +362,7 @@ fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
             Some(ServerRatio {
                 target: t.name.clone(),
                 clients: top.clients,
-                over_raw_tract: raw_tract.map(|r| top.images_per_sec / r),
+                over_raw_tract: over_raw(&t.name, &top),
                 over_peer: peer
                     .filter(|p| p.images_per_sec > 0.0)
                     .map(|p| top.images_per_sec / p.images_per_sec),
@@ -402,5 +416,19 @@ mod tests {
         assert_eq!(ort.over_peer, Some(3.0));
         assert_eq!(ort.p99_over_peer, Some(0.4));
         assert_eq!(r.kernels, ["batch 1: LazyIm2col"]);
+    }
+
+    #[test]
+    fn a_ratio_paired_by_rounds_is_taken_as_it_is() {
+        let level = serde_json::json!({"clients": 16, "throughput": 900.0, "p99_ms": 8.0});
+        let json = serde_json::json!({
+            "levels": [level.clone()],
+            "targets": [{"name": "scrim-cloud (tract)", "levels": [level], "over_raw_tract": 0.95}],
+            "raw": [{"engine": "tract", "batch": 1, "throughput": 1000.0}]
+        });
+        let mut r = ServerReport::default();
+        read_report(&json, &mut r);
+        assert_eq!(r.ratio, Some((16, 0.95)), "not 900 / 1000");
+        assert_eq!(r.ratios[0].over_raw_tract, Some(0.95));
     }
 }

@@ -2,7 +2,7 @@
 //! states, and how a batch of images is split over them and joined back.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
 
@@ -60,52 +60,70 @@ pub(super) struct TractPlans {
     pub(super) choices: Vec<PlanChoice>,
 }
 
-/// Timed runs of each plan when choosing plans (the fastest counts).
-const CHOICE_RUNS: usize = 3;
+/// Rounds of timing when choosing plans: at least [`MIN_ROUNDS`], more while the rounds so far
+/// took under [`CHOICE_BUDGET`], at most [`MAX_ROUNDS`].
+const MIN_ROUNDS: usize = 3;
+const MAX_ROUNDS: usize = 15;
+const CHOICE_BUDGET: Duration = Duration::from_millis(150);
 
 impl TractPlans {
     /// Drops the fixed plans for batches over one that do not run an image faster than the
-    /// batch-1 plan, each timed here on zeros (the fastest of [`CHOICE_RUNS`] runs after a
-    /// warm-up). tract unrolls lazily only for a batch of one, so on a small model a batch
+    /// batch-1 plan. Each plan runs once on zeros as a warm-up; then, in each round, each plan
+    /// serves as many images as the largest plan holds, in consecutive runs (as it serves a
+    /// stream of batches), the plans taking turns so that a slow moment of the machine falls on
+    /// all of them alike; a plan's time per image is its fastest round. tract unrolls lazily only for a batch of one, and a batch's
+    /// activations can outgrow the caches that one image's fit in, so on a small model a batch
     /// run image by image can beat the batched plan; the plans kept then serve every batch
     /// ([`TractPlans::chunks`]). Only a choice between plans that compute the same outputs.
     ///
     /// # Errors
     /// [`Error::InvalidModel`] if a plan fails to run.
     pub(super) fn keep_faster(&mut self, chw: [usize; 3]) -> Result<()> {
-        let per_image_us = |plan: &Plan, b: usize| -> Result<f64> {
-            let input = || {
-                Tensor::zero::<f32>(&[b, chw[0], chw[1], chw[2]])
-                    .map(Tensor::into_tvalue)
-                    .map_err(|e| Error::InvalidModel(root_cause(&e)))
-            };
-            plan.run(input()?)?;
-            let mut best = f64::INFINITY;
-            for _ in 0..CHOICE_RUNS {
-                let x = input()?;
-                let started = Instant::now();
-                plan.run(x)?;
-                best = best.min(started.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok(best / b as f64)
-        };
-        let Some(one) = self.plans.iter().find(|p| p.batch == Some(1)) else {
-            return Ok(());
-        };
-        if self.plans.len() < 2 {
+        if self.plans.len() < 2 || !self.plans.iter().any(|p| p.batch == Some(1)) {
             return Ok(());
         }
-        let base = per_image_us(one, 1)?;
+        // A tuned model has fixed plans only (`BatchMode::planned_sizes`).
+        self.plans.retain(|p| p.batch.is_some());
+        let input = |b: usize| {
+            Tensor::zero::<f32>(&[b, chw[0], chw[1], chw[2]])
+                .map(Tensor::into_tvalue)
+                .map_err(|e| Error::InvalidModel(root_cause(&e)))
+        };
+        let batches: Vec<usize> = self.plans.iter().filter_map(|p| p.batch).collect();
+        for (plan, &b) in self.plans.iter().zip(&batches) {
+            plan.run(input(b)?)?;
+        }
+        // Every plan serves as many images per round as the largest holds, in consecutive
+        // runs, as it would serve a stream of batches.
+        let images = batches.iter().copied().max().unwrap_or(1);
+        let mut best = vec![f64::INFINITY; self.plans.len()];
+        let started = Instant::now();
+        for round in 0..MAX_ROUNDS {
+            if round >= MIN_ROUNDS && started.elapsed() >= CHOICE_BUDGET {
+                break;
+            }
+            for ((plan, &b), best) in self.plans.iter().zip(&batches).zip(&mut best) {
+                let runs = images.div_ceil(b);
+                let xs = (0..runs).map(|_| input(b)).collect::<Result<Vec<_>>>()?;
+                let t = Instant::now();
+                for x in xs {
+                    plan.run(x)?;
+                }
+                *best = best.min(t.elapsed().as_secs_f64() * 1e6 / (runs * b) as f64);
+            }
+        }
+        let base = batches
+            .iter()
+            .zip(&best)
+            .find_map(|(&b, &us)| (b == 1).then_some(us))
+            .unwrap_or(f64::INFINITY);
         let mut kept = Vec::with_capacity(self.plans.len());
         let mut choices = Vec::with_capacity(self.plans.len());
-        for mut plan in std::mem::take(&mut self.plans) {
-            // A tuned model has fixed plans only (`BatchMode::planned_sizes`).
-            let Some(batch) = plan.batch else { continue };
-            let us = if batch == 1 {
-                base
-            } else {
-                per_image_us(&plan, batch)?
-            };
+        for ((mut plan, batch), us) in std::mem::take(&mut self.plans)
+            .into_iter()
+            .zip(batches)
+            .zip(best)
+        {
             let keep = batch == 1 || us < base;
             choices.push(PlanChoice {
                 batch,
