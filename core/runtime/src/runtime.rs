@@ -21,6 +21,7 @@ mod direct_conv;
 mod options;
 mod output;
 mod plans;
+mod scrim_chain;
 mod scrim_conv;
 mod scrim_pool;
 
@@ -302,8 +303,9 @@ impl Model {
     /// For each tract plan, the method tract picked for every convolution and max pooling
     /// (empty for onnxruntime, which does not say).
     pub fn kernels(&self) -> Vec<PlanKernels> {
-        const CONVOLUTIONS: [&str; 7] = [
+        const CONVOLUTIONS: [&str; 8] = [
             "ScrimConv",
+            "ScrimChain",
             "ScrimWinograd",
             "LazyIm2col",
             "Im2col",

@@ -3,7 +3,8 @@
 //! kernels, with and without bias and a following ReLU, and a grouped convolution that stays
 //! tract's (as does the 1×1, which tract's declutter turns into a matrix product first); and
 //! Scrim's 2×2 stride-2 max pooling (`runtime/scrim_pool.rs`) on odd and even maps; and the
-//! Winograd form of wide 3×3 convolutions (`direct_conv/winograd.rs`). The tests switch the
+//! Winograd form of wide 3×3 convolutions (`direct_conv/winograd.rs`); and chains of stride-2
+//! convolutions run by the blocked kernel (`runtime/scrim_chain.rs`). The tests switch the
 //! process-wide pass off and on, so they hold [`PASS`] while they load models.
 
 use scrim_core::fixtures;
@@ -200,6 +201,61 @@ fn wide_three_by_three_convolutions_run_as_winograd_and_match_tracts_own() {
         }
         for n in [1, 3, 4] {
             assert_same(&tract, &scrim, n, size, size);
+        }
+    }
+}
+
+/// A perturber in the shape of the bounded encoder: stride-2 halvings to 16, 24 and 32
+/// channels (the last without a ReLU), a wide stride-1 layer, a 1×1 head.
+fn encoder_graph(size: usize) -> (Vec<u8>, Manifest) {
+    let w1 = values(21, 16 * 3 * 9, 1.5);
+    let b1 = values(22, 16, 0.2);
+    let w2 = values(23, 24 * 16 * 9, 0.6);
+    let w3 = values(24, 32 * 24 * 9, 0.5);
+    let b3 = values(25, 32, 0.2);
+    let w4 = values(26, 32 * 32 * 9, 0.4);
+    let w5 = values(27, 3 * 32, 4.0);
+    let mut g = GraphBuilder::new("chain_check");
+    let x = g.image_input("image", 3, size, size);
+    let h = g.conv(&x, Conv::new(&w1, [16, 3, 3, 3]).bias(&b1).pad(1).stride(2));
+    let h = g.relu(&h);
+    let h = g.conv(&h, Conv::new(&w2, [24, 16, 3, 3]).pad(1).stride(2));
+    let h = g.relu(&h);
+    let h = g.conv(
+        &h,
+        Conv::new(&w3, [32, 24, 3, 3]).bias(&b3).pad(1).stride(2),
+    );
+    let h = g.conv(&h, Conv::new(&w4, [32, 32, 3, 3]).pad(1));
+    let h = g.relu(&h);
+    let h = g.conv(&h, Conv::new(&w5, [3, 32, 1, 1]));
+    let s = g.sigmoid(&h);
+    g.output(&s, "sigma");
+    (
+        g.finish(),
+        fixtures::sigma_perturber_manifest("chain-check", size, 1.0),
+    )
+}
+
+#[test]
+fn stride_two_chains_run_blocked_and_match_tracts_own() {
+    let _pass = PASS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Odd maps on the way (5 → 3 → 2 → 1, 40 → 20 → 10 → 5); the σ map must divide the input.
+    for size in [5, 24, 40] {
+        let (onnx, manifest) = encoder_graph(size);
+        let (tract, scrim) = load_both(&onnx, &manifest, 3);
+        for (batch, methods) in methods(&scrim) {
+            assert_eq!(
+                methods,
+                ["ScrimChain", "ScrimWinograd"],
+                "size {size}, batch {batch:?}: the three halvings in one chain, the wide layer \
+                 Winograd's"
+            );
+        }
+        let side = size.div_ceil(2).div_ceil(2).div_ceil(2);
+        for n in [1, 2, 3] {
+            assert_same(&tract, &scrim, n, size, side);
         }
     }
 }

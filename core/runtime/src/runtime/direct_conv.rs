@@ -26,6 +26,7 @@
 
 use std::cell::RefCell;
 
+pub(crate) mod blocked;
 mod tile;
 pub(crate) mod winograd;
 

@@ -17,6 +17,7 @@ use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::direct_conv::{self, Activation, Geometry, winograd};
+use super::scrim_chain;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -121,12 +122,14 @@ impl TypedOp for ScrimConv {
 }
 
 /// Replaces every eligible convolution of a decluttered graph (and the ReLU that follows it,
-/// if it is the convolution's only reader) by a [`ScrimConv`]. Returns how many it replaced.
+/// if it is the convolution's only reader) by a [`ScrimConv`], or, where two or more follow one
+/// another as a chain the blocked kernel runs, the whole chain by one [`ScrimChain`]. Returns
+/// how many convolutions it replaced.
 ///
 /// # Errors
 /// tract's, when a patch cannot be applied.
 pub(crate) fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
+    let mut found = Vec::new();
     for id in model.eval_order()? {
         let node = &model.nodes()[id];
         let Some(conv) = node.op_as::<Conv>() else {
@@ -136,42 +139,80 @@ pub(crate) fn rewrite(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         };
         let relu = following_relu(model, node)?;
-        let (activation, replaced_outlet) = match relu {
-            Some(relu) => (Activation::Relu, OutletId::new(relu, 0)),
-            None => (Activation::Identity, OutletId::new(id, 0)),
-        };
-        let name = node.name.clone();
-        let mut patch = TypedModelPatch::new("scrim-direct-conv");
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let winograd = winograd::eligible(&geometry);
-        let packed = if winograd {
-            winograd::transform_weights(&geometry, &weights)
-        } else {
-            direct_conv::pack_weights(&geometry, &weights)
-        };
-        let packed = patch.add_const(
-            format!("{name}.scrim_weights"),
-            Tensor::from_shape(&[packed.len()], &packed)?,
-        )?;
-        let bias = direct_conv::pad_bias(&geometry, &bias);
-        let bias = patch.add_const(
-            format!("{name}.scrim_bias"),
-            Tensor::from_shape(&[bias.len()], &bias)?,
-        )?;
-        let y = patch.wire_node(
-            format!("{name}.scrim"),
-            ScrimConv {
-                geometry,
-                activation,
-                winograd,
+        found.push(Found {
+            id,
+            input: node.inputs[0],
+            output: OutletId::new(relu.unwrap_or(id), 0),
+            geometry,
+            activation: if relu.is_some() {
+                Activation::Relu
+            } else {
+                Activation::Identity
             },
-            &[x, packed, bias],
-        )?[0];
-        patch.shunt_outside(model, replaced_outlet, y)?;
-        patch.apply(model)?;
-        replaced += 1;
+            weights,
+            bias,
+        });
+    }
+    let mut replaced = 0;
+    for run in scrim_chain::chains(model, &found)? {
+        if let [one] = run.as_slice() {
+            replace_one(model, &found[*one])?;
+        } else {
+            let chain: Vec<&Found> = run.iter().map(|&k| &found[k]).collect();
+            scrim_chain::replace(model, &chain)?;
+        }
+        replaced += run.len();
     }
     Ok(replaced)
+}
+
+/// An eligible convolution: its node, input (as found, before any patch), the outlet it replaces (its ReLU's, if one was
+/// fused), and what the kernels need.
+pub(crate) struct Found {
+    pub(crate) id: usize,
+    pub(crate) input: OutletId,
+    pub(crate) output: OutletId,
+    pub(crate) geometry: Geometry,
+    pub(crate) activation: Activation,
+    /// `[o, c, kh, kw]`.
+    pub(crate) weights: Vec<f32>,
+    /// `[o]`.
+    pub(crate) bias: Vec<f32>,
+}
+
+/// Replaces one convolution by a [`ScrimConv`].
+fn replace_one(model: &mut TypedModel, f: &Found) -> TractResult<()> {
+    let name = model.nodes()[f.id].name.clone();
+    let geometry = f.geometry;
+    let mut patch = TypedModelPatch::new("scrim-direct-conv");
+    // The node's input as it is now: an earlier patch may have replaced what fed it.
+    let x = patch.tap_model(model, model.nodes()[f.id].inputs[0])?;
+    let winograd = winograd::eligible(&geometry);
+    let packed = if winograd {
+        winograd::transform_weights(&geometry, &f.weights)
+    } else {
+        direct_conv::pack_weights(&geometry, &f.weights)
+    };
+    let packed = patch.add_const(
+        format!("{name}.scrim_weights"),
+        Tensor::from_shape(&[packed.len()], &packed)?,
+    )?;
+    let bias = direct_conv::pad_bias(&geometry, &f.bias);
+    let bias = patch.add_const(
+        format!("{name}.scrim_bias"),
+        Tensor::from_shape(&[bias.len()], &bias)?,
+    )?;
+    let y = patch.wire_node(
+        format!("{name}.scrim"),
+        ScrimConv {
+            geometry,
+            activation: f.activation,
+            winograd,
+        },
+        &[x, packed, bias],
+    )?[0];
+    patch.shunt_outside(model, f.output, y)?;
+    patch.apply(model)
 }
 
 /// A convolution the direct kernel runs: its geometry, weights (`[o, c, kh, kw]`) and bias (`[o]`).

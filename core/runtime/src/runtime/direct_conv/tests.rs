@@ -3,7 +3,13 @@
 use super::*;
 
 /// The definition, in f64.
-fn reference(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
+pub(super) fn reference(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Activation,
+) -> Vec<f32> {
     let [n, o, oh, ow] = g.out_shape();
     let mut out = vec![0.0; n * o * oh * ow];
     for b in 0..n {
@@ -37,7 +43,7 @@ fn reference(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32], act: Activation) 
     out
 }
 
-fn values(len: usize, seed: u32) -> Vec<f32> {
+pub(super) fn values(len: usize, seed: u32) -> Vec<f32> {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     (0..len)
         .map(|_| {

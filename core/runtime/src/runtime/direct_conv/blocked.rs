@@ -1,0 +1,375 @@
+//! Chains of 3×3 convolutions (stride 1 or 2, padding 1, output channels a multiple of 8) run
+//! in a channel-blocked layout kept from layer to layer: the perturbers' encoders, a stack of
+//! stride-2 halvings, the face default's among them.
+//!
+//! Layout: between layers an image is `[c / 8][h + 2][w + 2][8]` (eight channels of a pixel
+//! side by side, a zero border of one pixel), so the next layer reads its padding as it is and
+//! a layer writes its output straight into the next one's input. The chain's first layer reads
+//! the plain NCHW image, copied once into a zero-bordered buffer; the last layer's output goes
+//! back to NCHW.
+//!
+//! A register tile is `OV` vectors of 8 output channels by `P` output pixels of one row
+//! (`OV · P = 12` accumulators, or fewer at a row's end): for each input channel and tap it
+//! loads `OV` weight vectors and broadcasts the `P` input values, so a strided convolution reads
+//! its inputs where they are, with no phase split (the direct kernel's position vectors need
+//! contiguous inputs, which stride 2 does not give). The weights of a block of output channels
+//! are packed in the order the tile reads them.
+//!
+//! Measured against the direct kernel in a harness (docs/PERFORMANCE.md §1g): the bounded
+//! encoder's stride-2 layers at 37–45 G multiply-adds per second instead of 28–32.
+
+use std::cell::RefCell;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// Channels per block.
+pub(crate) const CB: usize = 8;
+/// Chains whose buffers a thread keeps.
+const KEPT_CHAINS: usize = 4;
+
+/// One layer of a chain: input `[c, h, w]`, `o` output channels, 3×3 kernel, padding 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Layer {
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) stride: usize,
+    /// Whether a ReLU follows.
+    pub(crate) relu: bool,
+}
+
+impl Layer {
+    pub(crate) fn out_h(&self) -> usize {
+        (self.h - 1) / self.stride + 1
+    }
+
+    pub(crate) fn out_w(&self) -> usize {
+        (self.w - 1) / self.stride + 1
+    }
+
+    /// Vectors of 8 output channels per tile: as many as divide the layer's and fit 12
+    /// accumulators with at least 3 pixels.
+    fn ov(&self) -> usize {
+        let vectors = self.o / CB;
+        [4, 3, 2, 1]
+            .into_iter()
+            .find(|&v| vectors.is_multiple_of(v))
+            .unwrap_or(1)
+    }
+
+    /// Input channels per group of the packed weights: 8 (blocked input) or 1 (the first
+    /// layer's plain input, a channel's nine taps in a row).
+    fn group(&self, first: bool) -> usize {
+        if first { 1 } else { CB }
+    }
+
+    /// Multiply-adds per image.
+    pub(crate) fn macs(&self) -> usize {
+        self.o * self.c * 9 * self.out_h() * self.out_w()
+    }
+
+    /// Length of the packed weights of the chain's first layer or a later one.
+    pub(crate) fn packed_len(&self, first: bool) -> usize {
+        let g = self.group(first);
+        self.o * self.c.div_ceil(g) * g * 9
+    }
+}
+
+/// Whether `layers` can run as one chain: each a 3×3 convolution of padding 1 and stride 1 or
+/// 2 whose output channels are a multiple of 8, each reading the one before.
+pub(crate) fn is_chain(layers: &[Layer]) -> bool {
+    !layers.is_empty()
+        && layers.iter().all(|l| {
+            l.c > 0 && l.h > 0 && l.w > 0 && l.o > 0 && l.o % CB == 0 && matches!(l.stride, 1 | 2)
+        })
+        && layers
+            .windows(2)
+            .all(|p| p[1].c == p[0].o && p[1].h == p[0].out_h() && p[1].w == p[0].out_w())
+}
+
+/// Weights `[o, c, 3, 3]` packed as `[o / (8·OV)][c / g][3][3][g][8·OV]` (`g` from
+/// [`Layer::group`]), input channels padded with zeros to a whole block.
+pub(crate) fn pack_weights(l: &Layer, first: bool, oihw: &[f32]) -> Vec<f32> {
+    let (g, lanes) = (l.group(first), l.ov() * CB);
+    let groups = l.c.div_ceil(g);
+    let mut packed = vec![0.0; l.packed_len(first)];
+    for (o, filter) in oihw.chunks_exact(l.c * 9).take(l.o).enumerate() {
+        for (c, taps) in filter.chunks_exact(9).enumerate() {
+            for (t, &v) in taps.iter().enumerate() {
+                let block = ((o / lanes) * groups + c / g) * 9 + t;
+                packed[(block * g + c % g) * lanes + o % lanes] = v;
+            }
+        }
+    }
+    packed
+}
+
+/// A thread's buffers for one chain: each layer's zero-bordered input (the first plain, the
+/// others blocked) and the last layer's blocked output; borders are zero and never written.
+struct Scratch {
+    key: Vec<Layer>,
+    inputs: Vec<Vec<f32>>,
+    output: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(layers: &[Layer]) -> Self {
+        let inputs = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let planes = if i == 0 { l.c } else { l.c.div_ceil(CB) * CB };
+                vec![0.0; planes * (l.h + 2) * (l.w + 2)]
+            })
+            .collect();
+        let last = layers[layers.len() - 1];
+        Self {
+            key: layers.to_vec(),
+            inputs,
+            output: vec![0.0; last.o * (last.out_h() + 2) * (last.out_w() + 2)],
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs the chain on `n` images: `x` is `[n, c, h, w]` of the first layer, `weights[i]` from
+/// [`pack_weights`], `biases[i]` of length `o`, `out` is `[n, o, out_h, out_w]` of the last.
+///
+/// The caller checks the lengths; a mismatch panics on an assertion or a slice index.
+pub(crate) fn run(
+    layers: &[Layer],
+    n: usize,
+    x: &[f32],
+    weights: &[&[f32]],
+    biases: &[&[f32]],
+    out: &mut [f32],
+) {
+    run_with(layers, n, x, weights, biases, out, false);
+}
+
+/// [`run`], with the portable loops whatever the CPU has when `portable`.
+fn run_with(
+    layers: &[Layer],
+    n: usize,
+    x: &[f32],
+    weights: &[&[f32]],
+    biases: &[&[f32]],
+    out: &mut [f32],
+    portable: bool,
+) {
+    assert!(
+        is_chain(layers)
+            && weights.len() == layers.len()
+            && biases.len() == layers.len()
+            && layers
+                .iter()
+                .zip(weights.iter().zip(biases))
+                .enumerate()
+                .all(|(i, (l, (w, b)))| w.len() == l.packed_len(i == 0) && b.len() == l.o),
+        "blocked convolution chain: weights do not match {layers:?}"
+    );
+    let (first, last) = (layers[0], layers[layers.len() - 1]);
+    let image_in = first.c * first.h * first.w;
+    let image_out = last.o * last.out_h() * last.out_w();
+    assert!(
+        x.len() == n * image_in && out.len() == n * image_out,
+        "blocked convolution chain: buffers do not match {layers:?}"
+    );
+    SCRATCH.with_borrow_mut(|kept| {
+        let at = match kept.iter().position(|s| s.key == layers) {
+            Some(at) => at,
+            None => {
+                if kept.len() == KEPT_CHAINS {
+                    kept.remove(0);
+                }
+                kept.push(Scratch::new(layers));
+                kept.len() - 1
+            }
+        };
+        let s = &mut kept[at];
+        for (xi, yi) in x
+            .chunks_exact(image_in)
+            .zip(out.chunks_exact_mut(image_out))
+        {
+            pad_plain(&first, xi, &mut s.inputs[0]);
+            for (i, layer) in layers.iter().enumerate() {
+                let (done, rest) = s.inputs.split_at_mut(i + 1);
+                let dst = match rest.first_mut() {
+                    Some(next) => next,
+                    None => &mut s.output,
+                };
+                let first = i == 0;
+                layer_conv(layer, first, &done[i], weights[i], biases[i], dst, portable);
+            }
+            unblock(&last, &s.output, yi);
+        }
+    });
+}
+
+/// One image `[c, h, w]` into the interior of its zero-bordered copy.
+fn pad_plain(l: &Layer, x: &[f32], dst: &mut [f32]) {
+    let wp = l.w + 2;
+    for (plane, d) in x
+        .chunks_exact(l.h * l.w)
+        .zip(dst.chunks_exact_mut((l.h + 2) * wp))
+    {
+        for (y, row) in plane.chunks_exact(l.w).enumerate() {
+            d[(y + 1) * wp + 1..][..l.w].copy_from_slice(row);
+        }
+    }
+}
+
+/// The last layer's blocked, bordered output as `[o, out_h, out_w]`.
+fn unblock(l: &Layer, src: &[f32], y: &mut [f32]) {
+    let (oh, ow) = (l.out_h(), l.out_w());
+    let wp = ow + 2;
+    for (o, plane) in y.chunks_exact_mut(oh * ow).enumerate() {
+        let block = &src[(o / CB) * (oh + 2) * wp * CB..];
+        for (r, row) in plane.chunks_exact_mut(ow).enumerate() {
+            let at = ((r + 1) * wp + 1) * CB + o % CB;
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = block[at + j * CB];
+            }
+        }
+    }
+}
+
+/// What every tile of one layer reads and where it writes.
+#[derive(Clone, Copy)]
+struct Geo {
+    /// Input channel groups and the channels in each.
+    groups: usize,
+    group: usize,
+    /// Strides in the input: between groups, rows, pixels and channels of a group.
+    group_stride: usize,
+    row_stride: usize,
+    pixel: usize,
+    channel: usize,
+    /// Floats between the output's channel blocks.
+    out_block: usize,
+    relu: bool,
+    /// Whether the input is blocked (else plain, one channel per group).
+    blocked: bool,
+}
+
+/// One layer: `src` its bordered input (plain for the first layer, else blocked), `dst` the
+/// next layer's bordered blocked input.
+fn layer_conv(
+    l: &Layer,
+    first: bool,
+    src: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+    portable: bool,
+) {
+    let (hp, wp) = (l.h + 2, l.w + 2);
+    let (oh, ow) = (l.out_h(), l.out_w());
+    let group = l.group(first);
+    let geo = if first {
+        Geo {
+            groups: l.c,
+            group,
+            group_stride: hp * wp,
+            row_stride: wp,
+            pixel: l.stride,
+            channel: 0,
+            out_block: (oh + 2) * (ow + 2) * CB,
+            relu: l.relu,
+            blocked: false,
+        }
+    } else {
+        Geo {
+            groups: l.c.div_ceil(CB),
+            group,
+            group_stride: hp * wp * CB,
+            row_stride: wp * CB,
+            pixel: l.stride * CB,
+            channel: 1,
+            out_block: (oh + 2) * (ow + 2) * CB,
+            relu: l.relu,
+            blocked: true,
+        }
+    };
+    let ov = l.ov();
+    let lanes = ov * CB;
+    let block_len = l.c.div_ceil(group) * 9 * group * lanes;
+    // Every read and write of the tiles below stays inside these lengths.
+    let reach = (geo.groups - 1) * geo.group_stride
+        + (l.stride * (oh - 1) + 2) * geo.row_stride
+        + (l.stride * (ow - 1) + 2) * (geo.pixel / l.stride)
+        + (group - 1) * geo.channel;
+    assert!(
+        reach < src.len()
+            && packed.len() >= (l.o / lanes) * block_len
+            && dst.len() >= (l.o / CB) * geo.out_block,
+        "blocked convolution: buffers do not match {l:?}"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if !portable
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: AVX2 and FMA were detected just above; the bounds were checked.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::rows_avx2(l, &geo, ov, src, packed, bias, dst);
+        }
+        return;
+    }
+    rows_portable(l, &geo, ov, src, packed, bias, dst);
+}
+
+/// The same loops without intrinsics (aarch64 and CPUs without AVX2), one pixel at a time.
+fn rows_portable(
+    l: &Layer,
+    geo: &Geo,
+    ov: usize,
+    src: &[f32],
+    packed: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+) {
+    let (oh, ow) = (l.out_h(), l.out_w());
+    let lanes = ov * CB;
+    let block_len = geo.groups * 9 * geo.group * lanes;
+    let step = geo.pixel / l.stride;
+    let mut acc = vec![0.0f32; lanes];
+    for oy in 0..oh {
+        for ob in 0..l.o / lanes {
+            let weights = &packed[ob * block_len..][..block_len];
+            for ox in 0..ow {
+                acc.copy_from_slice(&bias[ob * lanes..][..lanes]);
+                let x0 = oy * l.stride * geo.row_stride + ox * geo.pixel;
+                let mut taps = weights.chunks_exact(lanes);
+                for g in 0..geo.groups {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let at = x0 + g * geo.group_stride + ky * geo.row_stride + kx * step;
+                            for c in 0..geo.group {
+                                let xv = src[at + c * geo.channel];
+                                let Some(wv) = taps.next() else { return };
+                                for (a, &wo) in acc.iter_mut().zip(wv) {
+                                    *a += wo * xv;
+                                }
+                            }
+                        }
+                    }
+                }
+                for (k, &a) in acc.iter().enumerate() {
+                    let (v, lane) = (k / CB, k % CB);
+                    let at = (ob * ov + v) * geo.out_block + ((oy + 1) * (ow + 2) + 1 + ox) * CB;
+                    dst[at + lane] = if geo.relu { a.max(0.0) } else { a };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

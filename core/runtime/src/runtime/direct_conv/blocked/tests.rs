@@ -1,0 +1,143 @@
+//! The blocked chain against the definition, layer by layer.
+
+use super::super::tests::{reference, values};
+use super::super::{Activation, Geometry};
+use super::*;
+
+/// The chain computed by the definition, one layer after another.
+fn by_definition(layers: &[Layer], n: usize, x: &[f32], weights: &[Vec<f32>]) -> Vec<f32> {
+    let mut x = x.to_vec();
+    for (l, (w, b)) in layers.iter().zip(weights.iter().zip(biases(layers))) {
+        let g = Geometry {
+            n,
+            c: l.c,
+            h: l.h,
+            w: l.w,
+            o: l.o,
+            kh: 3,
+            kw: 3,
+            stride: l.stride,
+            pad: [1; 4],
+        };
+        let act = if l.relu {
+            Activation::Relu
+        } else {
+            Activation::Identity
+        };
+        x = reference(&g, &x, w, &b, act);
+    }
+    x
+}
+
+fn biases(layers: &[Layer]) -> Vec<Vec<f32>> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| values(l.o, 100 + i as u32))
+        .collect()
+}
+
+/// Layers from `(c, o, stride, relu)` on an `h × w` input.
+fn chain(h: usize, w: usize, spec: &[(usize, usize, usize, bool)]) -> Vec<Layer> {
+    let (mut h, mut w) = (h, w);
+    spec.iter()
+        .map(|&(c, o, stride, relu)| {
+            let l = Layer {
+                c,
+                h,
+                w,
+                o,
+                stride,
+                relu,
+            };
+            (h, w) = (l.out_h(), l.out_w());
+            l
+        })
+        .collect()
+}
+
+fn check(layers: &[Layer], n: usize) {
+    let first = layers[0];
+    let last = layers[layers.len() - 1];
+    let x = values(n * first.c * first.h * first.w, 7);
+    let weights: Vec<Vec<f32>> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| values(l.o * l.c * 9, 20 + i as u32))
+        .collect();
+    let packed: Vec<Vec<f32>> = layers
+        .iter()
+        .zip(&weights)
+        .enumerate()
+        .map(|(i, (l, w))| pack_weights(l, i == 0, w))
+        .collect();
+    let want = by_definition(layers, n, &x, &weights);
+    for portable in [false, true] {
+        let mut got = vec![f32::NAN; n * last.o * last.out_h() * last.out_w()];
+        // Twice: the second run reuses the thread's buffers, whose borders must still be zero.
+        let b = biases(layers);
+        let (w, b): (Vec<&[f32]>, Vec<&[f32]>) = packed
+            .iter()
+            .zip(&b)
+            .map(|(w, b)| (w.as_slice(), b.as_slice()))
+            .unzip();
+        for _ in 0..2 {
+            run_with(layers, n, &x, &w, &b, &mut got, portable);
+        }
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(
+                0.0f32,
+                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+            );
+        assert!(
+            worst <= 1e-4,
+            "{layers:?}, portable {portable}: largest difference {worst}"
+        );
+    }
+}
+
+#[test]
+fn a_stride_two_encoder_matches_the_definition() {
+    // The bounded encoder's shape, smaller: a plain 3-channel input, halvings to 16, 32, 48
+    // and 24 channels (4, 3, 2 and 3 vectors per tile), a stride-1 layer at the end.
+    let layers = chain(
+        29,
+        22,
+        &[
+            (3, 16, 2, true),
+            (16, 32, 2, true),
+            (32, 48, 2, true),
+            (48, 24, 2, true),
+            (24, 8, 1, false),
+        ],
+    );
+    assert!(is_chain(&layers));
+    check(&layers, 1);
+    check(&layers, 2);
+}
+
+#[test]
+fn odd_and_even_sides_stride_one_and_a_single_layer() {
+    check(&chain(9, 14, &[(5, 8, 1, true), (8, 16, 1, false)]), 1);
+    check(&chain(8, 7, &[(1, 24, 2, false)]), 3);
+    check(&chain(1, 1, &[(2, 8, 2, true), (8, 8, 1, true)]), 1);
+}
+
+#[test]
+fn chains_that_do_not_fit_are_refused() {
+    let ok = chain(16, 16, &[(3, 16, 2, true), (16, 16, 2, true)]);
+    assert!(is_chain(&ok));
+    let mut odd_channels = ok.clone();
+    odd_channels[1].o = 12;
+    assert!(!is_chain(&odd_channels));
+    let mut stride_three = ok.clone();
+    stride_three[0].stride = 3;
+    assert!(!is_chain(&stride_three));
+    let mut broken = ok;
+    broken[1].h += 1;
+    assert!(!is_chain(&broken));
+    assert!(!is_chain(&[]));
+}
