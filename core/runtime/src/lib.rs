@@ -63,7 +63,7 @@ pub use noise::{NoiseKind, NoiseSource};
 pub use perturb::{PerturbedImage, Perturber};
 pub use runtime::{
     BatchMode, Engine, Model, Output, PlanChoice, PlanKernels, PreparedInput, direct_convolutions,
-    set_direct_convolutions,
+    set_blocked_chains, set_direct_convolutions,
 };
 pub use tensor::ImageTensor;
 pub use upload::UploadBase;

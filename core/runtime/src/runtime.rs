@@ -27,6 +27,7 @@ mod scrim_pool;
 
 pub use options::{BatchMode, Engine};
 pub use output::{Output, PlanChoice, PlanKernels};
+pub use scrim_chain::set_blocked_chains;
 pub use scrim_conv::{direct_convolutions, set_direct_convolutions};
 
 use declared::check_declared_input;

@@ -11,12 +11,24 @@
 //!
 //! [`ScrimConv`]: super::scrim_conv::ScrimConv
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::direct_conv::blocked::{self, CB, Layer};
 use super::direct_conv::{Activation, winograd};
 use super::scrim_conv::Found;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Whether models loaded from now on run chains of stride-2 convolutions through the blocked
+/// kernel (the default) or each convolution through the direct kernel. For benchmarks and A/B
+/// checks, like [`set_direct_convolutions`](super::set_direct_convolutions), which turns both
+/// off; models already loaded keep what they were built with.
+pub fn set_blocked_chains(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
 
 /// A chain of convolutions run by the blocked kernel. Inputs: the image `[n, c, h, w]`, then
 /// for each layer its packed weights and its bias (constants).
@@ -164,7 +176,8 @@ pub(crate) fn chains(model: &TypedModel, found: &[Found]) -> TractResult<Vec<Vec
             run.push(b);
         }
         let layers: Option<Vec<Layer>> = run.iter().map(|&k| layer(&found[k])).collect();
-        if run.len() >= 2 && layers.is_some_and(|l| blocked::is_chain(&l)) {
+        let on = ENABLED.load(Ordering::Relaxed);
+        if on && run.len() >= 2 && layers.is_some_and(|l| blocked::is_chain(&l)) {
             runs.push(run);
         } else {
             runs.extend(run.into_iter().map(|k| vec![k]));

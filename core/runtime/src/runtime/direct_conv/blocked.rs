@@ -9,14 +9,14 @@
 //! back to NCHW.
 //!
 //! A register tile is `OV` vectors of 8 output channels by `P` output pixels of one row
-//! (`OV · P = 12` accumulators, or fewer at a row's end): for each input channel and tap it
+//! (8 or 9 accumulators, fewer at a row's end): for each input channel and tap it
 //! loads `OV` weight vectors and broadcasts the `P` input values, so a strided convolution reads
 //! its inputs where they are, with no phase split (the direct kernel's position vectors need
 //! contiguous inputs, which stride 2 does not give). The weights of a block of output channels
 //! are packed in the order the tile reads them.
 //!
-//! Measured against the direct kernel in a harness (docs/PERFORMANCE.md §1g): the bounded
-//! encoder's stride-2 layers at 37–45 G multiply-adds per second instead of 28–32.
+//! Measured (docs/PERFORMANCE.md §1g): the bounded encoder's five halvings in 0.84–0.85 ms
+//! where the direct kernel, layer by layer with its phase splits, took 1.2–1.3.
 
 use std::cell::RefCell;
 
@@ -307,6 +307,7 @@ fn layer_conv(
     assert!(
         reach < src.len()
             && packed.len() >= (l.o / lanes) * block_len
+            && bias.len() >= l.o
             && dst.len() >= (l.o / CB) * geo.out_block,
         "blocked convolution: buffers do not match {l:?}"
     );

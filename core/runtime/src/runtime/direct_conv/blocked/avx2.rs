@@ -38,17 +38,21 @@ unsafe fn by_shape<const BLOCKED: bool>(
     bias: &[f32],
     dst: &mut [f32],
 ) {
+    // Pixels per tile for each number of channel vectors: 8 or 9 accumulators. Tiles of 12
+    // (3 × 4, 4 × 3, 2 × 6) left the compiler short of registers (spills to the stack in the
+    // inner loop): the bounded encoder took 0.94 ms with them, 0.84–0.85 with these (the
+    // runs interleaved in one process, docs/PERFORMANCE.md §1g).
     // SAFETY: the caller's guarantee.
     unsafe {
         match (ov, l.stride) {
-            (4, 2) => rows::<4, 3, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            (4, _) => rows::<4, 3, 1, BLOCKED>(l, geo, src, packed, bias, dst),
-            (3, 2) => rows::<3, 4, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            (3, _) => rows::<3, 4, 1, BLOCKED>(l, geo, src, packed, bias, dst),
-            (2, 2) => rows::<2, 6, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            (2, _) => rows::<2, 6, 1, BLOCKED>(l, geo, src, packed, bias, dst),
-            (_, 2) => rows::<1, 12, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            _ => rows::<1, 12, 1, BLOCKED>(l, geo, src, packed, bias, dst),
+            (4, 2) => rows::<4, 2, 2, BLOCKED>(l, geo, src, packed, bias, dst),
+            (4, _) => rows::<4, 2, 1, BLOCKED>(l, geo, src, packed, bias, dst),
+            (3, 2) => rows::<3, 3, 2, BLOCKED>(l, geo, src, packed, bias, dst),
+            (3, _) => rows::<3, 3, 1, BLOCKED>(l, geo, src, packed, bias, dst),
+            (2, 2) => rows::<2, 4, 2, BLOCKED>(l, geo, src, packed, bias, dst),
+            (2, _) => rows::<2, 4, 1, BLOCKED>(l, geo, src, packed, bias, dst),
+            (_, 2) => rows::<1, 8, 2, BLOCKED>(l, geo, src, packed, bias, dst),
+            _ => rows::<1, 8, 1, BLOCKED>(l, geo, src, packed, bias, dst),
         }
     }
 }
@@ -98,6 +102,8 @@ unsafe fn rows<const OV: usize, const P: usize, const S: usize, const BLOCKED: b
                     3 => tile::<OV, 3, S, BLOCKED>(geo, x, w, b, d),
                     4 => tile::<OV, 4, S, BLOCKED>(geo, x, w, b, d),
                     5 => tile::<OV, 5, S, BLOCKED>(geo, x, w, b, d),
+                    6 => tile::<OV, 6, S, BLOCKED>(geo, x, w, b, d),
+                    7 => tile::<OV, 7, S, BLOCKED>(geo, x, w, b, d),
                     rest => {
                         for k in 0..rest {
                             tile::<OV, 1, S, BLOCKED>(
@@ -157,9 +163,8 @@ unsafe fn tile<const OV: usize, const P: usize, const S: usize, const BLOCKED: b
                         let xc = xt.add(c * channel);
                         // Index loops, no iterators over the accumulators: they must stay in
                         // registers (an iterator form once left them in memory, 2× slower).
-                        // Sixteen vector registers hold the 12 accumulators and either the
-                        // weights and one broadcast, or the broadcasts and one weight vector,
-                        // whichever fits.
+                        // Besides the accumulators, registers hold either the weights and one
+                        // broadcast, or the broadcasts and one weight vector, whichever is less.
                         if OV < P {
                             let mut wv = [_mm256_setzero_ps(); OV];
                             #[allow(clippy::needless_range_loop)]

@@ -124,6 +124,19 @@ fn odd_and_even_sides_stride_one_and_a_single_layer() {
     check(&chain(9, 14, &[(5, 8, 1, true), (8, 16, 1, false)]), 1);
     check(&chain(8, 7, &[(1, 24, 2, false)]), 3);
     check(&chain(1, 1, &[(2, 8, 2, true), (8, 8, 1, true)]), 1);
+    // Every tail of a row (pixels left after the full tiles) for every tile shape: 8, 16, 24
+    // and 32 output channels, rows of 5 to 15 pixels.
+    for w in 5..=15 {
+        check(
+            &chain(
+                3,
+                w,
+                &[(3, 8, 1, true), (8, 16, 1, false), (16, 24, 1, true)],
+            ),
+            1,
+        );
+        check(&chain(4, w, &[(2, 32, 1, true)]), 1);
+    }
 }
 
 #[test]
