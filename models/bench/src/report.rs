@@ -359,7 +359,9 @@ pub fn markdown(r: &BenchReport) -> String {
     if !sv.raw.is_empty() {
         let _ = writeln!(
             s,
-            "\nRaw, no HTTP (the server's inference threads, each running batches):\n\n\
+            "\nRaw, no HTTP (the server's inference threads, each running batches; measured in \
+             every round right after the servers, medians over rounds; the ratios to raw tract \
+             below are the medians of each round's ratio):\n\n\
              | engine | batch | images/s |\n|---|---|---|"
         );
         for x in &sv.raw {
