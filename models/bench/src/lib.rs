@@ -48,8 +48,9 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     /// Timed runs per perturbation measurement (the median is reported).
     pub iterations: usize,
-    /// Rounds of the σ-network timing; in each, every file is timed in tract and right after in
-    /// onnxruntime. Timings and ratios in the report are medians over rounds.
+    /// Rounds of the σ-network timing (in each, every file is timed in tract and right after in
+    /// onnxruntime) and of the server section (`scrim-cloud bench --rounds`). Timings and ratios
+    /// in the report are medians over rounds.
     pub rounds: usize,
     /// Perturber architectures measured (name, config); ignored with `run`.
     pub variants: Vec<(String, PerturberConfig)>,

@@ -219,6 +219,9 @@ pub(crate) fn run(
     args.push(model.display().to_string());
     if opts.smoke {
         args.extend(["--quick".into(), "--requests".into(), "20".into()]);
+    } else {
+        // As many rounds as the σ-network timing: each round pairs the servers with raw tract.
+        args.extend(["--rounds".into(), opts.rounds.max(1).to_string()]);
     }
     match ort_library(python) {
         Some(lib) => {

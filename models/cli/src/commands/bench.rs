@@ -31,8 +31,9 @@ pub struct Args {
     /// Timed runs per perturbation measurement.
     #[arg(long)]
     iterations: Option<usize>,
-    /// Rounds of the σ-network timing: each file in tract, then right after in onnxruntime;
-    /// the report gives medians over rounds.
+    /// Rounds of the σ-network timing (each file in tract, then right after in onnxruntime)
+    /// and of the server section (every server at every level, then raw tract); the report
+    /// gives medians over rounds.
     #[arg(long)]
     rounds: Option<usize>,
     /// Timed co-training steps.
