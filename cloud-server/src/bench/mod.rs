@@ -14,12 +14,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use scrim_core::{ImageTensor, Model, fixtures};
+use scrim_core::{Model, fixtures};
 
-use crate::load::{self, Plan, percentile, sample_png, sample_tensor};
+use crate::load::{self, Plan, percentile, sample_png};
 use crate::server::{RunningServer, spawn_state};
 use crate::{AppState, Config, EngineKind, Error, Result};
 
+mod raw;
 mod report;
 pub use report::{BenchReport, LevelStats, RawStats, TargetStats};
 
@@ -234,19 +235,12 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         }
         // Raw throughput in the same round, right after the servers: a ratio is taken between
         // measurements that saw the same machine.
-        let mut measured: Vec<RawStats> = Vec::new();
-        for (_, model) in &models {
-            for batch in raw_batches {
-                let engine = model.engine().name();
-                if !measured
-                    .iter()
-                    .any(|r| r.batch == batch && r.engine == engine)
-                {
-                    measured.push(raw_throughput(model, batch, workers, raw_slice)?);
-                }
-            }
-        }
-        raw_rounds.push(measured);
+        raw_rounds.push(raw::measure_round(
+            &models,
+            raw_batches,
+            workers,
+            raw_slice,
+        )?);
     }
     drop(clients);
     let stats: Vec<TargetStats> = targets
@@ -256,32 +250,19 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             if let Some(server) = target.server.take() {
                 server.shutdown();
             }
-            // Each round's top level over that round's best raw tract.
-            let over_raw: Vec<f64> = levels
-                .get(top_level)
-                .into_iter()
-                .flatten()
-                .zip(&raw_rounds)
-                .filter_map(|(level, raw)| {
-                    let best = raw
-                        .iter()
-                        .filter(|r| r.engine == "tract")
-                        .map(|r| r.throughput)
-                        .fold(0.0, f64::max);
-                    (best > 0.0).then(|| level.throughput / best)
-                })
-                .collect();
+            let over_raw =
+                raw::paired_ratios(levels.get(top_level).map(Vec::as_slice), &raw_rounds);
             TargetStats {
                 name: target.name.clone(),
                 engine: target.engine.clone(),
                 levels: levels.iter().map(|rounds| median_level(rounds)).collect(),
-                over_raw_tract: (!over_raw.is_empty()).then(|| median(over_raw.clone())),
+                over_raw_tract: (!over_raw.is_empty()).then(|| raw::median(over_raw.clone())),
                 over_raw_tract_rounds: over_raw,
             }
         })
         .collect();
 
-    let raw = merge_raw(&raw_rounds);
+    let raw = raw::merge(&raw_rounds);
     let mut kernels = Vec::new();
     for (_, model) in &models {
         for plan in model.kernels() {
@@ -341,42 +322,9 @@ fn load_model(options: &BenchOptions, config: &Config) -> Result<Model> {
     }
 }
 
-/// The median (0 for none).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// One entry per engine and batch: images summed over rounds, the median throughput.
-fn merge_raw(rounds: &[Vec<RawStats>]) -> Vec<RawStats> {
-    let Some(first) = rounds.first() else {
-        return Vec::new();
-    };
-    first
-        .iter()
-        .map(|r| {
-            let same = || {
-                rounds
-                    .iter()
-                    .flatten()
-                    .filter(|x| x.engine == r.engine && x.batch == r.batch)
-            };
-            RawStats {
-                images: same().map(|x| x.images).sum(),
-                throughput: median(same().map(|x| x.throughput).collect()),
-                ..r.clone()
-            }
-        })
-        .collect()
-}
-
 /// Medians over rounds of each figure; counts and durations summed.
 fn median_level(rounds: &[LevelStats]) -> LevelStats {
-    let median = |f: fn(&LevelStats) -> f64| median(rounds.iter().map(f).collect());
+    let median = |f: fn(&LevelStats) -> f64| raw::median(rounds.iter().map(f).collect());
     LevelStats {
         clients: rounds.first().map_or(0, |l| l.clients),
         ok: rounds.iter().map(|l| l.ok).sum(),
@@ -392,50 +340,6 @@ fn median_level(rounds: &[LevelStats]) -> LevelStats {
 
 fn state_batches(state: &AppState) -> (u64, u64) {
     state.metrics().batch_totals()
-}
-
-/// Images per second of `threads` threads each running batches of `batch` for `duration`.
-fn raw_throughput(
-    model: &Model,
-    batch: usize,
-    threads: usize,
-    duration: Duration,
-) -> Result<RawStats> {
-    let one = sample_tensor(model.manifest().input);
-    let input = ImageTensor::stack(&vec![one; batch]).map_err(Error::Model)?;
-    // One untimed run so that lazy initialisation is not measured.
-    model.run(&input).map_err(Error::Model)?;
-    let started = Instant::now();
-    let counts: Vec<Result<usize>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut images = 0;
-                    while started.elapsed() < duration {
-                        model.run(&input).map_err(Error::Model)?;
-                        images += batch;
-                    }
-                    Ok(images)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Bench("raw thread panicked".into())))
-            })
-            .collect()
-    });
-    let seconds = started.elapsed().as_secs_f64();
-    let images = counts.into_iter().sum::<Result<usize>>()?;
-    Ok(RawStats {
-        engine: model.engine().name().to_string(),
-        batch,
-        threads: threads.max(1),
-        images,
-        throughput: images as f64 / seconds,
-    })
 }
 
 #[cfg(test)]

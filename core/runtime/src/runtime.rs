@@ -304,46 +304,10 @@ impl Model {
     /// For each tract plan, the method tract picked for every convolution and max pooling
     /// (empty for onnxruntime, which does not say).
     pub fn kernels(&self) -> Vec<PlanKernels> {
-        const CONVOLUTIONS: [&str; 8] = [
-            "ScrimConv",
-            "ScrimChain",
-            "ScrimWinograd",
-            "LazyIm2col",
-            "Im2col",
-            "DirectSpatialConv",
-            "DepthWise",
-            "BlockedConv",
-        ];
-        const POOLS: [&str; 3] = ["ScrimMaxPool", "OptMaxPool", "MaxPool"];
-        let Some(plans) = self.backend.tract() else {
-            return Vec::new();
-        };
-        plans
-            .plans
-            .iter()
-            .map(|plan| {
-                let model = plan.runnable.model();
-                let named = |methods: &[&str]| -> Vec<(String, String)> {
-                    plan.runnable
-                        .order_without_consts()
-                        .iter()
-                        .filter_map(|&id| {
-                            let node = model.nodes().get(id)?;
-                            let op = node.op.name();
-                            methods
-                                .iter()
-                                .any(|m| op.starts_with(m))
-                                .then(|| (node.name.clone(), op.to_string()))
-                        })
-                        .collect()
-                };
-                PlanKernels {
-                    batch: plan.batch,
-                    convolutions: named(&CONVOLUTIONS),
-                    pools: named(&POOLS),
-                }
-            })
-            .collect()
+        self.backend
+            .tract()
+            .map(TractPlans::kernels)
+            .unwrap_or_default()
     }
 
     /// Runs the model on images in `[0, 1]` (the manifest's normalisation is applied here).

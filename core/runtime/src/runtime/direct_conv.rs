@@ -174,6 +174,27 @@ pub(crate) fn pad_bias(g: &Geometry, bias: &[f32]) -> Vec<f32> {
     padded
 }
 
+/// The entry of `kept` that `matches`, else a new one from `make` (the oldest dropped once
+/// `limit` are kept): the thread-local scratch buffers of the kernels, one per shape.
+pub(crate) fn kept_entry<E>(
+    kept: &mut Vec<E>,
+    limit: usize,
+    matches: impl Fn(&E) -> bool,
+    make: impl FnOnce() -> E,
+) -> &mut E {
+    let at = match kept.iter().position(matches) {
+        Some(at) => at,
+        None => {
+            if kept.len() >= limit {
+                kept.remove(0);
+            }
+            kept.push(make());
+            kept.len() - 1
+        }
+    };
+    &mut kept[at]
+}
+
 thread_local! {
     /// The phase-split scratch buffers of this thread, one per convolution shape (most recent
     /// last), with their padding zero.
@@ -195,17 +216,13 @@ pub(crate) fn conv2d(
 ) {
     SCRATCH.with_borrow_mut(|kept| {
         let key = Geometry { n: 1, ..*g };
-        let at = match kept.iter().position(|(k, _)| *k == key) {
-            Some(at) => at,
-            None => {
-                if kept.len() == KEPT_SHAPES {
-                    kept.remove(0);
-                }
-                kept.push((key, vec![0.0; g.c * g.channel_len()]));
-                kept.len() - 1
-            }
-        };
-        let scratch = &mut kept[at].1;
+        let scratch = &mut kept_entry(
+            kept,
+            KEPT_SHAPES,
+            |(k, _)| *k == key,
+            || (key, vec![0.0; g.c * g.channel_len()]),
+        )
+        .1;
         let image_in = g.c * g.h * g.w;
         let [_, o, oh, ow] = g.out_shape();
         let image_out = o * oh * ow;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
 
-use super::{Output, PlanChoice};
+use super::{Output, PlanChoice, PlanKernels};
 use crate::{Error, Result};
 
 /// A tract plan and the run states it has handed out and taken back: a state is built once per
@@ -138,6 +138,48 @@ impl TractPlans {
         self.plans = kept;
         self.choices = choices;
         Ok(())
+    }
+
+    /// For each plan, the method of every convolution and max pooling ([`Model::kernels`]).
+    ///
+    /// [`Model::kernels`]: super::Model::kernels
+    pub(super) fn kernels(&self) -> Vec<PlanKernels> {
+        const CONVOLUTIONS: [&str; 8] = [
+            "ScrimConv",
+            "ScrimChain",
+            "ScrimWinograd",
+            "LazyIm2col",
+            "Im2col",
+            "DirectSpatialConv",
+            "DepthWise",
+            "BlockedConv",
+        ];
+        const POOLS: [&str; 3] = ["ScrimMaxPool", "OptMaxPool", "MaxPool"];
+        self.plans
+            .iter()
+            .map(|plan| {
+                let model = plan.runnable.model();
+                let named = |methods: &[&str]| -> Vec<(String, String)> {
+                    plan.runnable
+                        .order_without_consts()
+                        .iter()
+                        .filter_map(|&id| {
+                            let node = model.nodes().get(id)?;
+                            let op = node.op.name();
+                            methods
+                                .iter()
+                                .any(|m| op.starts_with(m))
+                                .then(|| (node.name.clone(), op.to_string()))
+                        })
+                        .collect()
+                };
+                PlanKernels {
+                    batch: plan.batch,
+                    convolutions: named(&CONVOLUTIONS),
+                    pools: named(&POOLS),
+                }
+            })
+            .collect()
     }
 
     /// Splits `n` images into plan runs, each padded with zeros up to its plan's size; which

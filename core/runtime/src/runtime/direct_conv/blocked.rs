@@ -20,6 +20,8 @@
 
 use std::cell::RefCell;
 
+use super::kept_entry;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
@@ -182,17 +184,12 @@ fn run_with(
         "blocked convolution chain: buffers do not match {layers:?}"
     );
     SCRATCH.with_borrow_mut(|kept| {
-        let at = match kept.iter().position(|s| s.key == layers) {
-            Some(at) => at,
-            None => {
-                if kept.len() == KEPT_CHAINS {
-                    kept.remove(0);
-                }
-                kept.push(Scratch::new(layers));
-                kept.len() - 1
-            }
-        };
-        let s = &mut kept[at];
+        let s = kept_entry(
+            kept,
+            KEPT_CHAINS,
+            |s| s.key == layers,
+            || Scratch::new(layers),
+        );
         for (xi, yi) in x
             .chunks_exact(image_in)
             .zip(out.chunks_exact_mut(image_out))

@@ -19,7 +19,7 @@ use std::cell::RefCell;
 #[cfg(target_arch = "x86_64")]
 use super::tile::Avx2Fma;
 use super::tile::{Block, Portable, Tile};
-use super::{Activation, Geometry, OB, T};
+use super::{Activation, Geometry, OB, T, kept_entry};
 
 /// Fewest input channels for which a convolution takes this path.
 pub(crate) const MIN_CHANNELS: usize = 32;
@@ -167,17 +167,7 @@ pub(crate) fn conv2d(
     );
     let lay = Layout::new(g);
     SCRATCH.with_borrow_mut(|kept| {
-        let at = match kept.iter().position(|s| s.key == *g) {
-            Some(at) => at,
-            None => {
-                if kept.len() == KEPT_SHAPES {
-                    kept.remove(0);
-                }
-                kept.push(Scratch::new(g, &lay));
-                kept.len() - 1
-            }
-        };
-        let s = &mut kept[at];
+        let s = kept_entry(kept, KEPT_SHAPES, |s| s.key == *g, || Scratch::new(g, &lay));
         let run = Run {
             g,
             lay,
