@@ -5,8 +5,10 @@
 //! Layout: between layers an image is `[c / 8][h + 2][w + 2][8]` (eight channels of a pixel
 //! side by side, a zero border of one pixel), so the next layer reads its padding as it is and
 //! a layer writes its output straight into the next one's input. The chain's first layer reads
-//! the plain NCHW image, copied once into a zero-bordered buffer; the last layer's output goes
-//! back to NCHW.
+//! the plain NCHW image where it is: its inner pixels straight from the caller's tensor, the
+//! pixels whose taps reach past the image (its first row and column, the last ones of an odd
+//! side) from small zero-bordered strips copied per border row or column. The last layer's
+//! output goes back to NCHW.
 //!
 //! A register tile is `OV` vectors of 8 output channels by `P` output pixels of one row
 //! (8 or 9 accumulators, fewer at a row's end): for each input channel and tap it
@@ -109,11 +111,13 @@ pub(crate) fn pack_weights(l: &Layer, first: bool, oihw: &[f32]) -> Vec<f32> {
     packed
 }
 
-/// A thread's buffers for one chain: each layer's zero-bordered input (the first plain, the
-/// others blocked) and the last layer's blocked output; borders are zero and never written.
+/// A thread's buffers for one chain: each later layer's zero-bordered blocked input (none for
+/// the first, read in place), the first layer's border strip and the last layer's blocked
+/// output; borders are zero and never written.
 struct Scratch {
     key: Vec<Layer>,
     inputs: Vec<Vec<f32>>,
+    strip: Vec<f32>,
     output: Vec<f32>,
 }
 
@@ -123,14 +127,18 @@ impl Scratch {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let planes = if i == 0 { l.c } else { l.c.div_ceil(CB) * CB };
-                vec![0.0; planes * (l.h + 2) * (l.w + 2)]
+                if i == 0 {
+                    Vec::new()
+                } else {
+                    vec![0.0; l.c.div_ceil(CB) * CB * (l.h + 2) * (l.w + 2)]
+                }
             })
             .collect();
-        let last = layers[layers.len() - 1];
+        let (first, last) = (layers[0], layers[layers.len() - 1]);
         Self {
             key: layers.to_vec(),
             inputs,
+            strip: vec![0.0; first.c * 3 * (first.h.max(first.w) + 2)],
             output: vec![0.0; last.o * (last.out_h() + 2) * (last.out_w() + 2)],
         }
     }
@@ -194,31 +202,99 @@ fn run_with(
             .chunks_exact(image_in)
             .zip(out.chunks_exact_mut(image_out))
         {
-            pad_plain(&first, xi, &mut s.inputs[0]);
             for (i, layer) in layers.iter().enumerate() {
                 let (done, rest) = s.inputs.split_at_mut(i + 1);
                 let dst = match rest.first_mut() {
                     Some(next) => next,
                     None => &mut s.output,
                 };
-                let first = i == 0;
-                layer_conv(layer, first, &done[i], weights[i], biases[i], dst, portable);
+                let (w, b) = (weights[i], biases[i]);
+                if i == 0 {
+                    first_layer(layer, xi, &mut s.strip, w, b, dst, portable);
+                } else {
+                    let geo = Geo::blocked(layer);
+                    let all = Region {
+                        oy: (0, layer.out_h()),
+                        ox: (0, layer.out_w()),
+                    };
+                    layer_conv(layer, &geo, all, &done[i], w, b, dst, portable);
+                }
             }
             unblock(&last, &s.output, yi);
         }
     });
 }
 
-/// One image `[c, h, w]` into the interior of its zero-bordered copy.
-fn pad_plain(l: &Layer, x: &[f32], dst: &mut [f32]) {
-    let wp = l.w + 2;
-    for (plane, d) in x
-        .chunks_exact(l.h * l.w)
-        .zip(dst.chunks_exact_mut((l.h + 2) * wp))
-    {
-        for (y, row) in plane.chunks_exact(l.w).enumerate() {
-            d[(y + 1) * wp + 1..][..l.w].copy_from_slice(row);
+/// The first layer on one plain image `x` (`[c, h, w]`, no border): the output pixels whose
+/// taps all fall inside the image straight from `x`, the others from `strip`, refilled for each
+/// border row (`[c][3][w + 2]`: the three input rows a row of outputs reads, zero where they
+/// fall outside) and each border column of the inner rows (`[c][h + 2][3]`).
+fn first_layer(
+    l: &Layer,
+    x: &[f32],
+    strip: &mut [f32],
+    packed: &[f32],
+    bias: &[f32],
+    dst: &mut [f32],
+    portable: bool,
+) {
+    let (s, h, w) = (l.stride, l.h, l.w);
+    let (oh, ow) = (l.out_h(), l.out_w());
+    // Output row `oy` reads input rows `s·oy − 1 ..= s·oy + 1`: inside for 1 ≤ oy ≤ (h − 2)/s.
+    let inner = |n: usize, out: usize| (1, if n >= 2 { out.min((n - 2) / s + 1) } else { 1 });
+    let (rows, cols) = (inner(h, oh), inner(w, ow));
+    let rows = if rows.1 > rows.0 { rows } else { (0, 0) };
+    let cols = if cols.1 > cols.0 { cols } else { (0, 0) };
+    if rows.1 > rows.0 && cols.1 > cols.0 {
+        // Output (oy, ox)'s first tap is input (s·oy − 1, s·ox − 1).
+        let geo = Geo::plain(l, w, h, -(w as isize) - 1);
+        let region = Region { oy: rows, ox: cols };
+        layer_conv(l, &geo, region, x, packed, bias, dst, portable);
+    }
+    let tap = |o: usize, k: usize, n: usize| (s * o + k).checked_sub(1).filter(|&i| i < n);
+    let border_rows = (0..oh).filter(|oy| !(rows.0..rows.1).contains(oy));
+    for oy in border_rows {
+        let wp = w + 2;
+        for (c, plane) in x.chunks_exact(h * w).enumerate() {
+            for k in 0..3 {
+                // The whole row with its border: the strip is shared with the columns'.
+                let row = &mut strip[(c * 3 + k) * wp..][..wp];
+                row.fill(0.0);
+                if let Some(r) = tap(oy, k, h) {
+                    row[1..=w].copy_from_slice(&plane[r * w..][..w]);
+                }
+            }
         }
+        // The strip's first row is this output row's first: cancel the row term.
+        let geo = Geo::plain(l, wp, 3, -((oy * s * wp) as isize));
+        let region = Region {
+            oy: (oy, oy + 1),
+            ox: (0, ow),
+        };
+        layer_conv(l, &geo, region, strip, packed, bias, dst, portable);
+    }
+    if rows.1 == rows.0 {
+        return;
+    }
+    for ox in (0..ow).filter(|ox| !(cols.0..cols.1).contains(ox)) {
+        let hp = h + 2;
+        strip[..l.c * hp * 3].fill(0.0);
+        for (c, plane) in x.chunks_exact(h * w).enumerate() {
+            for r in 0..h {
+                for k in 0..3 {
+                    if let Some(i) = tap(ox, k, w) {
+                        strip[(c * hp + r + 1) * 3 + k] = plane[r * w + i];
+                    }
+                }
+            }
+        }
+        // Strip row `r` is input row `r − 1`; its first column this output column's first.
+        let geo = Geo::plain(l, 3, hp, -((ox * s) as isize));
+        let region = Region {
+            oy: rows,
+            ox: (ox, ox + 1),
+        };
+        layer_conv(l, &geo, region, strip, packed, bias, dst, portable);
     }
 }
 
@@ -253,55 +329,91 @@ struct Geo {
     relu: bool,
     /// Whether the input is blocked (else plain, one channel per group).
     blocked: bool,
+    /// Where output (0, 0)'s first tap would be in the input, in floats: output (oy, ox)'s
+    /// is at `origin + oy·stride·row_stride + ox·pixel`, never negative for the pixels a
+    /// [`Region`] covers (`origin` may be, for a source that starts past output 0).
+    origin: isize,
 }
 
-/// One layer: `src` its bordered input (plain for the first layer, else blocked), `dst` the
+impl Geo {
+    /// A plain source of `rows` rows of `row_stride` floats per channel.
+    fn plain(l: &Layer, row_stride: usize, rows: usize, origin: isize) -> Self {
+        Self {
+            groups: l.c,
+            group: l.group(true),
+            group_stride: rows * row_stride,
+            row_stride,
+            pixel: l.stride,
+            channel: 0,
+            out_block: (l.out_h() + 2) * (l.out_w() + 2) * CB,
+            relu: l.relu,
+            blocked: false,
+            origin,
+        }
+    }
+
+    /// A later layer's zero-bordered blocked input.
+    fn blocked(l: &Layer) -> Self {
+        let (hp, wp) = (l.h + 2, l.w + 2);
+        Self {
+            groups: l.c.div_ceil(CB),
+            group: l.group(false),
+            group_stride: hp * wp * CB,
+            row_stride: wp * CB,
+            pixel: l.stride * CB,
+            channel: 1,
+            out_block: (l.out_h() + 2) * (l.out_w() + 2) * CB,
+            relu: l.relu,
+            blocked: true,
+            origin: 0,
+        }
+    }
+
+    /// Index of output (oy, ox)'s first tap.
+    fn at(&self, stride: usize, oy: usize, ox: usize) -> usize {
+        let at = self.origin + (oy * stride * self.row_stride + ox * self.pixel) as isize;
+        usize::try_from(at).expect("blocked convolution: a tile starts before its input")
+    }
+}
+
+/// The output pixels one pass of the tiles computes: rows `oy.0..oy.1`, columns `ox.0..ox.1`.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    oy: (usize, usize),
+    ox: (usize, usize),
+}
+
+/// One layer's `region` of output pixels: `src` its input as `geo` lays it out, `dst` the
 /// next layer's bordered blocked input.
+#[allow(clippy::too_many_arguments)]
 fn layer_conv(
     l: &Layer,
-    first: bool,
+    geo: &Geo,
+    region: Region,
     src: &[f32],
     packed: &[f32],
     bias: &[f32],
     dst: &mut [f32],
     portable: bool,
 ) {
-    let (hp, wp) = (l.h + 2, l.w + 2);
     let (oh, ow) = (l.out_h(), l.out_w());
-    let group = l.group(first);
-    let geo = if first {
-        Geo {
-            groups: l.c,
-            group,
-            group_stride: hp * wp,
-            row_stride: wp,
-            pixel: l.stride,
-            channel: 0,
-            out_block: (oh + 2) * (ow + 2) * CB,
-            relu: l.relu,
-            blocked: false,
-        }
-    } else {
-        Geo {
-            groups: l.c.div_ceil(CB),
-            group,
-            group_stride: hp * wp * CB,
-            row_stride: wp * CB,
-            pixel: l.stride * CB,
-            channel: 1,
-            out_block: (oh + 2) * (ow + 2) * CB,
-            relu: l.relu,
-            blocked: true,
-        }
-    };
+    let Region { oy, ox } = region;
+    assert!(
+        oy.0 < oy.1 && oy.1 <= oh && ox.0 < ox.1 && ox.1 <= ow,
+        "blocked convolution: region {region:?} outside {l:?}"
+    );
+    let group = geo.group;
     let ov = l.ov();
     let lanes = ov * CB;
     let block_len = l.c.div_ceil(group) * 9 * group * lanes;
-    // Every read and write of the tiles below stays inside these lengths.
-    let reach = (geo.groups - 1) * geo.group_stride
-        + (l.stride * (oh - 1) + 2) * geo.row_stride
-        + (l.stride * (ow - 1) + 2) * (geo.pixel / l.stride)
+    // Every read and write of the tiles below stays inside these lengths (`at` checks that the
+    // first is not before the start).
+    let reach = geo.at(l.stride, oy.1 - 1, ox.1 - 1)
+        + (geo.groups - 1) * geo.group_stride
+        + 2 * geo.row_stride
+        + 2 * (geo.pixel / l.stride)
         + (group - 1) * geo.channel;
+    let _ = geo.at(l.stride, oy.0, ox.0);
     assert!(
         reach < src.len()
             && packed.len() >= (l.o / lanes) * block_len
@@ -317,34 +429,36 @@ fn layer_conv(
         // SAFETY: AVX2 and FMA were detected just above; the bounds were checked.
         #[allow(unsafe_code)]
         unsafe {
-            avx2::rows_avx2(l, &geo, ov, src, packed, bias, dst);
+            avx2::rows_avx2(l, geo, region, ov, src, packed, bias, dst);
         }
         return;
     }
-    rows_portable(l, &geo, ov, src, packed, bias, dst);
+    rows_portable(l, geo, region, ov, src, packed, bias, dst);
 }
 
 /// The same loops without intrinsics (aarch64 and CPUs without AVX2), one pixel at a time.
+#[allow(clippy::too_many_arguments)]
 fn rows_portable(
     l: &Layer,
     geo: &Geo,
+    region: Region,
     ov: usize,
     src: &[f32],
     packed: &[f32],
     bias: &[f32],
     dst: &mut [f32],
 ) {
-    let (oh, ow) = (l.out_h(), l.out_w());
+    let ow = l.out_w();
     let lanes = ov * CB;
     let block_len = geo.groups * 9 * geo.group * lanes;
     let step = geo.pixel / l.stride;
     let mut acc = vec![0.0f32; lanes];
-    for oy in 0..oh {
+    for oy in region.oy.0..region.oy.1 {
         for ob in 0..l.o / lanes {
             let weights = &packed[ob * block_len..][..block_len];
-            for ox in 0..ow {
+            for ox in region.ox.0..region.ox.1 {
                 acc.copy_from_slice(&bias[ob * lanes..][..lanes]);
-                let x0 = oy * l.stride * geo.row_stride + ox * geo.pixel;
+                let x0 = geo.at(l.stride, oy, ox);
                 let mut taps = weights.chunks_exact(lanes);
                 for g in 0..geo.groups {
                     for ky in 0..3 {

@@ -1,12 +1,14 @@
 //! The blocked chain's tiles with explicit AVX2 + FMA (detected at run time by the caller).
 
-use super::{CB, Geo, Layer};
+use super::{CB, Geo, Layer, Region};
 
 #[target_feature(enable = "avx2,fma")]
 #[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn rows_avx2(
     l: &Layer,
     geo: &Geo,
+    region: Region,
     ov: usize,
     src: &[f32],
     packed: &[f32],
@@ -16,9 +18,9 @@ pub(super) unsafe fn rows_avx2(
     // SAFETY: the caller checked AVX2, FMA and the bounds every tile relies on.
     unsafe {
         if geo.blocked {
-            by_shape::<true>(l, geo, ov, src, packed, bias, dst);
+            by_shape::<true>(l, geo, region, ov, src, packed, bias, dst);
         } else {
-            by_shape::<false>(l, geo, ov, src, packed, bias, dst);
+            by_shape::<false>(l, geo, region, ov, src, packed, bias, dst);
         }
     }
 }
@@ -29,9 +31,11 @@ pub(super) unsafe fn rows_avx2(
 /// As [`rows`].
 #[target_feature(enable = "avx2,fma")]
 #[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn by_shape<const BLOCKED: bool>(
     l: &Layer,
     geo: &Geo,
+    r: Region,
     ov: usize,
     src: &[f32],
     packed: &[f32],
@@ -45,19 +49,20 @@ unsafe fn by_shape<const BLOCKED: bool>(
     // SAFETY: the caller's guarantee.
     unsafe {
         match (ov, l.stride) {
-            (4, 2) => rows::<4, 2, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            (4, _) => rows::<4, 2, 1, BLOCKED>(l, geo, src, packed, bias, dst),
-            (3, 2) => rows::<3, 3, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            (3, _) => rows::<3, 3, 1, BLOCKED>(l, geo, src, packed, bias, dst),
-            (2, 2) => rows::<2, 4, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            (2, _) => rows::<2, 4, 1, BLOCKED>(l, geo, src, packed, bias, dst),
-            (_, 2) => rows::<1, 8, 2, BLOCKED>(l, geo, src, packed, bias, dst),
-            _ => rows::<1, 8, 1, BLOCKED>(l, geo, src, packed, bias, dst),
+            (4, 2) => rows::<4, 2, 2, BLOCKED>(l, geo, r, src, packed, bias, dst),
+            (4, _) => rows::<4, 2, 1, BLOCKED>(l, geo, r, src, packed, bias, dst),
+            (3, 2) => rows::<3, 3, 2, BLOCKED>(l, geo, r, src, packed, bias, dst),
+            (3, _) => rows::<3, 3, 1, BLOCKED>(l, geo, r, src, packed, bias, dst),
+            (2, 2) => rows::<2, 4, 2, BLOCKED>(l, geo, r, src, packed, bias, dst),
+            (2, _) => rows::<2, 4, 1, BLOCKED>(l, geo, r, src, packed, bias, dst),
+            (_, 2) => rows::<1, 8, 2, BLOCKED>(l, geo, r, src, packed, bias, dst),
+            _ => rows::<1, 8, 1, BLOCKED>(l, geo, r, src, packed, bias, dst),
         }
     }
 }
 
-/// Every output row, block of output channels and tile of `P` pixels (then the row's rest).
+/// Every output row of the region, block of output channels and tile of `P` pixels (then the
+/// row's rest).
 ///
 /// # Safety
 /// AVX2 and FMA, and the bounds [`layer_conv`](super::layer_conv) checks.
@@ -66,12 +71,13 @@ unsafe fn by_shape<const BLOCKED: bool>(
 unsafe fn rows<const OV: usize, const P: usize, const S: usize, const BLOCKED: bool>(
     l: &Layer,
     geo: &Geo,
+    r: Region,
     src: &[f32],
     packed: &[f32],
     bias: &[f32],
     dst: &mut [f32],
 ) {
-    let (oh, ow) = (l.out_h(), l.out_w());
+    let ow = l.out_w();
     let lanes = OV * CB;
     let block_len = geo.groups * 9 * geo.group * lanes;
     let (xp, wp, bp, dp) = (
@@ -80,22 +86,22 @@ unsafe fn rows<const OV: usize, const P: usize, const S: usize, const BLOCKED: b
         bias.as_ptr(),
         dst.as_mut_ptr(),
     );
-    for oy in 0..oh {
+    for oy in r.oy.0..r.oy.1 {
         for ob in 0..l.o / lanes {
             // SAFETY: in bounds by the caller's check (`reach`, the packed and output lengths).
             unsafe {
-                let x = xp.add(oy * S * geo.row_stride);
+                let x = xp.add(geo.at(S, oy, r.ox.0));
                 let w = wp.add(ob * block_len);
                 let b = bp.add(ob * lanes);
-                let d = dp.add(ob * OV * geo.out_block + ((oy + 1) * (ow + 2) + 1) * CB);
-                let mut ox = 0;
-                while ox + P <= ow {
+                let d = dp.add(ob * OV * geo.out_block + ((oy + 1) * (ow + 2) + 1 + r.ox.0) * CB);
+                let (n, mut ox) = (r.ox.1 - r.ox.0, 0);
+                while ox + P <= n {
                     tile::<OV, P, S, BLOCKED>(geo, x.add(ox * geo.pixel), w, b, d.add(ox * CB));
                     ox += P;
                 }
                 let (x, d) = (x.add(ox * geo.pixel), d.add(ox * CB));
                 // The row's rest in one narrower tile (fewer accumulators, still independent).
-                match ow - ox {
+                match n - ox {
                     0 => {}
                     1 => tile::<OV, 1, S, BLOCKED>(geo, x, w, b, d),
                     2 => tile::<OV, 2, S, BLOCKED>(geo, x, w, b, d),

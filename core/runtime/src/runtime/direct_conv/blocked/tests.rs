@@ -140,6 +140,20 @@ fn odd_and_even_sides_stride_one_and_a_single_layer() {
 }
 
 #[test]
+fn the_first_layer_reads_the_image_in_place_at_every_small_side() {
+    // The first layer takes its inner pixels from the caller's image and its border rows and
+    // columns from strips: sides 1 to 7 (no inner pixels at all, one inner row or column, odd
+    // sides whose last output row or column reads past the image), both strides.
+    for h in 1..=7 {
+        for w in 1..=7 {
+            for stride in [1, 2] {
+                check(&chain(h, w, &[(3, 16, stride, true), (16, 8, 2, false)]), 2);
+            }
+        }
+    }
+}
+
+#[test]
 fn chains_that_do_not_fit_are_refused() {
     let ok = chain(16, 16, &[(3, 16, 2, true), (16, 16, 2, true)]);
     assert!(is_chain(&ok));
