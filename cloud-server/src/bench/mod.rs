@@ -195,6 +195,9 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let raw_batches = [1, top.min(options.max_batch), options.max_batch];
     let raw_slice = (options.raw_duration / rounds as u32).max(Duration::from_millis(100));
     let mut raw_rounds: Vec<Vec<RawStats>> = Vec::with_capacity(rounds);
+    // references[target][round]: raw tract around that target's highest level.
+    let mut references: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); targets.len()];
+    let reference = || raw::best_tract(&models, raw_batches, workers, raw_slice);
     for round in 0..rounds {
         for (li, &n) in options.clients.iter().enumerate() {
             for (ti, target) in targets.iter().enumerate() {
@@ -208,11 +211,18 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 if round == 0 && options.warmup > 0 {
                     clients.block_on(load::drive(plan(options.warmup), &upload))?;
                 }
+                // The host's speed drifts within seconds: the highest level is bracketed by raw
+                // tract right before and right after, so its ratio compares like with like.
+                let top = li == top_level;
+                let raw_before = if top { reference()? } else { 0.0 };
                 let before = target.state.as_ref().map(state_batches);
                 let started = Instant::now();
                 let mut tally = clients.block_on(load::drive(plan(options.requests), &upload))?;
                 let seconds = started.elapsed().as_secs_f64();
                 let after = target.state.as_ref().map(state_batches);
+                if top {
+                    references[ti].push((raw_before + reference()?) / 2.0);
+                }
                 tally.latencies_ms.sort_by(f64::total_cmp);
                 let mean_batch = match (before, after) {
                     (Some((b0, i0)), Some((b1, i1))) if b1 > b0 => {
@@ -233,8 +243,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 });
             }
         }
-        // Raw throughput in the same round, right after the servers: a ratio is taken between
-        // measurements that saw the same machine.
+        // Raw throughput at every batch in the same round, after the servers: the raw table.
         raw_rounds.push(raw::measure_round(
             &models,
             raw_batches,
@@ -246,12 +255,12 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let stats: Vec<TargetStats> = targets
         .iter_mut()
         .zip(samples)
-        .map(|(target, levels)| {
+        .zip(&references)
+        .map(|((target, levels), references)| {
             if let Some(server) = target.server.take() {
                 server.shutdown();
             }
-            let over_raw =
-                raw::paired_ratios(levels.get(top_level).map(Vec::as_slice), &raw_rounds);
+            let over_raw = raw::paired_ratios(levels.get(top_level).map(Vec::as_slice), references);
             TargetStats {
                 name: target.name.clone(),
                 engine: target.engine.clone(),

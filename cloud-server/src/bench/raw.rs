@@ -1,5 +1,6 @@
 //! The raw side of `scrim-cloud bench`: the model's throughput without HTTP, measured in every
-//! round right after the servers, and the servers' ratios to it paired by round.
+//! round after the servers (the raw table) and right before and after each server's highest
+//! level (the reference of that server's ratio in that round).
 
 use std::time::{Duration, Instant};
 
@@ -34,20 +35,38 @@ pub(super) fn measure_round(
     Ok(measured)
 }
 
-/// Each round's level (`levels[round]`) over that round's best raw tract throughput.
-pub(super) fn paired_ratios(levels: Option<&[LevelStats]>, rounds: &[Vec<RawStats>]) -> Vec<f64> {
+/// The best raw tract throughput over `batches`, each run for `duration`: the reference a
+/// server's level is divided by.
+///
+/// # Errors
+/// As [`measure_round`].
+pub(super) fn best_tract(
+    models: &[(EngineKind, Model)],
+    batches: [usize; 3],
+    threads: usize,
+    duration: Duration,
+) -> Result<f64> {
+    let mut best = 0.0f64;
+    for (kind, model) in models {
+        if *kind != EngineKind::Tract {
+            continue;
+        }
+        for batch in batches {
+            best = best.max(throughput(model, batch, threads, duration)?.throughput);
+        }
+    }
+    Ok(best)
+}
+
+/// Each round's level (`levels[round]`) over that round's reference (`references[round]`, the
+/// mean of the best raw tract throughputs measured right before and right after the level).
+pub(super) fn paired_ratios(levels: Option<&[LevelStats]>, references: &[f64]) -> Vec<f64> {
     levels
         .into_iter()
         .flatten()
-        .zip(rounds)
-        .filter_map(|(level, raw)| {
-            let best = raw
-                .iter()
-                .filter(|r| r.engine == "tract")
-                .map(|r| r.throughput)
-                .fold(0.0, f64::max);
-            (best > 0.0).then(|| level.throughput / best)
-        })
+        .zip(references)
+        .filter(|&(_, &reference)| reference > 0.0)
+        .map(|(level, &reference)| level.throughput / reference)
         .collect()
 }
 
@@ -121,4 +140,33 @@ fn throughput(model: &Model, batch: usize, threads: usize, duration: Duration) -
         images,
         throughput: images as f64 / seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(throughput: f64) -> LevelStats {
+        LevelStats {
+            clients: 16,
+            ok: 100,
+            errors: 0,
+            seconds: 1.0,
+            throughput,
+            p50_ms: 1.0,
+            p95_ms: 2.0,
+            p99_ms: 3.0,
+            mean_batch: 8.0,
+        }
+    }
+
+    #[test]
+    fn each_round_is_divided_by_its_own_reference() {
+        let levels = [level(900.0), level(1200.0), level(500.0)];
+        // The second round's reference is higher, the third has none (skipped).
+        let ratios = paired_ratios(Some(&levels), &[1000.0, 1500.0, 0.0]);
+        assert_eq!(ratios, vec![0.9, 0.8]);
+        assert!(paired_ratios(None, &[1000.0]).is_empty());
+        assert!((median(ratios) - 0.85).abs() < 1e-12);
+    }
 }

@@ -39,8 +39,8 @@ pub struct TargetStats {
     pub engine: Option<String>,
     /// One entry per concurrency level: medians over rounds (counts summed).
     pub levels: Vec<LevelStats>,
-    /// The highest level's images/s over the best raw tract throughput of the same round,
-    /// median over rounds (`None` when raw tract measured nothing).
+    /// The highest level's images/s over raw tract's best throughput measured right before and
+    /// right after it (their mean), median over rounds (`None` when raw tract measured nothing).
     pub over_raw_tract: Option<f64>,
     /// That ratio in each round.
     pub over_raw_tract_rounds: Vec<f64>,
@@ -81,8 +81,9 @@ pub struct BenchReport {
     /// Every target: each scrim-cloud engine, then the peer.
     pub targets: Vec<TargetStats>,
     /// Raw throughput per engine at batch 1, at the highest concurrency (capped by
-    /// `max_batch`) and at `max_batch`: measured in every round right after the servers, the
-    /// median over rounds (images summed).
+    /// `max_batch`) and at `max_batch`: measured in every round after the servers, the median
+    /// over rounds (images summed). The ratios use their own measurements, right before and
+    /// after each server's highest level ([`TargetStats::over_raw_tract_rounds`]).
     pub raw: Vec<RawStats>,
     /// What the convolutions of each tract plan run as (`batch: method, method, …`).
     pub kernels: Vec<String>,
@@ -102,8 +103,8 @@ impl BenchReport {
             .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
     }
 
-    /// The first server's throughput at its highest level over the best raw tract throughput
-    /// of the same round, median over rounds.
+    /// The first server's throughput at its highest level over raw tract's best throughput
+    /// measured around it, median over rounds.
     pub fn paired_ratio(&self) -> Option<f64> {
         self.targets.first()?.over_raw_tract
     }
@@ -214,7 +215,8 @@ impl fmt::Display for BenchReport {
                 writeln!(
                     f,
                     "{} / raw tract at {top} clients: {paired:.2} (median over rounds of each \
-                     round's ratio to its best raw tract batch: {}; goal >= 0.9)",
+                     round's ratio to raw tract's best batch, measured right before and right \
+                     after the level: {}; goal >= 0.9)",
                     t.name,
                     rounds.join(", ")
                 )?;
