@@ -38,8 +38,12 @@ pub struct CotrainReport {
     pub torch_step_ms: Option<f64>,
     /// PyTorch version and threads.
     pub torch: Option<String>,
-    /// burn / PyTorch step time.
+    /// burn / PyTorch step time: the median over rounds of each round's ratio (burn's steps,
+    /// then PyTorch's right after).
     pub ratio: Option<f64>,
+    /// That ratio in each round.
+    #[serde(default)]
+    pub ratio_rounds: Vec<f64>,
     /// Where the step's time goes: each convolution of the two networks alone.
     #[serde(default)]
     pub conv_layers: Vec<ConvLayerRow>,
@@ -58,6 +62,9 @@ pub struct ConvLayerRow {
     /// burn's own `Conv2d` (its generic backward) in the same run: median ms.
     #[serde(default)]
     pub burn_generic_ms: Option<f64>,
+    /// burn / PyTorch: the median over rounds of each round's ratio.
+    #[serde(default)]
+    pub ratio: Option<f64>,
 }
 
 /// The 3×3 convolutions of the default perturber and recognizer at image side `size`:
@@ -113,6 +120,7 @@ fn burn_conv_layers(opts: &BenchOptions, device: &Device) -> Vec<ConvLayerRow> {
                 burn_ms: fast_ms,
                 torch_ms: None,
                 burn_generic_ms: Some(generic_ms),
+                ratio: None,
             }
         })
         .collect()
@@ -162,7 +170,10 @@ fn synthetic(count: usize, size: usize) -> Result<Dataset> {
     )?)
 }
 
-/// Section 2.
+/// Section 2. With PyTorch, in `opts.rounds` rounds: burn's step and convolutions, then
+/// PyTorch's right after (a fresh `cotrain_torch.py`), so that each ratio compares two
+/// measurements that saw the same machine; the report gives medians over rounds and the median
+/// of the rounds' ratios. Without it, burn's side once.
 pub(crate) fn run(
     opts: &BenchOptions,
     python: Option<&Path>,
@@ -173,48 +184,133 @@ pub(crate) fn run(
     let ds = synthetic(opts.batch_size, opts.train_size)?;
     let idx: Vec<usize> = (0..ds.len()).collect();
     let (mut t, cfg) = trainer(&ds, &device)?;
-    // The step with `FastConv2d`, alternating with the same step through burn's own
-    // convolution (its generic backward): the before/after of issue #22 under one load.
+    let torch = torch_reference(opts, python, notes);
+    let rounds = if torch.is_some() {
+        opts.rounds.max(1)
+    } else {
+        1
+    };
     let t = std::cell::RefCell::new(&mut t);
-    let (step_ms, generic_ms) = super::device::paired_median_ms(
-        opts.cotrain_steps,
-        || {
-            scrim_train::nets::use_burn_generic(false);
-            step(&mut t.borrow_mut(), &cfg, &ds, &idx);
-            Ok(())
-        },
-        || {
-            scrim_train::nets::use_burn_generic(true);
-            step(&mut t.borrow_mut(), &cfg, &ds, &idx);
-            scrim_train::nets::use_burn_generic(false);
-            Ok(())
-        },
-    )?;
-    let mut report = CotrainReport {
+    let (mut steps, mut generics, mut layers) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut torch_runs, mut torch_name) = (Vec::new(), None);
+    for round in 0..rounds {
+        // The step with `FastConv2d`, alternating with the same step through burn's own
+        // convolution (its generic backward): the before/after of issue #22 under one load.
+        let (step_ms, generic_ms) = super::device::paired_median_ms(
+            opts.cotrain_steps,
+            || {
+                scrim_train::nets::use_burn_generic(false);
+                step(&mut t.borrow_mut(), &cfg, &ds, &idx);
+                Ok(())
+            },
+            || {
+                scrim_train::nets::use_burn_generic(true);
+                step(&mut t.borrow_mut(), &cfg, &ds, &idx);
+                scrim_train::nets::use_burn_generic(false);
+                Ok(())
+            },
+        )?;
+        steps.push(step_ms);
+        generics.push(generic_ms);
+        layers.push(burn_conv_layers(opts, &device));
+        let mut line = format!("[bench]   burn flex: {step_ms:.1} ms/step");
+        if let Some((py, args)) = &torch {
+            match python::run_script(
+                py,
+                &opts.out,
+                "cotrain_torch.py",
+                python::TORCH_SCRIPT,
+                args,
+            ) {
+                Ok(json) => {
+                    let ms = json["median_step_ms"].as_f64();
+                    let layers_ms: Vec<Option<f64>> = json["layers_ms"]
+                        .as_array()
+                        .map(|a| a.iter().map(serde_json::Value::as_f64).collect())
+                        .unwrap_or_default();
+                    torch_name = Some(format!(
+                        "PyTorch {} on {} threads",
+                        json["version"].as_str().unwrap_or("?"),
+                        json["threads"].as_u64().unwrap_or(0)
+                    ));
+                    line += &format!(
+                        ", PyTorch {} ms/step",
+                        ms.map_or("?".into(), |m| format!("{m:.1}"))
+                    );
+                    torch_runs.push((ms, layers_ms));
+                }
+                Err(e) => {
+                    notes.push(format!("PyTorch reference failed: {e}"));
+                    break;
+                }
+            }
+        }
+        if rounds > 1 {
+            line += &format!(" (round {}/{rounds})", round + 1);
+        }
+        scrim_train::report::note(&line);
+    }
+    let median = |v: &[f64]| super::device::median(v);
+    let step_ms = median(&steps);
+    // Per-round ratios: round i's burn over round i's PyTorch.
+    let paired = |burn: &dyn Fn(usize) -> f64, torch: &dyn Fn(usize) -> Option<f64>| {
+        (0..torch_runs.len())
+            .filter_map(|i| torch(i).filter(|m| *m > 0.0).map(|m| burn(i) / m))
+            .collect::<Vec<f64>>()
+    };
+    let ratio_rounds = paired(&|i| steps[i], &|i| torch_runs[i].0);
+    let mut conv_layers = layers.first().cloned().unwrap_or_default();
+    for (j, row) in conv_layers.iter_mut().enumerate() {
+        let col = |f: &dyn Fn(&ConvLayerRow) -> Option<f64>| -> Vec<f64> {
+            layers.iter().filter_map(|l| l.get(j).and_then(f)).collect()
+        };
+        row.burn_ms = median(&col(&|r| Some(r.burn_ms)));
+        row.burn_generic_ms = Some(median(&col(&|r| r.burn_generic_ms))).filter(|m| !m.is_nan());
+        let torch_col: Vec<f64> = torch_runs
+            .iter()
+            .filter_map(|(_, l)| l.get(j).copied().flatten())
+            .collect();
+        row.torch_ms = (!torch_col.is_empty()).then(|| median(&torch_col));
+        let r = paired(&|i| layers[i][j].burn_ms, &|i| {
+            torch_runs[i].1.get(j).copied().flatten()
+        });
+        row.ratio = (!r.is_empty()).then(|| median(&r));
+    }
+    let torch_steps: Vec<f64> = torch_runs.iter().filter_map(|(m, _)| *m).collect();
+    Ok(CotrainReport {
         batch: opts.batch_size,
         size: opts.train_size,
         steps: opts.cotrain_steps,
         backend: "flex".into(),
         burn_step_ms: step_ms,
-        burn_generic_step_ms: Some(generic_ms),
+        burn_generic_step_ms: Some(median(&generics)),
         burn_images_per_sec: opts.batch_size as f64 / (step_ms / 1e3),
-        torch_step_ms: None,
-        torch: None,
-        ratio: None,
-        conv_layers: burn_conv_layers(opts, &device),
-    };
-    scrim_train::report::note(&format!("[bench]   burn flex: {step_ms:.1} ms/step"));
+        torch_step_ms: (!torch_steps.is_empty()).then(|| median(&torch_steps)),
+        torch: torch_name,
+        ratio: (!ratio_rounds.is_empty()).then(|| median(&ratio_rounds)),
+        ratio_rounds,
+        conv_layers,
+    })
+}
+
+/// The Python and the arguments of `cotrain_torch.py`, when PyTorch is to be run and can be;
+/// otherwise why not, in `notes`.
+fn torch_reference<'a>(
+    opts: &BenchOptions,
+    python: Option<&'a Path>,
+    notes: &mut Vec<String>,
+) -> Option<(&'a Path, Vec<String>)> {
     if opts.smoke || !opts.torch {
         notes.push("PyTorch reference not run (pass --torch; never in smoke runs)".into());
-        return Ok(report);
+        return None;
     }
     let Some(py) = python else {
         notes.push("PyTorch reference not run: no Python virtualenv".into());
-        return Ok(report);
+        return None;
     };
     if let Err(why) = python::ensure_torch(py) {
         notes.push(format!("PyTorch reference not run: {why}"));
-        return Ok(report);
+        return None;
     }
     let p = PerturberConfig::new();
     let widths = RecognizerConfig::new(2)
@@ -223,7 +319,7 @@ pub(crate) fn run(
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let args = [
+    let args = vec![
         opts.cotrain_steps.to_string(),
         opts.batch_size.to_string(),
         opts.train_size.to_string(),
@@ -237,32 +333,7 @@ pub(crate) fn run(
             .collect::<Vec<_>>()
             .join(","),
     ];
-    match python::run_script(
-        py,
-        &opts.out,
-        "cotrain_torch.py",
-        python::TORCH_SCRIPT,
-        &args,
-    ) {
-        Ok(json) => {
-            report.torch_step_ms = json["median_step_ms"].as_f64();
-            report.torch = Some(format!(
-                "PyTorch {} on {} threads",
-                json["version"].as_str().unwrap_or("?"),
-                json["threads"].as_u64().unwrap_or(0)
-            ));
-            report.ratio = report
-                .torch_step_ms
-                .filter(|m| *m > 0.0)
-                .map(|m| step_ms / m);
-            let torch_layers = json["layers_ms"].as_array().cloned().unwrap_or_default();
-            for (row, ms) in report.conv_layers.iter_mut().zip(torch_layers) {
-                row.torch_ms = ms.as_f64();
-            }
-        }
-        Err(e) => notes.push(format!("PyTorch reference failed: {e}")),
-    }
-    Ok(report)
+    Some((py, args))
 }
 
 /// Section 5 (training): one co-training epoch (batches of `batch_size`) per dataset size.

@@ -121,7 +121,7 @@ pub(crate) fn paired_median_ms(
 }
 
 /// Median of a non-empty sample (the upper middle value for an even count).
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)

@@ -273,14 +273,29 @@ pub fn markdown(r: &BenchReport) -> String {
         opt(c.torch_step_ms, 1),
         opt(c.torch_step_ms.map(|m| c.batch as f64 / (m / 1e3)), 0)
     );
-    let _ = writeln!(s, "\nburn/PyTorch: {}", opt(c.ratio, 2));
+    let rounds: Vec<String> = c.ratio_rounds.iter().map(|r| format!("{r:.2}")).collect();
+    let _ = writeln!(
+        s,
+        "\nburn/PyTorch: {}{}",
+        opt(c.ratio, 2),
+        if rounds.len() > 1 {
+            format!(
+                " (the median of {} rounds' ratios, each burn's steps then PyTorch's right \
+                 after: {}; the times above are medians over rounds)",
+                rounds.len(),
+                rounds.join(", ")
+            )
+        } else {
+            String::new()
+        }
+    );
     if !c.conv_layers.is_empty() {
         let _ = writeln!(
             s,
             "\nWhere the step's time goes: each 3×3 convolution of the two networks alone, forward \
              and backward (input and weight gradients), batch {}, medians. burn: the networks' \
              `FastConv2d` (scrim's backward on flex); burn generic: burn's own `Conv2d` on the \
-             same input, timed in the same run.\n\n\
+             same input, timed in the same run; burn/PyTorch: the median of the rounds' ratios.\n\n\
              | convolution | burn ms | burn generic ms | generic/burn | PyTorch ms | burn/PyTorch |\n\
              |---|---|---|---|---|---|",
             c.batch
@@ -294,7 +309,11 @@ pub fn markdown(r: &BenchReport) -> String {
                 opt(l.burn_generic_ms, 2),
                 opt(l.burn_generic_ms.map(|g| g / l.burn_ms.max(1e-9)), 2),
                 opt(l.torch_ms, 2),
-                opt(l.torch_ms.filter(|t| *t > 0.0).map(|t| l.burn_ms / t), 2)
+                opt(
+                    l.ratio
+                        .or_else(|| l.torch_ms.filter(|t| *t > 0.0).map(|t| l.burn_ms / t)),
+                    2
+                )
             );
         }
         let burn: f64 = c.conv_layers.iter().map(|l| l.burn_ms).sum();
