@@ -94,9 +94,10 @@ impl ResBlock {
 
 impl Classifier for ResidualNet {
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut h = self
-            .pool
-            .forward(relu(batch_norm(&self.stem_bn, self.stem.forward(x))));
+        let mut h = super::fast_conv::max_pool2d(
+            &self.pool,
+            relu(batch_norm(&self.stem_bn, self.stem.forward(x))),
+        );
         for b in &self.blocks {
             h = b.forward(h);
         }

@@ -18,7 +18,9 @@ pub use config::{
 };
 pub use encoder::BoundedEncoder;
 pub use erase::{ConceptErasure, fit as fit_erasure};
-pub use fast_conv::{FastConv2d, FastConvBackend, conv2d, use_burn_generic};
+pub use fast_conv::{
+    FastConv2d, FastConvBackend, FastPoolBackend, conv2d, max_pool2d, use_burn_generic,
+};
 pub use global::{GLOBAL_MAP_DIVISOR, GlobalView};
 pub use layers::{conv3, upsample_nearest};
 pub use perturber::{

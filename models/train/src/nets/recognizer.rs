@@ -71,11 +71,10 @@ impl Block {
     /// # Shapes
     /// `[N, C_in, H, W]` → `[N, C_out, H/2, W/2]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool
-            .forward(activation::relu(super::fast_conv::batch_norm(
-                &self.bn,
-                self.conv.forward(x),
-            )))
+        super::fast_conv::max_pool2d(
+            &self.pool,
+            activation::relu(super::fast_conv::batch_norm(&self.bn, self.conv.forward(x))),
+        )
     }
 }
 

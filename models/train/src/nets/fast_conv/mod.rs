@@ -27,6 +27,7 @@
 mod backend;
 mod kernels;
 mod norm;
+mod pool;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -40,11 +41,12 @@ use burn::tensor::ops::ConvOptions;
 
 pub use backend::FastConvBackend;
 pub use norm::batch_norm;
+pub use pool::{FastPoolBackend, max_pool2d};
 
 static BURN_GENERIC: AtomicBool = AtomicBool::new(false);
 
-/// Sends every [`FastConv2d`], [`conv2d`] and [`batch_norm`] of this process through burn's own
-/// convolution and batch norm (`true`) or back through scrim's (`false`, the default). For
+/// Sends every [`FastConv2d`], [`conv2d`], [`batch_norm`] and [`max_pool2d`] of this process
+/// through burn's own convolution, batch norm and pooling (`true`) or back through scrim's (`false`, the default). For
 /// benchmarks that time both in one process (`scrim bench`); training never calls it.
 pub fn use_burn_generic(on: bool) {
     BURN_GENERIC.store(on, Ordering::Relaxed);

@@ -394,3 +394,61 @@ fn batch_norm_parts() {
         );
     }
 }
+
+/// Scrim's 2×2 max pooling against burn's, output and input gradient, on values with many ties
+/// (small integers, half of them zero as after a ReLU): equal to the last bit.
+fn check_max_pool(shape: [usize; 4]) {
+    use burn::nn::pool::MaxPool2dConfig;
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::random(shape, Distribution::Uniform(-3.0, 3.0), &device)
+        .round()
+        .clamp_min(0.0);
+    let [n, c, h, w] = shape;
+    let w_out = Tensor::<4>::random([n, c, h / 2, w / 2], Distribution::Default, &device);
+    let (xd, wd) = (x.into_data(), w_out.into_data());
+    let pool = MaxPool2dConfig::new([2, 2]).init();
+    let run = |ours: bool| {
+        let x = Tensor::<4>::from_data(xd.clone(), &device).require_grad();
+        let y = if ours {
+            max_pool2d(&pool, x.clone())
+        } else {
+            pool.forward(x.clone())
+        };
+        let g = (y.clone() * Tensor::<4>::from_data(wd.clone(), &device))
+            .sum()
+            .backward();
+        [
+            batch::to_vec(y.inner()),
+            batch::to_vec(x.grad(&g).expect("dx")),
+        ]
+    };
+    let (ours, burns) = (run(true), run(false));
+    assert_eq!(ours[0], burns[0], "{shape:?}: output");
+    assert_eq!(ours[1], burns[1], "{shape:?}: input gradient");
+}
+
+#[test]
+fn max_pool_matches_burn_exactly() {
+    for shape in [
+        [2, 3, 6, 8],
+        [3, 4, 7, 5],
+        [64, 8, 4, 4],
+        [1, 1, 2, 2],
+        [2, 2, 3, 9],
+    ] {
+        check_max_pool(shape);
+    }
+    // Other pools, and no autodiff, take burn's path or give burn's values.
+    let device = Device::flex();
+    let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Default, &device);
+    let three = burn::nn::pool::MaxPool2dConfig::new([3, 3]).init();
+    let two = burn::nn::pool::MaxPool2dConfig::new([2, 2]).init();
+    assert_eq!(
+        batch::to_vec(max_pool2d(&three, x.clone())),
+        batch::to_vec(three.forward(x.clone()))
+    );
+    assert_eq!(
+        batch::to_vec(max_pool2d(&two, x.clone())),
+        batch::to_vec(two.forward(x))
+    );
+}
