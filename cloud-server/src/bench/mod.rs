@@ -267,6 +267,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 levels: levels.iter().map(|rounds| median_level(rounds)).collect(),
                 over_raw_tract: (!over_raw.is_empty()).then(|| raw::median(over_raw.clone())),
                 over_raw_tract_rounds: over_raw,
+                top_rounds: levels.get(top_level).cloned().unwrap_or_default(),
             }
         })
         .collect();
@@ -413,6 +414,11 @@ mod tests {
                 assert_eq!(level.ok, 20, "10 requests in each of 2 rounds: {level:?}");
             }
             assert_eq!(target.over_raw_tract_rounds.len(), 2, "{target:?}");
+            assert_eq!(
+                target.top_rounds.len(),
+                2,
+                "the top level of each round: {target:?}"
+            );
         }
         for raw in &report.raw {
             assert!(raw.images > 0 && raw.throughput > 0.0, "{raw:?}");

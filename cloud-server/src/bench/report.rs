@@ -44,6 +44,9 @@ pub struct TargetStats {
     pub over_raw_tract: Option<f64>,
     /// That ratio in each round.
     pub over_raw_tract_rounds: Vec<f64>,
+    /// The highest level as measured in each round (every target measures it in the same
+    /// rounds, one after another, so two targets' ratios can be paired by round).
+    pub top_rounds: Vec<LevelStats>,
 }
 
 /// Raw model throughput without HTTP.
@@ -130,8 +133,26 @@ impl BenchReport {
             .find(|l| l.clients == clients)
     }
 
-    /// `(images/s ratio, p99 ratio)` of target `a` over target `b` at `clients`.
+    /// `(images/s ratio, p99 ratio)` of target `a` over target `b` at `clients`: at the highest
+    /// level, the medians of the rounds' ratios (both measured in the same round); elsewhere
+    /// the ratios of the medians.
     pub fn compare(&self, a: &str, b: &str, clients: usize) -> Option<(f64, f64)> {
+        let rounds = |name: &str| {
+            self.targets
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.top_rounds.as_slice())
+                .filter(|r| r.first().is_some_and(|l| l.clients == clients))
+        };
+        if let (Some(ra), Some(rb)) = (rounds(a), rounds(b))
+            && ra.len() == rb.len()
+            && rb.iter().all(|l| l.throughput > 0.0 && l.p99_ms > 0.0)
+        {
+            let ratio = |f: fn(&LevelStats) -> f64| {
+                super::raw::median(ra.iter().zip(rb).map(|(x, y)| f(x) / f(y)).collect())
+            };
+            return Some((ratio(|l| l.throughput), ratio(|l| l.p99_ms)));
+        }
         let (a, b) = (self.level(a, clients)?, self.level(b, clients)?);
         (b.throughput > 0.0 && b.p99_ms > 0.0)
             .then(|| (a.throughput / b.throughput, a.p99_ms / b.p99_ms))
@@ -243,7 +264,8 @@ impl fmt::Display for BenchReport {
                 writeln!(
                     f,
                     "{} / peer at {top} clients: {speed:.2} in req/s (goal >= 2), p99 {:.2} ms \
-                     against {:.2} ms (ratio {p99:.2}, goal < 1)",
+                     against {:.2} ms (ratio {p99:.2}, goal < 1; both ratios medians of the \
+                     rounds' ratios)",
                     t.name,
                     level.p99_ms,
                     self.level(PEER, top).map_or(0.0, |l| l.p99_ms)

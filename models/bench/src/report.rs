@@ -403,7 +403,9 @@ pub fn markdown(r: &BenchReport) -> String {
     if !sv.ratios.is_empty() {
         let _ = writeln!(
             s,
-            "\n| at the highest level | / raw tract (goal ≥ 0.9) | / peer, images/s (goal ≥ 2) | \
+            "\nEach ratio at the highest level is the median of the rounds' ratios (the peer is \
+             measured in the same round as the servers, right after them).\n\n\
+             | at the highest level | / raw tract (goal ≥ 0.9) | / peer, images/s (goal ≥ 2) | \
              / peer, p99 (goal < 1) |\n|---|---|---|---|"
         );
         for x in &sv.ratios {

@@ -350,6 +350,31 @@ fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
         report.ratio = over_raw(first, top).map(|r| (top.clients, r));
     }
     let top_of = |t: &ServerTarget| t.levels.iter().max_by_key(|l| l.clients).cloned();
+    // A target's highest level in each round (scrim-cloud measures every target in the same
+    // rounds): the peer's ratios are medians of the rounds' ratios when both sides have them.
+    let top_rounds = |name: &str| -> Vec<(f64, f64)> {
+        json["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["name"].as_str() == Some(name))
+            .and_then(|t| t["top_rounds"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|l| (f(l, "throughput"), f(l, "p99_ms")))
+            .collect()
+    };
+    let paired_with_peer = |name: &str| -> Option<(f64, f64)> {
+        let (a, b) = (top_rounds(name), top_rounds("peer"));
+        if a.is_empty() || a.len() != b.len() || b.iter().any(|&(t, p)| t <= 0.0 || p <= 0.0) {
+            return None;
+        }
+        let ratio = |g: fn(&(f64, f64)) -> f64| {
+            let r: Vec<f64> = a.iter().zip(&b).map(|(x, y)| g(x) / g(y)).collect();
+            super::device::median(&r)
+        };
+        Some((ratio(|x| x.0), ratio(|x| x.1)))
+    };
     let peer = report
         .targets
         .iter()
@@ -362,16 +387,19 @@ fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
         .filter_map(|t| {
             let top = top_of(t)?;
             let peer = peer.as_ref().filter(|p| p.clients == top.clients);
+            let paired = peer.and(paired_with_peer(&t.name));
             Some(ServerRatio {
                 target: t.name.clone(),
                 clients: top.clients,
                 over_raw_tract: over_raw(&t.name, &top),
-                over_peer: peer
-                    .filter(|p| p.images_per_sec > 0.0)
-                    .map(|p| top.images_per_sec / p.images_per_sec),
-                p99_over_peer: peer
-                    .filter(|p| p.p99_ms > 0.0)
-                    .map(|p| top.p99_ms / p.p99_ms),
+                over_peer: paired.map(|p| p.0).or_else(|| {
+                    peer.filter(|p| p.images_per_sec > 0.0)
+                        .map(|p| top.images_per_sec / p.images_per_sec)
+                }),
+                p99_over_peer: paired.map(|p| p.1).or_else(|| {
+                    peer.filter(|p| p.p99_ms > 0.0)
+                        .map(|p| top.p99_ms / p.p99_ms)
+                }),
             })
         })
         .collect();
@@ -419,6 +447,32 @@ mod tests {
         assert_eq!(ort.over_peer, Some(3.0));
         assert_eq!(ort.p99_over_peer, Some(0.4));
         assert_eq!(r.kernels, ["batch 1: LazyIm2col"]);
+    }
+
+    #[test]
+    fn the_peer_ratios_are_paired_by_rounds_when_both_sides_have_them() {
+        let level = |clients: u64, throughput: f64, p99: f64| {
+            serde_json::json!({"clients": clients, "throughput": throughput, "p50_ms": 1.0,
+                "p99_ms": p99, "mean_batch": 2.0})
+        };
+        // Medians of the levels: 2000 against 1000 (2.0); round by round: 2.5, 1.5, 3.0.
+        let json = serde_json::json!({
+            "rounds": 3,
+            "levels": [level(16, 2000.0, 4.0)],
+            "targets": [
+                {"name": "scrim-cloud (tract)", "levels": [level(16, 2000.0, 4.0)],
+                 "top_rounds": [level(16, 2500.0, 4.0), level(16, 1500.0, 4.0),
+                                level(16, 3000.0, 6.0)]},
+                {"name": "peer", "levels": [level(16, 1000.0, 10.0)],
+                 "top_rounds": [level(16, 1000.0, 8.0), level(16, 1000.0, 10.0),
+                                level(16, 1000.0, 10.0)]}
+            ],
+            "raw": [{"engine": "tract", "batch": 1, "throughput": 2000.0}]
+        });
+        let mut r = ServerReport::default();
+        read_report(&json, &mut r);
+        assert_eq!(r.ratios[0].over_peer, Some(2.5));
+        assert_eq!(r.ratios[0].p99_over_peer, Some(0.5));
     }
 
     #[test]
