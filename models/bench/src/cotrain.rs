@@ -8,6 +8,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::BenchOptions;
+use super::device::median;
 use super::python;
 use crate::Result;
 use scrim_train::batch;
@@ -250,7 +251,6 @@ pub(crate) fn run(
         }
         scrim_train::report::note(&line);
     }
-    let median = |v: &[f64]| super::device::median(v);
     let step_ms = median(&steps);
     // Per-round ratios: round i's burn over round i's PyTorch.
     let paired = |burn: &dyn Fn(usize) -> f64, torch: &dyn Fn(usize) -> Option<f64>| {

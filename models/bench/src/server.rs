@@ -332,16 +332,17 @@ fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
         .map(|r| (r.batch, r.images_per_sec))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let raw_tract = report.raw_best.map(|(_, t)| t).filter(|t| *t > 0.0);
-    // Each target's ratio to raw tract as scrim-cloud paired it (the median over rounds of each
-    // round's ratio), else the ratio of the medians (reports from before the pairing).
-    let paired = |name: &str| {
+    // A target's own entry in the JSON, for what scrim-cloud paired by rounds.
+    let target = |name: &str| {
         json["targets"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|t| t["name"].as_str() == Some(name))
-            .and_then(|t| t["over_raw_tract"].as_f64())
     };
+    // Each target's ratio to raw tract as scrim-cloud paired it (the median over rounds of each
+    // round's ratio), else the ratio of the medians (reports from before the pairing).
+    let paired = |name: &str| target(name).and_then(|t| t["over_raw_tract"].as_f64());
     let over_raw = |name: &str, top: &ServerLevel| {
         paired(name).or_else(|| raw_tract.map(|r| top.images_per_sec / r))
     };
@@ -353,11 +354,7 @@ fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
     // A target's highest level in each round (scrim-cloud measures every target in the same
     // rounds): the peer's ratios are medians of the rounds' ratios when both sides have them.
     let top_rounds = |name: &str| -> Vec<(f64, f64)> {
-        json["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| t["name"].as_str() == Some(name))
+        target(name)
             .and_then(|t| t["top_rounds"].as_array())
             .into_iter()
             .flatten()
@@ -409,12 +406,14 @@ fn read_report(json: &serde_json::Value, report: &mut ServerReport) {
 mod tests {
     use super::*;
 
+    /// One level of `scrim-cloud bench --json`.
+    fn level(clients: u64, throughput: f64, p99: f64) -> serde_json::Value {
+        serde_json::json!({"clients": clients, "throughput": throughput, "p50_ms": 1.0,
+            "p99_ms": p99, "mean_batch": 2.0})
+    }
+
     #[test]
     fn reads_every_target_and_the_ratios_at_the_highest_level() {
-        let level = |clients: u64, throughput: f64, p99: f64| {
-            serde_json::json!({"clients": clients, "throughput": throughput, "p50_ms": 1.0,
-                "p99_ms": p99, "mean_batch": 2.0})
-        };
         let json = serde_json::json!({
             "rounds": 3,
             "levels": [level(1, 100.0, 2.0), level(16, 900.0, 8.0)],
@@ -451,10 +450,6 @@ mod tests {
 
     #[test]
     fn the_peer_ratios_are_paired_by_rounds_when_both_sides_have_them() {
-        let level = |clients: u64, throughput: f64, p99: f64| {
-            serde_json::json!({"clients": clients, "throughput": throughput, "p50_ms": 1.0,
-                "p99_ms": p99, "mean_batch": 2.0})
-        };
         // Medians of the levels: 2000 against 1000 (2.0); round by round: 2.5, 1.5, 3.0.
         let json = serde_json::json!({
             "rounds": 3,

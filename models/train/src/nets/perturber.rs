@@ -314,12 +314,11 @@ mod tests {
     #[test]
     fn separable_layout_has_a_patch_stem_depthwise_convs_and_pointwise_heads() {
         let device = Device::flex().autodiff();
-        let p = PerturberConfig::new()
+        let config = PerturberConfig::new()
             .with_downsample(4)
             .with_channels(8)
-            .with_layout(PerturberLayout::Separable)
-            .with_shift_max(0.1)
-            .init(&device);
+            .with_layout(PerturberLayout::Separable);
+        let p = config.clone().with_shift_max(0.1).init(&device);
         assert_eq!(p.hidden[0].weight.dims(), [8, 3, 4, 4]);
         assert_eq!(p.hidden[0].stride, [4, 4]);
         for dw in &p.hidden[1..] {
@@ -351,11 +350,7 @@ mod tests {
             p.iter().any(|&s| s != p[0])
         };
         let fresh = || {
-            let p = PerturberConfig::new()
-                .with_downsample(4)
-                .with_channels(8)
-                .with_layout(PerturberLayout::Separable)
-                .init(&device);
+            let p = config.init(&device);
             let x =
                 Tensor::<4>::random([1, 3, 16, 16], burn::tensor::Distribution::Default, &device);
             crate::batch::to_vec(p.forward(x).sigma)
