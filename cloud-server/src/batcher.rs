@@ -4,15 +4,19 @@
 //!   left means 503 + `Retry-After`, so memory stays bounded however many clients connect. A
 //!   slot is held until its image is answered: the queue bounds every image in the server,
 //!   waiting or running.
-//! - **Pool**: admitted uploads (still encoded) go on a channel read by `workers` OS threads,
-//!   never the async workers. A free thread takes the first waiting image, then keeps taking
-//!   images until it has `max_batch`, or the first has waited `max_wait`, or no other request is
-//!   on its way (so a lone request is not delayed for nothing). It then decodes the images,
-//!   stacks them, runs the model once and answers each request through its own oneshot channel.
-//!   While one thread runs a batch, the next is already assembling the following one.
-//! - Decoding in the pool keeps every CPU-heavy step on a bounded set of threads; the header is
-//!   checked first (`upload`), so an upload of the wrong size is never decoded. An upload that
-//!   fails is answered with its client error and leaves the rest of the batch alone.
+//! - **Decoding** happens on the request's side, once it is admitted, so that the inference
+//!   threads do nothing but inference (and the image work runs on the other cores meanwhile).
+//!   The header is checked first (`upload`), so an upload of the wrong size is never decoded and
+//!   every decode is bounded by the model's input size; a request whose images hold more than
+//!   [`INLINE_DECODE_PIXELS`] pixels is decoded on tokio's blocking pool rather than on the async
+//!   worker. An upload that fails is answered with its client error and leaves the other images
+//!   of its request alone. At most `queue` images are admitted, so at most that many decode.
+//! - **Pool**: decoded images go on a channel read by `workers` OS threads, never the async
+//!   workers. A free thread takes the first waiting image, then keeps taking images until it
+//!   has `max_batch`, or the first has waited `max_wait`, or no other request is on its way (so
+//!   a lone request is not delayed for nothing). It then stacks them, runs the model once and
+//!   answers each request through its own oneshot channel. While one thread runs a batch, the
+//!   next is already assembling the following one.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +35,11 @@ use crate::{Error, Result};
 /// How often a thread waiting for a batch to fill re-checks whether more requests are coming.
 const ARRIVAL_POLL: Duration = Duration::from_micros(200);
 
+/// A request's images are decoded on the async worker that read them when they hold at most
+/// this many pixels in all (a 128×128 image: tens of microseconds), on the blocking pool when
+/// they hold more.
+const INLINE_DECODE_PIXELS: usize = 128 * 128;
+
 /// How the pool batches and decodes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchSettings {
@@ -46,7 +55,7 @@ pub(crate) struct BatchSettings {
 type Reply = Result<Vec<f32>>;
 
 struct Job {
-    upload: Bytes,
+    image: ImageTensor,
     reply: oneshot::Sender<Reply>,
     /// The image's queue slot, released once it is answered.
     slot: OwnedSemaphorePermit,
@@ -78,6 +87,7 @@ pub(crate) struct Batcher {
     slots: Arc<Semaphore>,
     arriving: Arc<AtomicUsize>,
     settings: BatchSettings,
+    input: InputSpec,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -104,7 +114,6 @@ impl Batcher {
         let arriving = Arc::new(AtomicUsize::new(0));
         for i in 0..settings.workers.max(1) {
             let worker = Worker {
-                input: model.manifest().input,
                 model: model.clone(),
                 intake: Arc::clone(&intake),
                 arriving: Arc::clone(&arriving),
@@ -117,6 +126,7 @@ impl Batcher {
                 .map_err(|e| Error::Internal(format!("cannot start an inference thread: {e}")))?;
         }
         Ok(Self {
+            input: model.manifest().input,
             tx,
             slots: Arc::new(Semaphore::new(settings.queue)),
             arriving,
@@ -161,8 +171,8 @@ impl Batcher {
 
     /// Decodes admitted uploads (each must be a PNG/JPEG at the model's input size) and runs
     /// them through the model. Returns one result per upload, in order: the logits, or the
-    /// client error of that upload. Cancellation-safe: if the caller goes away, its images are
-    /// skipped when a thread reaches them.
+    /// client error of that upload (whose slot is freed at once). Cancellation-safe: if the
+    /// caller goes away, its images are skipped when a thread reaches them.
     ///
     /// # Errors
     /// [`Error::Internal`] if the pool is gone.
@@ -172,34 +182,67 @@ impl Batcher {
         uploads: Vec<Bytes>,
         arrival: Arrival,
     ) -> Result<Vec<Reply>> {
-        let mut pending = Vec::with_capacity(uploads.len());
+        let decoded = self.decode(uploads).await?;
+        let mut pending = Vec::with_capacity(decoded.len());
         let now = Instant::now();
-        for upload in uploads {
+        for image in decoded {
             let slot = admission
                 .slots
                 .split(1)
                 .ok_or_else(|| Error::Internal("more images submitted than admitted".into()))?;
+            // An upload that failed to decode frees its slot here (`slot` dropped).
+            let image = match image {
+                Ok(image) => image,
+                Err(e) => {
+                    pending.push(Err(e));
+                    continue;
+                }
+            };
             let (reply, rx) = oneshot::channel();
             self.tx
                 .send(Job {
-                    upload,
+                    image,
                     reply,
                     slot,
                     enqueued: now,
                 })
                 .map_err(|_| Error::Internal("the inference pool has stopped".into()))?;
-            pending.push(rx);
+            pending.push(Ok(rx));
         }
         // Every image is queued: this request is no longer on its way.
         drop(arrival);
         let mut out = Vec::with_capacity(pending.len());
-        for rx in pending {
-            out.push(
-                rx.await
+        for item in pending {
+            out.push(match item {
+                Ok(rx) => rx
+                    .await
                     .unwrap_or_else(|_| Err(Error::Internal("an inference thread stopped".into()))),
-            );
+                Err(e) => Err(e),
+            });
         }
         Ok(out)
+    }
+
+    /// Decodes each upload at the model's input size: on this async worker when the request is
+    /// small, on the blocking pool otherwise (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the blocking pool fails; a bad upload is its own `Err` entry.
+    async fn decode(&self, uploads: Vec<Bytes>) -> Result<Vec<Result<ImageTensor>>> {
+        let (input, max_pixels) = (self.input, self.settings.decode.max_pixels);
+        let pixels = input.height * input.width * uploads.len();
+        let decode_all = move || -> Vec<Result<ImageTensor>> {
+            uploads
+                .iter()
+                .map(|bytes| upload::decode(bytes, input, max_pixels))
+                .collect()
+        };
+        if pixels <= INLINE_DECODE_PIXELS {
+            return Ok(decode_all());
+        }
+        tokio::task::spawn_blocking(decode_all)
+            .await
+            .map_err(|e| Error::Internal(format!("decoding failed: {e}")))
     }
 
     /// Current queue gauges.
@@ -215,7 +258,6 @@ impl Batcher {
 
 struct Worker {
     model: Model,
-    input: InputSpec,
     intake: Arc<Mutex<mpsc::Receiver<Job>>>,
     arriving: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
@@ -275,23 +317,12 @@ impl Worker {
         Some(batch)
     }
 
-    /// Decodes, runs and answers one batch.
+    /// Runs and answers one batch.
     fn execute(&self, batch: Vec<Job>) {
-        let mut images = Vec::with_capacity(batch.len());
-        let mut waiting = Vec::with_capacity(batch.len());
-        for job in batch {
-            match upload::decode(&job.upload, self.input, self.settings.decode.max_pixels) {
-                Ok(image) => {
-                    images.push(image);
-                    waiting.push(job);
-                }
-                Err(e) => {
-                    // Free the slot before answering, so a client never sees its own slot taken.
-                    drop(job.slot);
-                    let _ = job.reply.send(Err(e));
-                }
-            }
-        }
+        let (images, waiting): (Vec<ImageTensor>, Vec<_>) = batch
+            .into_iter()
+            .map(|job| (job.image, (job.reply, job.slot)))
+            .unzip();
         if images.is_empty() {
             return;
         }
@@ -302,17 +333,17 @@ impl Worker {
             .record_batch(n, started.elapsed().as_secs_f64());
         match result {
             Ok(rows) => {
-                for (job, row) in waiting.into_iter().zip(rows) {
-                    drop(job.slot);
+                for ((reply, slot), row) in waiting.into_iter().zip(rows) {
+                    drop(slot);
                     // The receiver may be gone (timeout); nothing to do then.
-                    let _ = job.reply.send(Ok(row));
+                    let _ = reply.send(Ok(row));
                 }
             }
             Err(msg) => {
                 tracing::error!(batch = n, error = %msg, "inference failed");
-                for job in waiting {
-                    drop(job.slot);
-                    let _ = job.reply.send(Err(Error::Internal(msg.clone())));
+                for (reply, slot) in waiting {
+                    drop(slot);
+                    let _ = reply.send(Err(Error::Internal(msg.clone())));
                 }
             }
         }
@@ -336,119 +367,4 @@ impl Worker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ErrorCode;
-    use scrim_core::{BatchMode, fixtures, imaging};
-
-    fn batcher(max_batch: usize, max_wait_ms: u64, queue: usize) -> (Batcher, Arc<Metrics>) {
-        let (onnx, manifest) = fixtures::recognizer(8, &["a", "b", "c"]);
-        let model = Model::load(&onnx, manifest, BatchMode::Dynamic).expect("fixture");
-        let metrics = Arc::new(Metrics::default());
-        let settings = BatchSettings {
-            max_batch,
-            max_wait: Duration::from_millis(max_wait_ms),
-            queue,
-            workers: 1,
-            retry_after_secs: 3,
-            decode: DecodeLimits::default(),
-        };
-        (
-            Batcher::start(model, settings, Arc::clone(&metrics)).expect("start"),
-            metrics,
-        )
-    }
-
-    fn png(size: usize, v: f32) -> Bytes {
-        let t = ImageTensor::new([1, 3, size, size], vec![v; 3 * size * size]).expect("image");
-        let rgb = imaging::tensor_to_rgb(&t).expect("rgb");
-        Bytes::from(imaging::encode_png(&rgb).expect("png"))
-    }
-
-    async fn run(b: &Batcher, uploads: Vec<Bytes>) -> Vec<Reply> {
-        let arrival = b.arrival();
-        let admission = b.admit(uploads.len()).expect("admit");
-        b.run(admission, uploads, arrival).await.expect("pool")
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn batches_images_that_arrive_together_and_keeps_the_order() {
-        let (b, metrics) = batcher(16, 2_000, 64);
-        let mut single = Vec::new();
-        for v in [0.1, 0.5, 0.9] {
-            let started = Instant::now();
-            single.push(run(&b, vec![png(8, v)]).await.remove(0).expect("logits"));
-            // Nothing else is on its way, so a lone image does not wait for max_wait.
-            assert!(started.elapsed() < Duration::from_millis(1_000));
-        }
-        let (before, _) = metrics.batch_totals();
-        let rows = run(&b, vec![png(8, 0.1), png(8, 0.5), png(8, 0.9)]).await;
-        assert_eq!(
-            metrics.batch_totals().0 - before,
-            1,
-            "one model run for three images"
-        );
-        for (got, want) in rows.iter().zip(&single) {
-            let got = got.as_ref().expect("logits");
-            for (g, w) in got.iter().zip(want) {
-                assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_bad_upload_fails_alone() {
-        let (b, metrics) = batcher(16, 0, 64);
-        let rows = run(
-            &b,
-            vec![png(8, 0.1), Bytes::from_static(b"junk"), png(4, 0.5)],
-        )
-        .await;
-        assert_eq!(rows[0].as_ref().map(Vec::len).ok(), Some(3));
-        assert_eq!(
-            rows[1].as_ref().err().map(Error::code),
-            Some(ErrorCode::InvalidImage)
-        );
-        assert_eq!(
-            rows[2].as_ref().err().map(Error::code),
-            Some(ErrorCode::WrongSize)
-        );
-        assert_eq!(
-            metrics.batch_totals(),
-            (1, 1),
-            "only the good image reached the model"
-        );
-        assert_eq!(
-            run(&b, vec![png(8, 0.2)]).await[0]
-                .as_ref()
-                .map(Vec::len)
-                .ok(),
-            Some(3)
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn admission_is_all_or_nothing_and_slots_come_back() {
-        let (b, _) = batcher(4, 0, 4);
-        let held = b.admit(3).expect("three of four");
-        assert_eq!(b.gauges().depth, 3);
-        let err = b.admit(2).expect_err("only one left");
-        assert!(
-            matches!(
-                err,
-                Error::Overloaded {
-                    retry_after_secs: 3
-                }
-            ),
-            "{err}"
-        );
-        let one = b.admit(1).expect("the last one");
-        drop(held);
-        assert_eq!(b.gauges().depth, 1);
-        let arrival = b.arrival();
-        b.run(one, vec![png(8, 0.5)], arrival).await.expect("run");
-        assert_eq!(b.gauges().depth, 0);
-        assert!(b.admit(usize::MAX).is_err());
-        assert_eq!(b.arriving.load(Ordering::SeqCst), 0);
-    }
-}
+mod tests;

@@ -50,7 +50,7 @@ impl Tally {
         *self.outcomes.entry(outcome).or_default() += 1;
     }
 
-    fn merge(&mut self, other: Tally) {
+    pub(crate) fn merge(&mut self, other: Tally) {
         self.latencies_ms.extend(other.latencies_ms);
         for (k, v) in other.outcomes {
             *self.outcomes.entry(k).or_default() += v;

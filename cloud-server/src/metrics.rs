@@ -152,6 +152,11 @@ impl Metrics {
         (m.batch_size.count, m.batch_size.sum as u64)
     }
 
+    /// Seconds spent in model runs so far, all inference threads together.
+    pub(crate) fn inference_seconds(&self) -> f64 {
+        self.lock().inference_seconds.sum
+    }
+
     /// The Prometheus text exposition of every series.
     pub(crate) fn render(&self, queue: QueueGauges, ready: bool) -> String {
         let m = self.lock();

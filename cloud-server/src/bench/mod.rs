@@ -11,15 +11,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use scrim_core::{Model, fixtures};
 
-use crate::load::{self, Plan, percentile, sample_png};
+use crate::load::{self, Plan, sample_png};
 use crate::server::{RunningServer, spawn_state};
 use crate::{AppState, Config, EngineKind, Error, Result};
 
+mod level;
 mod raw;
 mod report;
 pub use report::{BenchReport, LevelStats, RawStats, TargetStats};
@@ -60,6 +61,9 @@ pub struct BenchOptions {
     pub peers: Vec<(String, SocketAddr)>,
     /// Rounds: each measures every level on every target once; the report gives medians.
     pub rounds: usize,
+    /// Slices of the highest level, with raw tract measured before, between and after them
+    /// (the reference of the server/raw ratio).
+    pub slices: usize,
 }
 
 impl Default for BenchOptions {
@@ -80,6 +84,7 @@ impl Default for BenchOptions {
             ort_library: server.ort_library,
             peers: Vec::new(),
             rounds: 3,
+            slices: 6,
         }
     }
 }
@@ -93,6 +98,7 @@ impl BenchOptions {
             max_duration: Duration::from_secs(5),
             raw_duration: Duration::from_millis(300),
             rounds: 1,
+            slices: 2,
             ..Self::default()
         }
     }
@@ -195,9 +201,22 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let raw_batches = [1, top.min(options.max_batch), options.max_batch];
     let raw_slice = (options.raw_duration / rounds as u32).max(Duration::from_millis(100));
     let mut raw_rounds: Vec<Vec<RawStats>> = Vec::with_capacity(rounds);
-    // references[target][round]: raw tract around that target's highest level.
+    // The reference batch, chosen once; then references[target][round]: raw tract between the
+    // slices of that target's highest level in that round.
+    let tract = models
+        .iter()
+        .find(|(k, _)| *k == EngineKind::Tract)
+        .map(|(_, m)| m)
+        .ok_or_else(|| Error::Config("bench needs tract for the raw reference".into()))?;
+    let calibration = (options.raw_duration / 9).max(Duration::from_millis(20));
+    let reference_batch = raw::reference_batch(tract, raw_batches, workers, calibration, 3)?;
+    let slicing = level::Slicing {
+        model: tract,
+        batch: reference_batch,
+        threads: workers,
+        slices: options.slices.max(1),
+    };
     let mut references: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); targets.len()];
-    let reference = || raw::best_tract(&models, raw_batches, workers, raw_slice);
     for round in 0..rounds {
         for (li, &n) in options.clients.iter().enumerate() {
             for (ti, target) in targets.iter().enumerate() {
@@ -211,36 +230,19 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 if round == 0 && options.warmup > 0 {
                     clients.block_on(load::drive(plan(options.warmup), &upload))?;
                 }
-                // The host's speed drifts within seconds: the highest level is bracketed by raw
-                // tract right before and right after, so its ratio compares like with like.
-                let top = li == top_level;
-                let raw_before = if top { reference()? } else { 0.0 };
-                let before = target.state.as_ref().map(state_batches);
-                let started = Instant::now();
-                let mut tally = clients.block_on(load::drive(plan(options.requests), &upload))?;
-                let seconds = started.elapsed().as_secs_f64();
-                let after = target.state.as_ref().map(state_batches);
-                if top {
-                    references[ti].push((raw_before + reference()?) / 2.0);
-                }
-                tally.latencies_ms.sort_by(f64::total_cmp);
-                let mean_batch = match (before, after) {
-                    (Some((b0, i0)), Some((b1, i1))) if b1 > b0 => {
-                        i1.saturating_sub(i0) as f64 / (b1 - b0) as f64
-                    }
-                    _ => 0.0,
-                };
-                samples[ti][li].push(LevelStats {
-                    clients: n,
-                    ok: tally.ok(),
-                    errors: tally.errors(),
-                    seconds,
-                    throughput: tally.ok() as f64 / seconds.max(1e-9),
-                    p50_ms: percentile(&tally.latencies_ms, 0.50),
-                    p95_ms: percentile(&tally.latencies_ms, 0.95),
-                    p99_ms: percentile(&tally.latencies_ms, 0.99),
-                    mean_batch,
-                });
+                // The host's speed drifts within a fraction of a second: the highest level is
+                // cut into slices with raw tract between them, so its ratio compares like
+                // with like.
+                let sliced = (li == top_level).then_some(&slicing);
+                let measured = level::measure(
+                    &clients,
+                    plan(options.requests),
+                    &upload,
+                    target.state.as_ref(),
+                    sliced,
+                )?;
+                references[ti].extend(measured.reference);
+                samples[ti][li].push(measured.stats);
             }
         }
         // Raw throughput at every batch in the same round, after the servers: the raw table.
@@ -267,6 +269,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 levels: levels.iter().map(|rounds| median_level(rounds)).collect(),
                 over_raw_tract: (!over_raw.is_empty()).then(|| raw::median(over_raw.clone())),
                 over_raw_tract_rounds: over_raw,
+                raw_tract_rounds: references.clone(),
                 top_rounds: levels.get(top_level).cloned().unwrap_or_default(),
             }
         })
@@ -311,6 +314,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         max_wait_ms: options.max_wait_ms,
         workers,
         rounds: options.rounds.max(1),
+        reference_batch,
+        slices: slicing.slices,
         levels: stats.first().map(|t| t.levels.clone()).unwrap_or_default(),
         targets: stats,
         raw,
@@ -345,11 +350,8 @@ fn median_level(rounds: &[LevelStats]) -> LevelStats {
         p95_ms: median(|l| l.p95_ms),
         p99_ms: median(|l| l.p99_ms),
         mean_batch: median(|l| l.mean_batch),
+        model_seconds: rounds.iter().map(|l| l.model_seconds).sum(),
     }
-}
-
-fn state_batches(state: &AppState) -> (u64, u64) {
-    state.metrics().batch_totals()
 }
 
 #[cfg(test)]
@@ -372,6 +374,22 @@ mod tests {
         assert!(report.ratio(3).is_some());
         let paired = &report.targets[0].over_raw_tract_rounds;
         assert_eq!(paired.len(), 1, "one ratio per round");
+        let raw_between = &report.targets[0].raw_tract_rounds;
+        assert!(
+            raw_between.len() == 1 && raw_between[0] > 0.0,
+            "raw tract between the slices: {raw_between:?}"
+        );
+        assert!(
+            [1, 3, options.max_batch].contains(&report.reference_batch),
+            "the reference batch is one of the raw batches: {}",
+            report.reference_batch
+        );
+        assert_eq!(report.slices, 2);
+        let top = &report.targets[0].top_rounds[0];
+        assert!(
+            top.model_seconds > 0.0 && top.model_seconds < top.seconds,
+            "the inference thread's time in the model: {top:?}"
+        );
         assert_eq!(report.paired_ratio(), Some(paired[0]));
         let text = report.to_string();
         assert!(

@@ -1,6 +1,6 @@
 //! The raw side of `scrim-cloud bench`: the model's throughput without HTTP, measured in every
-//! round after the servers (the raw table) and right before and after each server's highest
-//! level (the reference of that server's ratio in that round).
+//! round after the servers (the raw table) and between the slices of each server's highest
+//! level (the reference of that server's ratio in that round, [`super::level`]).
 
 use std::time::{Duration, Instant};
 
@@ -35,31 +35,34 @@ pub(super) fn measure_round(
     Ok(measured)
 }
 
-/// The best raw tract throughput over `batches`, each run for `duration`: the reference a
-/// server's level is divided by.
+/// The batch raw tract is fastest at, by the median of `passes` interleaved measurements of
+/// each batch (`each` long): chosen once, before the rounds, so that the reference of the
+/// server's ratio is one measurement rather than the best of several noisy ones, which would
+/// sit above the machine's real speed.
 ///
 /// # Errors
 /// As [`measure_round`].
-pub(super) fn best_tract(
-    models: &[(EngineKind, Model)],
+pub(super) fn reference_batch(
+    model: &Model,
     batches: [usize; 3],
     threads: usize,
-    duration: Duration,
-) -> Result<f64> {
-    let mut best = 0.0f64;
-    for (kind, model) in models {
-        if *kind != EngineKind::Tract {
-            continue;
-        }
-        for batch in batches {
-            best = best.max(throughput(model, batch, threads, duration)?.throughput);
+    each: Duration,
+    passes: usize,
+) -> Result<usize> {
+    let mut seen: Vec<Vec<f64>> = vec![Vec::new(); batches.len()];
+    for _ in 0..passes.max(1) {
+        for (k, &batch) in batches.iter().enumerate() {
+            seen[k].push(throughput(model, batch, threads, each)?.throughput);
         }
     }
-    Ok(best)
+    let medians: Vec<f64> = seen.into_iter().map(median).collect();
+    Ok((0..batches.len())
+        .max_by(|&a, &b| medians[a].total_cmp(&medians[b]))
+        .map_or(1, |k| batches[k]))
 }
 
-/// Each round's level (`levels[round]`) over that round's reference (`references[round]`, the
-/// mean of the best raw tract throughputs measured right before and right after the level).
+/// Each round's level (`levels[round]`) over that round's reference (`references[round]`, raw
+/// tract at the reference batch measured between the level's slices).
 pub(super) fn paired_ratios(levels: Option<&[LevelStats]>, references: &[f64]) -> Vec<f64> {
     levels
         .into_iter()
@@ -104,7 +107,12 @@ pub(super) fn merge(rounds: &[Vec<RawStats>]) -> Vec<RawStats> {
 }
 
 /// Images per second of `threads` threads each running batches of `batch` for `duration`.
-fn throughput(model: &Model, batch: usize, threads: usize, duration: Duration) -> Result<RawStats> {
+pub(super) fn throughput(
+    model: &Model,
+    batch: usize,
+    threads: usize,
+    duration: Duration,
+) -> Result<RawStats> {
     let one = sample_tensor(model.manifest().input);
     let input = ImageTensor::stack(&vec![one; batch]).map_err(Error::Model)?;
     // One untimed run so that lazy initialisation is not measured.
@@ -157,6 +165,7 @@ mod tests {
             p95_ms: 2.0,
             p99_ms: 3.0,
             mean_batch: 8.0,
+            model_seconds: 0.0,
         }
     }
 

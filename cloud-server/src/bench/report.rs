@@ -28,6 +28,9 @@ pub struct LevelStats {
     pub p99_ms: f64,
     /// Mean images per model run during the level.
     pub mean_batch: f64,
+    /// Seconds the server's inference threads spent in model runs during the level (0 for a
+    /// peer): with `seconds` and `ok`, how busy they were and how fast the model ran in them.
+    pub model_seconds: f64,
 }
 
 /// One server measured: a scrim-cloud engine, or the peer.
@@ -39,11 +42,14 @@ pub struct TargetStats {
     pub engine: Option<String>,
     /// One entry per concurrency level: medians over rounds (counts summed).
     pub levels: Vec<LevelStats>,
-    /// The highest level's images/s over raw tract's best throughput measured right before and
-    /// right after it (their mean), median over rounds (`None` when raw tract measured nothing).
+    /// The highest level's images/s over raw tract's images/s at the reference batch, measured
+    /// between the level's slices, median over rounds (`None` when raw tract measured nothing).
     pub over_raw_tract: Option<f64>,
     /// That ratio in each round.
     pub over_raw_tract_rounds: Vec<f64>,
+    /// Raw tract's images/s between the slices of the highest level, in each round (the
+    /// references of those ratios).
+    pub raw_tract_rounds: Vec<f64>,
     /// The highest level as measured in each round (every target measures it in the same
     /// rounds, one after another, so two targets' ratios can be paired by round).
     pub top_rounds: Vec<LevelStats>,
@@ -79,14 +85,20 @@ pub struct BenchReport {
     pub workers: usize,
     /// Rounds measured.
     pub rounds: usize,
+    /// The batch raw tract was fastest at before the rounds: the reference of the server/raw
+    /// ratios.
+    pub reference_batch: usize,
+    /// Slices of each target's highest level, with raw tract at the reference batch before,
+    /// between and after them.
+    pub slices: usize,
     /// The first scrim-cloud target's levels (what earlier reports had).
     pub levels: Vec<LevelStats>,
     /// Every target: each scrim-cloud engine, then the peer.
     pub targets: Vec<TargetStats>,
     /// Raw throughput per engine at batch 1, at the highest concurrency (capped by
     /// `max_batch`) and at `max_batch`: measured in every round after the servers, the median
-    /// over rounds (images summed). The ratios use their own measurements, right before and
-    /// after each server's highest level ([`TargetStats::over_raw_tract_rounds`]).
+    /// over rounds (images summed). The ratios use their own measurements, between the slices of
+    /// each server's highest level ([`TargetStats::over_raw_tract_rounds`]).
     pub raw: Vec<RawStats>,
     /// What the convolutions of each tract plan run as (`batch: method, method, …`).
     pub kernels: Vec<String>,
@@ -106,8 +118,8 @@ impl BenchReport {
             .max_by(|a, b| a.throughput.total_cmp(&b.throughput))
     }
 
-    /// The first server's throughput at its highest level over raw tract's best throughput
-    /// measured around it, median over rounds.
+    /// The first server's throughput at its highest level over raw tract's throughput measured
+    /// between its slices, median over rounds.
     pub fn paired_ratio(&self) -> Option<f64> {
         self.targets.first()?.over_raw_tract
     }
@@ -156,6 +168,32 @@ impl BenchReport {
         let (a, b) = (self.level(a, clients)?, self.level(b, clients)?);
         (b.throughput > 0.0 && b.p99_ms > 0.0)
             .then(|| (a.throughput / b.throughput, a.p99_ms / b.p99_ms))
+    }
+}
+
+impl BenchReport {
+    /// Where a scrim-cloud target's time went at its highest level, over all rounds: how much
+    /// of it its inference threads spent in the model, and the model's time per image there
+    /// against raw tract's between the slices.
+    fn time_split(&self, t: &TargetStats) -> Option<String> {
+        let sum = |f: fn(&LevelStats) -> f64| t.top_rounds.iter().map(f).sum::<f64>();
+        let (model, seconds, images) = (
+            sum(|l| l.model_seconds),
+            sum(|l| l.seconds),
+            sum(|l| l.ok as f64),
+        );
+        let raw = super::raw::median(t.raw_tract_rounds.clone());
+        if model <= 0.0 || seconds <= 0.0 || images <= 0.0 || raw <= 0.0 {
+            return None;
+        }
+        let in_model = 1e6 * model / images;
+        let raw_us = 1e6 / raw;
+        Some(format!(
+            "its inference threads were in the model {:.1}% of the level, at {in_model:.0} µs \
+             per image against raw tract's {raw_us:.0} ({:.2}×)",
+            100.0 * model / (seconds * self.workers.max(1) as f64),
+            in_model / raw_us
+        ))
     }
 }
 
@@ -236,11 +274,16 @@ impl fmt::Display for BenchReport {
                 writeln!(
                     f,
                     "{} / raw tract at {top} clients: {paired:.2} (median over rounds of each \
-                     round's ratio to raw tract's best batch, measured right before and right \
-                     after the level: {}; goal >= 0.9)",
+                     round's ratio to raw tract at batch {} (its fastest before the rounds), \
+                     measured between the level's {} slices: {}; goal >= 0.9)",
                     t.name,
+                    self.reference_batch,
+                    self.slices,
                     rounds.join(", ")
                 )?;
+                if let Some(split) = self.time_split(t) {
+                    writeln!(f, "  {split}")?;
+                }
             } else if let Some(raw) = self.best_raw().filter(|r| r.throughput > 0.0) {
                 writeln!(
                     f,

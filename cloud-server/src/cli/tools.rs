@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// --quick].
     #[arg(long)]
     pub rounds: Option<usize>,
+    /// Slices of the highest level, with raw tract measured before, between and after them
+    /// (the reference of the server/raw ratio) [default: 6, or 2 with --quick].
+    #[arg(long)]
+    pub slices: Option<usize>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -92,6 +96,9 @@ impl BenchArgs {
         o.peers.clone_from(&self.peer);
         if let Some(v) = self.rounds {
             o.rounds = v.clamp(1, 100);
+        }
+        if let Some(v) = self.slices {
+            o.slices = v.clamp(1, 100);
         }
         o
     }

@@ -380,8 +380,9 @@ pub fn markdown(r: &BenchReport) -> String {
             s,
             "\nRaw, no HTTP (the server's inference threads, each running batches; measured in \
              every round after the servers, medians over rounds; the ratios to raw tract \
-             below are the medians of each round's ratio, in which the server's highest level \
-             is divided by raw tract's best batch measured right before and right after it):\n\n\
+             below are the medians of each round's ratio, in which the server's highest level, \
+             cut into slices, is divided by raw tract at its fastest batch measured before, \
+             between and after the slices):\n\n\
              | engine | batch | images/s |\n|---|---|---|"
         );
         for x in &sv.raw {
