@@ -1,7 +1,9 @@
 //! The convolution and its gradients on flex tensors (f32, dilation 1), all on one unrolling
 //! (im2col) of one image at a time and gemm, the matrix product flex itself links:
 //!
-//! - forward: per image and group, `y = W · col(x)`, images in parallel;
+//! - forward: per image and group, `y = W · col(x)`, images in parallel; a 3×3 stride-1
+//!   convolution with padding 1 over at least 16 channels and 32 columns takes nine products
+//!   over shifted views of the padded image instead (`shifted`, no unrolled matrix);
 //! - weight gradient: per image and group, `dW += dY · col(x)ᵀ`, accumulated per thread, the
 //!   threads' sums added at the end;
 //! - input gradient: the forward above on the output gradient (spread onto the stride-1 grid
@@ -59,6 +61,11 @@ pub(super) fn forward(
     };
     let (x, weight) = (contiguous(&x), contiguous(&weight));
     let bias = bias.map(|b| contiguous(&b));
+    if super::shifted::eligible(cin, w, [kh, kw], &options) {
+        let bias = bias.as_ref().map(Contiguous::as_slice);
+        let y = super::shifted::conv(x.as_slice(), [n, cin, h, w], weight.as_slice(), cout, bias);
+        return tensor(y, [n, cout, ho, wo]);
+    }
     let y = geom.conv(
         x.as_slice(),
         n,
@@ -368,7 +375,7 @@ impl Unroll {
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`: `dst` row-major with row stride `dst_rs`, `lhs` and
 /// `rhs` with [row, column] strides; `accumulate` adds to `dst` instead of overwriting it.
 #[allow(unsafe_code, clippy::too_many_arguments)]
-fn gemm_strided(
+pub(super) fn gemm_strided(
     dst: &mut [f32],
     dst_rs: usize,
     accumulate: bool,

@@ -28,6 +28,7 @@ mod backend;
 mod kernels;
 mod norm;
 mod pool;
+mod shifted;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -48,7 +48,9 @@ const fn case(
 }
 
 /// Odd and non-square sides, strides 1 and 2, padding 0 and 1, groups 1, >1 and depthwise,
-/// batch 1 and more than the thread count, the networks' patch stems and 1×1 kernels.
+/// batch 1 and more than the thread count, the networks' patch stems and 1×1 kernels; the
+/// last two take the shifted-view forward (`shifted`): the first in its forward only, the
+/// second in its input gradient as well.
 const CASES: &[Case] = &[
     case(1, 3, 5, [7, 9], 3, 1, 1, 1),
     case(4, 6, 4, [11, 8], 3, 2, 1, 1),
@@ -62,6 +64,8 @@ const CASES: &[Case] = &[
     case(4, 8, 5, [6, 9], 1, 1, 0, 1),
     case(17, 16, 16, [8, 8], 3, 1, 1, 1),
     case(2, 4, 4, [7, 7], 5, 2, 2, 1),
+    case(3, 16, 5, [9, 33], 3, 1, 1, 1),
+    case(2, 20, 16, [6, 32], 3, 1, 1, 1),
 ];
 
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
