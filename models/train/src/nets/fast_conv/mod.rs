@@ -5,8 +5,9 @@
 //! scatter) and the weight gradient as a convolution with batch and channels swapped, whose
 //! "kernel" is the whole output gradient — slow on every shape the networks here use. This
 //! module computes the weight gradient as per-image unrolling plus one matrix product per image,
-//! accumulated per thread, and the input gradient as flex's forward convolution of the output
-//! gradient with the flipped weights (see `kernels`).
+//! accumulated per thread, and the input gradient as the forward convolution of the output
+//! gradient with the flipped weights (see `kernels`; a 3×3 stride-1 forward over enough
+//! channels and columns runs without the unrolled matrix, see `shifted`).
 //!
 //! [`FastConv2d`] is burn's `Conv2d` with that forward: the same fields, so the same record
 //! (checkpoints and ONNX export read `weight`, `bias`, `stride`, `padding`, `groups` as before).
