@@ -169,9 +169,7 @@ impl BenchReport {
         (b.throughput > 0.0 && b.p99_ms > 0.0)
             .then(|| (a.throughput / b.throughput, a.p99_ms / b.p99_ms))
     }
-}
 
-impl BenchReport {
     /// Where a scrim-cloud target's time went at its highest level, over all rounds: how much
     /// of it its inference threads spent in the model, and the model's time per image there
     /// against raw tract's between the slices.
