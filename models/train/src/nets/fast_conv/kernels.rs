@@ -149,8 +149,26 @@ pub(super) fn input_grad(
     grad
 }
 
-/// The gradient of the convolution's weights (shape `weight_shape`).
+/// The gradient of the convolution's weights (shape `weight_shape`): over shifted views
+/// where [`super::shifted::weight_grad_eligible`], else over the unrolled input.
 pub(super) fn weight_grad(
+    x: FlexTensor,
+    dy: FlexTensor,
+    weight_shape: [usize; 4],
+    options: ConvOptions<2>,
+) -> FlexTensor {
+    let [n, cin, h, w] = dims4(&x);
+    let [cout, _, kh, kw] = weight_shape;
+    if super::shifted::weight_grad_eligible(cin, cout, w, [kh, kw], &options) {
+        let (x, dy) = (contiguous(&x), contiguous(&dy));
+        let grad = super::shifted::weight_grad(x.as_slice(), [n, cin, h, w], dy.as_slice(), cout);
+        return tensor(grad, weight_shape);
+    }
+    weight_grad_unrolled(x, dy, weight_shape, options)
+}
+
+/// The weight gradient over the unrolled input, for any geometry `supported` covers.
+pub(super) fn weight_grad_unrolled(
     x: FlexTensor,
     dy: FlexTensor,
     weight_shape: [usize; 4],

@@ -30,6 +30,32 @@ pub(super) fn eligible(cin: usize, w: usize, kernel: [usize; 2], options: &ConvO
         && w >= MIN_WIDTH
 }
 
+/// Output channels up to which the weight gradient takes this path. Its products are
+/// `[cin × positions] · [positions × cout]`, far from gemm's register tile on both sides
+/// where the unrolled path's are `[9·cin × positions] · [positions × cout]`: that one wins
+/// unless `cout` is as thin as an image's three channels (docs/PERFORMANCE.md §1j: 16→3 at
+/// 32 px 2.10 → 1.27 ms; 16→16 2.5 → 4.2, 3→16 0.6 → 1.2, 32→64 at 16 px 4.2 → 5.8).
+const MAX_WG_OUTPUTS: usize = 4;
+
+/// Whether the weight gradient of a convolution of `cin` → `cout` channels at width `w` takes
+/// this path.
+pub(super) fn weight_grad_eligible(
+    cin: usize,
+    cout: usize,
+    w: usize,
+    kernel: [usize; 2],
+    options: &ConvOptions<2>,
+) -> bool {
+    kernel == [3, 3]
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && options.groups == 1
+        && options.padding == [(1, 1), (1, 1)]
+        && cin >= MIN_CHANNELS
+        && cout <= MAX_WG_OUTPUTS
+        && w >= MIN_WIDTH
+}
+
 /// `y[i] = W ∗ x[i] + b` for `x` `[n, cin, h, w]` and `weight` `[cout, cin, 3, 3]`, images in
 /// parallel.
 pub(super) fn conv(
@@ -89,4 +115,85 @@ pub(super) fn conv(
         .enumerate()
         .for_each_init(buffers, image);
     y
+}
+
+/// `dW = Σ_i dY[i] ⋆ x[i]` for a 3×3 stride-1 convolution with padding 1, as `[cout, cin, 3,
+/// 3]`: nine matrix products over shifted views, each over a whole chunk of images at once.
+///
+/// A chunk's images are laid one under the other on rows of `w + 1` (one zero column per row,
+/// serving as the right border of a row and the left of the next), with one zero row between
+/// images (the bottom border of one, the top of the next). The output gradient is laid on the
+/// same grid, zero at the border positions, so `dW_tap = view_tap · dYᵀ` over the whole chunk:
+/// one product per tap with the chunk's positions as the inner dimension.
+pub(super) fn weight_grad(
+    x: &[f32],
+    [n, cin, h, w]: [usize; 4],
+    dy: &[f32],
+    cout: usize,
+) -> Vec<f32> {
+    let wp = w + 1;
+    let chunks = rayon::current_num_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(chunks);
+    // Positions of a chunk of `m` images, then the slack the last taps read past them.
+    let grid = |m: usize| (m * (h + 1) + 1) * wp;
+    let stride = grid(per) + 2 * wp + 2;
+    let lay = |dst: &mut [f32], src: &[f32], channels: usize, m: usize, first: usize| {
+        // dst[c][(i·(h+1) + 1 + r)·wp + 1 + col] = src[first + i][c][r][col]; `at` shifts the
+        // whole grid up one row and left one column for the output gradient.
+        for i in 0..m {
+            for c in 0..channels {
+                let plane = &src[((first + i) * channels + c) * h * w..][..h * w];
+                let base = c * stride + (i * (h + 1) + 1) * wp + 1;
+                for (r, row) in plane.chunks_exact(w).enumerate() {
+                    dst[base + r * wp..][..w].copy_from_slice(row);
+                }
+            }
+        }
+    };
+    let chunk = |k: usize| {
+        let first = k * per;
+        let m = per.min(n - first);
+        let mut xs = vec![0f32; cin * stride];
+        // The output gradient sits one row up and one column left of its input pixel, so tap
+        // (ky, kx) reads the input `ky·wp + kx` past the output position.
+        let mut ds = vec![0f32; cout * stride + wp + 1];
+        lay(&mut xs, x, cin, m, first);
+        lay(&mut ds, dy, cout, m, first);
+        let ds = &ds[wp + 1..];
+        let positions = grid(m) - wp - 1;
+        let mut acc = vec![0f32; 9 * cin * cout];
+        for (t, dst) in acc.chunks_exact_mut(cin * cout).enumerate() {
+            let view = &xs[(t / 3) * wp + t % 3..];
+            // [cin × positions] · [positions × cout].
+            gemm_strided(
+                dst,
+                cout,
+                false,
+                view,
+                [stride, 1],
+                ds,
+                [1, stride],
+                [cin, cout, positions],
+                gemm::Parallelism::None,
+            );
+        }
+        acc
+    };
+    let acc = (0..n.div_ceil(per)).into_par_iter().map(chunk).reduce(
+        || vec![0f32; 9 * cin * cout],
+        |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        },
+    );
+    // acc[t][ci][co] → dW[co][ci][t].
+    let mut grad = vec![0f32; cout * cin * 9];
+    for (t, tap) in acc.chunks_exact(cin * cout).enumerate() {
+        for (ci, row) in tap.chunks_exact(cout).enumerate() {
+            for (co, v) in row.iter().enumerate() {
+                grad[(co * cin + ci) * 9 + t] = *v;
+            }
+        }
+    }
+    grad
 }

@@ -49,8 +49,8 @@ const fn case(
 
 /// Odd and non-square sides, strides 1 and 2, padding 0 and 1, groups 1, >1 and depthwise,
 /// batch 1 and more than the thread count, the networks' patch stems and 1×1 kernels; the
-/// last two take the shifted-view forward (`shifted`): the first in its forward only, the
-/// second in its input gradient as well.
+/// last three take the shifted-view forward (`shifted`): the first in its forward only, the
+/// second in its input gradient as well, the third in its weight gradient (thin output).
 const CASES: &[Case] = &[
     case(1, 3, 5, [7, 9], 3, 1, 1, 1),
     case(4, 6, 4, [11, 8], 3, 2, 1, 1),
@@ -66,6 +66,7 @@ const CASES: &[Case] = &[
     case(2, 4, 4, [7, 7], 5, 2, 2, 1),
     case(3, 16, 5, [9, 33], 3, 1, 1, 1),
     case(2, 20, 16, [6, 32], 3, 1, 1, 1),
+    case(3, 16, 3, [5, 33], 3, 1, 1, 1),
 ];
 
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
@@ -177,6 +178,34 @@ fn matches_burn_without_bias_and_with_asymmetric_padding() {
 }
 
 #[test]
+fn the_shifted_weight_gradient_matches_the_unrolled_one() {
+    // Batches of 1, below, at and above the thread count (chunks of unequal length), one-pixel
+    // and non-square sides, one channel in or out.
+    for (n, cin, cout, [h, w]) in [
+        (1, 3, 5, [7, 9]),
+        (3, 16, 16, [8, 8]),
+        (5, 4, 3, [1, 6]),
+        (2, 1, 4, [5, 1]),
+        (9, 6, 1, [11, 12]),
+        (4, 20, 16, [6, 32]),
+    ] {
+        let c = case(n, cin, cout, [h, w], 3, 1, 1, 1);
+        let [x, _, _, dy] = inputs(&c);
+        let [xs, dys] = [x, dy].map(|d| d.into_vec::<f32>().expect("f32"));
+        let got = super::shifted::weight_grad(&xs, [n, cin, h, w], &dys, cout);
+        let want = kernels::weight_grad_unrolled(
+            kernels::tensor(xs.clone(), [n, cin, h, w]),
+            kernels::tensor(dys.clone(), [n, cout, h, w]),
+            [cout, cin, 3, 3],
+            options(&c),
+        );
+        let want = kernels::contiguous(&want);
+        let e = rel_err(&got, want.as_slice());
+        assert!(e <= 1e-5, "{c:?}: relative error {e:e}");
+    }
+}
+
+#[test]
 fn only_the_input_gradient_when_the_weights_are_constant() {
     // As the pooling helper uses it: fixed depthwise weights, gradient to the input only.
     let device = Device::flex().autodiff();
@@ -270,7 +299,17 @@ fn conv_parts() {
             let _ = kernels::input_grad([n, cin, side, side], w.clone(), dy.clone(), o.clone());
         });
         let wg = median(&mut || {
-            let _ = kernels::weight_grad(x.clone(), dy.clone(), [cout, cin, 3, 3], o.clone());
+            let _ =
+                kernels::weight_grad_unrolled(x.clone(), dy.clone(), [cout, cin, 3, 3], o.clone());
+        });
+        let swg = median(&mut || {
+            let (xs, dys) = (kernels::contiguous(&x), kernels::contiguous(&dy));
+            let _ = super::shifted::weight_grad(
+                xs.as_slice(),
+                [n, cin, side, side],
+                dys.as_slice(),
+                cout,
+            );
         });
         type M = burn::backend::Flex;
         use burn::backend::ops::ModuleOps;
@@ -287,7 +326,7 @@ fn conv_parts() {
             );
         });
         println!(
-            "{cin}→{cout} @{side}: forward {fwd:.2} | input grad {xg:.2} (generic {gxg:.2}) | weight grad {wg:.2} (generic {gwg:.2}) ms"
+            "{cin}→{cout} @{side}: forward {fwd:.2} | input grad {xg:.2} (generic {gxg:.2}) | weight grad {wg:.2} (shifted {swg:.2}, generic {gwg:.2}) ms"
         );
     }
 }
