@@ -5,7 +5,8 @@
 //!   convolution with padding 1 over at least 16 channels and 32 columns takes nine products
 //!   over shifted views of the padded image instead (`shifted`, no unrolled matrix);
 //! - weight gradient: per image and group, `dW += dY · col(x)ᵀ`, accumulated per thread, the
-//!   threads' sums added at the end;
+//!   threads' sums added at the end (a thin-output 3×3 stride-1 one over shifted views instead,
+//!   `shifted::weight_grad`);
 //! - input gradient: the forward above on the output gradient (spread onto the stride-1 grid
 //!   with zeros when strided) with the weights flipped and transposed per group;
 //! - bias gradient: the output gradient summed.

@@ -7,7 +7,8 @@
 //! module computes the weight gradient as per-image unrolling plus one matrix product per image,
 //! accumulated per thread, and the input gradient as the forward convolution of the output
 //! gradient with the flipped weights (see `kernels`; a 3×3 stride-1 forward over enough
-//! channels and columns runs without the unrolled matrix, see `shifted`).
+//! channels and columns runs without the unrolled matrix, and so does the weight gradient of
+//! one with at most four output channels, see `shifted`).
 //!
 //! [`FastConv2d`] is burn's `Conv2d` with that forward: the same fields, so the same record
 //! (checkpoints and ONNX export read `weight`, `bias`, `stride`, `padding`, `groups` as before).

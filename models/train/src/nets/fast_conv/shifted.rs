@@ -6,7 +6,9 @@
 //! one contiguous run per channel. So `y = Σ_taps W_tap · view_tap` on an output grid two
 //! columns wider than the image, whose two extra columns are dropped at the end. It moves a
 //! ninth of the unrolling's bytes; each product's inner dimension is the input channels, so it
-//! pays off only where those are many and the rows long ([`eligible`]).
+//! pays off only where those are many and the rows long ([`eligible`]). The weight gradient of
+//! such a convolution is nine products over the same views ([`weight_grad`]), worth it only
+//! where the output channels are few ([`weight_grad_eligible`]).
 
 use burn::backend::ops::ConvOptions;
 use rayon::prelude::*;
