@@ -20,16 +20,19 @@ const MIN_CHANNELS: usize = 16;
 /// Image width from which it is taken (the two extra columns cost `2 / w` of the products).
 const MIN_WIDTH: usize = 32;
 
-/// Whether a convolution of `cin` channels at width `w` with `[cout, cin, kh, kw]` weights
-/// takes this path.
-pub(super) fn eligible(cin: usize, w: usize, kernel: [usize; 2], options: &ConvOptions<2>) -> bool {
+/// A 3×3 kernel, stride 1, padding 1, no dilation, one group: the geometry the views serve.
+fn three_by_three_same(kernel: [usize; 2], options: &ConvOptions<2>) -> bool {
     kernel == [3, 3]
         && options.stride == [1, 1]
         && options.dilation == [1, 1]
         && options.groups == 1
         && options.padding == [(1, 1), (1, 1)]
-        && cin >= MIN_CHANNELS
-        && w >= MIN_WIDTH
+}
+
+/// Whether a convolution of `cin` channels at width `w` with `[cout, cin, kh, kw]` weights
+/// takes this path.
+pub(super) fn eligible(cin: usize, w: usize, kernel: [usize; 2], options: &ConvOptions<2>) -> bool {
+    three_by_three_same(kernel, options) && cin >= MIN_CHANNELS && w >= MIN_WIDTH
 }
 
 /// Output channels up to which the weight gradient takes this path. Its products are
@@ -48,11 +51,7 @@ pub(super) fn weight_grad_eligible(
     kernel: [usize; 2],
     options: &ConvOptions<2>,
 ) -> bool {
-    kernel == [3, 3]
-        && options.stride == [1, 1]
-        && options.dilation == [1, 1]
-        && options.groups == 1
-        && options.padding == [(1, 1), (1, 1)]
+    three_by_three_same(kernel, options)
         && cin >= MIN_CHANNELS
         && cout <= MAX_WG_OUTPUTS
         && w >= MIN_WIDTH

@@ -191,7 +191,7 @@ fn the_shifted_weight_gradient_matches_the_unrolled_one() {
     ] {
         let c = case(n, cin, cout, [h, w], 3, 1, 1, 1);
         let [x, _, _, dy] = inputs(&c);
-        let [xs, dys] = [x, dy].map(|d| d.into_vec::<f32>().expect("f32"));
+        let [xs, dys] = [x, dy].map(|d| d.try_into_vec::<f32>().expect("f32"));
         let got = super::shifted::weight_grad(&xs, [n, cin, h, w], &dys, cout);
         let want = kernels::weight_grad_unrolled(
             kernels::tensor(xs.clone(), [n, cin, h, w]),
