@@ -132,15 +132,17 @@ pub(super) fn weight_grad(
     dy: &[f32],
     cout: usize,
 ) -> Vec<f32> {
+    if n == 0 {
+        return vec![0f32; cout * cin * 9];
+    }
     let wp = w + 1;
-    let chunks = rayon::current_num_threads().clamp(1, n.max(1));
+    let chunks = rayon::current_num_threads().clamp(1, n);
     let per = n.div_ceil(chunks);
     // Positions of a chunk of `m` images, then the slack the last taps read past them.
     let grid = |m: usize| (m * (h + 1) + 1) * wp;
     let stride = grid(per) + 2 * wp + 2;
     let lay = |dst: &mut [f32], src: &[f32], channels: usize, m: usize, first: usize| {
-        // dst[c][(i·(h+1) + 1 + r)·wp + 1 + col] = src[first + i][c][r][col]; `at` shifts the
-        // whole grid up one row and left one column for the output gradient.
+        // dst[c][(i·(h+1) + 1 + r)·wp + 1 + col] = src[first + i][c][r][col].
         for i in 0..m {
             for c in 0..channels {
                 let plane = &src[((first + i) * channels + c) * h * w..][..h * w];
@@ -155,8 +157,8 @@ pub(super) fn weight_grad(
         let first = k * per;
         let m = per.min(n - first);
         let mut xs = vec![0f32; cin * stride];
-        // The output gradient sits one row up and one column left of its input pixel, so tap
-        // (ky, kx) reads the input `ky·wp + kx` past the output position.
+        // Read from `wp + 1` on, the output gradient sits one row up and one column left of its
+        // input pixel, so tap (ky, kx) reads the input `ky·wp + kx` past the output position.
         let mut ds = vec![0f32; cout * stride + wp + 1];
         lay(&mut xs, x, cin, m, first);
         lay(&mut ds, dy, cout, m, first);
