@@ -23,14 +23,56 @@
 use std::cell::RefCell;
 
 use super::kept_entry;
+use first::first_layer;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod first;
 
 /// Channels per block.
 pub(crate) const CB: usize = 8;
 /// Chains whose buffers a thread keeps.
 const KEPT_CHAINS: usize = 4;
+
+/// The instructions a chain's tiles run with; the packed weights depend on it (a tile's
+/// output channels, [`Layer::ov`]), so a chain packs and runs with the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Loops without intrinsics (aarch64, CPUs without AVX2).
+    Portable,
+    /// AVX2 + FMA: 8 output channels per vector.
+    Avx2,
+    /// AVX-512F: 16 output channels per vector, for layers whose output channels are a
+    /// multiple of 16 (the others take the AVX2 tiles).
+    Avx512,
+}
+
+impl Isa {
+    /// The widest this CPU has.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") {
+                return Self::Avx512;
+            }
+            if has!("avx2") && has!("fma") {
+                return Self::Avx2;
+            }
+        }
+        Self::Portable
+    }
+
+    /// The tiles `l` runs with: AVX-512 only for output channels in whole vectors of 16.
+    fn for_layer(self, l: &Layer) -> Self {
+        match self {
+            Self::Avx512 if !l.o.is_multiple_of(2 * CB) => Self::Avx2,
+            isa => isa,
+        }
+    }
+}
 
 /// One layer of a chain: input `[c, h, w]`, `o` output channels, 3×3 kernel, padding 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,14 +95,20 @@ impl Layer {
         (self.w - 1) / self.stride + 1
     }
 
-    /// Vectors of 8 output channels per tile: the most, up to 4, that divide the layer's (the
-    /// tile's pixels follow from it, `avx2::by_shape`). Two vectors for 32 channels (two
-    /// tiles' worth of blocks) measured 2% slower on the bounded encoder.
-    fn ov(&self) -> usize {
-        let vectors = self.o / CB;
-        [4, 3, 2, 1]
-            .into_iter()
-            .find(|&v| vectors.is_multiple_of(v))
+    /// Blocks of 8 output channels per tile with `isa`'s tiles: with AVX2 the most, up to 4,
+    /// that divide the layer's (the tile's pixels follow from it, `avx2::by_shape`; two for 32
+    /// channels, two tiles' worth of blocks, measured 2% slower on the bounded encoder); with
+    /// AVX-512 the most vectors of 16, up to 3, likewise (`avx512::by_shape`).
+    fn ov(&self, isa: Isa) -> usize {
+        let blocks = self.o / CB;
+        let choices: &[usize] = match isa.for_layer(self) {
+            Isa::Avx512 => &[6, 4, 2],
+            Isa::Avx2 | Isa::Portable => &[4, 3, 2, 1],
+        };
+        choices
+            .iter()
+            .copied()
+            .find(|&v| blocks.is_multiple_of(v))
             .unwrap_or(1)
     }
 
@@ -95,9 +143,15 @@ pub(crate) fn is_chain(layers: &[Layer]) -> bool {
 }
 
 /// Weights `[o, c, 3, 3]` packed as `[o / (8·OV)][c / g][3][3][g][8·OV]` (`g` from
-/// [`Layer::group`]), input channels padded with zeros to a whole block.
+/// [`Layer::group`], `OV` from [`Layer::ov`] for this CPU's [`Isa`]), input channels padded with
+/// zeros to a whole block.
 pub(crate) fn pack_weights(l: &Layer, first: bool, oihw: &[f32]) -> Vec<f32> {
-    let (g, lanes) = (l.group(first), l.ov() * CB);
+    pack_weights_for(l, first, oihw, Isa::detect())
+}
+
+/// [`pack_weights`] for the tiles of `isa`.
+fn pack_weights_for(l: &Layer, first: bool, oihw: &[f32], isa: Isa) -> Vec<f32> {
+    let (g, lanes) = (l.group(first), l.ov(isa) * CB);
     let groups = l.c.div_ceil(g);
     let mut packed = vec![0.0; l.packed_len(first)];
     for (o, filter) in oihw.chunks_exact(l.c * 9).take(l.o).enumerate() {
@@ -149,7 +203,8 @@ thread_local! {
 }
 
 /// Runs the chain on `n` images: `x` is `[n, c, h, w]` of the first layer, `weights[i]` from
-/// [`pack_weights`], `biases[i]` of length `o`, `out` is `[n, o, out_h, out_w]` of the last.
+/// [`pack_weights`] (on this CPU), `biases[i]` of length `o`, `out` is `[n, o, out_h, out_w]` of
+/// the last.
 ///
 /// The caller checks the lengths; a mismatch panics on an assertion or a slice index.
 pub(crate) fn run(
@@ -160,10 +215,11 @@ pub(crate) fn run(
     biases: &[&[f32]],
     out: &mut [f32],
 ) {
-    run_with(layers, n, x, weights, biases, out, false);
+    run_with(layers, n, x, weights, biases, out, Isa::detect());
 }
 
-/// [`run`], with the portable loops whatever the CPU has when `portable`.
+/// [`run`] with `isa`'s tiles (which the CPU must have), weights from [`pack_weights_for`] with
+/// the same.
 fn run_with(
     layers: &[Layer],
     n: usize,
@@ -171,7 +227,7 @@ fn run_with(
     weights: &[&[f32]],
     biases: &[&[f32]],
     out: &mut [f32],
-    portable: bool,
+    isa: Isa,
 ) {
     assert!(
         is_chain(layers)
@@ -210,92 +266,19 @@ fn run_with(
                 };
                 let (w, b) = (weights[i], biases[i]);
                 if i == 0 {
-                    first_layer(layer, xi, &mut s.strip, w, b, dst, portable);
+                    first_layer(layer, xi, &mut s.strip, w, b, dst, isa);
                 } else {
                     let geo = Geo::blocked(layer);
                     let all = Region {
                         oy: (0, layer.out_h()),
                         ox: (0, layer.out_w()),
                     };
-                    layer_conv(layer, &geo, all, &done[i], w, b, dst, portable);
+                    layer_conv(layer, &geo, all, &done[i], w, b, dst, isa);
                 }
             }
             unblock(&last, &s.output, yi);
         }
     });
-}
-
-/// The first layer on one plain image `x` (`[c, h, w]`, no border): the output pixels whose
-/// taps all fall inside the image straight from `x`, the others from `strip`, refilled for each
-/// border row (`[c][3][w + 2]`: the three input rows a row of outputs reads, zero where they
-/// fall outside) and each border column of the inner rows (`[c][h + 2][3]`).
-fn first_layer(
-    l: &Layer,
-    x: &[f32],
-    strip: &mut [f32],
-    packed: &[f32],
-    bias: &[f32],
-    dst: &mut [f32],
-    portable: bool,
-) {
-    let (s, h, w) = (l.stride, l.h, l.w);
-    let (oh, ow) = (l.out_h(), l.out_w());
-    // Output row `oy` reads input rows `s·oy − 1 ..= s·oy + 1`: inside for 1 ≤ oy ≤ (h − 2)/s.
-    let inner = |n: usize, out: usize| (1, if n >= 2 { out.min((n - 2) / s + 1) } else { 1 });
-    let (rows, cols) = (inner(h, oh), inner(w, ow));
-    let rows = if rows.1 > rows.0 { rows } else { (0, 0) };
-    let cols = if cols.1 > cols.0 { cols } else { (0, 0) };
-    if rows.1 > rows.0 && cols.1 > cols.0 {
-        // Output (oy, ox)'s first tap is input (s·oy − 1, s·ox − 1).
-        let geo = Geo::plain(l, w, h, -(w as isize) - 1);
-        let region = Region { oy: rows, ox: cols };
-        layer_conv(l, &geo, region, x, packed, bias, dst, portable);
-    }
-    let tap = |o: usize, k: usize, n: usize| (s * o + k).checked_sub(1).filter(|&i| i < n);
-    let border_rows = (0..oh).filter(|oy| !(rows.0..rows.1).contains(oy));
-    for oy in border_rows {
-        let wp = w + 2;
-        for (c, plane) in x.chunks_exact(h * w).enumerate() {
-            for k in 0..3 {
-                // The whole row with its border: the strip is shared with the columns'.
-                let row = &mut strip[(c * 3 + k) * wp..][..wp];
-                row.fill(0.0);
-                if let Some(r) = tap(oy, k, h) {
-                    row[1..=w].copy_from_slice(&plane[r * w..][..w]);
-                }
-            }
-        }
-        // The strip's first row is this output row's first: cancel the row term.
-        let geo = Geo::plain(l, wp, 3, -((oy * s * wp) as isize));
-        let region = Region {
-            oy: (oy, oy + 1),
-            ox: (0, ow),
-        };
-        layer_conv(l, &geo, region, strip, packed, bias, dst, portable);
-    }
-    if rows.1 == rows.0 {
-        return;
-    }
-    for ox in (0..ow).filter(|ox| !(cols.0..cols.1).contains(ox)) {
-        let hp = h + 2;
-        strip[..l.c * hp * 3].fill(0.0);
-        for (c, plane) in x.chunks_exact(h * w).enumerate() {
-            for r in 0..h {
-                for k in 0..3 {
-                    if let Some(i) = tap(ox, k, w) {
-                        strip[(c * hp + r + 1) * 3 + k] = plane[r * w + i];
-                    }
-                }
-            }
-        }
-        // Strip row `r` is input row `r − 1`; its first column this output column's first.
-        let geo = Geo::plain(l, 3, hp, -((ox * s) as isize));
-        let region = Region {
-            oy: rows,
-            ox: (ox, ox + 1),
-        };
-        layer_conv(l, &geo, region, strip, packed, bias, dst, portable);
-    }
 }
 
 /// The last layer's blocked, bordered output as `[o, out_h, out_w]`.
@@ -394,7 +377,7 @@ fn layer_conv(
     packed: &[f32],
     bias: &[f32],
     dst: &mut [f32],
-    portable: bool,
+    isa: Isa,
 ) {
     let (oh, ow) = (l.out_h(), l.out_w());
     let Region { oy, ox } = region;
@@ -403,7 +386,8 @@ fn layer_conv(
         "blocked convolution: region {region:?} outside {l:?}"
     );
     let group = geo.group;
-    let ov = l.ov();
+    let isa = isa.for_layer(l);
+    let ov = l.ov(isa);
     let lanes = ov * CB;
     let block_len = l.c.div_ceil(group) * 9 * group * lanes;
     // Every read and write of the tiles below stays inside these lengths (`at` checks that the
@@ -422,16 +406,27 @@ fn layer_conv(
         "blocked convolution: buffers do not match {l:?}"
     );
     #[cfg(target_arch = "x86_64")]
-    if !portable
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
     {
-        // SAFETY: AVX2 and FMA were detected just above; the bounds were checked.
-        #[allow(unsafe_code)]
-        unsafe {
-            avx2::rows_avx2(l, geo, region, ov, src, packed, bias, dst);
+        use std::arch::is_x86_feature_detected as has;
+        match isa {
+            Isa::Avx512 if has!("avx512f") => {
+                // SAFETY: AVX-512F was detected just above; the bounds were checked.
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx512::rows_avx512(l, geo, region, ov, src, packed, bias, dst);
+                }
+                return;
+            }
+            Isa::Avx2 if has!("avx2") && has!("fma") => {
+                // SAFETY: AVX2 and FMA were detected just above; the bounds were checked.
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx2::rows_avx2(l, geo, region, ov, src, packed, bias, dst);
+                }
+                return;
+            }
+            _ => {}
         }
-        return;
     }
     rows_portable(l, geo, region, ov, src, packed, bias, dst);
 }

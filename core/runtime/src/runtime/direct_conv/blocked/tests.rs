@@ -65,14 +65,16 @@ fn check(layers: &[Layer], n: usize) {
         .enumerate()
         .map(|(i, l)| values(l.o * l.c * 9, 20 + i as u32))
         .collect();
-    let packed: Vec<Vec<f32>> = layers
-        .iter()
-        .zip(&weights)
-        .enumerate()
-        .map(|(i, (l, w))| pack_weights(l, i == 0, w))
-        .collect();
     let want = by_definition(layers, n, &x, &weights);
-    for portable in [false, true] {
+    // Each instruction set with its own packing; one the CPU lacks runs the portable loops on
+    // that packing.
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+        let packed: Vec<Vec<f32>> = layers
+            .iter()
+            .zip(&weights)
+            .enumerate()
+            .map(|(i, (l, w))| pack_weights_for(l, i == 0, w, isa))
+            .collect();
         let mut got = vec![f32::NAN; n * last.o * last.out_h() * last.out_w()];
         // Twice: the second run reuses the thread's buffers, whose borders must still be zero.
         let b = biases(layers);
@@ -82,7 +84,7 @@ fn check(layers: &[Layer], n: usize) {
             .map(|(w, b)| (w.as_slice(), b.as_slice()))
             .unzip();
         for _ in 0..2 {
-            run_with(layers, n, &x, &w, &b, &mut got, portable);
+            run_with(layers, n, &x, &w, &b, &mut got, isa);
         }
         let worst = want
             .iter()
@@ -94,7 +96,7 @@ fn check(layers: &[Layer], n: usize) {
             );
         assert!(
             worst <= 1e-4,
-            "{layers:?}, portable {portable}: largest difference {worst}"
+            "{layers:?}, {isa:?}: largest difference {worst}"
         );
     }
 }
@@ -137,6 +139,90 @@ fn odd_and_even_sides_stride_one_and_a_single_layer() {
         );
         check(&chain(4, w, &[(2, 32, 1, true)]), 1);
     }
+}
+
+#[test]
+fn every_row_tail_of_the_wide_tiles() {
+    // The AVX-512 tiles: 16 pixels of one vector, 12 of two, 8 of three, then tiles of 8 and one
+    // narrower; rows of 1 to 35 pixels, the first layer plain, the others blocked.
+    for w in 1..=35 {
+        check(
+            &chain(
+                2,
+                w,
+                &[(3, 16, 1, true), (16, 32, 1, false), (32, 48, 1, true)],
+            ),
+            1,
+        );
+    }
+}
+
+/// The bounded encoder at 224 px, each layer timed alone with AVX2's and AVX-512's tiles
+/// (medians of 200 runs, three interleaved rounds): `cargo test --release -p scrim-core --lib
+/// -- --ignored chain_layers --nocapture`. Checks that both give the same output.
+#[test]
+#[ignore = "a benchmark"]
+fn chain_layers() {
+    let layers = chain(
+        224,
+        224,
+        &[
+            (3, 16, 2, true),
+            (16, 32, 2, true),
+            (32, 48, 2, true),
+            (48, 48, 2, true),
+            (48, 48, 2, true),
+            (48, 48, 1, true),
+        ],
+    );
+    let x = values(3 * 224 * 224, 7);
+    let b = biases(&layers);
+    let bs: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
+    let mut outputs = Vec::new();
+    for round in 0..3 {
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            let packed: Vec<Vec<f32>> = layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| pack_weights_for(l, i == 0, &values(l.o * l.c * 9, 3), isa))
+                .collect();
+            let w: Vec<&[f32]> = packed.iter().map(Vec::as_slice).collect();
+            let mut s = Scratch::new(&layers);
+            let mut times = vec![Vec::new(); layers.len()];
+            for _ in 0..200 {
+                for (i, l) in layers.iter().enumerate() {
+                    let t = std::time::Instant::now();
+                    let (done, rest) = s.inputs.split_at_mut(i + 1);
+                    let dst = rest.first_mut().unwrap_or(&mut s.output);
+                    if i == 0 {
+                        first_layer(l, &x, &mut s.strip, w[i], bs[i], dst, isa);
+                    } else {
+                        let all = Region {
+                            oy: (0, l.out_h()),
+                            ox: (0, l.out_w()),
+                        };
+                        layer_conv(l, &Geo::blocked(l), all, &done[i], w[i], bs[i], dst, isa);
+                    }
+                    times[i].push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            let mut line = format!("round {round}, {isa:?} (ms):");
+            for t in &mut times {
+                t.sort_by(f64::total_cmp);
+                line += &format!(" {:.3}", t[t.len() / 2]);
+            }
+            println!(
+                "{line}; all {:.3}",
+                times.iter().map(|t| t[t.len() / 2]).sum::<f64>()
+            );
+            outputs.push(s.output.clone());
+        }
+    }
+    let worst = outputs[0]
+        .iter()
+        .zip(&outputs[1])
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= 1e-3, "AVX2 and AVX-512 differ by {worst}");
 }
 
 #[test]
