@@ -51,6 +51,9 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
         (2, 33, 21, 5, 5),
         (1, 40, 35, 34, 9),
         (5, 64, 8, 8, 12),
+        // Blocks of 128 tiles and more (two whole groups of AVX-512's 64) and a remainder.
+        (9, 32, 16, 16, 8),
+        (11, 64, 8, 8, 4),
     ] {
         let g = Geometry {
             n,
@@ -87,7 +90,8 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
             conv2d(&g, &x, &u, &padded_bias, act, &mut got);
             assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
         }
-        // The portable code path, whatever this CPU has.
+        // The narrower code paths, whatever this CPU has (`conv2d` took the widest): the
+        // portable loops, and AVX2 alone where the CPU has it.
         let lay = Layout::new(&g);
         let mut s = Scratch::new(&g, &lay);
         let run = Run {
@@ -97,13 +101,28 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
             bias: &padded_bias,
             act: Activation::Relu,
         };
-        let mut got = vec![f32::NAN; g.n * g.o * h * w];
-        run_all::<Portable>(&run, &x, &mut s, &mut got);
         let want = reference(&g, &x, &wts, &bias, Activation::Relu);
-        assert!(
-            got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4),
-            "{g:?}: portable"
-        );
+        let mut paths: Vec<(&str, fn(&Run<'_>, &[f32], &mut Scratch, &mut [f32]))> =
+            vec![("portable", run_all::<Portable, false>)];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            paths.push(("avx2", |run, x, s, out| {
+                // SAFETY: AVX2 and FMA were detected before this path was listed.
+                #[allow(unsafe_code)]
+                unsafe {
+                    run_avx2_fma(run, x, s, out);
+                }
+            }));
+        }
+        for (name, path) in paths {
+            let mut got = vec![f32::NAN; g.n * g.o * h * w];
+            path(&run, &x, &mut s, &mut got);
+            assert!(
+                got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4),
+                "{g:?}: {name}"
+            );
+        }
     }
 }
 
