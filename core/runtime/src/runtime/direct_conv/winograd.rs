@@ -160,8 +160,12 @@ pub(crate) fn conv2d(
     act: Activation,
     out: &mut [f32],
 ) {
+    // Any channel count computes (the threshold of `eligible` is about speed).
     assert!(
-        eligible(g)
+        eligible(&Geometry {
+            c: MIN_CHANNELS,
+            ..*g
+        }) && g.c > 0
             && x.len() == g.n * g.c * g.h * g.w
             && u.len() == transformed_len(g)
             && bias.len() == g.blocks() * OB
@@ -202,6 +206,76 @@ pub(crate) fn conv2d(
         }
         run_all::<Portable, false>(&run, x, s, out);
     });
+}
+
+/// A 3×3, stride-1, padding-1 convolution of `n` images `[n, c, h, w]` by weights `[o, c, 3, 3]`
+/// (and a bias of length `o`, or none) into `out` (`[n, o, h, w]`), on this thread, by the
+/// Winograd kernel the recognizer runs in tract, with AVX-512 where the CPU has it: for the
+/// training side's convolutions (`scrim-train`'s `fast_conv`). Whether it is the fast path for
+/// a shape is [`conv3x3_suits`]'s to say.
+///
+/// # Panics
+/// If a length does not match the shape, or a side or channel count is zero.
+pub fn conv3x3(
+    [n, c, h, w]: [usize; 4],
+    x: &[f32],
+    weights: &[f32],
+    o: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let g = Geometry {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: [1; 4],
+    };
+    assert!(
+        g.is_valid() && h > 0 && w > 0 && weights.len() == o * c * 9,
+        "conv3x3: weights of {} floats for {o} × {c} × 3 × 3",
+        weights.len()
+    );
+    let mut padded = vec![0.0; g.blocks() * OB];
+    if let Some(b) = bias {
+        assert_eq!(
+            b.len(),
+            o,
+            "conv3x3: a bias of {} for {o} channels",
+            b.len()
+        );
+        padded[..o].copy_from_slice(b);
+    }
+    let u = transform_weights(&g, weights);
+    conv2d(&g, x, &u, &padded, Activation::Identity, out);
+}
+
+/// Whether [`conv3x3`] is faster than a matrix-product convolution for `c` input channels
+/// `w` wide on this CPU: with AVX-512, at least [`MIN_CHANNELS`] input channels, and either
+/// rows of at least 16 (eight tiles, the transforms' vector width) or 128 channels. Measured on
+/// an Intel host with AVX-512 against `scrim-train`'s gemm convolutions, batch 64
+/// (docs/PERFORMANCE.md §1k): 32→64 at 16 px 4.2 → 1.9 ms, its input gradient (64→32) 4.9 →
+/// 2.4; at 8 px the forward 64→128 3.8 → 4.0 (half-empty transform vectors), its input
+/// gradient (128→64) 4.7 → 3.8. AVX2 hosts were not measured, so they keep the matrix products.
+pub fn conv3x3_suits(c: usize, w: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        c >= MIN_CHANNELS
+            && (w >= 2 * L || c >= 128)
+            && has!("avx512f")
+            && has!("avx2")
+            && has!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (c, w);
+        false
+    }
 }
 
 /// What every block of one run reads.

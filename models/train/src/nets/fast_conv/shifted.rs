@@ -35,6 +35,37 @@ pub(super) fn eligible(cin: usize, w: usize, kernel: [usize; 2], options: &ConvO
     three_by_three_same(kernel, options) && cin >= MIN_CHANNELS && w >= MIN_WIDTH
 }
 
+/// Whether a convolution of `cin` channels at width `w` takes Scrim's Winograd kernel instead
+/// ([`winograd`]): where `scrim_core` says it is faster on this CPU.
+pub(super) fn winograd_eligible(
+    cin: usize,
+    w: usize,
+    kernel: [usize; 2],
+    options: &ConvOptions<2>,
+) -> bool {
+    three_by_three_same(kernel, options) && scrim_core::runtime::conv3x3_suits(cin, w)
+}
+
+/// [`conv`] by the inference side's Winograd kernel (`scrim_core::runtime::conv3x3`), one
+/// chunk of images per thread.
+pub(super) fn winograd(
+    x: &[f32],
+    [n, cin, h, w]: [usize; 4],
+    weight: &[f32],
+    cout: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut y = vec![0f32; n * cout * h * w];
+    let per = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    y.par_chunks_mut(per * cout * h * w)
+        .zip(x.par_chunks(per * cin * h * w))
+        .for_each(|(yc, xc)| {
+            let images = xc.len() / (cin * h * w);
+            scrim_core::runtime::conv3x3([images, cin, h, w], xc, weight, cout, bias, yc);
+        });
+    y
+}
+
 /// Output channels up to which the weight gradient takes this path. Its products are
 /// `[cin × positions] · [positions × cout]`, far from gemm's register tile on both sides
 /// where the unrolled path's are `[9·cin × positions] · [positions × cout]`: that one wins

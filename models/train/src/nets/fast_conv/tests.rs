@@ -50,7 +50,9 @@ const fn case(
 /// Odd and non-square sides, strides 1 and 2, padding 0 and 1, groups 1, >1 and depthwise,
 /// batch 1 and more than the thread count, the networks' patch stems and 1×1 kernels; the
 /// last three take the shifted-view forward (`shifted`): the first in its forward only, the
-/// second in its input gradient as well, the third in its weight gradient (thin output).
+/// second in its input gradient as well, the third in its weight gradient (thin output);
+/// the two after them Scrim's Winograd kernel where the CPU has AVX-512 (the first in both
+/// directions, rows of 17; the second in its forward, 128 channels on rows of 6).
 const CASES: &[Case] = &[
     case(1, 3, 5, [7, 9], 3, 1, 1, 1),
     case(4, 6, 4, [11, 8], 3, 2, 1, 1),
@@ -67,6 +69,8 @@ const CASES: &[Case] = &[
     case(3, 16, 5, [9, 33], 3, 1, 1, 1),
     case(2, 20, 16, [6, 32], 3, 1, 1, 1),
     case(3, 16, 3, [5, 33], 3, 1, 1, 1),
+    case(3, 32, 40, [7, 17], 3, 1, 1, 1),
+    case(5, 128, 8, [5, 6], 3, 1, 1, 1),
 ];
 
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {

@@ -41,6 +41,9 @@ fn values(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
+/// One code path of a run.
+type Path = fn(&Run<'_>, &[f32], &mut Scratch, &mut [f32]);
+
 #[test]
 fn matches_the_definition_on_odd_even_and_batched_shapes() {
     // (n, c, h, w, o): odd sides, rows longer than 8 tiles, partial output-channel blocks,
@@ -102,8 +105,7 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
             act: Activation::Relu,
         };
         let want = reference(&g, &x, &wts, &bias, Activation::Relu);
-        let mut paths: Vec<(&str, fn(&Run<'_>, &[f32], &mut Scratch, &mut [f32]))> =
-            vec![("portable", run_all::<Portable, false>)];
+        let mut paths: Vec<(&str, Path)> = vec![("portable", run_all::<Portable, false>)];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
@@ -144,4 +146,48 @@ fn only_wide_three_by_three_stride_one_convolutions_qualify() {
     assert!(!eligible(&Geometry { stride: 2, ..g }));
     assert!(!eligible(&Geometry { pad: [0; 4], ..g }));
     assert!(!eligible(&Geometry { kh: 5, kw: 5, ..g }));
+}
+
+#[test]
+fn the_public_entry_takes_any_channel_count_and_an_optional_bias() {
+    // Below the inference path's 32 channels too (exact, only not the fast choice there).
+    for (n, c, h, w, o, with_bias) in [(2, 3, 5, 7, 6, false), (1, 40, 9, 4, 3, true)] {
+        let g = Geometry {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: [1; 4],
+        };
+        let x = values(n * c * h * w, 4);
+        let wts = values(o * c * 9, 5);
+        let bias = if with_bias {
+            values(o, 6)
+        } else {
+            vec![0.0; o]
+        };
+        let want = reference(&g, &x, &wts, &bias, Activation::Identity);
+        let mut got = vec![f32::NAN; want.len()];
+        conv3x3(
+            [n, c, h, w],
+            &x,
+            &wts,
+            o,
+            with_bias.then_some(&bias[..]),
+            &mut got,
+        );
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(
+                0.0f32,
+                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+            );
+        assert!(err < 1e-4, "{g:?}: max error {err}");
+    }
 }
