@@ -35,15 +35,16 @@ pub(super) fn eligible(cin: usize, w: usize, kernel: [usize; 2], options: &ConvO
     three_by_three_same(kernel, options) && cin >= MIN_CHANNELS && w >= MIN_WIDTH
 }
 
-/// Whether a convolution of `cin` channels at width `w` takes Scrim's Winograd kernel instead
-/// ([`winograd`]): where `scrim_core` says it is faster on this CPU.
+/// Whether a convolution of `cin` → `cout` channels at width `w` takes Scrim's Winograd kernel
+/// instead ([`winograd`]): where `scrim_core` says it is faster on this CPU.
 pub(super) fn winograd_eligible(
     cin: usize,
+    cout: usize,
     w: usize,
     kernel: [usize; 2],
     options: &ConvOptions<2>,
 ) -> bool {
-    three_by_three_same(kernel, options) && scrim_core::runtime::conv3x3_suits(cin, w)
+    three_by_three_same(kernel, options) && scrim_core::runtime::conv3x3_suits(cin, cout, w)
 }
 
 /// [`conv`] by the inference side's Winograd kernel (`scrim_core::runtime::conv3x3`), one
