@@ -255,20 +255,20 @@ pub fn conv3x3(
 }
 
 /// Whether [`conv3x3`] is faster than a matrix-product convolution of `c` → `o` channels `w`
-/// wide on this CPU: with AVX-512, at least [`MIN_CHANNELS`] channels in and out, and either
-/// rows of at least 16 (eight tiles, the transforms' vector width) or 128 input channels.
-/// Measured on an Intel host with AVX-512 against `scrim-train`'s gemm convolutions, batch 64
-/// (docs/PERFORMANCE.md §1k): 32→64 at 16 px 4.2 → 1.9 ms, its input gradient (64→32) 4.9 →
-/// 1.8; at 8 px the forward 64→128 3.8 → 4.0 (half-empty transform vectors), its input
-/// gradient (128→64) 4.7 → 2.5; the recognizer's first input gradient (32→3 at 32 px) slower
-/// (the transforms of 32 channels for 3 outputs). AVX2 hosts were not measured, so they keep
-/// the matrix products.
+/// wide on this CPU: with AVX-512, at least 16 channels in and out, and either rows of at least
+/// 16 (eight tiles, the transforms' vector width) or 128 input channels. Measured on an Intel
+/// host with AVX-512 against `scrim-train`'s gemm convolutions, batch 64 (docs/PERFORMANCE.md
+/// §1k): 16→16 at 32 px 3.0 → 2.1 ms, its input gradient 2.8 → 2.1; 32→64 at 16 px 4.2 →
+/// 1.9, its input gradient (64→32) 4.9 → 1.8; at 8 px the forward 64→128 3.8 → 4.0
+/// (half-empty transform vectors), its input gradient (128→64) 4.7 → 2.5; the recognizer's
+/// first input gradient (32→3 at 32 px) slower (the transforms of 32 channels for 3 outputs).
+/// AVX2 hosts were not measured, so they keep the matrix products.
 pub fn conv3x3_suits(c: usize, o: usize, w: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        c >= MIN_CHANNELS
-            && o >= MIN_CHANNELS
+        c >= 16
+            && o >= 16
             && (w >= 2 * L || c >= 128)
             && has!("avx512f")
             && has!("avx2")

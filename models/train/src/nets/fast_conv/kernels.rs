@@ -4,7 +4,7 @@
 //! - forward: per image and group, `y = W · col(x)`, images in parallel; a 3×3 stride-1
 //!   convolution with padding 1 over at least 16 channels and 32 columns takes nine products
 //!   over shifted views of the padded image instead (`shifted`, no unrolled matrix), and on
-//!   CPUs with AVX-512 one of at least 32 channels in and out the inference side's Winograd kernel
+//!   CPUs with AVX-512 one of at least 16 channels in and out the inference side's Winograd kernel
 //!   (`shifted::winograd`, where `scrim_core::runtime::conv3x3_suits` says so);
 //! - weight gradient: per image and group, `dW += dY · col(x)ᵀ`, accumulated per thread, the
 //!   threads' sums added at the end (a thin-output 3×3 stride-1 one over shifted views instead,
