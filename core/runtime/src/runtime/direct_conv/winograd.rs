@@ -5,6 +5,10 @@
 //! channels × input channels by input channels × tiles), run by the direct kernel's register
 //! tile; the transforms are additions only.
 //!
+//! With AVX-512 (detected at run time) the products of whole groups of 64 tiles take a wider
+//! register tile (`avx512.rs`: the recognizer 1.4–1.5× faster, docs/PERFORMANCE.md §1k).
+//! [`conv3x3`] offers the kernel to the training side.
+//!
 //! Only where the products dominate: from [`MIN_CHANNELS`] input channels up (below it the
 //! transforms cost more than they save, docs/PERFORMANCE.md §1f).
 //!
