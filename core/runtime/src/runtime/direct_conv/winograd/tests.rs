@@ -35,6 +35,17 @@ fn reference(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32], act: Activation) 
     out
 }
 
+/// The largest difference, infinite where a value is NaN (never written).
+fn max_error(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(
+            0.0f32,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        )
+}
+
 fn values(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
         .map(|k| (((k * 7919 + seed * 104_729) % 2003) as f32 / 1001.0) - 1.0)
@@ -80,14 +91,7 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
             let want = reference(&g, &x, &wts, &bias, act);
             let mut got = vec![f32::NAN; want.len()];
             conv2d(&g, &x, &u, &padded_bias, act, &mut got);
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(
-                    0.0f32,
-                    |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-                );
+            let err = max_error(&got, &want);
             assert!(err < 1e-4, "{g:?} {act:?}: max error {err}");
             // Twice on the kept buffers: the padding is still zero.
             conv2d(&g, &x, &u, &padded_bias, act, &mut got);
@@ -180,14 +184,7 @@ fn the_public_entry_takes_any_channel_count_and_an_optional_bias() {
             with_bias.then_some(&bias[..]),
             &mut got,
         );
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(
-                0.0f32,
-                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-            );
+        let err = max_error(&got, &want);
         assert!(err < 1e-4, "{g:?}: max error {err}");
     }
 }
