@@ -443,10 +443,16 @@ fn products<K: Tile, const WIDE: bool>(run: &Run<'_>, v: &[f32], rows: usize, m:
     // of 64 bytes) stays in L1 while every block of output channels reads it.
     for k in 0..16 {
         let x = &v[k * lay.vk..];
-        let mut wide_end = 0;
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide_end = 0;
+        #[cfg(target_arch = "x86_64")]
+        let wide_end = if WIDE {
+            used / avx512::TILES * avx512::TILES
+        } else {
+            0
+        };
         #[cfg(target_arch = "x86_64")]
         if WIDE {
-            wide_end = used / avx512::TILES * avx512::TILES;
             let u = &run.u[k * blocks * g.c * OB..][..blocks * g.c * OB];
             // SAFETY: `WIDE` is only set under `run_avx512`, entered after AVX-512F was detected.
             #[allow(unsafe_code)]
