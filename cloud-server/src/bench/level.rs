@@ -24,6 +24,8 @@ pub(super) struct Slicing<'a> {
     pub(super) batch: usize,
     pub(super) threads: usize,
     pub(super) slices: usize,
+    /// Shortest server slice ([`super::BenchOptions::min_slice`]).
+    pub(super) min_slice: Duration,
 }
 
 /// A level as measured, with raw tract's images/s over the same moments when sliced.
@@ -63,6 +65,7 @@ pub(super) fn measure(
         let slice = Plan {
             requests,
             max_duration: plan.max_duration / slices as u32,
+            min_duration: slicing.map_or(plan.min_duration, |s| plan.min_duration.max(s.min_slice)),
             ..plan
         };
         let started = Instant::now();

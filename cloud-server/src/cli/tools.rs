@@ -57,7 +57,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Slices of the highest level, with raw tract measured before, between and after them
-    /// (the reference of the server/raw ratio) [default: 6, or 2 with --quick].
+    /// (the reference of the server/raw ratio), each at least 250 ms (more requests are sent
+    /// until then; no minimum with --quick) [default: 6, or 2 with --quick].
     #[arg(long)]
     pub slices: Option<usize>,
     /// Print the report as JSON instead of a table.
