@@ -8,8 +8,18 @@ use scrim_train::data::{DataSpec, SyntheticConfig};
 use scrim_train::eval::ClassifierConfig;
 use scrim_train::workflow::{self, TrainRequest};
 
+/// The tests one at a time: burn's random generator is shared by the process, so a test's
+/// training draws would otherwise depend on when the other test draws from it.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn perturbation_hides_texture_and_keeps_shape() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = DataSpec::Synthetic(SyntheticConfig {
         count: 3000,
@@ -36,6 +46,22 @@ fn perturbation_hides_texture_and_keeps_shape() {
     req.draws = 2;
     req.cache = false;
     workflow::train_run(&req).expect("train");
+    // Each epoch's figures, so a failure below shows whether (and when) training collapsed.
+    let metrics = scrim_train::run::RunDir::open(&run)
+        .and_then(|r| r.metrics())
+        .expect("metrics");
+    for m in &metrics {
+        eprintln!(
+            "epoch {:>2} {:<7} train acc {:.3} | val clean {:.3} uploads {:.3} | mean σ {:.3} | objective {:.3}",
+            m.epoch + 1,
+            m.phase,
+            m.train_acc,
+            m.val_acc_clean,
+            m.val_acc_perturbed,
+            m.mean_sigma,
+            m.val_objective
+        );
+    }
 
     let out = dir.path().join("audit");
     let mut a = AuditRequest::new(data, "shape", &["texture"], out.clone());
@@ -134,6 +160,7 @@ fn perturbation_hides_texture_and_keeps_shape() {
 
 #[test]
 fn attacker_seeds_are_reported_with_their_mean() {
+    let _serial = serial();
     // Two attackers per attack: the report keeps each seed's accuracy, the headline is their
     // mean, and the Markdown shows their spread.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -42,6 +42,7 @@ mod dual;
 mod hsic;
 mod ops;
 mod pool;
+mod rollback;
 mod select;
 mod step;
 mod targets;
@@ -102,6 +103,7 @@ pub fn train(
                 cfg.optimizer.init(),
                 cfg.optimizer.init(),
             )?;
+            tr.slow_perturber(rollback::SLOWDOWN.powi(state.rollbacks as i32));
             tracing::info!("resuming after epoch {}", state.epochs_done);
         } else {
             tracing::warn!(
@@ -127,7 +129,8 @@ pub fn train(
     });
     let majority = ds.attributes[tr.targets.desired].majority_rate(&split.train);
     let mut warned_stuck = false;
-    for epoch in state.epochs_done..cfg.epochs {
+    let mut epoch = state.epochs_done;
+    while epoch < cfg.epochs {
         let started = Instant::now();
         let cotrain_epoch = epoch.checked_sub(cfg.warmup_epochs);
         if let Some(k) = cotrain_epoch
@@ -142,7 +145,12 @@ pub fn train(
             device.seed(cfg.seed.wrapping_add(0xb00 + epoch as u64));
             tr.reset_pool(k, cfg.adversary_reset_epochs);
         }
-        device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
+        // A repeat after a collapse (`rollback`) draws other noise than the epoch it repeats.
+        device.seed(
+            cfg.seed
+                .wrapping_add(1 + epoch as u64)
+                .wrapping_add((state.rollbacks as u64) << 32),
+        );
         let lr = cfg.lr_at(epoch);
         let phase = if epoch < cfg.warmup_epochs {
             Phase::Warmup
@@ -277,6 +285,30 @@ pub fn train(
                 .unwrap_or_default(),
             m.images_per_sec
         ));
+        if phase == Phase::Cotrain && rollback::collapsed(&m, &run.metrics()?, majority) {
+            let redo = state.rollbacks < rollback::MAX_ROLLBACKS;
+            let factor = rollback::SLOWDOWN.powi(state.rollbacks as i32 + i32::from(redo));
+            tracing::warn!("{}", rollback::message(&m, majority, factor, redo));
+            if redo {
+                let rollbacks = state.rollbacks + 1;
+                let (nets, saved) = run.load_last(&tr.nets, &device)?.ok_or_else(|| {
+                    Error::Internal("the checkpoint to go back to is missing".into())
+                })?;
+                (tr.nets, state) = (nets, saved);
+                state.rollbacks = rollbacks;
+                (tr.opt_p, tr.opt_c, tr.opt_a) = run.load_optimizers(
+                    cfg.optimizer.init(),
+                    cfg.optimizer.init(),
+                    cfg.optimizer.init(),
+                )?;
+                have_teacher = tr.nets.teacher.is_some();
+                if let (Some(d), Some(l)) = (dual.as_mut(), state.lambda) {
+                    d.lambda = l;
+                }
+                tr.slow_perturber(rollback::SLOWDOWN);
+                continue;
+            }
+        }
         if !warned_stuck && phase != Phase::Warmup && m.train_acc < majority + STUCK_MARGIN {
             warned_stuck = true;
             tracing::warn!("{}", stuck_advice(cfg, epoch, m.train_acc, majority));
@@ -295,6 +327,7 @@ pub fn train(
             &state,
             [&tr.opt_p, &tr.opt_c, &tr.opt_a],
         )?;
+        epoch += 1;
     }
     if cfg.select_attacker.is_some()
         && let Some(epoch) = select::choose(&run.metrics()?, cfg.select_tolerance)

@@ -166,6 +166,11 @@ impl Trainer {
         })
     }
 
+    /// Multiplies the perturber's learning rate by `factor` for the rest of the run.
+    pub(super) fn slow_perturber(&mut self, factor: f64) {
+        self.cfg.perturber_lr_scale *= factor;
+    }
+
     /// A fresh adversary and optimiser (the staggered restarts of `adversary_reset_epochs`).
     pub fn reset_adversary(&mut self) {
         if let Some(c) = &self.adversary_cfg {

@@ -80,6 +80,10 @@ pub struct Checkpoint {
     /// λ reached by the utility-constrained mode (absent in older checkpoints).
     #[serde(default)]
     pub lambda: Option<f64>,
+    /// Times co-training went back after a collapse, each halving the perturber's learning
+    /// rate (absent in older checkpoints: none).
+    #[serde(default)]
+    pub rollbacks: usize,
 }
 
 /// A run folder.
