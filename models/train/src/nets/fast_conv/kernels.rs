@@ -21,6 +21,7 @@ use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::backend::{DType, Flex, TensorMetadata};
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Whether the fast kernels cover this convolution (the caller falls back to burn otherwise).
 pub(super) fn supported(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> bool {
@@ -469,6 +470,21 @@ pub(super) fn contiguous(t: &FlexTensor) -> Contiguous {
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     t.shape().dims()
+}
+
+/// A vector of `len` values, each written by `fill` (which must write every one) without
+/// zeroing them first: the activations and gradients of a training step are megabytes, and a
+/// zeroing pass costs as much as a pass that computes them.
+pub(super) fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    let spare = &mut v.spare_capacity_mut()[..len];
+    fill(spare);
+    // SAFETY: `fill` wrote all `len` values (each caller writes every element of its chunks).
+    #[allow(unsafe_code)]
+    unsafe {
+        v.set_len(len);
+    }
+    v
 }
 
 pub(super) fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {

@@ -30,7 +30,7 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use super::kernels::{contiguous, tensor};
+use super::kernels::{contiguous, tensor, written};
 use super::{BURN_GENERIC, on_flex};
 
 /// 2×2 max pooling with scrim's backward (see the module docs).
@@ -100,21 +100,6 @@ fn backward_row(
     for v in d0[n..].iter_mut().chain(d1[n..].iter_mut()) {
         v.write(0.0);
     }
-}
-
-/// A vector of `len` values, each written by `fill` (which must write every one) without
-/// zeroing them first: the pooling's outputs are megabytes, and a zeroing pass costs as much as
-/// the pooling.
-fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    let spare = &mut v.spare_capacity_mut()[..len];
-    fill(spare);
-    // SAFETY: `fill` wrote all `len` values (each caller writes every element of its chunks).
-    #[allow(unsafe_code)]
-    unsafe {
-        v.set_len(len);
-    }
-    v
 }
 
 fn forward(x: &FlexTensor) -> FlexTensor {
