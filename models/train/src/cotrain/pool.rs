@@ -74,6 +74,7 @@ pub fn noise_level(x: Tensor<4>) -> Tensor<4> {
         .log()
 }
 
+#[derive(Clone)]
 enum Net {
     Cnn(Recognizer),
     Linear(LinearProbe),
@@ -237,16 +238,22 @@ mod tests {
         let x = Tensor::<4>::random([8, 3, 4, 4], burn::tensor::Distribution::Default, &device);
         let ys = Tensor::<1, Int>::from_ints([0, 1, 0, 1, 0, 1, 0, 1], &device);
         let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
-        let loss_after = |draws: &[Tensor<4>]| {
-            device.seed(3);
-            let mut pool = Pool::new(
+        let fresh = || {
+            Pool::new(
                 &[AdversaryKind::Linear],
                 &[4],
                 2,
                 4,
                 &burn::optim::AdamConfig::new(),
                 &device,
-            );
+            )
+        };
+        // Every run starts from the same member (a copy, not a reseeded draw: burn's generator
+        // is shared with the tests running meanwhile).
+        let start = fresh().members[0].net.clone();
+        let loss_after = |draws: &[Tensor<4>]| {
+            let mut pool = fresh();
+            pool.members[0].net = start.clone();
             pool.step(x.clone(), draws, ys.clone(), &[0.5, 0.5], &loss_fn, 5e-2);
             let logits = pool.members[0].logits(x.clone());
             crate::batch::to_vec(loss_fn.forward(logits, ys.clone()))[0]

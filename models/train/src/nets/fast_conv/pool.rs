@@ -5,17 +5,18 @@
 //! output, as i64) and, backward, scatters the output gradient through those indices into a
 //! zeroed input-sized buffer, element by element with a conversion per index: 14% of a
 //! co-training step in `perf` (the recognizer pools three times, at 32, 16 and 8 px). Here the
-//! forward keeps only its input (checkpointed), and the backward recomputes each window's
-//! argmax and writes its gradient, one pass per image plane. Both work a row of windows at a
+//! forward keeps one byte per window (which of its four values won), and the backward writes
+//! each window's gradient from it, one pass per image plane. Both work a row of windows at a
 //! time with selects, which vectorise, and write their outputs whole without zeroing them
-//! first: batch 64, one thread pair, forward 0.98 → 0.22 ms and backward 1.22 → 0.69 ms at
-//! 32 px × 32 channels, against a window at a time with its argmax's index (section 2e of
-//! docs/PERFORMANCE.md).
+//! first. Measured on an Intel host (docs/PERFORMANCE.md §2e): the forward at 32 px × 32
+//! channels, batch 64, 0.98 → 0.22 ms; `cotrain_step_only` (30 steps, alternated) 2.34–2.53 →
+//! 2.23–2.26 s with the rows, and 2.25–2.31 → 2.07–2.13 s with the indices in place of
+//! recomputing the maxima from the kept input (a quarter of a byte per input value read instead
+//! of four bytes).
 //!
 //! Same values and gradients as burn's: a window's maximum is its first element unless a later
 //! one is greater, and a NaN wins (the last NaN of the window), as in burn-flex's forward.
 
-use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -50,8 +51,21 @@ fn wins(x: f32, max: f32) -> bool {
     x > max || x.is_nan()
 }
 
+/// A window's maximum and its index (row-major) by burn's rule, from its two rows `a` and `b`.
+/// Selects rather than branches, so the loops over a row vectorise (which value wins is data).
+#[inline(always)]
+fn window(a: &[f32], b: &[f32]) -> (f32, u8) {
+    let (mut m, mut k) = (a[0], 0u8);
+    for (v, i) in [(a[1], 1u8), (b[0], 2), (b[1], 3)] {
+        let w = wins(v, m);
+        m = if w { v } else { m };
+        k = if w { i } else { k };
+    }
+    (m, k)
+}
+
 /// One row of windows, its two input rows `r0` and `r1` (each `2 · out.len()` long at least),
-/// into `out`. Selects rather than branches, so the loop vectorises (which value wins is data).
+/// into `out`.
 #[inline(always)]
 fn forward_row(r0: &[f32], r1: &[f32], out: &mut [MaybeUninit<f32>]) {
     let (r0, r1) = (&r0[..2 * out.len()], &r1[..2 * out.len()]);
@@ -60,78 +74,98 @@ fn forward_row(r0: &[f32], r1: &[f32], out: &mut [MaybeUninit<f32>]) {
         .zip(r0.chunks_exact(2))
         .zip(r1.chunks_exact(2))
     {
-        let mut m = a[0];
-        m = if wins(a[1], m) { a[1] } else { m };
-        m = if wins(b[0], m) { b[0] } else { m };
-        o.write(if wins(b[1], m) { b[1] } else { m });
+        o.write(window(a, b).0);
+    }
+}
+
+/// [`forward_row`] that also keeps each window's index for the backward pass.
+#[inline(always)]
+fn forward_row_indexed(r0: &[f32], r1: &[f32], out: &mut [MaybeUninit<f32>], idx: &mut [u8]) {
+    let n = out.len();
+    let (r0, r1, idx) = (&r0[..2 * n], &r1[..2 * n], &mut idx[..n]);
+    let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+    for ((o, i), (a, b)) in out.iter_mut().zip(idx).zip(windows) {
+        let (m, k) = window(a, b);
+        o.write(m);
+        *i = k;
     }
 }
 
 /// The input gradient of one row of windows: each output gradient `g` goes to its window's
-/// maximum in `d0`/`d1` (the two input rows' gradients, written whole: a last column that no
-/// window covers gets zero), zero to the window's other three.
+/// maximum (`idx`) in `d0`/`d1` (the two input rows' gradients, written whole: a last column
+/// that no window covers gets zero), zero to the window's other three.
 #[inline(always)]
-fn backward_row(
-    r0: &[f32],
-    r1: &[f32],
-    g: &[f32],
-    d0: &mut [MaybeUninit<f32>],
-    d1: &mut [MaybeUninit<f32>],
-) {
+fn backward_row(idx: &[u8], g: &[f32], d0: &mut [MaybeUninit<f32>], d1: &mut [MaybeUninit<f32>]) {
     let n = 2 * g.len();
-    let (r0, r1) = (&r0[..n], &r1[..n]);
-    let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
     let grads = d0[..n].chunks_exact_mut(2).zip(d1[..n].chunks_exact_mut(2));
-    for (((a, b), (da, db)), &gi) in windows.zip(grads).zip(g) {
-        let w1 = wins(a[1], a[0]);
-        let m = if w1 { a[1] } else { a[0] };
-        let w2 = wins(b[0], m);
-        let m = if w2 { b[0] } else { m };
-        let w3 = wins(b[1], m);
-        // The last winner is the window's maximum.
-        let (e3, e2) = (w3, w2 && !w3);
-        let e1 = w1 && !w2 && !w3;
-        let e0 = !(w1 || w2 || w3);
-        da[0].write(if e0 { gi } else { 0.0 });
-        da[1].write(if e1 { gi } else { 0.0 });
-        db[0].write(if e2 { gi } else { 0.0 });
-        db[1].write(if e3 { gi } else { 0.0 });
+    for (((da, db), &k), &gi) in grads.zip(&idx[..g.len()]).zip(g) {
+        da[0].write(if k == 0 { gi } else { 0.0 });
+        da[1].write(if k == 1 { gi } else { 0.0 });
+        db[0].write(if k == 2 { gi } else { 0.0 });
+        db[1].write(if k == 3 { gi } else { 0.0 });
     }
     for v in d0[n..].iter_mut().chain(d1[n..].iter_mut()) {
         v.write(0.0);
     }
 }
 
-fn forward(x: &FlexTensor) -> FlexTensor {
+/// Each window's index, for the backward pass: a quarter of a byte per input value, where the
+/// input itself (kept to find the maxima again) would be four bytes, and read again.
+#[derive(Debug, Clone)]
+struct Indices {
+    /// One per output, in its layout.
+    k: Vec<u8>,
+    /// The input's shape.
+    shape: [usize; 4],
+}
+
+/// The pooled `x`, and each window's index when `indexed` (none otherwise).
+fn forward(x: &FlexTensor, indexed: bool) -> (FlexTensor, Indices) {
     let [n, c, h, w] = x.shape().dims();
     let (oh, ow) = (h / 2, w / 2);
     let x = contiguous(x);
     let xs = x.as_slice();
+    let mut k = vec![0u8; if indexed { n * c * oh * ow } else { 0 }];
     let out = written(n * c * oh * ow, |out| {
         if oh * ow == 0 {
             return;
         }
-        out.par_chunks_mut(oh * ow)
-            .with_min_len(MIN_PLANES)
-            .enumerate()
-            .for_each(|(p, o)| {
-                let plane = &xs[p * h * w..][..h * w];
+        let planes = out.par_chunks_mut(oh * ow).with_min_len(MIN_PLANES);
+        let plane = |p: usize| &xs[p * h * w..][..h * w];
+        if indexed {
+            planes
+                .zip(k.par_chunks_mut(oh * ow))
+                .enumerate()
+                .for_each(|(p, (o, i))| {
+                    let rows = o.chunks_exact_mut(ow).zip(i.chunks_exact_mut(ow));
+                    for (y, (row, idx)) in rows.enumerate() {
+                        let r0 = &plane(p)[2 * y * w..];
+                        forward_row_indexed(r0, &r0[w..], row, idx);
+                    }
+                });
+        } else {
+            planes.enumerate().for_each(|(p, o)| {
                 for (y, row) in o.chunks_exact_mut(ow).enumerate() {
-                    let r0 = &plane[2 * y * w..];
+                    let r0 = &plane(p)[2 * y * w..];
                     forward_row(r0, &r0[w..], row);
                 }
             });
+        }
     });
-    tensor(out, [n, c, oh, ow])
+    let indices = Indices {
+        k,
+        shape: [n, c, h, w],
+    };
+    (tensor(out, [n, c, oh, ow]), indices)
 }
 
 /// The input gradient: each output's gradient at its window's maximum, zero elsewhere (and in
 /// a last row or column that no window covers).
-fn backward(x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
-    let [n, c, h, w] = x.shape().dims();
+fn backward(indices: &Indices, dy: &FlexTensor) -> FlexTensor {
+    let [n, c, h, w] = indices.shape;
     let (oh, ow) = (h / 2, w / 2);
-    let (x, dy) = (contiguous(x), contiguous(dy));
-    let (xs, dys) = (x.as_slice(), dy.as_slice());
+    let dy = contiguous(dy);
+    let (ks, dys) = (&indices.k, dy.as_slice());
     let dx = written(n * c * h * w, |dx| {
         if h * w == 0 {
             return;
@@ -140,13 +174,13 @@ fn backward(x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
             .with_min_len(MIN_PLANES)
             .enumerate()
             .for_each(|(p, d)| {
-                let plane = &xs[p * h * w..][..h * w];
                 let g = &dys[p * oh * ow..][..oh * ow];
+                let k = &ks[p * oh * ow..][..oh * ow];
                 // Rows of windows; with no window (a side of 1) every row is the zero tail.
                 for y in 0..oh {
-                    let r0 = &plane[2 * y * w..];
                     let (d0, d1) = d[2 * y * w..].split_at_mut(w);
-                    backward_row(r0, &r0[w..], &g[y * ow..][..ow], d0, &mut d1[..w]);
+                    let (gy, ky) = (&g[y * ow..][..ow], &k[y * ow..][..ow]);
+                    backward_row(ky, gy, d0, &mut d1[..w]);
                 }
                 // A last row that no window covers (odd height, or every row when oh = 0).
                 for v in &mut d[2 * oh * w..] {
@@ -159,7 +193,7 @@ fn backward(x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
 
 impl FastPoolBackend for Flex {
     fn max_pool2x2(x: FlexTensor) -> FlexTensor {
-        forward(&x)
+        forward(&x, false).0
     }
 }
 
@@ -167,15 +201,14 @@ impl FastPoolBackend for Flex {
 struct MaxPool2x2;
 
 impl Backward<Flex, 1> for MaxPool2x2 {
-    /// The input, checkpointed.
-    type State = NodeId;
+    /// Each window's index.
+    type State = Indices;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node_x {
-            let x = ckpt.retrieve_node_output::<FlexTensor>(ops.state);
-            grads.register::<Flex>(node.id, backward(&x, &dy));
+            grads.register::<Flex>(node.id, backward(&ops.state, &dy));
         }
     }
 }
@@ -187,12 +220,11 @@ impl<C: CheckpointStrategy> FastPoolBackend for Autodiff<Flex, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                let y = forward(&x.into_primitive());
-                prep.finish(state, y)
+            OpsKind::Tracked(prep) => {
+                let (y, indices) = forward(&x.into_primitive(), true);
+                prep.finish(indices, y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(&x.into_primitive())),
+            OpsKind::UnTracked(prep) => prep.finish(forward(&x.into_primitive(), false).0),
         }
     }
 }
@@ -250,21 +282,26 @@ mod tests {
             (r0[2 * x], r0[2 * x + 1], r1[2 * x], r1[2 * x + 1]) = (v[0], v[1], v[2], v[3]);
         }
         let mut out = vec![MaybeUninit::new(f32::INFINITY); windows.len()];
+        let mut kept = vec![MaybeUninit::new(f32::INFINITY); windows.len()];
+        let mut idx = vec![9u8; windows.len()];
         forward_row(&r0, &r1, &mut out);
+        forward_row_indexed(&r0, &r1, &mut kept, &mut idx);
         let g: Vec<f32> = (1..=windows.len()).map(|i| i as f32).collect();
         let mut d0 = vec![MaybeUninit::new(f32::NAN); w];
         let mut d1 = vec![MaybeUninit::new(f32::NAN); w];
-        backward_row(&r0, &r1, &g, &mut d0, &mut d1);
+        backward_row(&idx, &g, &mut d0, &mut d1);
         let read = |d: &[MaybeUninit<f32>]| -> Vec<f32> { d.iter().map(|v| init(*v)).collect() };
         let (d0, d1) = (read(&d0), read(&d1));
         for (x, v) in windows.iter().enumerate() {
             let k = reference(*v);
-            let got = init(out[x]);
-            assert!(
-                got.to_bits() == v[k].to_bits() || (got.is_nan() && v[k].is_nan()),
-                "window {v:?}: {got} for {}",
-                v[k]
-            );
+            for got in [init(out[x]), init(kept[x])] {
+                assert!(
+                    got.to_bits() == v[k].to_bits() || (got.is_nan() && v[k].is_nan()),
+                    "window {v:?}: {got} for {}",
+                    v[k]
+                );
+            }
+            assert_eq!(usize::from(idx[x]), k, "window {v:?}");
             let grads = [d0[2 * x], d0[2 * x + 1], d1[2 * x], d1[2 * x + 1]];
             let mut want = [0.0; 4];
             want[k] = g[x];
