@@ -94,7 +94,7 @@ impl EvalOp for ScrimChain {
             "ScrimChain: the image does not match {first:?}"
         );
         // Written in place: the kernel stores every output element.
-        let mut y = Tensor::zero::<f32>(&self.out_shape())?;
+        let mut y = super::scrim_conv::output_tensor(&self.out_shape())?;
         {
             let mut view = y.try_as_plain_ram_mut()?;
             blocked::run(layers, self.n, x, &weights, &biases, view.as_slice_mut()?);

@@ -19,6 +19,20 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::direct_conv::{self, Activation, Geometry, winograd};
 use super::scrim_chain;
 
+/// An f32 tensor of `shape` for a kernel that stores every one of its elements (Scrim's
+/// convolutions, chains and pooling), not zeroed first: zeroing every output was 4.5% of the
+/// server's recognizer in `perf` (docs/PERFORMANCE.md §1l).
+pub(crate) fn output_tensor(shape: &[usize]) -> TractResult<Tensor> {
+    // SAFETY: every caller hands the tensor to a kernel that stores each element before the
+    // tensor is read or returned, and any bit pattern is an f32. The kernels' tests check the
+    // first half: they run on outputs filled with NaN (`direct_conv/tests.rs`,
+    // `winograd/tests.rs`, `blocked/tests.rs`, `scrim_pool.rs`).
+    #[allow(unsafe_code)]
+    unsafe {
+        Tensor::uninitialized::<f32>(shape)
+    }
+}
+
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// Whether models loaded from now on in tract run their eligible convolutions through Scrim's
@@ -88,7 +102,7 @@ impl EvalOp for ScrimConv {
             "ScrimConv: inputs do not match {g:?}"
         );
         // Written in place: the kernels store every output element.
-        let mut y = Tensor::zero::<f32>(&g.out_shape())?;
+        let mut y = output_tensor(&g.out_shape())?;
         {
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut()?;

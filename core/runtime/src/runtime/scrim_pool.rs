@@ -51,7 +51,8 @@ impl EvalOp for ScrimMaxPool {
             "ScrimMaxPool: input does not match {:?}",
             self.shape
         );
-        let mut y = Tensor::zero::<f32>(&self.out_shape())?;
+        // Written in place: the kernel stores every output element.
+        let mut y = super::scrim_conv::output_tensor(&self.out_shape())?;
         {
             let mut view = y.try_as_plain_ram_mut()?;
             max_pool_2x2(h, w, x, view.as_slice_mut()?);
