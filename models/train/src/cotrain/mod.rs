@@ -129,6 +129,7 @@ pub fn train(
     });
     let majority = ds.attributes[tr.targets.desired].majority_rate(&split.train);
     let mut warned_stuck = false;
+    let mut warned_collapse = false;
     let mut epoch = state.epochs_done;
     while epoch < cfg.epochs {
         let started = Instant::now();
@@ -285,10 +286,15 @@ pub fn train(
                 .unwrap_or_default(),
             m.images_per_sec
         ));
-        if phase == Phase::Cotrain && rollback::collapsed(&m, &run.metrics()?, majority) {
+        if phase == Phase::Cotrain
+            && !warned_collapse
+            && rollback::collapsed(&m, &run.metrics()?, majority)
+        {
             let redo = state.rollbacks < rollback::MAX_ROLLBACKS;
             let factor = rollback::SLOWDOWN.powi(state.rollbacks as i32 + i32::from(redo));
             tracing::warn!("{}", rollback::message(&m, majority, factor, redo));
+            // Once the repeats are spent, said once.
+            warned_collapse = !redo;
             if redo {
                 let rollbacks = state.rollbacks + 1;
                 let (nets, saved) = run.load_last(&tr.nets, &device)?.ok_or_else(|| {
