@@ -94,15 +94,10 @@ pub fn train(
     let mut have_teacher = false;
     let mut state = Checkpoint::default();
     if opts.resume {
-        if let Some(saved) = run.load_last(&tr.nets, &device)? {
-            (tr.nets, state) = saved;
+        if let Some(saved) = restore_last(run, &mut tr, cfg, &device)? {
+            state = saved;
             run.truncate_metrics(state.epochs_done)?;
             have_teacher = tr.nets.teacher.is_some();
-            (tr.opt_p, tr.opt_c, tr.opt_a) = run.load_optimizers(
-                cfg.optimizer.init(),
-                cfg.optimizer.init(),
-                cfg.optimizer.init(),
-            )?;
             tr.slow_perturber(rollback::SLOWDOWN.powi(state.rollbacks as i32));
             tracing::info!("resuming after epoch {}", state.epochs_done);
         } else {
@@ -297,16 +292,10 @@ pub fn train(
             warned_collapse = !redo;
             if redo {
                 let rollbacks = state.rollbacks + 1;
-                let (nets, saved) = run.load_last(&tr.nets, &device)?.ok_or_else(|| {
+                state = restore_last(run, &mut tr, cfg, &device)?.ok_or_else(|| {
                     Error::Internal("the checkpoint to go back to is missing".into())
                 })?;
-                (tr.nets, state) = (nets, saved);
                 state.rollbacks = rollbacks;
-                (tr.opt_p, tr.opt_c, tr.opt_a) = run.load_optimizers(
-                    cfg.optimizer.init(),
-                    cfg.optimizer.init(),
-                    cfg.optimizer.init(),
-                )?;
                 have_teacher = tr.nets.teacher.is_some();
                 if let (Some(d), Some(l)) = (dual.as_mut(), state.lambda) {
                     d.lambda = l;
@@ -359,6 +348,26 @@ pub fn train(
         run.save_best(&tr.nets)?;
     }
     run.load_best(&tr.nets, &device)
+}
+
+/// Loads the run's `last` checkpoint (networks and optimisers) into `tr` and returns its
+/// progress; `None` if the run has none. For `--resume` and for going back after a collapse.
+fn restore_last(
+    run: &RunDir,
+    tr: &mut Trainer,
+    cfg: &TrainConfig,
+    device: &burn::prelude::Device,
+) -> Result<Option<Checkpoint>> {
+    let Some((nets, state)) = run.load_last(&tr.nets, device)? else {
+        return Ok(None);
+    };
+    tr.nets = nets;
+    (tr.opt_p, tr.opt_c, tr.opt_a) = run.load_optimizers(
+        cfg.optimizer.init(),
+        cfg.optimizer.init(),
+        cfg.optimizer.init(),
+    )?;
+    Ok(Some(state))
 }
 
 /// How close to the majority rate a co-training epoch's training accuracy must be for the run

@@ -65,22 +65,9 @@ fn window(a: &[f32], b: &[f32]) -> (f32, u8) {
 }
 
 /// One row of windows, its two input rows `r0` and `r1` (each `2 · out.len()` long at least),
-/// into `out`.
+/// into `out`, and each window's index into `idx` for the backward pass.
 #[inline(always)]
-fn forward_row(r0: &[f32], r1: &[f32], out: &mut [MaybeUninit<f32>]) {
-    let (r0, r1) = (&r0[..2 * out.len()], &r1[..2 * out.len()]);
-    for ((o, a), b) in out
-        .iter_mut()
-        .zip(r0.chunks_exact(2))
-        .zip(r1.chunks_exact(2))
-    {
-        o.write(window(a, b).0);
-    }
-}
-
-/// [`forward_row`] that also keeps each window's index for the backward pass.
-#[inline(always)]
-fn forward_row_indexed(r0: &[f32], r1: &[f32], out: &mut [MaybeUninit<f32>], idx: &mut [u8]) {
+fn forward_row(r0: &[f32], r1: &[f32], out: &mut [MaybeUninit<f32>], idx: &mut [u8]) {
     let n = out.len();
     let (r0, r1, idx) = (&r0[..2 * n], &r1[..2 * n], &mut idx[..n]);
     let windows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
@@ -119,38 +106,30 @@ struct Indices {
     shape: [usize; 4],
 }
 
-/// The pooled `x`, and each window's index when `indexed` (none otherwise).
-fn forward(x: &FlexTensor, indexed: bool) -> (FlexTensor, Indices) {
+/// The pooled `x` and each window's index (a byte per output: an untracked forward, which
+/// does not need them, costs a quarter more writes rather than a second form of the loop).
+fn forward(x: &FlexTensor) -> (FlexTensor, Indices) {
     let [n, c, h, w] = x.shape().dims();
     let (oh, ow) = (h / 2, w / 2);
     let x = contiguous(x);
     let xs = x.as_slice();
-    let mut k = vec![0u8; if indexed { n * c * oh * ow } else { 0 }];
+    let mut k = vec![0u8; n * c * oh * ow];
     let out = written(n * c * oh * ow, |out| {
         if oh * ow == 0 {
             return;
         }
-        let planes = out.par_chunks_mut(oh * ow).with_min_len(MIN_PLANES);
-        let plane = |p: usize| &xs[p * h * w..][..h * w];
-        if indexed {
-            planes
-                .zip(k.par_chunks_mut(oh * ow))
-                .enumerate()
-                .for_each(|(p, (o, i))| {
-                    let rows = o.chunks_exact_mut(ow).zip(i.chunks_exact_mut(ow));
-                    for (y, (row, idx)) in rows.enumerate() {
-                        let r0 = &plane(p)[2 * y * w..];
-                        forward_row_indexed(r0, &r0[w..], row, idx);
-                    }
-                });
-        } else {
-            planes.enumerate().for_each(|(p, o)| {
-                for (y, row) in o.chunks_exact_mut(ow).enumerate() {
-                    let r0 = &plane(p)[2 * y * w..];
-                    forward_row(r0, &r0[w..], row);
+        out.par_chunks_mut(oh * ow)
+            .with_min_len(MIN_PLANES)
+            .zip(k.par_chunks_mut(oh * ow))
+            .enumerate()
+            .for_each(|(p, (o, i))| {
+                let plane = &xs[p * h * w..][..h * w];
+                let rows = o.chunks_exact_mut(ow).zip(i.chunks_exact_mut(ow));
+                for (y, (row, idx)) in rows.enumerate() {
+                    let r0 = &plane[2 * y * w..];
+                    forward_row(r0, &r0[w..], row, idx);
                 }
             });
-        }
     });
     let indices = Indices {
         k,
@@ -193,7 +172,7 @@ fn backward(indices: &Indices, dy: &FlexTensor) -> FlexTensor {
 
 impl FastPoolBackend for Flex {
     fn max_pool2x2(x: FlexTensor) -> FlexTensor {
-        forward(&x, false).0
+        forward(&x).0
     }
 }
 
@@ -221,10 +200,10 @@ impl<C: CheckpointStrategy> FastPoolBackend for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (y, indices) = forward(&x.into_primitive(), true);
+                let (y, indices) = forward(&x.into_primitive());
                 prep.finish(indices, y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(&x.into_primitive(), false).0),
+            OpsKind::UnTracked(prep) => prep.finish(forward(&x.into_primitive()).0),
         }
     }
 }
@@ -282,10 +261,8 @@ mod tests {
             (r0[2 * x], r0[2 * x + 1], r1[2 * x], r1[2 * x + 1]) = (v[0], v[1], v[2], v[3]);
         }
         let mut out = vec![MaybeUninit::new(f32::INFINITY); windows.len()];
-        let mut kept = vec![MaybeUninit::new(f32::INFINITY); windows.len()];
         let mut idx = vec![9u8; windows.len()];
-        forward_row(&r0, &r1, &mut out);
-        forward_row_indexed(&r0, &r1, &mut kept, &mut idx);
+        forward_row(&r0, &r1, &mut out, &mut idx);
         let g: Vec<f32> = (1..=windows.len()).map(|i| i as f32).collect();
         let mut d0 = vec![MaybeUninit::new(f32::NAN); w];
         let mut d1 = vec![MaybeUninit::new(f32::NAN); w];
@@ -294,13 +271,12 @@ mod tests {
         let (d0, d1) = (read(&d0), read(&d1));
         for (x, v) in windows.iter().enumerate() {
             let k = reference(*v);
-            for got in [init(out[x]), init(kept[x])] {
-                assert!(
-                    got.to_bits() == v[k].to_bits() || (got.is_nan() && v[k].is_nan()),
-                    "window {v:?}: {got} for {}",
-                    v[k]
-                );
-            }
+            let got = init(out[x]);
+            assert!(
+                got.to_bits() == v[k].to_bits() || (got.is_nan() && v[k].is_nan()),
+                "window {v:?}: {got} for {}",
+                v[k]
+            );
             assert_eq!(usize::from(idx[x]), k, "window {v:?}");
             let grads = [d0[2 * x], d0[2 * x + 1], d1[2 * x], d1[2 * x + 1]];
             let mut want = [0.0; 4];
