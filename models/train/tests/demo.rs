@@ -15,6 +15,26 @@ fn the_demo_keeps_shape_and_hides_texture() {
         ..Default::default()
     })
     .expect("demo");
+    // Each epoch's figures and the rollbacks, so that a failure shows when training fell.
+    let run = scrim_train::run::RunDir::open(&dir.path().join("demo")).expect("run");
+    let epochs: Vec<String> = run
+        .metrics()
+        .expect("metrics")
+        .iter()
+        .map(|m| {
+            format!(
+                "epoch {} {} train {:.3} (last quarter {:.3}) uploads {:.3} σ {:.3}",
+                m.epoch + 1,
+                m.phase,
+                m.train_acc,
+                m.train_acc_tail.unwrap_or(f64::NAN),
+                m.val_acc_perturbed,
+                m.mean_sigma
+            )
+        })
+        .collect();
+    let state = std::fs::read_to_string(run.file("checkpoint.json")).expect("checkpoint");
+    eprintln!("{epochs:#?}\n{state}");
     let (clean, perturbed) = (&report.rows[0], &report.rows[1]);
     eprintln!(
         "shape clean {:.3} / uploads {:.3}; texture clean {:.3} / uploads {:.3} (majority {:.3})",

@@ -57,6 +57,15 @@ fn a_collapsed_epoch_is_repeated_from_the_previous_checkpoint() {
             .expect("checkpoint.json");
     assert_eq!(state.rollbacks, 2, "both repeats recorded: {lines:#?}");
     assert_eq!(state.epochs_done, 5);
+    // A collapsed epoch is never the kept one (its objective, CE at chance and σ at its
+    // maximum, can be the lowest of the run).
+    if let Some(best) = state.best_epoch {
+        assert!(
+            metrics[best].val_acc_perturbed >= 0.6,
+            "kept epoch {}: {lines:#?}",
+            best + 1
+        );
+    }
     // The run still ends with its files: the kept networks export and load.
     assert!(run.perturber_onnx().is_file() && run.recognizer_onnx().is_file());
 }

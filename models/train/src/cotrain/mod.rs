@@ -179,6 +179,10 @@ pub fn train(
             opts.progress,
         );
         let (mut loss_sum, mut correct, mut seen, mut sigma_sum) = (0.0f64, 0usize, 0usize, 0.0f64);
+        // The last quarter of the epoch's batches, on their own: an epoch that collapses
+        // midway still averages well above the majority rate over all of them.
+        let tail_from = order.len() - order.len() / 4;
+        let (mut tail_correct, mut tail_seen) = (0usize, 0usize);
         for idx in batch::chunks(&order, cfg.batch_size) {
             let s = tr.step(ds, idx, phase, lambda, cfg.hsic_at(epoch), lr);
             if let Some(d) = dual.as_mut().filter(|_| controlling)
@@ -196,6 +200,10 @@ pub fn train(
             }
             loss_sum += s.loss * idx.len() as f64;
             correct += s.correct;
+            if seen >= tail_from {
+                tail_correct += s.correct;
+                tail_seen += idx.len();
+            }
             seen += idx.len();
             sigma_sum += s.sigma_mean * idx.len() as f64;
             bar.inc(idx.len() as u64);
@@ -231,6 +239,7 @@ pub fn train(
         m.lr = lr;
         m.train_loss = loss_sum / seen.max(1) as f64;
         m.train_acc = correct as f64 / seen.max(1) as f64;
+        m.train_acc_tail = (tail_seen > 0).then(|| tail_correct as f64 / tail_seen as f64);
         m.seconds = started.elapsed().as_secs_f64();
         m.images_per_sec = seen as f64 / train_secs.max(1e-9);
         // A bounded release has no λ, and its recognizer never sees photos: no clean accuracy.
@@ -281,10 +290,14 @@ pub fn train(
                 .unwrap_or_default(),
             m.images_per_sec
         ));
-        if phase == Phase::Cotrain
-            && !warned_collapse
-            && rollback::collapsed(&m, &run.metrics()?, majority)
-        {
+        // A fallen epoch is never kept as the best, even once the repeats are spent: its
+        // objective (CE at chance, σ at its maximum) can undercut the first epochs at full λ.
+        let fall = if phase == Phase::Cotrain {
+            rollback::fall(&m, &run.metrics()?, majority)
+        } else {
+            rollback::Fall::None
+        };
+        if fall == rollback::Fall::Collapsed && !warned_collapse {
             let redo = state.rollbacks < rollback::MAX_ROLLBACKS;
             let factor = rollback::SLOWDOWN.powi(state.rollbacks as i32 + i32::from(redo));
             tracing::warn!("{}", rollback::message(&m, majority, factor, redo));
@@ -311,7 +324,9 @@ pub fn train(
         run.append_metrics(&m)?;
         run.write_curves();
         state.epochs_done = epoch + 1;
-        let best = eligible && state.best_objective.is_none_or(|b| m.val_objective < b);
+        let best = eligible
+            && fall == rollback::Fall::None
+            && state.best_objective.is_none_or(|b| m.val_objective < b);
         if best {
             state.best_objective = Some(m.val_objective);
             state.best_epoch = Some(epoch);
@@ -344,7 +359,8 @@ pub fn train(
         ));
     }
     if state.best_epoch.is_none() {
-        // Only warm-up epochs ran (epochs ≤ warmup): the last state is all there is.
+        // Only warm-up epochs ran (epochs ≤ warmup), or every epoch at full λ collapsed: the
+        // last state is all there is.
         run.save_best(&tr.nets)?;
     }
     run.load_best(&tr.nets, &device)

@@ -10,6 +10,7 @@
 //! rate after an earlier epoch had learned the desired label, the run goes back to the previous
 //! epoch's checkpoint and repeats the epoch on other noise draws with the perturber's learning
 //! rate halved, at most [`MAX_ROLLBACKS`] times; after that it carries on as it is and says so.
+//! An epoch that fell is never kept as the run's best ([`Fall`]).
 
 use crate::run::EpochMetrics;
 
@@ -17,17 +18,30 @@ use crate::run::EpochMetrics;
 pub(super) const MAX_ROLLBACKS: usize = 2;
 /// The perturber's learning rate is multiplied by this at each rollback.
 pub(super) const SLOWDOWN: f64 = 0.5;
-/// An epoch whose accuracy on uploads is within this of the majority rate has collapsed...
+/// An epoch whose accuracy on uploads is within this of the majority rate has collapsed (and
+/// is gone back on)...
 const COLLAPSE_MARGIN: f64 = 0.03;
 /// ...if an earlier epoch read the desired label at least this far above it.
 const LEARNED_MARGIN: f64 = 0.10;
 
+/// How far an epoch has fallen ([`fall`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fall {
+    /// It still reads the desired label, or never learned it.
+    None,
+    /// It lost it, on validation uploads within [`LEARNED_MARGIN`] of the majority rate (a
+    /// small validation split's luck): never kept as the run's best.
+    Fallen,
+    /// It lost it, within [`COLLAPSE_MARGIN`] on validation uploads: gone back on.
+    Collapsed,
+}
+
 /// Whether epoch `m` lost the desired label that one of the `earlier` epochs had learned: `m`
-/// reads it at the `majority` rate on validation uploads and barely above it on its own training
-/// batches, while an earlier epoch read it well above that rate on both (on validation uploads,
-/// or on clean images where the recognizer sees them). Both sides, so that a small validation
-/// split's luck neither starts nor stops a rollback.
-pub(super) fn collapsed(m: &EpochMetrics, earlier: &[EpochMetrics], majority: f64) -> bool {
+/// reads it near the `majority` rate on validation uploads and barely above it on the last
+/// quarter of its training batches, while an earlier epoch read it well above that rate on both
+/// (on validation uploads, or on clean images where the recognizer sees them). Both sides, so
+/// that a small validation split's luck neither starts nor stops a rollback.
+pub(super) fn fall(m: &EpochMetrics, earlier: &[EpochMetrics], majority: f64) -> Fall {
     let learned = earlier.iter().any(|e| {
         let val = [e.val_acc_perturbed, e.val_acc_clean]
             .into_iter()
@@ -35,9 +49,19 @@ pub(super) fn collapsed(m: &EpochMetrics, earlier: &[EpochMetrics], majority: f6
             .fold(0.0f64, f64::max);
         e.train_acc >= majority + LEARNED_MARGIN && val >= majority + LEARNED_MARGIN
     });
-    learned
-        && m.val_acc_perturbed < majority + COLLAPSE_MARGIN
-        && m.train_acc < majority + LEARNED_MARGIN
+    // The end of the epoch's training, not its average: an epoch that collapses midway
+    // averages well above the majority rate, and its checkpoint must not become the one a
+    // later rollback goes back to.
+    let train_end = m.train_acc_tail.unwrap_or(m.train_acc);
+    if !learned || train_end >= majority + LEARNED_MARGIN {
+        Fall::None
+    } else if m.val_acc_perturbed < majority + COLLAPSE_MARGIN {
+        Fall::Collapsed
+    } else if m.val_acc_perturbed < majority + LEARNED_MARGIN {
+        Fall::Fallen
+    } else {
+        Fall::None
+    }
 }
 
 /// What the run tells its user when it goes back (`redo` false: it has gone back
@@ -60,8 +84,8 @@ pub(super) fn message(m: &EpochMetrics, majority: f64, factor: f64, redo: bool) 
     } else {
         format!(
             "{what}, again after {MAX_ROLLBACKS} repeats at a lower rate; carrying on (the kept \
-             checkpoint is the best validation objective). Try a smaller --lambda or \
-             --perturber-lr-scale"
+             checkpoint is the best validation objective among the epochs that did not fall). \
+             Try a smaller --lambda or --perturber-lr-scale"
         )
     }
 }
@@ -69,6 +93,10 @@ pub(super) fn message(m: &EpochMetrics, majority: f64, factor: f64, redo: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn collapsed(m: &EpochMetrics, earlier: &[EpochMetrics], majority: f64) -> bool {
+        fall(m, earlier, majority) == Fall::Collapsed
+    }
 
     fn epoch(train: f64, clean: f64, uploads: f64) -> EpochMetrics {
         EpochMetrics {
@@ -87,6 +115,21 @@ mod tests {
         // Warm-up learned on clean images, the first co-training epoch fell: collapsed.
         assert!(collapsed(&fallen, std::slice::from_ref(&warmup), 0.5));
         assert!(collapsed(&fallen, &[warmup.clone(), good.clone()], 0.5));
+        // Fallen midway: the epoch's average is high, its last quarter at chance.
+        let mut midway = epoch(0.75, 0.5, 0.50);
+        assert!(!collapsed(&midway, &[warmup.clone(), good.clone()], 0.5));
+        midway.train_acc_tail = Some(0.52);
+        assert!(collapsed(&midway, &[warmup.clone(), good.clone()], 0.5));
+        // At chance on training, 5.8 points above it on validation: not gone back on, never
+        // kept.
+        midway.val_acc_perturbed = 0.558;
+        assert!(!collapsed(&midway, &[warmup.clone(), good.clone()], 0.5));
+        assert_eq!(
+            fall(&midway, &[warmup.clone(), good.clone()], 0.5),
+            Fall::Fallen
+        );
+        midway.train_acc_tail = Some(0.9);
+        assert!(!collapsed(&midway, &[warmup.clone(), good.clone()], 0.5));
         // Still reading the label on uploads, or on its own training batches: not collapsed.
         assert!(!collapsed(
             &epoch(0.9, 0.5, 0.60),

@@ -67,6 +67,7 @@ mod tests {
             lr: 1e-3,
             train_loss: 0.5,
             train_acc: 0.8,
+            train_acc_tail: None,
             val_acc_clean: 0.9,
             val_acc_perturbed: 0.7 + 0.01 * i as f64,
             val_ce: 0.6,

@@ -43,6 +43,9 @@ pub struct EpochMetrics {
     pub train_loss: f64,
     /// Training accuracy of the recognizer (on what it trained on).
     pub train_acc: f64,
+    /// The same over the epoch's last quarter of batches (absent in older metrics files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_acc_tail: Option<f64>,
     /// Validation accuracy on clean images.
     pub val_acc_clean: f64,
     /// Validation accuracy on perturbed images (one noise draw).
