@@ -25,7 +25,9 @@ mod scrim_chain;
 mod scrim_conv;
 mod scrim_pool;
 
-pub use direct_conv::winograd::{conv3x3, conv3x3_suits};
+pub use direct_conv::winograd::{
+    conv3x3, conv3x3_suits, conv3x3_weight_grad, conv3x3_weight_grad_suits,
+};
 pub use options::{BatchMode, Engine};
 pub use output::{Output, PlanChoice, PlanKernels};
 pub use scrim_chain::set_blocked_chains;

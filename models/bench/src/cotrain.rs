@@ -409,4 +409,26 @@ mod tests {
             step(&mut t, &cfg, &ds, &idx);
         }
     }
+
+    /// Section 2's convolutions alone, printed, for a profiler:
+    /// `perf record -g <scrim_bench test binary> --ignored conv_layers_only`.
+    #[test]
+    #[ignore = "a profiling target"]
+    fn conv_layers_only() {
+        scrim_train::allocator::tune_for_training();
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let opts = BenchOptions {
+            cotrain_steps: 10,
+            ..BenchOptions::default()
+        };
+        for row in burn_conv_layers(&opts, &device) {
+            println!(
+                "{}: {:.2} ms (burn generic {:.2})",
+                row.layer,
+                row.burn_ms,
+                row.burn_generic_ms.unwrap_or(f64::NAN)
+            );
+        }
+    }
 }

@@ -23,6 +23,9 @@ use std::cell::RefCell;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod transforms;
+mod weight_grad;
+
+pub use weight_grad::{conv3x3_weight_grad, conv3x3_weight_grad_suits};
 
 #[cfg(target_arch = "x86_64")]
 use super::tile::Avx2Fma;
@@ -106,8 +109,13 @@ fn odd_lines(x: usize) -> usize {
 
 impl Layout {
     fn new(g: &Geometry) -> Self {
+        Self::with_block(g, BLOCK_TILES)
+    }
+
+    /// The layout with about `block_tiles` tiles per block (whole tile rows, at least one).
+    fn with_block(g: &Geometry, block_tiles: usize) -> Self {
         let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
-        let block_rows = (BLOCK_TILES / tw).clamp(1, g.n * th);
+        let block_rows = (block_tiles / tw).clamp(1, g.n * th);
         // One block's tiles, rounded up to whole register tiles, plus the spill of the last
         // row's 8-lane stores.
         let tiles = (block_rows * tw).div_ceil(T) * T + L;
@@ -262,12 +270,13 @@ pub fn conv3x3(
 
 /// Whether [`conv3x3`] is faster than a matrix-product convolution of `c` → `o` channels `w`
 /// wide on this CPU: with AVX-512, at least 16 channels in and out, and either rows of at least
-/// 16 (eight tiles, the transforms' vector width) or 128 input channels. Measured on an Intel
+/// 16 (eight tiles, the transforms' vector width) or 64 input channels. Measured on an Intel
 /// host with AVX-512 against `scrim-train`'s gemm convolutions, batch 64 (docs/PERFORMANCE.md
-/// §1k): 16→16 at 32 px 3.0 → 2.1 ms, its input gradient 2.8 → 2.1; 32→64 at 16 px 4.2 →
-/// 1.9, its input gradient (64→32) 4.9 → 1.8; at 8 px the forward 64→128 3.8 → 4.0
-/// (half-empty transform vectors), its input gradient (128→64) 4.7 → 2.5; the recognizer's
-/// first input gradient (32→3 at 32 px) slower (the transforms of 32 channels for 3 outputs).
+/// §1k, §1m): 16→16 at 32 px 3.0 → 2.1 ms, its input gradient 2.8 → 2.1; 32→64 at 16 px 4.2 →
+/// 1.9, its input gradient (64→32) 4.9 → 1.8; at 8 px the forward 64→128 3.5 → 2.0–2.1 (§1m;
+/// §1k had measured 3.8 → 4.0 and left it to gemm), its input gradient (128→64) 4.7 → 2.5; the
+/// recognizer's first input gradient (32→3 at 32 px) slower (the transforms of 32 channels for
+/// 3 outputs).
 /// AVX2 hosts were not measured, so they keep the matrix products.
 pub fn conv3x3_suits(c: usize, o: usize, w: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -275,7 +284,7 @@ pub fn conv3x3_suits(c: usize, o: usize, w: usize) -> bool {
         use std::arch::is_x86_feature_detected as has;
         c >= 16
             && o >= 16
-            && (w >= 2 * L || c >= 128)
+            && (w >= 2 * L || c >= 64)
             && has!("avx512f")
             && has!("avx2")
             && has!("fma")

@@ -159,8 +159,9 @@ pub(super) fn input_grad(
     grad
 }
 
-/// The gradient of the convolution's weights (shape `weight_shape`): over shifted views
-/// where [`super::shifted::weight_grad_eligible`], else over the unrolled input.
+/// The gradient of the convolution's weights (shape `weight_shape`): by the Winograd kernel
+/// where [`super::shifted::winograd_weight_grad_eligible`], over shifted views where
+/// [`super::shifted::weight_grad_eligible`], else over the unrolled input.
 pub(super) fn weight_grad(
     x: FlexTensor,
     dy: FlexTensor,
@@ -169,6 +170,12 @@ pub(super) fn weight_grad(
 ) -> FlexTensor {
     let [n, cin, h, w] = dims4(&x);
     let [cout, _, kh, kw] = weight_shape;
+    if super::shifted::winograd_weight_grad_eligible(cin, cout, w, [kh, kw], &options) {
+        let (x, dy) = (contiguous(&x), contiguous(&dy));
+        let grad =
+            super::shifted::winograd_weight_grad(x.as_slice(), [n, cin, h, w], dy.as_slice(), cout);
+        return tensor(grad, weight_shape);
+    }
     if super::shifted::weight_grad_eligible(cin, cout, w, [kh, kw], &options) {
         let (x, dy) = (contiguous(&x), contiguous(&dy));
         let grad = super::shifted::weight_grad(x.as_slice(), [n, cin, h, w], dy.as_slice(), cout);

@@ -67,6 +67,47 @@ pub(super) fn winograd(
     y
 }
 
+/// Whether the weight gradient of a convolution of `cin` → `cout` channels at width `w` takes
+/// Scrim's Winograd kernel ([`winograd_weight_grad`]): where `scrim_core` says it is faster.
+pub(super) fn winograd_weight_grad_eligible(
+    cin: usize,
+    cout: usize,
+    w: usize,
+    kernel: [usize; 2],
+    options: &ConvOptions<2>,
+) -> bool {
+    three_by_three_same(kernel, options)
+        && scrim_core::runtime::conv3x3_weight_grad_suits(cin, cout, w)
+}
+
+/// The weight gradient of [`conv`] (`[cout, cin, 3, 3]`) by the Winograd kernel
+/// (`scrim_core::runtime::conv3x3_weight_grad`): each thread one chunk of images, their
+/// gradients summed.
+pub(super) fn winograd_weight_grad(
+    x: &[f32],
+    [n, cin, h, w]: [usize; 4],
+    dy: &[f32],
+    cout: usize,
+) -> Vec<f32> {
+    let len = cout * cin * 9;
+    let per = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    x.par_chunks(per * cin * h * w)
+        .zip(dy.par_chunks(per * cout * h * w))
+        .map(|(xc, dyc)| {
+            let images = xc.len() / (cin * h * w);
+            let mut grad = vec![0f32; len];
+            scrim_core::runtime::conv3x3_weight_grad([images, cin, h, w], xc, dyc, cout, &mut grad);
+            grad
+        })
+        .reduce(
+            || vec![0f32; len],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
 /// Output channels up to which the weight gradient takes this path. Its products are
 /// `[cin × positions] · [positions × cout]`, far from gemm's register tile on both sides
 /// where the unrolled path's are `[9·cin × positions] · [positions × cout]`: that one wins

@@ -27,14 +27,14 @@ pub(super) fn split_columns(g: &Geometry, lay: &Layout, x: &[f32], q: &mut [f32]
 }
 
 #[inline(always)]
-fn load(s: &[f32], at: usize) -> V8 {
+pub(super) fn load(s: &[f32], at: usize) -> V8 {
     let mut v = [0.0; L];
     v.copy_from_slice(&s[at..at + L]);
     v
 }
 
 #[inline(always)]
-fn add(a: V8, b: V8) -> V8 {
+pub(super) fn add(a: V8, b: V8) -> V8 {
     let mut r = a;
     for (r, b) in r.iter_mut().zip(&b) {
         *r += b;
@@ -43,7 +43,7 @@ fn add(a: V8, b: V8) -> V8 {
 }
 
 #[inline(always)]
-fn sub(a: V8, b: V8) -> V8 {
+pub(super) fn sub(a: V8, b: V8) -> V8 {
     let mut r = a;
     for (r, b) in r.iter_mut().zip(&b) {
         *r -= b;

@@ -1,0 +1,480 @@
+//! The weight gradient of the same convolutions by F(2×2, 3×3): with `U = G W Gᵀ` and
+//! `V = Bᵀ P B` as in the forward, each tile's output is `Aᵀ (U ⊙ V) A`, so the gradient of the
+//! weights is `dW = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙ V] G`. The sum over tiles, for each of the 16
+//! transform positions, is a matrix product (output channels × tiles by tiles × input
+//! channels): 16 multiplies per tile and channel pair where the unrolled input's product takes
+//! 36, the transforms additions only.
+//!
+//! The tiles are taken in groups of whole tile rows ([`GROUP_TILES`]): the group's transformed
+//! input `v[k][c][tile]` (the forward's own transform) and transformed output gradient
+//! `m[k][o][tile]` stay in L2 while the 16 products read them. The products keep the tiles in
+//! the vector lanes (both operands are laid out that way) and add each lane sum into the
+//! gradient at the end of a group.
+
+use std::cell::RefCell;
+
+use super::super::{Geometry, kept_entry};
+use super::transforms::{add, input_transform, split_columns, sub};
+use super::{KEPT_SHAPES, L, Layout, Scratch, V8};
+
+/// Tiles per group, about: enough vectors of 16 tiles per lane sum that the sums cost little.
+const GROUP_TILES: usize = 512;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The gradient of a 3×3, stride-1, padding-1 convolution's weights `[o, c, 3, 3]`, written to
+/// `out`, from its `n` input images `x` (`[n, c, h, w]`) and the gradient of its output `dy`
+/// (`[n, o, h, w]`), on this thread: for the training side's convolutions (`scrim-train`'s
+/// `fast_conv`), which sum the gradients of chunks of images computed in parallel. Whether it
+/// is the fast path for a shape is [`conv3x3_weight_grad_suits`]'s to say.
+///
+/// # Panics
+/// If a length does not match the shape, or a side or channel count is zero.
+pub fn conv3x3_weight_grad(
+    [n, c, h, w]: [usize; 4],
+    x: &[f32],
+    dy: &[f32],
+    o: usize,
+    out: &mut [f32],
+) {
+    let g = Geometry {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: [1; 4],
+    };
+    assert!(
+        g.is_valid()
+            && h > 0
+            && w > 0
+            && x.len() == n * c * h * w
+            && dy.len() == n * o * h * w
+            && out.len() == o * c * 9,
+        "conv3x3_weight_grad: buffers do not match [{n}, {c}, {h}, {w}] → {o} channels"
+    );
+    let lay = Layout::with_block(&g, GROUP_TILES);
+    let mut du = vec![0.0f32; 16 * o * c];
+    SCRATCH.with_borrow_mut(|kept| {
+        let s = kept_entry(kept, KEPT_SHAPES, |s| s.key == g, || Scratch::new(&g, &lay));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the function only requires AVX-512F, AVX2 and FMA, detected just above.
+            #[allow(unsafe_code)]
+            unsafe {
+                groups_avx512(&g, &lay, x, dy, s, &mut du);
+            }
+            return;
+        }
+        groups::<false>(&g, &lay, x, dy, s, &mut du);
+    });
+    finish(o, c, &du, out);
+}
+
+/// Whether [`conv3x3_weight_grad`] is faster than the unrolled input's matrix product for a
+/// convolution of `c` → `o` channels `w` wide on this CPU: with AVX-512 (its products' lane
+/// sums), at least 16 channels in and out.
+pub fn conv3x3_weight_grad_suits(c: usize, o: usize, w: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let _ = w;
+        c >= 16 && o >= 16 && has!("avx512f") && has!("avx2") && has!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (c, o, w);
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn groups_avx512(
+    g: &Geometry,
+    lay: &Layout,
+    x: &[f32],
+    dy: &[f32],
+    s: &mut Scratch,
+    du: &mut [f32],
+) {
+    groups::<true>(g, lay, x, dy, s, du);
+}
+
+/// Every group's transforms and products into `du` (`[16][o][c]`); AVX-512's products when
+/// `WIDE` (the caller has it).
+#[inline(always)]
+fn groups<const WIDE: bool>(
+    g: &Geometry,
+    lay: &Layout,
+    x: &[f32],
+    dy: &[f32],
+    s: &mut Scratch,
+    du: &mut [f32],
+) {
+    split_columns(g, lay, x, &mut s.q);
+    let total = g.n * lay.th;
+    let oc = g.o * g.c;
+    for first in (0..total).step_by(lay.block_rows) {
+        let rows = lay.block_rows.min(total - first);
+        input_transform(g, lay, &s.q, first, rows, &mut s.v);
+        grad_transform::<WIDE>(g, lay, dy, first, rows, &mut s.m);
+        let tiles = rows * lay.tw;
+        for (k, duk) in du.chunks_exact_mut(oc).enumerate() {
+            let (m, v) = (&s.m[k * lay.mk..], &s.v[k * lay.vk..]);
+            #[cfg(target_arch = "x86_64")]
+            if WIDE {
+                // SAFETY: `WIDE` is only set under `groups_avx512`, entered after AVX-512F
+                // was detected.
+                #[allow(unsafe_code)]
+                unsafe {
+                    products_avx512(g, m, lay.ms, v, lay.vs, tiles, duk);
+                }
+                continue;
+            }
+            products(g, m, lay.ms, v, lay.vs, tiles, duk, [0, 0]);
+        }
+    }
+}
+
+/// `A x` along one axis of a tile: `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`.
+#[inline(always)]
+fn a_col(x0: V8, x1: V8) -> [V8; 4] {
+    let zero = [0.0; L];
+    [x0, add(x0, x1), sub(x0, x1), sub(zero, x1)]
+}
+
+/// `A dY Aᵀ` of every tile in tile rows `first..first + rows` (over the batch) into
+/// `m[k][o][tile]`, eight tiles of a row at a time, outputs past the image's edge read as zero;
+/// a row's last store spills into the next row's first tiles as in the input's transform.
+/// AVX-512's permutation splits the columns by parity when `WIDE` (the caller has it).
+#[inline(always)]
+fn grad_transform<const WIDE: bool>(
+    g: &Geometry,
+    lay: &Layout,
+    dy: &[f32],
+    first: usize,
+    rows: usize,
+    m: &mut [f32],
+) {
+    let (h, w) = (g.h, g.w);
+    for r in 0..rows {
+        let (img, ty) = ((first + r) / lay.th, (first + r) % lay.th);
+        // The tile row's output rows inside the image: 2ty, and 2ty + 1 unless past the edge.
+        let out_rows = (h - 2 * ty).min(2);
+        for o in 0..g.o {
+            let plane = (img * g.o + o) * h * w;
+            for j0 in (0..lay.tw).step_by(L) {
+                let x0 = 2 * j0;
+                let n = (w - x0).min(2 * L);
+                // d[row][parity]: rows 2ty and 2ty + 1, even and odd columns of the tiles.
+                let mut d = [[[0.0f32; L]; 2]; 2];
+                for (dr, d) in d.iter_mut().enumerate().take(out_rows) {
+                    let at = plane + (2 * ty + dr) * w + x0;
+                    let mut line = [0.0f32; 2 * L];
+                    // Constant lengths where they can be: inlined, not calls to memmove.
+                    if n == 2 * L {
+                        line.copy_from_slice(&dy[at..at + 2 * L]);
+                    } else if n == L {
+                        line[..L].copy_from_slice(&dy[at..at + L]);
+                    } else {
+                        line[..n].copy_from_slice(&dy[at..at + n]);
+                    }
+                    *d = deinterleave::<WIDE>(&line);
+                }
+                // Down the rows for each column parity, then along the columns.
+                let cols = [a_col(d[0][0], d[1][0]), a_col(d[0][1], d[1][1])];
+                // Both columns' row `a` (clippy's iterator form would be a closure).
+                #[allow(clippy::needless_range_loop)]
+                for a in 0..4 {
+                    for (b, values) in a_col(cols[0][a], cols[1][a]).iter().enumerate() {
+                        let at = (a * 4 + b) * lay.mk + o * lay.ms + r * lay.tw + j0;
+                        m[at..at + L].copy_from_slice(values);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A line's even and odd values.
+#[inline(always)]
+fn deinterleave<const WIDE: bool>(line: &[f32; 2 * L]) -> [V8; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if WIDE {
+        // SAFETY: `WIDE` is only set under `groups_avx512`, entered after AVX-512F was
+        // detected.
+        #[allow(unsafe_code)]
+        unsafe {
+            return deinterleave_avx512(line);
+        }
+    }
+    let mut d = [[0.0f32; L]; 2];
+    for i in 0..L {
+        d[0][i] = line[2 * i];
+        d[1][i] = line[2 * i + 1];
+    }
+    d
+}
+
+/// [`deinterleave`] in one permutation.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn deinterleave_avx512(line: &[f32; 2 * L]) -> [V8; 2] {
+    use std::arch::x86_64::{
+        _mm512_loadu_ps, _mm512_permutexvar_ps, _mm512_setr_epi32, _mm512_storeu_ps,
+    };
+    let mut d = [[0.0f32; L]; 2];
+    // SAFETY: AVX-512F is enabled for this function; both arrays hold 16 floats.
+    #[allow(unsafe_code)]
+    unsafe {
+        let order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+        let v = _mm512_permutexvar_ps(order, _mm512_loadu_ps(line.as_ptr()));
+        _mm512_storeu_ps(d.as_mut_ptr().cast::<f32>(), v);
+    }
+    d
+}
+
+/// `du[oi][ci] += Σ_t m[oi·ms + t] · v[ci·vs + t]` over `t < tiles`, for the output channels
+/// and input channels from `from` on: the products of one transform position, portably.
+#[allow(clippy::too_many_arguments)]
+fn products(
+    g: &Geometry,
+    m: &[f32],
+    ms: usize,
+    v: &[f32],
+    vs: usize,
+    tiles: usize,
+    du: &mut [f32],
+    [o_from, c_from]: [usize; 2],
+) {
+    for oi in 0..g.o {
+        let mo = &m[oi * ms..][..tiles];
+        let first_c = if oi < o_from { c_from } else { 0 };
+        for ci in first_c..g.c {
+            let vc = &v[ci * vs..][..tiles];
+            // Sixteen partial sums, which the compiler keeps in vector lanes.
+            let mut acc = [0.0f32; 16];
+            let (mc, vcc) = (mo.chunks_exact(16), vc.chunks_exact(16));
+            let (mr, vr) = (mc.remainder(), vcc.remainder());
+            for (a, b) in mc.zip(vcc) {
+                for l in 0..16 {
+                    acc[l] += a[l] * b[l];
+                }
+            }
+            for (l, (a, b)) in mr.iter().zip(vr).enumerate() {
+                acc[l] += a * b;
+            }
+            du[oi * g.c + ci] += acc.iter().sum::<f32>();
+        }
+    }
+}
+
+/// [`products`] with AVX-512: register tiles of four output by four input channels, sixteen
+/// tiles per vector; the channels beyond the last whole register tile portably.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn products_avx512(
+    g: &Geometry,
+    m: &[f32],
+    ms: usize,
+    v: &[f32],
+    vs: usize,
+    tiles: usize,
+    du: &mut [f32],
+) {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_reduce_add_ps,
+        _mm512_setzero_ps,
+    };
+    if tiles == 0 {
+        return;
+    }
+    assert!(
+        (g.o - 1) * ms + tiles <= m.len()
+            && (g.c - 1) * vs + tiles <= v.len()
+            && du.len() >= g.o * g.c,
+        "Winograd weight-gradient products: buffers do not match"
+    );
+    let (o4, c4) = (g.o / 4 * 4, g.c / 4 * 4);
+    let whole = tiles / 16 * 16;
+    // The last vector's lanes that hold tiles (none past `tiles` is read).
+    let tail = ((1u32 << (tiles - whole)) - 1) as u16;
+    let (mp, vp) = (m.as_ptr(), v.as_ptr());
+    for ob in (0..o4).step_by(4) {
+        for cb in (0..c4).step_by(4) {
+            // SAFETY: AVX-512F is enabled for this function (the caller detected it); every
+            // full load reads tiles `t..t + 16 ≤ whole ≤ tiles` of a row inside the lengths
+            // asserted above, and the masked one only the lanes below `tiles`.
+            #[allow(unsafe_code)]
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+                for t in (0..whole).step_by(16) {
+                    let a = [0, 1, 2, 3].map(|i| _mm512_loadu_ps(mp.add((ob + i) * ms + t)));
+                    let b = [0, 1, 2, 3].map(|j| _mm512_loadu_ps(vp.add((cb + j) * vs + t)));
+                    for i in 0..4 {
+                        for j in 0..4 {
+                            acc[i][j] = _mm512_fmadd_ps(a[i], b[j], acc[i][j]);
+                        }
+                    }
+                }
+                if tail != 0 {
+                    let a = [0, 1, 2, 3]
+                        .map(|i| _mm512_maskz_loadu_ps(tail, mp.add((ob + i) * ms + whole)));
+                    let b = [0, 1, 2, 3]
+                        .map(|j| _mm512_maskz_loadu_ps(tail, vp.add((cb + j) * vs + whole)));
+                    for i in 0..4 {
+                        for j in 0..4 {
+                            acc[i][j] = _mm512_fmadd_ps(a[i], b[j], acc[i][j]);
+                        }
+                    }
+                }
+                for (i, row) in acc.iter().enumerate() {
+                    for (j, &a) in row.iter().enumerate() {
+                        du[(ob + i) * g.c + cb + j] += _mm512_reduce_add_ps(a);
+                    }
+                }
+            }
+        }
+    }
+    if o4 < g.o || c4 < g.c {
+        // The pairs outside the register tiles: rows from `o4` on entirely, and the columns
+        // from `c4` on of the rows before it.
+        products(g, m, ms, v, vs, tiles, du, [o4, c4]);
+    }
+}
+
+/// `dW = Gᵀ dU G` of every channel pair: `du` `[16][o][c]` into `out` `[o][c][3][3]`.
+fn finish(o: usize, c: usize, du: &[f32], out: &mut [f32]) {
+    const GM: [[f32; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    for (pair, w) in out.chunks_exact_mut(9).enumerate().take(o * c) {
+        for i in 0..3 {
+            for j in 0..3 {
+                let mut s = 0.0;
+                for (a, ga) in GM.iter().enumerate() {
+                    for (b, gb) in GM.iter().enumerate() {
+                        s += ga[i] * du[(a * 4 + b) * o * c + pair] * gb[j];
+                    }
+                }
+                w[i * 3 + j] = s;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: `dW[o][c][ky][kx] = Σ dY[o][y][x] · x[c][y + ky − 1][x + kx − 1]`.
+    fn reference([n, c, h, w]: [usize; 4], x: &[f32], dy: &[f32], o: usize) -> Vec<f32> {
+        let mut out = vec![0.0; o * c * 9];
+        for oi in 0..o {
+            for ci in 0..c {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let mut s = 0.0f64;
+                        for img in 0..n {
+                            for y in 0..h {
+                                for xx in 0..w {
+                                    let (iy, ix) = (y + ky, xx + kx);
+                                    if iy == 0 || ix == 0 || iy > h || ix > w {
+                                        continue;
+                                    }
+                                    let xv = x[((img * c + ci) * h + iy - 1) * w + ix - 1];
+                                    let dv = dy[((img * o + oi) * h + y) * w + xx];
+                                    s += f64::from(xv) * f64::from(dv);
+                                }
+                            }
+                        }
+                        out[((oi * c + ci) * 3 + ky) * 3 + kx] = s as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|k| (((k * 7919 + seed * 104_729) % 2003) as f32 / 1001.0) - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_definition_on_odd_even_and_batched_shapes() {
+        // (n, c, h, w, o): odd sides and channel counts outside whole register tiles, one
+        // pixel, rows longer than eight tiles over several groups, the recognizer's shapes.
+        for [n, c, h, w, o] in [
+            [2, 5, 5, 7, 6],
+            [1, 4, 1, 1, 4],
+            [3, 16, 8, 8, 16],
+            [2, 8, 33, 35, 12],
+            [3, 16, 32, 32, 16],
+            [5, 32, 16, 16, 64],
+            [4, 64, 8, 8, 128],
+        ] {
+            let shape = [n, c, h, w];
+            let x = values(n * c * h * w, 1);
+            let dy = values(n * o * h * w, 2);
+            let want = reference(shape, &x, &dy, o);
+            // The largest gradient, for a relative bound: sums of up to n·h·w products.
+            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let mut got = vec![f32::NAN; o * c * 9];
+            conv3x3_weight_grad(shape, &x, &dy, o, &mut got);
+            // The portable products too, whatever this CPU has.
+            let g = Geometry {
+                n,
+                c,
+                h,
+                w,
+                o,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                pad: [1; 4],
+            };
+            let lay = Layout::with_block(&g, GROUP_TILES);
+            let mut du = vec![0.0; 16 * o * c];
+            groups::<false>(&g, &lay, &x, &dy, &mut Scratch::new(&g, &lay), &mut du);
+            let mut portable = vec![f32::NAN; o * c * 9];
+            finish(o, c, &du, &mut portable);
+            for (name, got) in [("dispatched", &got), ("portable", &portable)] {
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(
+                        0.0f32,
+                        |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                    );
+                assert!(
+                    err <= 1e-5 * scale,
+                    "{name} {shape:?} → {o}: error {err} (largest gradient {scale})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "buffers do not match")]
+    fn refuses_buffers_of_the_wrong_length() {
+        let mut out = vec![0.0; 4 * 4 * 9];
+        conv3x3_weight_grad([1, 4, 4, 4], &[0.0; 64], &[0.0; 63], 4, &mut out);
+    }
+}
