@@ -170,18 +170,16 @@ pub(super) fn weight_grad(
 ) -> FlexTensor {
     let [n, cin, h, w] = dims4(&x);
     let [cout, _, kh, kw] = weight_shape;
-    if super::shifted::winograd_weight_grad_eligible(cin, cout, w, [kh, kw], &options) {
-        let (x, dy) = (contiguous(&x), contiguous(&dy));
-        let grad =
-            super::shifted::winograd_weight_grad(x.as_slice(), [n, cin, h, w], dy.as_slice(), cout);
-        return tensor(grad, weight_shape);
-    }
-    if super::shifted::weight_grad_eligible(cin, cout, w, [kh, kw], &options) {
-        let (x, dy) = (contiguous(&x), contiguous(&dy));
-        let grad = super::shifted::weight_grad(x.as_slice(), [n, cin, h, w], dy.as_slice(), cout);
-        return tensor(grad, weight_shape);
-    }
-    weight_grad_unrolled(x, dy, weight_shape, options)
+    let path = if super::shifted::winograd_weight_grad_eligible(cin, cout, w, [kh, kw], &options) {
+        super::shifted::winograd_weight_grad
+    } else if super::shifted::weight_grad_eligible(cin, cout, w, [kh, kw], &options) {
+        super::shifted::weight_grad
+    } else {
+        return weight_grad_unrolled(x, dy, weight_shape, options);
+    };
+    let (x, dy) = (contiguous(&x), contiguous(&dy));
+    let grad = path(x.as_slice(), [n, cin, h, w], dy.as_slice(), cout);
+    tensor(grad, weight_shape)
 }
 
 /// The weight gradient over the unrolled input, for any geometry `supported` covers.
