@@ -74,7 +74,8 @@ impl Backward<Flex, 3> for ConvWithBias {
 
     fn backward(self, ops: Ops<ConvState, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
+        // Laid out once for the three gradients (a loss's sum hands down a broadcast view).
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
         if let Some(node) = node_b {
             grads.register::<Flex>(node.id, kernels::bias_grad(dy.clone()));
         }
@@ -92,7 +93,7 @@ impl Backward<Flex, 2> for ConvNoBias {
     type State = ConvState;
 
     fn backward(self, ops: Ops<ConvState, 2>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
-        let dy = grads.consume::<Flex>(&ops.node);
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
         let [node_x, node_w] = ops.parents;
         backward_xw(
             ops.state,

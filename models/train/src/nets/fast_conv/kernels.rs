@@ -286,12 +286,7 @@ pub(super) fn bias_grad(dy: FlexTensor) -> FlexTensor {
         .into_par_iter()
         .map(|ch| {
             (0..n)
-                .map(|i| {
-                    src[(i * c + ch) * h * w..][..h * w]
-                        .iter()
-                        .map(|v| f64::from(*v))
-                        .sum::<f64>()
-                })
+                .map(|i| super::norm::row_sum(&src[(i * c + ch) * h * w..][..h * w], |v| v))
                 .sum::<f64>() as f32
         })
         .collect();

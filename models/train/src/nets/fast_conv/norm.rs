@@ -63,7 +63,7 @@ const LANES: usize = 16;
 
 /// Σ f(x) over a row, in [`LANES`] f32 partial sums, returned in f64.
 #[inline(always)]
-fn row_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+pub(super) fn row_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut acc = [0f32; LANES];
     let mut chunks = xs.chunks_exact(LANES);
     for chunk in &mut chunks {
