@@ -57,25 +57,26 @@ pub(crate) fn transformed_len(g: &Geometry) -> usize {
 /// Weights `[o, c, 3, 3]` as `G W Gᵀ` (4×4 per channel pair), laid out `[k][o / OB][c][OB]`
 /// with `k = 4a + b`, output channels padded with zeros to a multiple of [`OB`].
 pub(crate) fn transform_weights(g: &Geometry, oihw: &[f32]) -> Vec<f32> {
-    const GM: [[f32; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
+    // `G v` for three values: G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], additions
+    // and halvings only (a training step transforms every layer's weights at every call).
+    fn g3(v: [f32; 3]) -> [f32; 4] {
+        let (even, odd) = (0.5 * (v[0] + v[2]), 0.5 * v[1]);
+        [v[0], even + odd, even - odd, v[2]]
+    }
     let blocks = g.blocks();
     let mut u = vec![0.0; transformed_len(g)];
     for (o, filters) in oihw.chunks_exact(g.c * 9).take(g.o).enumerate() {
         for (ci, w) in filters.chunks_exact(9).enumerate() {
+            // Down the kernel's columns, then along the rows of the result.
+            let cols = [
+                g3([w[0], w[3], w[6]]),
+                g3([w[1], w[4], w[7]]),
+                g3([w[2], w[5], w[8]]),
+            ];
             for a in 0..4 {
-                for b in 0..4 {
-                    let mut s = 0.0;
-                    for i in 0..3 {
-                        for j in 0..3 {
-                            s += GM[a][i] * w[i * 3 + j] * GM[b][j];
-                        }
-                    }
-                    u[(((a * 4 + b) * blocks + o / OB) * g.c + ci) * OB + o % OB] = s;
+                let row = g3([cols[0][a], cols[1][a], cols[2][a]]);
+                for (b, &v) in row.iter().enumerate() {
+                    u[(((a * 4 + b) * blocks + o / OB) * g.c + ci) * OB + o % OB] = v;
                 }
             }
         }
