@@ -68,6 +68,10 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
         // Blocks of 128 tiles and more (two whole groups of AVX-512's 64) and a remainder.
         (9, 32, 16, 16, 8),
         (11, 64, 8, 8, 4),
+        // Two tile rows of four per vector, an odd number of them (the last vector half
+        // empty), and rows whose second output row is past the edge.
+        (3, 32, 5, 7, 8),
+        (1, 32, 3, 8, 16),
     ] {
         let g = Geometry {
             n,

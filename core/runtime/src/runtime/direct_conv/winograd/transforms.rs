@@ -72,9 +72,44 @@ fn a_t(m: [V8; 4]) -> [V8; 2] {
     [add(add(m[0], m[1]), m[2]), sub(sub(m[1], m[2]), m[3])]
 }
 
+/// Tile rows per vector of [`L`] tiles: two where a row holds exactly half a vector (8-px
+/// images, the recognizer's last convolution), whose lanes would otherwise be half empty.
+#[inline(always)]
+pub(super) fn rows_per_vector(lay: &Layout) -> usize {
+    if lay.tw == L / 2 { 2 } else { 1 }
+}
+
+/// Where tile row `r` of a block starting at `first` lies: its image and its row of tiles.
+#[inline(always)]
+pub(super) fn tile_row(lay: &Layout, first: usize, r: usize) -> (usize, usize) {
+    ((first + r) / lay.th, (first + r) % lay.th)
+}
+
+/// Half a vector from `s` at `a`, the other half at `b` (zeros for none).
+#[inline(always)]
+fn load_halves(s: &[f32], a: usize, b: Option<usize>) -> V8 {
+    const H: usize = L / 2;
+    let mut v = [0.0; L];
+    v[..H].copy_from_slice(&s[a..a + H]);
+    if let Some(b) = b {
+        v[H..].copy_from_slice(&s[b..b + H]);
+    }
+    v
+}
+
+/// A vector of `q` at `at` (offset `d` from each row's start), or two half rows.
+#[inline(always)]
+fn load_tiles(q: &[f32], at: usize, second: Option<usize>, pairs: bool, d: usize) -> V8 {
+    if pairs {
+        load_halves(q, at + d, second.map(|b| b + d))
+    } else {
+        load(q, at + d)
+    }
+}
+
 /// `Bᵀ P B` of every tile in tile rows `first..first + rows` (over the batch) into `v`, eight
-/// tiles of a row at a time; a row's last store spills into the next row's first tiles, which
-/// that row then writes.
+/// tiles at a time: of one row (a row's last store spills into the next row's first tiles,
+/// which that row then writes), or of two rows of four ([`rows_per_vector`]).
 #[inline(always)]
 pub(super) fn input_transform(
     g: &Geometry,
@@ -84,21 +119,45 @@ pub(super) fn input_transform(
     rows: usize,
     v: &mut [f32],
 ) {
+    // Each layout its own loop: a run-time test in the loads cost 1-in-10 elsewhere.
+    if rows_per_vector(lay) == 2 {
+        input_transform_with::<true>(g, lay, q, first, rows, v);
+    } else {
+        input_transform_with::<false>(g, lay, q, first, rows, v);
+    }
+}
+
+/// [`input_transform`] with two tile rows per vector when `PAIRS`.
+#[inline(always)]
+fn input_transform_with<const PAIRS: bool>(
+    g: &Geometry,
+    lay: &Layout,
+    q: &[f32],
+    first: usize,
+    rows: usize,
+    v: &mut [f32],
+) {
     let (qw, image) = (lay.qw, lay.q_image(g));
+    let (per, pairs) = (if PAIRS { 2 } else { 1 }, PAIRS);
     for ci in 0..g.c {
-        for r in 0..rows {
-            let (img, ty) = ((first + r) / lay.th, (first + r) % lay.th);
+        for r in (0..rows).step_by(per) {
+            let row_at = |r: usize| {
+                let (img, ty) = tile_row(lay, first, r);
+                img * image + (ci * lay.rows + 2 * ty) * 2 * qw
+            };
+            let (at0, at1) = (row_at(r), (pairs && r + 1 < rows).then(|| row_at(r + 1)));
             for j0 in (0..lay.tw).step_by(L) {
                 // The patch's rows 2ty..2ty+4, its columns transformed: padded columns
                 // 2j, 2j+1, 2j+2, 2j+3 are even[j], odd[j], even[j+1], odd[j+1].
                 let mut t = [[[0.0f32; L]; 4]; 4];
                 for (dr, t) in t.iter_mut().enumerate() {
-                    let at = img * image + (ci * lay.rows + 2 * ty + dr) * 2 * qw + j0;
+                    let d = dr * 2 * qw + j0;
+                    let (a, b) = (at0, at1);
                     *t = b_t([
-                        load(q, at),
-                        load(q, at + qw),
-                        load(q, at + 1),
-                        load(q, at + qw + 1),
+                        load_tiles(q, a, b, pairs, d),
+                        load_tiles(q, a, b, pairs, d + qw),
+                        load_tiles(q, a, b, pairs, d + 1),
+                        load_tiles(q, a, b, pairs, d + qw + 1),
                     ]);
                 }
                 // The columns of `t` across its rows (clippy's iterator form would be a closure).
@@ -115,9 +174,26 @@ pub(super) fn input_transform(
     }
 }
 
-/// `Aᵀ M A` of every tile, plus the bias and the activation, into the output rows.
+/// `Aᵀ M A` of every tile, plus the bias and the activation, into the output rows (tiles laid
+/// out as [`input_transform`] lays them).
 #[inline(always)]
 pub(super) fn output_transform(
+    run: &Run<'_>,
+    m: &[f32],
+    first: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    if rows_per_vector(&run.lay) == 2 {
+        output_transform_with::<true>(run, m, first, rows, out);
+    } else {
+        output_transform_with::<false>(run, m, first, rows, out);
+    }
+}
+
+/// [`output_transform`] with two tile rows per vector when `PAIRS`.
+#[inline(always)]
+fn output_transform_with<const PAIRS: bool>(
     run: &Run<'_>,
     m: &[f32],
     first: usize,
@@ -127,10 +203,15 @@ pub(super) fn output_transform(
     let (g, lay) = (run.g, run.lay);
     let (h, w) = (g.h, g.w);
     let relu = run.act == Activation::Relu;
+    let per = if PAIRS { 2 } else { 1 };
     for o in 0..g.o {
         let bias = run.bias[o];
-        for r in 0..rows {
-            let (img, ty) = ((first + r) / lay.th, (first + r) % lay.th);
+        for r in (0..rows).step_by(per) {
+            // The tile rows of the vector's halves (one row: the whole vector).
+            let halves = [
+                Some(tile_row(&lay, first, r)),
+                (PAIRS && r + 1 < rows).then(|| tile_row(&lay, first, r + 1)),
+            ];
             for j0 in (0..lay.tw).step_by(L) {
                 let base = o * lay.ms + r * lay.tw + j0;
                 let mut rr = [[[0.0f32; L]; 2]; 4];
@@ -162,23 +243,30 @@ pub(super) fn output_transform(
                     }
                 }
                 let x0 = 2 * j0;
-                let n = (w - x0).min(2 * L);
-                for (dy, row) in [(0, 0), (1, 1)] {
-                    let oy = 2 * ty + dy;
-                    if oy >= h {
-                        break;
-                    }
+                // Output columns per half: a row's whole width when two rows share the vector.
+                let span = 2 * L / per;
+                let n = (w - x0).min(span);
+                // Both columns' output row `dy` (clippy's iterator form would be a closure).
+                #[allow(clippy::needless_range_loop)]
+                for dy in 0..2 {
                     let mut line = [0.0f32; 2 * L];
                     for i in 0..L {
-                        line[2 * i] = y[0][row][i];
-                        line[2 * i + 1] = y[1][row][i];
+                        line[2 * i] = y[0][dy][i];
+                        line[2 * i + 1] = y[1][dy][i];
                     }
-                    let dst = ((img * g.o + o) * h + oy) * w + x0;
-                    if n == 2 * L {
-                        // A constant length: inlined, not a call to memmove.
-                        out[dst..dst + 2 * L].copy_from_slice(&line);
-                    } else {
-                        out[dst..dst + n].copy_from_slice(&line[..n]);
+                    for (half, at) in halves.iter().enumerate().take(per) {
+                        let Some((img, ty)) = *at else { break };
+                        let oy = 2 * ty + dy;
+                        if oy >= h {
+                            continue;
+                        }
+                        let dst = ((img * g.o + o) * h + oy) * w + x0;
+                        if n == 2 * L {
+                            // A constant length: inlined, not a call to memmove.
+                            out[dst..dst + 2 * L].copy_from_slice(&line);
+                        } else {
+                            out[dst..dst + n].copy_from_slice(&line[half * span..][..n]);
+                        }
                     }
                 }
             }

@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 
 use super::super::{Geometry, kept_entry};
-use super::transforms::{add, input_transform, split_columns, sub};
+use super::transforms::{add, input_transform, rows_per_vector, split_columns, sub, tile_row};
 use super::{KEPT_SHAPES, L, Layout, Scratch, V8};
 
 /// Tiles per group, about: enough vectors of 16 tiles per lane sum that the sums cost little.
@@ -154,8 +154,8 @@ fn a_col(x0: V8, x1: V8) -> [V8; 4] {
 }
 
 /// `A dY Aᵀ` of every tile in tile rows `first..first + rows` (over the batch) into
-/// `m[k][o][tile]`, eight tiles of a row at a time, outputs past the image's edge read as zero;
-/// a row's last store spills into the next row's first tiles as in the input's transform.
+/// `m[k][o][tile]`, eight tiles at a time as the input's transform lays them out (of one row,
+/// or of two rows of four), outputs past the image's edge read as zero.
 /// AVX-512's permutation splits the columns by parity when `WIDE` (the caller has it).
 #[inline(always)]
 fn grad_transform<const WIDE: bool>(
@@ -166,28 +166,56 @@ fn grad_transform<const WIDE: bool>(
     rows: usize,
     m: &mut [f32],
 ) {
+    if rows_per_vector(lay) == 2 {
+        grad_transform_with::<WIDE, true>(g, lay, dy, first, rows, m);
+    } else {
+        grad_transform_with::<WIDE, false>(g, lay, dy, first, rows, m);
+    }
+}
+
+/// [`grad_transform`] with two tile rows per vector when `PAIRS`.
+#[inline(always)]
+fn grad_transform_with<const WIDE: bool, const PAIRS: bool>(
+    g: &Geometry,
+    lay: &Layout,
+    dy: &[f32],
+    first: usize,
+    rows: usize,
+    m: &mut [f32],
+) {
     let (h, w) = (g.h, g.w);
-    for r in 0..rows {
-        let (img, ty) = ((first + r) / lay.th, (first + r) % lay.th);
-        // The tile row's output rows inside the image: 2ty, and 2ty + 1 unless past the edge.
-        let out_rows = (h - 2 * ty).min(2);
+    let per = if PAIRS { 2 } else { 1 };
+    // Output columns per half of a vector: a row's whole width when two rows share it.
+    let span = 2 * L / per;
+    for r in (0..rows).step_by(per) {
+        let halves = [
+            Some(tile_row(lay, first, r)),
+            (PAIRS && r + 1 < rows).then(|| tile_row(lay, first, r + 1)),
+        ];
         for o in 0..g.o {
-            let plane = (img * g.o + o) * h * w;
             for j0 in (0..lay.tw).step_by(L) {
                 let x0 = 2 * j0;
-                let n = (w - x0).min(2 * L);
+                let n = (w - x0).min(span);
                 // d[row][parity]: rows 2ty and 2ty + 1, even and odd columns of the tiles.
                 let mut d = [[[0.0f32; L]; 2]; 2];
-                for (dr, d) in d.iter_mut().enumerate().take(out_rows) {
-                    let at = plane + (2 * ty + dr) * w + x0;
+                for (dr, d) in d.iter_mut().enumerate() {
                     let mut line = [0.0f32; 2 * L];
-                    // Constant lengths where they can be: inlined, not calls to memmove.
-                    if n == 2 * L {
-                        line.copy_from_slice(&dy[at..at + 2 * L]);
-                    } else if n == L {
-                        line[..L].copy_from_slice(&dy[at..at + L]);
-                    } else {
-                        line[..n].copy_from_slice(&dy[at..at + n]);
+                    for (half, at) in halves.iter().enumerate().take(per) {
+                        let Some((img, ty)) = *at else { break };
+                        let y = 2 * ty + dr;
+                        if y >= h {
+                            continue;
+                        }
+                        let at = ((img * g.o + o) * h + y) * w + x0;
+                        let dst = &mut line[half * span..];
+                        // Constant lengths where they can be: inlined, not calls to memmove.
+                        if n == 2 * L {
+                            dst[..2 * L].copy_from_slice(&dy[at..at + 2 * L]);
+                        } else if n == L {
+                            dst[..L].copy_from_slice(&dy[at..at + L]);
+                        } else {
+                            dst[..n].copy_from_slice(&dy[at..at + n]);
+                        }
                     }
                     *d = deinterleave::<WIDE>(&line);
                 }
@@ -400,103 +428,4 @@ fn finish(o: usize, c: usize, du: &[f32], out: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The definition: `dW[o][c][ky][kx] = Σ dY[o][y][x] · x[c][y + ky − 1][x + kx − 1]`.
-    fn reference([n, c, h, w]: [usize; 4], x: &[f32], dy: &[f32], o: usize) -> Vec<f32> {
-        let mut out = vec![0.0; o * c * 9];
-        for oi in 0..o {
-            for ci in 0..c {
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let mut s = 0.0f64;
-                        for img in 0..n {
-                            for y in 0..h {
-                                for xx in 0..w {
-                                    let (iy, ix) = (y + ky, xx + kx);
-                                    if iy == 0 || ix == 0 || iy > h || ix > w {
-                                        continue;
-                                    }
-                                    let xv = x[((img * c + ci) * h + iy - 1) * w + ix - 1];
-                                    let dv = dy[((img * o + oi) * h + y) * w + xx];
-                                    s += f64::from(xv) * f64::from(dv);
-                                }
-                            }
-                        }
-                        out[((oi * c + ci) * 3 + ky) * 3 + kx] = s as f32;
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|k| (((k * 7919 + seed * 104_729) % 2003) as f32 / 1001.0) - 1.0)
-            .collect()
-    }
-
-    #[test]
-    fn matches_the_definition_on_odd_even_and_batched_shapes() {
-        // (n, c, h, w, o): odd sides and channel counts outside whole register tiles, one
-        // pixel, rows longer than eight tiles over several groups, the recognizer's shapes.
-        for [n, c, h, w, o] in [
-            [2, 5, 5, 7, 6],
-            [1, 4, 1, 1, 4],
-            [3, 16, 8, 8, 16],
-            [2, 8, 33, 35, 12],
-            [3, 16, 32, 32, 16],
-            [5, 32, 16, 16, 64],
-            [4, 64, 8, 8, 128],
-        ] {
-            let shape = [n, c, h, w];
-            let x = values(n * c * h * w, 1);
-            let dy = values(n * o * h * w, 2);
-            let want = reference(shape, &x, &dy, o);
-            // The largest gradient, for a relative bound: sums of up to n·h·w products.
-            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-            let mut got = vec![f32::NAN; o * c * 9];
-            conv3x3_weight_grad(shape, &x, &dy, o, &mut got);
-            // The portable products too, whatever this CPU has.
-            let g = Geometry {
-                n,
-                c,
-                h,
-                w,
-                o,
-                kh: 3,
-                kw: 3,
-                stride: 1,
-                pad: [1; 4],
-            };
-            let lay = Layout::with_block(&g, GROUP_TILES);
-            let mut du = vec![0.0; 16 * o * c];
-            groups::<false>(&g, &lay, &x, &dy, &mut Scratch::new(&g, &lay), &mut du);
-            let mut portable = vec![f32::NAN; o * c * 9];
-            finish(o, c, &du, &mut portable);
-            for (name, got) in [("dispatched", &got), ("portable", &portable)] {
-                let err = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(
-                        0.0f32,
-                        |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-                    );
-                assert!(
-                    err <= 1e-5 * scale,
-                    "{name} {shape:?} → {o}: error {err} (largest gradient {scale})"
-                );
-            }
-        }
-    }
-
-    #[test]
-    #[should_panic(expected = "buffers do not match")]
-    fn refuses_buffers_of_the_wrong_length() {
-        let mut out = vec![0.0; 4 * 4 * 9];
-        conv3x3_weight_grad([1, 4, 4, 4], &[0.0; 64], &[0.0; 63], 4, &mut out);
-    }
-}
+mod tests;
