@@ -198,10 +198,7 @@ pub(crate) fn conv2d(
             act,
         };
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx512_fma() {
             // SAFETY: the function only requires AVX-512F, AVX2 and FMA, detected just above.
             #[allow(unsafe_code)]
             unsafe {
@@ -223,6 +220,28 @@ pub(crate) fn conv2d(
     });
 }
 
+/// Whether this CPU has AVX-512F, AVX2 and FMA: what the AVX-512 forms require.
+#[cfg(target_arch = "x86_64")]
+fn avx512_fma() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f") && has!("avx2") && has!("fma")
+}
+
+/// The geometry of a 3×3, stride-1, padding-1 convolution of `[n, c, h, w]` into `o` channels.
+fn three_by_three([n, c, h, w]: [usize; 4], o: usize) -> Geometry {
+    Geometry {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        pad: [1; 4],
+    }
+}
+
 /// A 3×3, stride-1, padding-1 convolution of `n` images `[n, c, h, w]` by weights `[o, c, 3, 3]`
 /// (and a bias of length `o`, or none) into `out` (`[n, o, h, w]`), on this thread, by the
 /// Winograd kernel the recognizer runs in tract, with AVX-512 where the CPU has it: for the
@@ -239,17 +258,7 @@ pub fn conv3x3(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let g = Geometry {
-        n,
-        c,
-        h,
-        w,
-        o,
-        kh: 3,
-        kw: 3,
-        stride: 1,
-        pad: [1; 4],
-    };
+    let g = three_by_three([n, c, h, w], o);
     assert!(
         g.is_valid() && h > 0 && w > 0 && weights.len() == o * c * 9,
         "conv3x3: weights of {} floats for {o} × {c} × 3 × 3",
@@ -282,13 +291,7 @@ pub fn conv3x3(
 pub fn conv3x3_suits(c: usize, o: usize, w: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::is_x86_feature_detected as has;
-        c >= 16
-            && o >= 16
-            && (w >= 2 * L || c >= 64)
-            && has!("avx512f")
-            && has!("avx2")
-            && has!("fma")
+        c >= 16 && o >= 16 && (w >= 2 * L || c >= 64) && avx512_fma()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -14,8 +14,10 @@
 use std::cell::RefCell;
 
 use super::super::{Geometry, kept_entry};
+#[cfg(target_arch = "x86_64")]
+use super::avx512_fma;
 use super::transforms::{add, input_transform, rows_per_vector, split_columns, sub, tile_row};
-use super::{KEPT_SHAPES, L, Layout, Scratch, V8};
+use super::{KEPT_SHAPES, L, Layout, Scratch, V8, three_by_three};
 
 /// Tiles per group, about: enough vectors of 16 tiles per lane sum that the sums cost little.
 const GROUP_TILES: usize = 512;
@@ -39,17 +41,7 @@ pub fn conv3x3_weight_grad(
     o: usize,
     out: &mut [f32],
 ) {
-    let g = Geometry {
-        n,
-        c,
-        h,
-        w,
-        o,
-        kh: 3,
-        kw: 3,
-        stride: 1,
-        pad: [1; 4],
-    };
+    let g = three_by_three([n, c, h, w], o);
     assert!(
         g.is_valid()
             && h > 0
@@ -64,10 +56,7 @@ pub fn conv3x3_weight_grad(
     SCRATCH.with_borrow_mut(|kept| {
         let s = kept_entry(kept, KEPT_SHAPES, |s| s.key == g, || Scratch::new(&g, &lay));
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx512_fma() {
             // SAFETY: the function only requires AVX-512F, AVX2 and FMA, detected just above.
             #[allow(unsafe_code)]
             unsafe {
@@ -86,9 +75,8 @@ pub fn conv3x3_weight_grad(
 pub fn conv3x3_weight_grad_suits(c: usize, o: usize, w: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::is_x86_feature_detected as has;
         let _ = w;
-        c >= 16 && o >= 16 && has!("avx512f") && has!("avx2") && has!("fma")
+        c >= 16 && o >= 16 && avx512_fma()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -61,17 +61,7 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
         let mut got = vec![f32::NAN; o * c * 9];
         conv3x3_weight_grad(shape, &x, &dy, o, &mut got);
         // The portable products too, whatever this CPU has.
-        let g = Geometry {
-            n,
-            c,
-            h,
-            w,
-            o,
-            kh: 3,
-            kw: 3,
-            stride: 1,
-            pad: [1; 4],
-        };
+        let g = three_by_three(shape, o);
         let lay = Layout::with_block(&g, GROUP_TILES);
         let mut du = vec![0.0; 16 * o * c];
         groups::<false>(&g, &lay, &x, &dy, &mut Scratch::new(&g, &lay), &mut du);
