@@ -247,13 +247,7 @@ pub(super) fn weight_grad_unrolled(
                 },
             )
             .map(|(acc, _)| acc)
-            .reduce(
-                || vec![0f32; cout * k],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            )
+            .reduce(|| vec![0f32; cout * k], summed)
     } else {
         let (mut acc, mut col) = (vec![0f32; cout * k], vec![0f32; k * p]);
         for i in 0..n {
@@ -466,6 +460,12 @@ impl Contiguous {
 
 pub(super) fn contiguous(t: &FlexTensor) -> Contiguous {
     Contiguous(t.to_contiguous())
+}
+
+/// `a + b`, element by element: per-thread partial gradients summed in a rayon `reduce`.
+pub(super) fn summed(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+    a
 }
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {

@@ -13,7 +13,7 @@
 use burn::backend::ops::ConvOptions;
 use rayon::prelude::*;
 
-use super::kernels::gemm_strided;
+use super::kernels::{gemm_strided, summed};
 
 /// Input channels from which the shifted path is taken (the products' inner dimension).
 const MIN_CHANNELS: usize = 16;
@@ -99,13 +99,7 @@ pub(super) fn winograd_weight_grad(
             scrim_core::runtime::conv3x3_weight_grad([images, cin, h, w], xc, dyc, cout, &mut grad);
             grad
         })
-        .reduce(
-            || vec![0f32; len],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        .reduce(|| vec![0f32; len], summed)
 }
 
 /// Output channels up to which the weight gradient takes this path. Its products are
@@ -255,13 +249,10 @@ pub(super) fn weight_grad(
         }
         acc
     };
-    let acc = (0..n.div_ceil(per)).into_par_iter().map(chunk).reduce(
-        || vec![0f32; 9 * cin * cout],
-        |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        },
-    );
+    let acc = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(chunk)
+        .reduce(|| vec![0f32; 9 * cin * cout], summed);
     // acc[t][ci][co] → dW[co][ci][t].
     let mut grad = vec![0f32; cout * cin * 9];
     for (t, tap) in acc.chunks_exact(cin * cout).enumerate() {
