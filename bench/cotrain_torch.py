@@ -1,4 +1,4 @@
-"""The co-training step of scrim train in PyTorch on the CPU, for `scrim bench --torch`.
+"""The co-training step of scrim train in PyTorch (the CPU by default), for `scrim bench --torch`.
 
 Same networks as models/train/src/nets/ (perturber: hidden 3x3 convs + ReLU, a 3x3 sigma head,
 sigma = sigma_max * sigmoid; recognizer: [3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool] per
@@ -6,9 +6,11 @@ width, global average pool, linear), the same step as models/train/src/cotrain/s
 clip, 8-bit rounding with a straight-through gradient, CE - lambda * mean(log sigma), Adam on
 both networks). Written from that description, not from another project.
 
-Usage: python cotrain_torch.py STEPS BATCH SIZE CHANNELS HIDDEN WIDTHS(comma) CLASSES [LAYERS]
+Usage: python cotrain_torch.py STEPS BATCH SIZE CHANNELS HIDDEN WIDTHS(comma) CLASSES [LAYERS [DEVICE]]
 LAYERS: comma-separated IN:OUT:SIDE 3x3 convolutions to time alone, forward and backward (input
-and weight gradients) at the same batch size.
+and weight gradients) at the same batch size (may be empty). DEVICE: a torch device, `cpu` by
+default (`cuda` for `scrim bench --backend wgpu --torch-device cuda`); every timed step ends in
+`.item()`, which waits for the device.
 Prints JSON: {"median_step_ms": m, "images_per_sec": r, "threads": t, "version": v,
 "layers_ms": [m, ...]}.
 """
@@ -72,10 +74,10 @@ def median_ms(fn, steps):
     return times[len(times) // 2]
 
 
-def time_conv(batch, cin, cout, side, steps):
+def time_conv(batch, cin, cout, side, steps, device):
     """Median ms of one 3x3 convolution's forward and backward (input and weight gradients)."""
-    conv = nn.Conv2d(cin, cout, 3, padding=1)
-    x = torch.rand(batch, cin, side, side, requires_grad=True)
+    conv = nn.Conv2d(cin, cout, 3, padding=1).to(device)
+    x = torch.rand(batch, cin, side, side, device=device, requires_grad=True)
 
     def once():
         conv.zero_grad()
@@ -90,12 +92,13 @@ def main():
     steps, batch, size, channels, hidden = (int(v) for v in sys.argv[1:6])
     widths = [int(v) for v in sys.argv[6].split(",")]
     classes = int(sys.argv[7])
+    device = torch.device(sys.argv[9] if len(sys.argv) > 9 else "cpu")
     torch.manual_seed(0)
-    p, c = Perturber(channels, hidden), Recognizer(widths, classes)
+    p, c = Perturber(channels, hidden).to(device), Recognizer(widths, classes).to(device)
     opt_p = torch.optim.Adam(p.parameters(), lr=4e-3)
     opt_c = torch.optim.Adam(c.parameters(), lr=2e-3)
-    x = torch.rand(batch, 3, size, size)
-    y = torch.randint(0, classes, (batch,))
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = torch.randint(0, classes, (batch,), device=device)
     lam = 0.05
 
     def step():
@@ -122,7 +125,10 @@ def main():
                 "images_per_sec": batch / (median / 1e3),
                 "threads": torch.get_num_threads(),
                 "version": torch.__version__,
-                "layers_ms": [time_conv(batch, cin, cout, side, steps) for cin, cout, side in layers],
+                "device": str(device),
+                "layers_ms": [
+                    time_conv(batch, cin, cout, side, steps, device) for cin, cout, side in layers
+                ],
             }
         )
     )

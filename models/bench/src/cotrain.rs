@@ -140,7 +140,7 @@ pub struct EpochGrowth {
 
 /// The trainer of `scrim train` with its defaults (λ, learning rates, networks) on the
 /// synthetic `shape` task: the bench times [`Trainer::step`], the very step training repeats.
-fn trainer(ds: &Dataset, device: &Device) -> Result<(Trainer, TrainConfig)> {
+pub(crate) fn trainer(ds: &Dataset, device: &Device) -> Result<(Trainer, TrainConfig)> {
     let mut cfg = TrainConfig::for_data(&DataSpec::Synthetic(SyntheticConfig::default()), "shape");
     cfg.size = ds.size;
     cfg.recognizer.num_classes = ds.attribute("shape")?.classes.len();
@@ -149,7 +149,7 @@ fn trainer(ds: &Dataset, device: &Device) -> Result<(Trainer, TrainConfig)> {
 }
 
 /// One co-training step at full λ.
-fn step(t: &mut Trainer, cfg: &TrainConfig, ds: &Dataset, idx: &[usize]) {
+pub(crate) fn step(t: &mut Trainer, cfg: &TrainConfig, ds: &Dataset, idx: &[usize]) {
     t.step(
         ds,
         idx,
@@ -160,7 +160,7 @@ fn step(t: &mut Trainer, cfg: &TrainConfig, ds: &Dataset, idx: &[usize]) {
     );
 }
 
-fn synthetic(count: usize, size: usize) -> Result<Dataset> {
+pub(crate) fn synthetic(count: usize, size: usize) -> Result<Dataset> {
     Ok(data::load(
         &DataSpec::Synthetic(SyntheticConfig { count, seed: 11 }),
         &LoadOptions {
@@ -312,6 +312,24 @@ fn torch_reference<'a>(
         notes.push(format!("PyTorch reference not run: {why}"));
         return None;
     }
+    let layers = conv_layers(opts.train_size);
+    let args = torch_args(
+        opts.cotrain_steps,
+        opts.batch_size,
+        opts.train_size,
+        &layers,
+    );
+    Some((py, args))
+}
+
+/// The arguments of `cotrain_torch.py` for the default networks: `steps` timed steps of `batch`
+/// images at `size` px, then `layers` (network, in, out, side) timed alone.
+pub(crate) fn torch_args(
+    steps: usize,
+    batch: usize,
+    size: usize,
+    layers: &[(&str, usize, usize, usize)],
+) -> Vec<String> {
     let p = PerturberConfig::new();
     let widths = RecognizerConfig::new(2)
         .widths
@@ -319,21 +337,20 @@ fn torch_reference<'a>(
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let args = vec![
-        opts.cotrain_steps.to_string(),
-        opts.batch_size.to_string(),
-        opts.train_size.to_string(),
+    vec![
+        steps.to_string(),
+        batch.to_string(),
+        size.to_string(),
         p.channels.to_string(),
         p.hidden_layers.to_string(),
         widths,
         "2".into(),
-        conv_layers(opts.train_size)
+        layers
             .iter()
             .map(|(_, cin, cout, side)| format!("{cin}:{cout}:{side}"))
             .collect::<Vec<_>>()
             .join(","),
-    ];
-    Some((py, args))
+    ]
 }
 
 /// Section 5 (training): one co-training epoch (batches of `batch_size`) per dataset size.

@@ -12,6 +12,7 @@
 //!
 //! Benchmarks report; they never assert timings. [`BenchOptions::smoke`] is the CI setting.
 
+mod accel;
 mod cotrain;
 mod device;
 mod error;
@@ -24,6 +25,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use accel::{AccelOptions, AccelReport, AccelRow};
+pub use accel::{markdown as accel_markdown, run as run_accelerator};
 pub use cotrain::{CotrainReport, EpochGrowth};
 pub use device::PerturbRow;
 pub use memory::{FileSize, MemoryReport, RssProbe, RssRow, rss_probe};

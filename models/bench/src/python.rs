@@ -23,7 +23,7 @@ pub(crate) fn default_venv() -> PathBuf {
     home.join(".cache/scrim/bench-venv")
 }
 
-fn imports(python: &Path, modules: &str) -> bool {
+pub(crate) fn imports(python: &Path, modules: &str) -> bool {
     Command::new(python)
         .args(["-c", &format!("import {modules}")])
         .output()

@@ -45,6 +45,23 @@ pub struct Args {
     /// The scrim-cloud binary (default: $SCRIM_CLOUD_BIN, else next to this binary).
     #[arg(long)]
     scrim_cloud: Option<PathBuf>,
+    /// Time only the co-training step on this burn backend (wgpu: a GPU, with `--features
+    /// wgpu`) beside flex on the CPU, at each of --batches; with --torch, PyTorch's step on
+    /// the CPU and on --torch-device too. Writes accelerator.json and accelerator.md into
+    /// --out. Example: `scrim bench --backend wgpu --torch --torch-device cuda --python python3`.
+    #[arg(long)]
+    backend: Option<scrim_train::backend::Backend>,
+    /// Batch sizes of --backend's table.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "64,256,1024",
+        requires = "backend"
+    )]
+    batches: Vec<usize>,
+    /// The torch device of --backend's table beside the CPU (PyTorch's name: cuda, mps, xpu).
+    #[arg(long, default_value = "cuda", requires = "backend")]
+    torch_device: String,
     /// Internal: measure peak RSS of the perturbation path with this perturber and exit.
     #[arg(long, hide = true)]
     rss_probe: Option<PathBuf>,
@@ -59,6 +76,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let probe = bench::rss_probe(&model)?;
         println!("{}", serde_json::to_string(&probe).unwrap_or_default());
         return Ok(());
+    }
+    if let Some(backend) = a.backend {
+        return accelerator(backend, a);
     }
     let mut o = if a.smoke {
         BenchOptions::smoke()
@@ -92,6 +112,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(doc) = &o.doc {
         eprintln!("wrote {}", doc.display());
     }
+    Ok(())
+}
+
+/// `scrim bench --backend B`: the co-training step on B beside flex (and PyTorch).
+fn accelerator(backend: scrim_train::backend::Backend, a: Args) -> anyhow::Result<()> {
+    let o = bench::AccelOptions {
+        backend,
+        batches: a.batches,
+        size: BenchOptions::default().train_size,
+        steps: a.steps.unwrap_or(20),
+        torch: a.torch,
+        torch_device: a.torch_device,
+        python: a.python,
+        out: a.out,
+        command_line: super::command_line(),
+    };
+    anyhow::ensure!(
+        !o.batches.is_empty() && !o.batches.contains(&0),
+        "--batches needs one or more sizes above 0"
+    );
+    let report = bench::run_accelerator(&o)?;
+    println!("{}", bench::accel_markdown(&report));
+    eprintln!(
+        "wrote {} and accelerator.md",
+        o.out.join("accelerator.json").display()
+    );
     Ok(())
 }
 
