@@ -110,7 +110,7 @@ fn burn_conv_layers(opts: &BenchOptions, device: &Device) -> Vec<ConvLayerRow> {
                 let _ = xg.map(|g| batch::to_vec(g.sum()));
                 Ok(())
             };
-            let (fast_ms, generic_ms) = super::device::paired_median_ms(
+            let (fast_ms, generic_ms) = super::device::each_alone_median_ms(
                 opts.cotrain_steps,
                 || run(&|x| conv.forward(x), &conv.weight.val()),
                 || run(&|x| generic.forward(x), &generic.weight.val()),
@@ -195,9 +195,9 @@ pub(crate) fn run(
     let (mut steps, mut generics, mut layers) = (Vec::new(), Vec::new(), Vec::new());
     let (mut torch_runs, mut torch_name) = (Vec::new(), None);
     for round in 0..rounds {
-        // The step with `FastConv2d`, alternating with the same step through burn's own
-        // convolution (its generic backward): the before/after of issue #22 under one load.
-        let (step_ms, generic_ms) = super::device::paired_median_ms(
+        // The step with `FastConv2d`, then the same step through burn's own convolution (its
+        // generic backward): the before/after of issue #22, each timed alone as PyTorch is.
+        let (step_ms, generic_ms) = super::device::each_alone_median_ms(
             opts.cotrain_steps,
             || {
                 scrim_train::nets::use_burn_generic(false);

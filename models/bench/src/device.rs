@@ -95,29 +95,17 @@ pub(crate) fn median_ms(iterations: usize, mut f: impl FnMut() -> Result<()>) ->
     Ok(median(&times))
 }
 
-/// Medians of two measurements taken alternately (a, b, a, b, …) after three warm-up runs of
-/// each, so both see the same load on a shared machine.
-pub(crate) fn paired_median_ms(
+/// Medians of two measurements, each timed alone: `a` run back to back (three warm-ups, then
+/// `iterations` timed), then `b` likewise. As PyTorch's reference times its step and layers:
+/// alternating them (session 33 and before) handed each of `a`'s runs the caches that `b`, burn's
+/// generic path with its unrolled matrices, had just swept (16→16 @32: 7.0 ms interleaved
+/// against 5.5 alone).
+pub(crate) fn each_alone_median_ms(
     iterations: usize,
-    mut a: impl FnMut() -> Result<()>,
-    mut b: impl FnMut() -> Result<()>,
+    a: impl FnMut() -> Result<()>,
+    b: impl FnMut() -> Result<()>,
 ) -> Result<(f64, f64)> {
-    for _ in 0..3 {
-        a()?;
-        b()?;
-    }
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for _ in 0..iterations.max(1) {
-        for (f, times) in [
-            (&mut a as &mut dyn FnMut() -> Result<()>, &mut ta),
-            (&mut b, &mut tb),
-        ] {
-            let t = Instant::now();
-            f()?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    Ok((median(&ta), median(&tb)))
+    Ok((median_ms(iterations, a)?, median_ms(iterations, b)?))
 }
 
 /// Median of a non-empty sample (the upper middle value for an even count).

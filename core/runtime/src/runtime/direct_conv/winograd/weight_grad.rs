@@ -21,6 +21,24 @@ use super::{KEPT_SHAPES, L, Layout, Scratch, V8, three_by_three};
 
 /// Tiles per group, about: enough vectors of 16 tiles per lane sum that the sums cost little.
 const GROUP_TILES: usize = 512;
+/// Bytes of a group's transforms (`v` and `m`, all 16 positions) that stay in L2 (2 MiB per
+/// core on the Intel host measured).
+const L2_BUDGET: usize = 3 << 19;
+
+/// [`GROUP_TILES`], or half of it where only the half keeps the group's transforms in L2:
+/// measured with `conv_parts` (batch 64), 32→64 @16 (6 KiB of transforms per tile) 2.45–2.63 →
+/// 2.12–2.27 ms at 256 tiles; 16→16 @32, whose 512 fit, no faster at 256, and 64→128 @8, whose
+/// 256 do not fit either, no faster (fewer tiles per lane sum: at 128–192 tiles every shape
+/// was slower).
+fn group_tiles(g: &Geometry) -> usize {
+    let bytes = |tiles: usize| 16 * (g.o + g.c) * tiles * std::mem::size_of::<f32>();
+    let half = GROUP_TILES / 2;
+    if bytes(GROUP_TILES) > L2_BUDGET && bytes(half) <= L2_BUDGET {
+        half
+    } else {
+        GROUP_TILES
+    }
+}
 
 thread_local! {
     static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
@@ -51,7 +69,7 @@ pub fn conv3x3_weight_grad(
             && out.len() == o * c * 9,
         "conv3x3_weight_grad: buffers do not match [{n}, {c}, {h}, {w}] → {o} channels"
     );
-    let lay = Layout::with_block(&g, GROUP_TILES);
+    let lay = Layout::with_block(&g, group_tiles(&g));
     let mut du = vec![0.0f32; 16 * o * c];
     SCRATCH.with_borrow_mut(|kept| {
         let s = kept_entry(kept, KEPT_SHAPES, |s| s.key == g, || Scratch::new(&g, &lay));

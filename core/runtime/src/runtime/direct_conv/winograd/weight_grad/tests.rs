@@ -62,7 +62,7 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
         conv3x3_weight_grad(shape, &x, &dy, o, &mut got);
         // The portable products too, whatever this CPU has.
         let g = three_by_three(shape, o);
-        let lay = Layout::with_block(&g, GROUP_TILES);
+        let lay = Layout::with_block(&g, group_tiles(&g));
         let mut du = vec![0.0; 16 * o * c];
         groups::<false>(&g, &lay, &x, &dy, &mut Scratch::new(&g, &lay), &mut du);
         let mut portable = vec![f32::NAN; o * c * 9];
@@ -82,6 +82,17 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
             );
         }
     }
+}
+
+#[test]
+fn groups_are_halved_only_where_the_half_fits_in_l2() {
+    let tiles = |c, o| group_tiles(&three_by_three([64, c, 16, 16], o));
+    // 2 KiB of transforms per tile: 512 tiles fit.
+    assert_eq!(tiles(16, 16), GROUP_TILES);
+    // 6 KiB per tile: 512 do not fit, 256 do.
+    assert_eq!(tiles(32, 64), GROUP_TILES / 2);
+    // 12 KiB per tile: neither fits, so the fewer lane sums of 512.
+    assert_eq!(tiles(64, 128), GROUP_TILES);
 }
 
 #[test]
