@@ -39,10 +39,10 @@ pub(crate) const MIN_CHANNELS: usize = 32;
 const BLOCK_TILES: usize = 128;
 /// Lanes of the transforms' vectors.
 const L: usize = 8;
+/// Lanes of the transforms' vectors with AVX-512, where rows hold whole such vectors.
+const WIDE_L: usize = 16;
 /// Geometries whose scratch buffers a thread keeps.
 const KEPT_SHAPES: usize = 8;
-
-type V8 = [f32; L];
 
 /// Whether `g` takes this path.
 pub(crate) fn eligible(g: &Geometry) -> bool {
@@ -117,15 +117,17 @@ impl Layout {
     fn with_block(g: &Geometry, block_tiles: usize) -> Self {
         let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
         let block_rows = (block_tiles / tw).clamp(1, g.n * th);
+        // The widest vector the transforms may take here (`transforms::wide_lanes`).
+        let lanes = if tw.is_multiple_of(WIDE_L) { WIDE_L } else { L };
         // One block's tiles, rounded up to whole register tiles, plus the spill of the last
-        // row's 8-lane stores.
-        let tiles = (block_rows * tw).div_ceil(T) * T + L;
+        // row's stores.
+        let tiles = (block_rows * tw).div_ceil(T) * T + lanes;
         let (vs, ms) = (odd_lines(tiles), odd_lines(tiles));
         Self {
             th,
             tw,
             rows: 2 * th + 2,
-            qw: tw.div_ceil(L) * L + L,
+            qw: tw.div_ceil(lanes) * lanes + lanes,
             block_rows,
             vs,
             vk: odd_lines(g.c * vs),
@@ -330,9 +332,9 @@ fn run_all<K: Tile, const WIDE: bool>(run: &Run<'_>, x: &[f32], s: &mut Scratch,
     let total = g.n * lay.th;
     for first in (0..total).step_by(lay.block_rows) {
         let rows = lay.block_rows.min(total - first);
-        input_transform(g, &lay, &s.q, first, rows, &mut s.v);
+        input_transform::<WIDE>(g, &lay, &s.q, first, rows, &mut s.v);
         products::<K, WIDE>(run, &s.v, rows, &mut s.m);
-        output_transform(run, &s.m, first, rows, out);
+        output_transform::<WIDE>(run, &s.m, first, rows, out);
     }
 }
 

@@ -72,6 +72,11 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
         // empty), and rows whose second output row is past the edge.
         (3, 32, 5, 7, 8),
         (1, 32, 3, 8, 16),
+        // Rows of whole 16-tile vectors with AVX-512 (32 and 64 columns), and 31 columns,
+        // whose last tile's second column is past the edge.
+        (2, 32, 7, 32, 5),
+        (1, 32, 4, 64, 3),
+        (2, 32, 5, 31, 4),
     ] {
         let g = Geometry {
             n,

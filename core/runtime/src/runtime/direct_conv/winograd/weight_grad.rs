@@ -16,8 +16,10 @@ use std::cell::RefCell;
 use super::super::{Geometry, kept_entry};
 #[cfg(target_arch = "x86_64")]
 use super::avx512_fma;
-use super::transforms::{add, input_transform, rows_per_vector, split_columns, sub, tile_row};
-use super::{KEPT_SHAPES, L, Layout, Scratch, V8, three_by_three};
+use super::transforms::{
+    add, input_transform, rows_per_vector, split_columns, sub, tile_row, wide_lanes,
+};
+use super::{KEPT_SHAPES, L, Layout, Scratch, WIDE_L, three_by_three};
 
 /// Tiles per group, about: enough vectors of 16 tiles per lane sum that the sums cost little.
 const GROUP_TILES: usize = 512;
@@ -132,7 +134,7 @@ fn groups<const WIDE: bool>(
     let oc = g.o * g.c;
     for first in (0..total).step_by(lay.block_rows) {
         let rows = lay.block_rows.min(total - first);
-        input_transform(g, lay, &s.q, first, rows, &mut s.v);
+        input_transform::<WIDE>(g, lay, &s.q, first, rows, &mut s.v);
         grad_transform::<WIDE>(g, lay, dy, first, rows, &mut s.m);
         let tiles = rows * lay.tw;
         for (k, duk) in du.chunks_exact_mut(oc).enumerate() {
@@ -154,8 +156,8 @@ fn groups<const WIDE: bool>(
 
 /// `A x` along one axis of a tile: `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`.
 #[inline(always)]
-fn a_col(x0: V8, x1: V8) -> [V8; 4] {
-    let zero = [0.0; L];
+fn a_col<const N: usize>(x0: [f32; N], x1: [f32; N]) -> [[f32; N]; 4] {
+    let zero = [0.0; N];
     [x0, add(x0, x1), sub(x0, x1), sub(zero, x1)]
 }
 
@@ -173,15 +175,17 @@ fn grad_transform<const WIDE: bool>(
     m: &mut [f32],
 ) {
     if rows_per_vector(lay) == 2 {
-        grad_transform_with::<WIDE, true>(g, lay, dy, first, rows, m);
+        grad_transform_with::<WIDE, true, L>(g, lay, dy, first, rows, m);
+    } else if wide_lanes::<WIDE>(lay) {
+        grad_transform_with::<WIDE, false, WIDE_L>(g, lay, dy, first, rows, m);
     } else {
-        grad_transform_with::<WIDE, false>(g, lay, dy, first, rows, m);
+        grad_transform_with::<WIDE, false, L>(g, lay, dy, first, rows, m);
     }
 }
 
-/// [`grad_transform`] with two tile rows per vector when `PAIRS`.
+/// [`grad_transform`] with two tile rows per vector when `PAIRS`, `N` tiles per vector.
 #[inline(always)]
-fn grad_transform_with<const WIDE: bool, const PAIRS: bool>(
+fn grad_transform_with<const WIDE: bool, const PAIRS: bool, const N: usize>(
     g: &Geometry,
     lay: &Layout,
     dy: &[f32],
@@ -192,20 +196,22 @@ fn grad_transform_with<const WIDE: bool, const PAIRS: bool>(
     let (h, w) = (g.h, g.w);
     let per = if PAIRS { 2 } else { 1 };
     // Output columns per half of a vector: a row's whole width when two rows share it.
-    let span = 2 * L / per;
+    let span = 2 * N / per;
     for r in (0..rows).step_by(per) {
         let halves = [
             Some(tile_row(lay, first, r)),
             (PAIRS && r + 1 < rows).then(|| tile_row(lay, first, r + 1)),
         ];
         for o in 0..g.o {
-            for j0 in (0..lay.tw).step_by(L) {
+            for j0 in (0..lay.tw).step_by(N) {
                 let x0 = 2 * j0;
                 let n = (w - x0).min(span);
                 // d[row][parity]: rows 2ty and 2ty + 1, even and odd columns of the tiles.
-                let mut d = [[[0.0f32; L]; 2]; 2];
+                let mut d = [[[0.0f32; N]; 2]; 2];
                 for (dr, d) in d.iter_mut().enumerate() {
-                    let mut line = [0.0f32; 2 * L];
+                    // Room for the widest vector's columns; the first `2 * N` used.
+                    let mut whole = [0.0f32; 2 * WIDE_L];
+                    let line = &mut whole[..2 * N];
                     for (half, at) in halves.iter().enumerate().take(per) {
                         let Some((img, ty)) = *at else { break };
                         let y = 2 * ty + dr;
@@ -215,15 +221,15 @@ fn grad_transform_with<const WIDE: bool, const PAIRS: bool>(
                         let at = ((img * g.o + o) * h + y) * w + x0;
                         let dst = &mut line[half * span..];
                         // Constant lengths where they can be: inlined, not calls to memmove.
-                        if n == 2 * L {
-                            dst[..2 * L].copy_from_slice(&dy[at..at + 2 * L]);
-                        } else if n == L {
-                            dst[..L].copy_from_slice(&dy[at..at + L]);
+                        if n == 2 * N {
+                            dst[..2 * N].copy_from_slice(&dy[at..at + 2 * N]);
+                        } else if n == N {
+                            dst[..N].copy_from_slice(&dy[at..at + N]);
                         } else {
                             dst[..n].copy_from_slice(&dy[at..at + n]);
                         }
                     }
-                    *d = deinterleave::<WIDE>(&line);
+                    *d = deinterleave::<WIDE, N>(line);
                 }
                 // Down the rows for each column parity, then along the columns.
                 let cols = [a_col(d[0][0], d[1][0]), a_col(d[0][1], d[1][1])];
@@ -232,7 +238,7 @@ fn grad_transform_with<const WIDE: bool, const PAIRS: bool>(
                 for a in 0..4 {
                     for (b, values) in a_col(cols[0][a], cols[1][a]).iter().enumerate() {
                         let at = (a * 4 + b) * lay.mk + o * lay.ms + r * lay.tw + j0;
-                        m[at..at + L].copy_from_slice(values);
+                        m[at..at + N].copy_from_slice(values);
                     }
                 }
             }
@@ -240,43 +246,58 @@ fn grad_transform_with<const WIDE: bool, const PAIRS: bool>(
     }
 }
 
-/// A line's even and odd values.
+/// A line's even and odd values: `line` holds `2 * N` of them.
 #[inline(always)]
-fn deinterleave<const WIDE: bool>(line: &[f32; 2 * L]) -> [V8; 2] {
+fn deinterleave<const WIDE: bool, const N: usize>(line: &[f32]) -> [[f32; N]; 2] {
+    let mut d = [[0.0f32; N]; 2];
     #[cfg(target_arch = "x86_64")]
-    if WIDE {
+    if WIDE && (N == L || N == WIDE_L) {
         // SAFETY: `WIDE` is only set under `groups_avx512`, entered after AVX-512F was
         // detected.
         #[allow(unsafe_code)]
         unsafe {
-            return deinterleave_avx512(line);
+            deinterleave_avx512(&line[..2 * N], d.as_flattened_mut());
         }
+        return d;
     }
-    let mut d = [[0.0f32; L]; 2];
-    for i in 0..L {
+    for i in 0..N {
         d[0][i] = line[2 * i];
         d[1][i] = line[2 * i + 1];
     }
     d
 }
 
-/// [`deinterleave`] in one permutation.
+/// [`deinterleave`] by AVX-512 permutations: the 16 or 32 floats of `line` into their even
+/// ones, then their odd ones, in `out`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn deinterleave_avx512(line: &[f32; 2 * L]) -> [V8; 2] {
+fn deinterleave_avx512(line: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::{
-        _mm512_loadu_ps, _mm512_permutexvar_ps, _mm512_setr_epi32, _mm512_storeu_ps,
+        _mm512_loadu_ps, _mm512_permutex2var_ps, _mm512_permutexvar_ps, _mm512_setr_epi32,
+        _mm512_storeu_ps,
     };
-    let mut d = [[0.0f32; L]; 2];
-    // SAFETY: AVX-512F is enabled for this function; both arrays hold 16 floats.
+    assert!(
+        out.len() == line.len() && (line.len() == 2 * L || line.len() == 2 * WIDE_L),
+        "deinterleave: 16 or 32 floats"
+    );
+    let (src, dst) = (line.as_ptr(), out.as_mut_ptr());
+    // SAFETY: AVX-512F is enabled for this function; both slices hold 16 or 32 floats, as
+    // asserted, and each access below stays inside them.
     #[allow(unsafe_code)]
     unsafe {
-        let order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-        let v = _mm512_permutexvar_ps(order, _mm512_loadu_ps(line.as_ptr()));
-        _mm512_storeu_ps(d.as_mut_ptr().cast::<f32>(), v);
+        if line.len() == 2 * L {
+            let order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+            _mm512_storeu_ps(dst, _mm512_permutexvar_ps(order, _mm512_loadu_ps(src)));
+        } else {
+            // Indices 16-31 pick from the second vector.
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            let (a, b) = (_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16)));
+            _mm512_storeu_ps(dst, _mm512_permutex2var_ps(a, even, b));
+            _mm512_storeu_ps(dst.add(16), _mm512_permutex2var_ps(a, odd, b));
+        }
     }
-    d
 }
 
 /// `du[oi][ci] += Σ_t m[oi·ms + t] · v[ci·vs + t]` over `t < tiles`, for the output channels

@@ -51,6 +51,9 @@ fn matches_the_definition_on_odd_even_and_batched_shapes() {
         [4, 64, 8, 8, 128],
         [3, 8, 5, 7, 8],
         [1, 16, 3, 8, 16],
+        // Rows of whole 16-tile vectors (64 columns), and 31 columns.
+        [2, 16, 5, 64, 16],
+        [2, 16, 5, 31, 20],
     ] {
         let shape = [n, c, h, w];
         let x = values(n * c * h * w, 1);
