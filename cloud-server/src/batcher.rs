@@ -17,6 +17,11 @@
 //!   a lone request is not delayed for nothing). It then stacks them, runs the model once and
 //!   answers each request through its own oneshot channel. While one thread runs a batch, the
 //!   next is already assembling the following one.
+//! - **Whole plans**: tract runs a batch through fixed-shape plans timed at load, so the images
+//!   left over past a multiple of the fastest plan would run in small, slow plans (10 images
+//!   with a fastest plan of 4: 4 + 4 + 2). A thread runs the whole multiple and keeps the rest
+//!   for its next batch, first in line, which gathers more behind them or, when none come,
+//!   runs them on their own: they wait one batch longer (docs/PERFORMANCE.md §1n).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,11 +114,23 @@ impl Batcher {
         settings: BatchSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
+        let granule = fastest_plan(&model);
+        Self::start_with(model, settings, metrics, granule)
+    }
+
+    /// [`Batcher::start`] with batches trimmed to multiples of `granule` ([`whole_plans`]).
+    fn start_with(
+        model: Model,
+        settings: BatchSettings,
+        metrics: Arc<Metrics>,
+        granule: usize,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let intake = Arc::new(Mutex::new(rx));
         let arriving = Arc::new(AtomicUsize::new(0));
         for i in 0..settings.workers.max(1) {
             let worker = Worker {
+                granule,
                 model: model.clone(),
                 intake: Arc::clone(&intake),
                 arriving: Arc::clone(&arriving),
@@ -256,8 +273,29 @@ impl Batcher {
     }
 }
 
+/// The batch size of `model`'s kept plan that ran an image fastest at load, when over one;
+/// 1 (no trimming) for onnxruntime and untimed plans.
+fn fastest_plan(model: &Model) -> usize {
+    model
+        .plan_choices()
+        .iter()
+        .filter(|p| p.kept && p.us_per_image.is_finite())
+        .min_by(|a, b| a.us_per_image.total_cmp(&b.us_per_image))
+        .map_or(1, |p| p.batch.max(1))
+}
+
+/// How many of `n` gathered images to run now: the largest multiple of `granule` (the rest wait
+/// for the next batch), or all of them when that is none or `granule` is 1.
+fn whole_plans(n: usize, granule: usize) -> usize {
+    let whole = n / granule.max(1) * granule.max(1);
+    if whole == 0 { n } else { whole }
+}
+
 struct Worker {
     model: Model,
+    /// The batch size of the plan fastest per image at load, when it is over one (see
+    /// [`whole_plans`]); 1 otherwise.
+    granule: usize,
     intake: Arc<Mutex<mpsc::Receiver<Job>>>,
     arriving: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
@@ -266,7 +304,8 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        while let Some(batch) = self.next_batch() {
+        let mut carried = Vec::new();
+        while let Some(batch) = self.next_batch(&mut carried) {
             // A panic (in a decoder or the model) must not take the thread down with it. The
             // jobs' reply channels are dropped then, and their callers get an internal error.
             if std::panic::catch_unwind(AssertUnwindSafe(|| self.execute(batch))).is_err() {
@@ -276,13 +315,17 @@ impl Worker {
         tracing::debug!("inference thread finished");
     }
 
-    /// Blocks for the first job, then gathers more (see the module docs for when it stops).
-    /// Holds the intake lock meanwhile, so one thread assembles at a time. `None` once the
-    /// queue is closed and empty.
-    fn next_batch(&self) -> Option<Vec<Job>> {
+    /// Starts from the images `carried` over from the last batch, else blocks for the first
+    /// job, then gathers more (see the module docs for when it stops); leaves in `carried` what
+    /// goes past whole plans. Holds the intake lock meanwhile, so one thread assembles at a
+    /// time. `None` once the queue is closed and empty.
+    fn next_batch(&self, carried: &mut Vec<Job>) -> Option<Vec<Job>> {
         let intake = self.intake.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch: Vec<Job> = Vec::with_capacity(self.settings.max_batch);
-        let mut deadline = None;
+        batch.append(carried);
+        let mut deadline = batch
+            .first()
+            .map(|job| job.enqueued + self.settings.max_wait);
         while batch.len() < self.settings.max_batch {
             let job = match deadline {
                 None => match intake.recv() {
@@ -314,6 +357,8 @@ impl Worker {
             }
             batch.push(job);
         }
+        let whole = whole_plans(batch.len(), self.granule);
+        carried.extend(batch.drain(whole..));
         Some(batch)
     }
 

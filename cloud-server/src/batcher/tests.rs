@@ -5,6 +5,17 @@ use crate::ErrorCode;
 use scrim_core::{BatchMode, fixtures, imaging};
 
 fn batcher(max_batch: usize, max_wait_ms: u64, queue: usize) -> (Batcher, Arc<Metrics>) {
+    batcher_in_plans_of(1, max_batch, max_wait_ms, queue)
+}
+
+/// A batcher whose batches are trimmed to multiples of `granule` (as a fastest plan of that
+/// size would have them).
+fn batcher_in_plans_of(
+    granule: usize,
+    max_batch: usize,
+    max_wait_ms: u64,
+    queue: usize,
+) -> (Batcher, Arc<Metrics>) {
     let (onnx, manifest) = fixtures::recognizer(8, &["a", "b", "c"]);
     let model = Model::load(&onnx, manifest, BatchMode::Dynamic).expect("fixture");
     let metrics = Arc::new(Metrics::default());
@@ -17,9 +28,39 @@ fn batcher(max_batch: usize, max_wait_ms: u64, queue: usize) -> (Batcher, Arc<Me
         decode: DecodeLimits::default(),
     };
     (
-        Batcher::start(model, settings, Arc::clone(&metrics)).expect("start"),
+        Batcher::start_with(model, settings, Arc::clone(&metrics), granule).expect("start"),
         metrics,
     )
+}
+
+#[test]
+fn batches_run_in_whole_plans_unless_there_are_fewer_images() {
+    assert_eq!(whole_plans(10, 4), 8);
+    assert_eq!(whole_plans(8, 4), 8);
+    assert_eq!(whole_plans(3, 4), 3, "fewer than one plan: all of them");
+    assert_eq!(whole_plans(7, 1), 7);
+    assert_eq!(whole_plans(0, 4), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_past_whole_plans_run_next_and_are_all_answered_in_order() {
+    let (b, metrics) = batcher_in_plans_of(2, 16, 2_000, 64);
+    let values = [0.1, 0.3, 0.5, 0.7, 0.9];
+    let mut single = Vec::new();
+    for v in values {
+        single.push(run(&b, vec![png(8, v)]).await.remove(0).expect("logits"));
+    }
+    let (before, _) = metrics.batch_totals();
+    let rows = run(&b, values.iter().map(|&v| png(8, v)).collect()).await;
+    // Five images in plans of two: four now, the fifth carried into a batch of its own.
+    assert_eq!(metrics.batch_totals().0 - before, 2, "two model runs");
+    assert_eq!(rows.len(), 5);
+    for (got, want) in rows.iter().zip(&single) {
+        let got = got.as_ref().expect("logits");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
 }
 
 fn png(size: usize, v: f32) -> Bytes {
