@@ -95,6 +95,9 @@ struct Layout {
     qw: usize,
     /// Tile rows per block.
     block_rows: usize,
+    /// The widest vector of tiles the transforms may take ([`WIDE_L`] where the rows hold
+    /// whole such vectors, else [`L`]); what the buffers leave room for.
+    lanes: usize,
     /// Strides: a channel's tiles in `v` and an output channel's in `m`; a plane `k` of each.
     vs: usize,
     vk: usize,
@@ -117,7 +120,6 @@ impl Layout {
     fn with_block(g: &Geometry, block_tiles: usize) -> Self {
         let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
         let block_rows = (block_tiles / tw).clamp(1, g.n * th);
-        // The widest vector the transforms may take here (`transforms::wide_lanes`).
         let lanes = if tw.is_multiple_of(WIDE_L) { WIDE_L } else { L };
         // One block's tiles, rounded up to whole register tiles, plus the spill of the last
         // row's stores.
@@ -129,6 +131,7 @@ impl Layout {
             rows: 2 * th + 2,
             qw: tw.div_ceil(lanes) * lanes + lanes,
             block_rows,
+            lanes,
             vs,
             vk: odd_lines(g.c * vs),
             ms,

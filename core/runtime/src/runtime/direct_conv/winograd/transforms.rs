@@ -86,7 +86,7 @@ pub(super) fn rows_per_vector(lay: &Layout) -> usize {
 /// hidden 16→16 layer in training); measured in docs/PERFORMANCE.md §1n.
 #[inline(always)]
 pub(super) fn wide_lanes<const WIDE: bool>(lay: &Layout) -> bool {
-    WIDE && lay.tw.is_multiple_of(WIDE_L)
+    WIDE && lay.lanes == WIDE_L
 }
 
 /// Where tile row `r` of a block starting at `first` lies: its image and its row of tiles.
